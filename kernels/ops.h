@@ -1,0 +1,123 @@
+// The op table: every operation the forward pass needs, implemented once per backend
+// (kernels/cpu: the plain-C reference; kernels/cuda: the product). The forward pass (models/)
+// calls only these, so the same network code runs on both.
+//
+// Conventions, for every op:
+// - Pointers are backend memory: host memory for the CPU backend, device memory for CUDA.
+//   Index arrays (ids, positions, slot_mapping, attention metadata) are int32 in backend memory.
+// - Activations and weights are bf16, row-major; arithmetic accumulates in float32.
+// - Ops run in order on the backend's one stream; they never allocate, synchronize or print.
+// - Each returns 0 or a negative ERR_* code (CUDA launch errors, classified; bad sizes: ERR_INVAL).
+//
+// KV cache layout, per layer: k_cache and v_cache are each
+//   [n_blocks, block_size, n_kv_heads, head_dim]
+// and a token's slot is block_id * block_size + offset_in_block (vLLM's slot_mapping).
+// The fused QKV activation row of a token is [q (n_heads*head_dim) | k (n_kv*head_dim) | v (same)].
+#ifndef KEEL_KERNELS_OPS_H
+#define KEEL_KERNELS_OPS_H
+
+#include "kernels/bf16.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// What attention needs to know about one scheduled batch of variable-length spans. Sequence i
+// contributes query tokens [query_start[i], query_start[i+1]) of the batch; its context (cached
+// plus new tokens) is seq_lens[i] long, so its first new token sits at position
+// seq_lens[i] - (query_start[i+1] - query_start[i]). Query token at position p attends to keys at
+// positions 0..p (causal). Prefill chunks and single decode tokens mix freely.
+struct kern_attn_batch {
+    int n_seqs;
+    int n_tokens;                // == query_start[n_seqs]
+    const int32_t *query_start;  // [n_seqs + 1], backend memory
+    const int32_t *seq_lens;     // [n_seqs], backend memory
+    const int32_t *block_tables; // [n_seqs, max_blocks_per_seq], backend memory
+    int max_blocks_per_seq;
+    int max_query_len;           // host-side hints for launch shapes
+    int max_seq_len;
+};
+
+// Backend state (CPU: thread count; CUDA: device, stream, cuBLAS handle, workspace). Opaque here.
+struct kern_ctx;
+
+struct kern_ops {
+    const char *name; // "cpu" or "cuda"
+
+    // out[i, :] = table[ids[i], :]
+    int (*embed)(struct kern_ctx *c, bf16 *out /* [n, dim] */, const int32_t *ids /* [n] */,
+                 const bf16 *table /* [vocab, dim] */, int n, int dim);
+
+    // Fused residual add + RMSNorm (vLLM's fused_add_rms_norm):
+    //   if delta != NULL: residual += delta (rounded to bf16)
+    //   out = residual / sqrt(mean(residual^2) + eps) * w
+    // out may not alias residual or delta.
+    int (*add_rmsnorm)(struct kern_ctx *c, bf16 *out /* [n, dim] */, bf16 *residual /* [n, dim] */,
+                       const bf16 *delta /* [n, dim] or NULL */, const bf16 *w /* [dim] */, int n,
+                       int dim, float eps);
+
+    // y = x · w^T (+ bias): bf16 in and out, float32 accumulation.
+    int (*gemm)(struct kern_ctx *c, bf16 *y /* [m, n] */, const bf16 *x /* [m, k] */,
+                const bf16 *w /* [n, k] */, const bf16 *bias /* [n] or NULL */, int m, int n, int k);
+
+    // The same with float32 output, for logits.
+    int (*gemm_f32)(struct kern_ctx *c, float *y /* [m, n] */, const bf16 *x /* [m, k] */,
+                    const bf16 *w /* [n, k] */, int m, int n, int k);
+
+    // Qwen3: RMSNorm over head_dim of every q head (weight q_w) and k head (weight k_w), in place
+    // inside the fused QKV rows.
+    int (*qk_norm)(struct kern_ctx *c, bf16 *qkv /* [n, (n_heads + 2 n_kv) * head_dim] */,
+                   const bf16 *q_w /* [head_dim] */, const bf16 *k_w /* [head_dim] */, int n,
+                   int n_heads, int n_kv_heads, int head_dim, float eps);
+
+    // Rotary embedding as Hugging Face Qwen/Llama apply it (rotate_half: pairs (i, i + head_dim/2),
+    // inv_freq[i] = theta^(-2i/head_dim)), in place on q and k inside the fused QKV rows.
+    int (*rope)(struct kern_ctx *c, bf16 *qkv /* [n, (n_heads + 2 n_kv) * head_dim] */,
+                const int32_t *positions /* [n] */, int n, int n_heads, int n_kv_heads,
+                int head_dim, float theta);
+
+    // Copies each token's k and v (from the fused QKV rows) into its cache slot. A negative slot
+    // means "do not store" (padding).
+    int (*kv_write)(struct kern_ctx *c, bf16 *k_cache, bf16 *v_cache,
+                    const bf16 *qkv /* [n, (n_heads + 2 n_kv) * head_dim] */,
+                    const int32_t *slot_mapping /* [n] */, int n, int n_heads, int n_kv_heads,
+                    int head_dim);
+
+    // Causal attention over the paged cache for a mixed batch (see kern_attn_batch); the keys
+    // and values of the batch's own tokens must already be written (kv_write). GQA: query head h
+    // uses kv head h / (n_heads / n_kv_heads). out = softmax(q·k^T * scale) · v.
+    int (*attention)(struct kern_ctx *c, bf16 *out /* [n_tokens, n_heads * head_dim] */,
+                     const bf16 *qkv /* [n_tokens, (n_heads + 2 n_kv) * head_dim] */,
+                     const bf16 *k_cache, const bf16 *v_cache, const struct kern_attn_batch *b,
+                     int n_heads, int n_kv_heads, int head_dim, int block_size, float scale);
+
+    // out = silu(gate) * up, where gate_up rows are [gate (h) | up (h)].
+    int (*silu_mul)(struct kern_ctx *c, bf16 *out /* [n, h] */, const bf16 *gate_up /* [n, 2h] */,
+                    int n, int h);
+
+    // out[i, :] = x[rows[i], :] (the last position of each sequence, before the final norm).
+    int (*gather_rows)(struct kern_ctx *c, bf16 *out /* [m, dim] */, const bf16 *x /* [*, dim] */,
+                       const int32_t *rows /* [m] */, int m, int dim);
+
+    // Host <-> backend copies on the backend's stream. to_host waits for the copy to finish
+    // (it is the one synchronisation point of a step).
+    int (*copy_to_backend)(struct kern_ctx *c, void *dst, const void *src, size_t bytes);
+    int (*copy_to_host)(struct kern_ctx *c, void *dst, const void *src, size_t bytes);
+
+    // Waits for all queued work (start-up, tests). Returns the first pending error.
+    int (*sync)(struct kern_ctx *c);
+};
+
+// The CPU reference backend (kernels/cpu). n_threads <= 0 means "all cores".
+extern const struct kern_ops kern_cpu_ops;
+int kern_cpu_ctx_init(struct kern_ctx **c, int n_threads);
+void kern_cpu_ctx_free(struct kern_ctx *c);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,98 @@
+// The model: weights in the arena, the KV cache, per-step scratch, and the forward pass over a
+// scheduled batch. The forward pass is written once over the op table (kernels/ops.h) and runs on
+// the CPU and CUDA backends alike.
+#ifndef KEEL_MODELS_MODEL_H
+#define KEEL_MODELS_MODEL_H
+
+#include "kernels/ops.h"
+#include "memory/arena.h"
+#include "memory/plan.h"
+#include "models/config.h"
+
+#include <stdint.h>
+
+// One decoder layer's weights, all bf16 in backend memory. QKV and gate/up are fused at load.
+struct model_layer {
+    bf16 *attn_norm; // [dim]
+    bf16 *wqkv;      // [(n_heads + 2 n_kv_heads) * head_dim, dim]: q rows, then k, then v
+    bf16 *bqkv;      // [(n_heads + 2 n_kv_heads) * head_dim] or NULL (no QKV bias)
+    bf16 *q_norm;    // [head_dim] or NULL (Qwen3 only)
+    bf16 *k_norm;    // [head_dim] or NULL
+    bf16 *wo;        // [dim, n_heads * head_dim]
+    bf16 *ffn_norm;  // [dim]
+    bf16 *w_gate_up; // [2 * hidden_dim, dim]: gate rows, then up rows
+    bf16 *w_down;    // [dim, hidden_dim]
+};
+
+struct model_weights {
+    bf16 *embed;              // [vocab_size, dim]
+    struct model_layer *layers; // [n_layers], host array (malloc'd) of backend pointers
+    bf16 *final_norm;         // [dim]
+    bf16 *lm_head;            // [vocab_size, dim]; == embed when tie_word_embeddings
+};
+
+enum model_load_format {
+    MODEL_LOAD_SAFETENSORS = 0, // read DIR/*.safetensors (single or sharded)
+    MODEL_LOAD_DUMMY = 1,       // deterministic random values of the config's shapes
+};
+
+// Parses "safetensors" / "auto" / "dummy". Returns 0 or ERR_INVAL.
+int model_parse_load_format(const char *s, enum model_load_format *out);
+
+// Exact bytes of the weights region for this config (after fusion, bf16, aligned as carved).
+int64_t model_weights_bytes(const struct model_config *cfg);
+
+// Carves the "weights" region from the arena and fills it: from safetensors (validated against
+// the config; f16/f32 converted to bf16; streamed through the arena's staging buffer, never a
+// second host copy of the model) or dummy values from `seed`. Shows progress on stderr.
+// w->layers is malloc'd; model_weights_free() releases it.
+int model_weights_load(struct model_weights *w, const struct model_config *cfg, const char *dir,
+                       enum model_load_format fmt, uint64_t seed, const struct kern_ops *ops,
+                       struct kern_ctx *ctx, struct mem_arena *arena);
+void model_weights_free(struct model_weights *w);
+
+struct model {
+    struct model_config cfg;
+    const struct kern_ops *ops;
+    struct kern_ctx *ctx;
+    struct model_weights w;
+    // KV cache: per layer, K then V, each [n_kv_blocks, block_size, n_kv_heads, head_dim]
+    bf16 *kv_cache;
+    int n_kv_blocks, block_size;
+    // limits of one step (the plan's)
+    int max_tokens, max_seqs, max_blocks_per_seq;
+    struct mem_scratch_layout scratch;
+    uint8_t *scratch_base;    // backend memory, scratch.bytes
+    float *logits;            // backend memory, float32 [max_seqs, vocab_size]
+    int32_t *host_meta;       // host staging for the step's metadata (scratch.meta_bytes)
+};
+
+// One scheduled batch: variable-length spans of n_seqs sequences, n_tokens tokens in all. All
+// arrays are host memory; model_forward copies them to the backend.
+struct model_batch {
+    int n_tokens, n_seqs;
+    const int32_t *token_ids;    // [n_tokens]
+    const int32_t *positions;    // [n_tokens]
+    const int32_t *slot_mapping; // [n_tokens]
+    const int32_t *query_start;  // [n_seqs + 1]
+    const int32_t *seq_lens;     // [n_seqs]: context length including this step's tokens
+    const int32_t *block_tables; // [n_seqs, max_blocks_per_seq] (the model's stride)
+};
+
+// Builds the model over loaded weights: carves scratch, logits and the KV cache (plan's
+// num_kv_blocks) from the arena. The model does not own ops/ctx/arena.
+int model_init(struct model *m, const struct model_config *cfg, const struct kern_ops *ops,
+               struct kern_ctx *ctx, struct mem_arena *arena, const struct mem_plan *plan,
+               const struct mem_plan_settings *set);
+void model_free(struct model *m); // NULL-safe; frees host-side allocations only
+
+// Runs the batch and writes float32 logits of the last token of each sequence to host memory:
+// logits[n_seqs, vocab_size]. Returns 0 or an ERR_* code (ERR_INVAL for a batch beyond the
+// model's limits; CUDA errors classified).
+int model_forward(struct model *m, const struct model_batch *b, float *logits);
+
+// Fills struct mem_plan_shape from a config.
+struct mem_plan_shape;
+void model_plan_shape(const struct model_config *cfg, struct mem_plan_shape *s);
+
+#endif
