@@ -116,6 +116,22 @@ extern const struct kern_ops kern_cpu_ops;
 int kern_cpu_ctx_init(struct kern_ctx **c, int n_threads);
 void kern_cpu_ctx_free(struct kern_ctx *c);
 
+#ifdef KEEL_CUDA
+// The CUDA backend (kernels/cuda). One context per GPU: one stream, one cuBLAS(Lt) handle bound to
+// it, created here at start-up and never in a request path. cuBLAS gets `workspace` (an arena
+// region) so it never allocates on its own; `op_scratch` (an arena region) is for kernels that
+// need temporary space (split-KV attention partials, sampling). Nothing here calls cudaMalloc.
+extern const struct kern_ops kern_cuda_ops;
+int kern_cuda_ctx_init(struct kern_ctx **c, int device, void *workspace, size_t workspace_bytes,
+                       void *op_scratch, size_t op_scratch_bytes);
+void kern_cuda_ctx_free(struct kern_ctx *c); // NULL-safe
+// Number of cuBLAS handles this process has created (the one-handle promise's test).
+int kern_cuda_handle_count(void);
+#endif
+
+// Number of CUDA devices visible (0 in a CPU-only build or when none is present).
+int kern_cuda_device_count(void);
+
 #ifdef __cplusplus
 }
 #endif
