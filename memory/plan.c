@@ -149,7 +149,7 @@ static const char *human(char *buf, size_t n, size_t bytes) {
     if ((double)bytes >= GIB)
         snprintf(buf, n, "%.2f GiB", (double)bytes / GIB);
     else
-        snprintf(buf, n, "%.1f MiB", (double)bytes / (1 << 20));
+        snprintf(buf, n, "%.2f MiB", (double)bytes / (1 << 20));
     return buf;
 }
 #define H(i, v) human(hb[i], sizeof hb[i], (v))
@@ -182,7 +182,8 @@ int mem_plan_compute(const struct mem_plan_shape *shape, const struct mem_plan_s
     out->budget_bytes = budget;
     out->overhead_bytes = overhead;
     out->other_bytes = used - overhead;
-    out->max_blocks_per_seq = (set->max_model_len + set->block_size - 1) / set->block_size;
+    out->max_blocks_per_seq =
+        (int)(((int64_t)set->max_model_len + set->block_size - 1) / set->block_size);
 
     // Regions that do not depend on the pool.
     out->weights_bytes = shape->weights_bytes > 0 ? align_up((size_t)shape->weights_bytes)
@@ -203,8 +204,9 @@ int mem_plan_compute(const struct mem_plan_shape *shape, const struct mem_plan_s
     size_t need_blocks = (size_t)out->max_blocks_per_seq;
 
     // keel's arena must fit in what is free now; if other processes hold memory it may not.
-    if (budget < overhead || device_free < budget - overhead) {
-        size_t want = budget > overhead ? budget - overhead : 0;
+    // (A budget below the context itself is the "does not fit" case below.)
+    if (budget >= overhead && device_free < budget - overhead) {
+        size_t want = budget - overhead;
         double fit = floor((double)(device_free + overhead) / (double)device_total * 100.0) / 100.0;
         return err_set(ERR_NOSPACE,
                        "not enough free device memory: the budget is %s (gpu_memory_utilization "

@@ -330,6 +330,23 @@ TEST(plan_num_kv_blocks_caps_the_pool) {
     CHECK_HAS(err_msg(), "lower --max-model-len to 16000");
 }
 
+TEST(plan_budget_below_the_context_is_a_fit_problem) {
+    // 0.01 of 24 GiB = 257698037 bytes, less than the 512 MiB context: not a free-memory
+    // problem but a budget one, so the fix is a higher utilization.
+    // need = 2206088192 + 2048 * 196608 = 2608741376; / 25769803776 = 0.1012 -> 0.11
+    struct mem_plan_shape m = qwen25_05b();
+    struct mem_plan_settings s = defaults();
+    s.gpu_memory_utilization = 0.01;
+    struct mem_plan p;
+    CHECK_EQ(plan_on(&m, &s, GiB(24), &p), ERR_NOSPACE);
+    CHECK_HAS(err_msg(), "the model does not fit");
+    CHECK_HAS(err_msg(), "raise --gpu-memory-utilization to 0.11");
+    s.gpu_memory_utilization = 0.11;
+    CHECK_OK(plan_on(&m, &s, GiB(24), &p));
+    // floor(0.11 * 25769803776) = 2834678415; (2834678415 - 2206088192) / 196608 = 3197
+    CHECK_EQ(p.num_kv_blocks, 3197);
+}
+
 TEST(plan_overhead_splits_context_from_other_processes) {
     struct mem_plan_shape m = qwen25_05b();
     struct mem_plan_settings s = defaults();
