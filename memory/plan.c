@@ -154,11 +154,113 @@ static const char *human(char *buf, size_t n, size_t bytes) {
 }
 #define H(i, v) human(hb[i], sizeof hb[i], (v))
 
-// The smallest utilization, in hundredths, whose budget holds `need` bytes.
-static double util_for(size_t need, size_t total) {
-    double u = ceil((double)need / (double)total * 100.0) / 100.0;
-    while (floor(u * (double)total) < (double)need) u += 0.01;
-    return u;
+// The smallest utilization, in hundredths, whose budget holds `need` bytes. Returns false when
+// none does: above 1, or an arena that would not fit in the free memory.
+static bool util_for(size_t need, const struct mem_plan *p, double *u_out) {
+    double total = (double)p->device_total_bytes;
+    double u = ceil((double)need / total * 100.0) / 100.0;
+    while (floor(u * total) < (double)need) u += 0.01;
+    *u_out = u;
+    size_t budget = (size_t)floor(u * total);
+    return u <= 1.0 && budget - p->overhead_bytes <= p->device_free_bytes;
+}
+
+// Fills every region that does not depend on the pool; returns the fixed bytes (overhead
+// included).
+static size_t plan_regions(const struct mem_plan_shape *shape,
+                           const struct mem_plan_settings *set, struct mem_plan *out) {
+    out->max_blocks_per_seq =
+        (int)(((int64_t)set->max_model_len + set->block_size - 1) / set->block_size);
+    out->weights_bytes = shape->weights_bytes > 0 ? align_up((size_t)shape->weights_bytes)
+                                                  : (size_t)mem_plan_weights_from_shape(shape);
+    out->workspace_bytes = MEM_PLAN_WORKSPACE_BYTES;
+    struct mem_scratch_layout lay;
+    mem_plan_scratch_layout(shape, set->max_num_batched_tokens, set->max_num_seqs,
+                            out->max_blocks_per_seq, &lay);
+    out->activation_bytes = lay.bytes;
+    size_t S = (size_t)set->max_num_seqs, V = (size_t)shape->vocab_size;
+    out->logits_bytes = align_up(S * V * 4);
+    out->sampling_bytes = align_up(S * V * 4 + S * MEM_PLAN_SAMPLING_SEQ_BYTES);
+    out->kv_block_bytes = 2 * (size_t)shape->n_layers * (size_t)shape->n_kv_heads *
+                          (size_t)shape->head_dim * (size_t)set->block_size * 2;
+    return out->overhead_bytes + out->weights_bytes + out->workspace_bytes +
+           out->activation_bytes + out->logits_bytes + out->sampling_bytes;
+}
+
+// keel's arena (budget - overhead) does not fit in the free memory: others hold some of it.
+static int refuse_free(const struct mem_plan *p, double util) {
+    char hb[6][32];
+    double fit = floor((double)(p->device_free_bytes + p->overhead_bytes) /
+                       (double)p->device_total_bytes * 100.0) / 100.0;
+    return err_set(ERR_NOSPACE,
+                   "not enough free device memory: the budget is %s (gpu_memory_utilization "
+                   "%.2f x %s total); less keel's own context (%s) keel needs %s, but only %s "
+                   "is free (other processes hold %s). Fix: free that memory, or lower "
+                   "--gpu-memory-utilization to %.2f or less",
+                   H(0, p->budget_bytes), util, H(1, p->device_total_bytes),
+                   H(2, p->overhead_bytes), H(3, p->budget_bytes - p->overhead_bytes),
+                   H(4, p->device_free_bytes), H(5, p->other_bytes), fit);
+}
+
+// The fixed regions alone exceed the budget.
+static int refuse_fixed(const struct mem_plan *p, const struct mem_plan_settings *set,
+                        size_t fixed) {
+    char hb[11][32], fixmsg[256];
+    size_t need = fixed + (size_t)p->max_blocks_per_seq * p->kv_block_bytes;
+    double u;
+    if (util_for(need, p, &u))
+        snprintf(fixmsg, sizeof fixmsg,
+                 "raise --gpu-memory-utilization to %.2f (that also holds one sequence of "
+                 "max_model_len %d), or lower --max-num-seqs / --max-num-batched-tokens",
+                 u, set->max_model_len);
+    else
+        snprintf(fixmsg, sizeof fixmsg,
+                 "this device cannot hold the model with one sequence of max_model_len %d "
+                 "(%s needed): use a GPU with more memory, or lower --max-num-seqs / "
+                 "--max-num-batched-tokens",
+                 set->max_model_len, H(10, need));
+    return err_set(ERR_NOSPACE,
+                   "the model does not fit: weights %s + context %s + cuBLAS workspace %s + "
+                   "activations %s + logits %s + sampling %s = %s, more than the budget %s "
+                   "(gpu_memory_utilization %.2f x %s total). Fix: %s",
+                   H(0, p->weights_bytes), H(1, p->overhead_bytes), H(2, p->workspace_bytes),
+                   H(3, p->activation_bytes), H(4, p->logits_bytes), H(5, p->sampling_bytes),
+                   H(6, fixed), H(8, p->budget_bytes), set->gpu_memory_utilization,
+                   H(9, p->device_total_bytes), fixmsg);
+}
+
+// The pool holds fewer tokens than one sequence of max_model_len.
+static int refuse_kv(const struct mem_plan *p, const struct mem_plan_settings *set, size_t fixed,
+                     bool capped) {
+    char hb[11][32], fixmsg[320];
+    size_t need_blocks = (size_t)p->max_blocks_per_seq;
+    double u;
+    if (capped)
+        snprintf(fixmsg, sizeof fixmsg,
+                 "raise --num-kv-blocks to %zu, or lower --max-model-len to %lld", need_blocks,
+                 (long long)p->kv_tokens);
+    else if (util_for(fixed + need_blocks * p->kv_block_bytes, p, &u))
+        snprintf(fixmsg, sizeof fixmsg,
+                 "lower --max-model-len to %lld, or raise --gpu-memory-utilization to %.2f",
+                 (long long)p->kv_tokens, u);
+    else
+        snprintf(fixmsg, sizeof fixmsg,
+                 "lower --max-model-len to %lld (no utilization of this device holds %d "
+                 "tokens: %s needed), or lower --max-num-seqs / --max-num-batched-tokens to "
+                 "shrink the activations",
+                 (long long)p->kv_tokens, set->max_model_len,
+                 H(10, fixed + need_blocks * p->kv_block_bytes));
+    return err_set(ERR_NOSPACE,
+                   "the KV pool cannot hold one sequence of max_model_len %d: %lld blocks x %d "
+                   "tokens = %lld tokens (%s per block, %s of KV after weights %s, context %s, "
+                   "workspace %s, activations %s, logits %s, sampling %s, of the budget %s = "
+                   "%.2f x %s). Fix: %s",
+                   set->max_model_len, (long long)p->num_kv_blocks, set->block_size,
+                   (long long)p->kv_tokens, H(0, p->kv_block_bytes), H(1, p->kv_bytes),
+                   H(2, p->weights_bytes), H(3, p->overhead_bytes), H(4, p->workspace_bytes),
+                   H(5, p->activation_bytes), H(6, p->logits_bytes), H(7, p->sampling_bytes),
+                   H(8, p->budget_bytes), set->gpu_memory_utilization,
+                   H(9, p->device_total_bytes), fixmsg);
 }
 
 int mem_plan_compute(const struct mem_plan_shape *shape, const struct mem_plan_settings *set,
@@ -174,121 +276,30 @@ int mem_plan_compute(const struct mem_plan_shape *shape, const struct mem_plan_s
         return err_set(ERR_INVAL, "device memory: free (%zu bytes) exceeds total (%zu bytes)",
                        device_free, device_total);
 
-    char hb[12][32];
-    double util = set->gpu_memory_utilization;
-    size_t budget = (size_t)floor(util * (double)device_total);
+    size_t budget = (size_t)floor(set->gpu_memory_utilization * (double)device_total);
     size_t used = device_total - device_free;
     size_t overhead = used < MEM_PLAN_CONTEXT_MAX_BYTES ? used : MEM_PLAN_CONTEXT_MAX_BYTES;
     out->budget_bytes = budget;
     out->overhead_bytes = overhead;
     out->other_bytes = used - overhead;
-    out->max_blocks_per_seq =
-        (int)(((int64_t)set->max_model_len + set->block_size - 1) / set->block_size);
+    size_t fixed = plan_regions(shape, set, out);
 
-    // Regions that do not depend on the pool.
-    out->weights_bytes = shape->weights_bytes > 0 ? align_up((size_t)shape->weights_bytes)
-                                                  : (size_t)mem_plan_weights_from_shape(shape);
-    out->workspace_bytes = MEM_PLAN_WORKSPACE_BYTES;
-    struct mem_scratch_layout lay;
-    mem_plan_scratch_layout(shape, set->max_num_batched_tokens, set->max_num_seqs,
-                            out->max_blocks_per_seq, &lay);
-    out->activation_bytes = lay.bytes;
-    size_t S = (size_t)set->max_num_seqs, V = (size_t)shape->vocab_size;
-    out->logits_bytes = align_up(S * V * 4);
-    out->sampling_bytes = align_up(S * V * 4 + S * MEM_PLAN_SAMPLING_SEQ_BYTES);
-    out->kv_block_bytes = 2 * (size_t)shape->n_layers * (size_t)shape->n_kv_heads *
-                          (size_t)shape->head_dim * (size_t)set->block_size * 2;
-    size_t fixed_regions = out->weights_bytes + out->workspace_bytes + out->activation_bytes +
-                           out->logits_bytes + out->sampling_bytes;
-    size_t fixed = overhead + fixed_regions;
-    size_t need_blocks = (size_t)out->max_blocks_per_seq;
-
-    // keel's arena must fit in what is free now; if other processes hold memory it may not.
-    // (A budget below the context itself is the "does not fit" case below.)
-    if (budget >= overhead && device_free < budget - overhead) {
-        size_t want = budget - overhead;
-        double fit = floor((double)(device_free + overhead) / (double)device_total * 100.0) / 100.0;
-        return err_set(ERR_NOSPACE,
-                       "not enough free device memory: the budget is %s (gpu_memory_utilization "
-                       "%.2f x %s total); less keel's own context (%s) keel needs %s, but only %s "
-                       "is free (other processes hold %s). Fix: free that memory, or lower "
-                       "--gpu-memory-utilization to %.2f or less",
-                       H(0, budget), util, H(1, device_total), H(2, overhead), H(3, want),
-                       H(4, device_free), H(5, out->other_bytes), fit);
-    }
-
-    // The fixed regions plus one sequence of max_model_len must fit in the budget.
-    if (fixed > budget) {
-        size_t need = fixed + need_blocks * out->kv_block_bytes;
-        double u = util_for(need, device_total);
-        char fixmsg[256];
-        if (u <= 1.0 && need - overhead <= device_free)
-            snprintf(fixmsg, sizeof fixmsg,
-                     "raise --gpu-memory-utilization to %.2f (that also holds one sequence of "
-                     "max_model_len %d), or lower --max-num-seqs / --max-num-batched-tokens",
-                     u, set->max_model_len);
-        else
-            snprintf(fixmsg, sizeof fixmsg,
-                     "this device cannot hold the model with one sequence of max_model_len %d "
-                     "(%s needed): use a GPU with more memory, or lower --max-num-seqs / "
-                     "--max-num-batched-tokens",
-                     set->max_model_len, H(10, need));
-        return err_set(ERR_NOSPACE,
-                       "the model does not fit: weights %s + context %s + cuBLAS workspace %s + "
-                       "activations %s + logits %s + sampling %s = %s, more than the budget %s "
-                       "(gpu_memory_utilization %.2f x %s total). Fix: %s",
-                       H(0, out->weights_bytes), H(1, overhead), H(2, out->workspace_bytes),
-                       H(3, out->activation_bytes), H(4, out->logits_bytes),
-                       H(5, out->sampling_bytes), H(6, fixed), H(8, budget), util,
-                       H(9, device_total), fixmsg);
-    }
+    // A budget below the context itself is the "does not fit" case, not a free-memory one.
+    if (budget >= overhead && device_free < budget - overhead)
+        return refuse_free(out, set->gpu_memory_utilization);
+    if (fixed > budget) return refuse_fixed(out, set, fixed);
 
     size_t n_blocks = (budget - fixed) / out->kv_block_bytes;
-    bool capped = false;
-    if (set->num_kv_blocks > 0 && n_blocks > (size_t)set->num_kv_blocks) {
-        n_blocks = (size_t)set->num_kv_blocks;
-        capped = true;
-    }
+    bool capped = set->num_kv_blocks > 0 && n_blocks > (size_t)set->num_kv_blocks;
+    if (capped) n_blocks = (size_t)set->num_kv_blocks;
     if (n_blocks > INT32_MAX) n_blocks = INT32_MAX; // the pool indexes blocks with int32
     out->num_kv_blocks = (int64_t)n_blocks;
     out->kv_bytes = n_blocks * out->kv_block_bytes;
     out->kv_tokens = (int64_t)n_blocks * set->block_size;
     out->max_concurrency = (double)out->kv_tokens / (double)set->max_model_len;
-    out->arena_bytes = fixed_regions + out->kv_bytes;
+    out->arena_bytes = fixed - overhead + out->kv_bytes;
     out->unused_bytes = budget - overhead - out->arena_bytes;
-
-    if (out->kv_tokens < set->max_model_len) {
-        char fixmsg[320];
-        if (capped) {
-            snprintf(fixmsg, sizeof fixmsg,
-                     "raise --num-kv-blocks to %zu, or lower --max-model-len to %lld",
-                     need_blocks, (long long)out->kv_tokens);
-        } else {
-            size_t need = fixed + need_blocks * out->kv_block_bytes;
-            double u = util_for(need, device_total);
-            if (u <= 1.0 && need - overhead <= device_free)
-                snprintf(fixmsg, sizeof fixmsg,
-                         "lower --max-model-len to %lld, or raise --gpu-memory-utilization to "
-                         "%.2f",
-                         (long long)out->kv_tokens, u);
-            else
-                snprintf(fixmsg, sizeof fixmsg,
-                         "lower --max-model-len to %lld (no utilization of this device holds "
-                         "%d tokens: %s needed), or lower --max-num-seqs / "
-                         "--max-num-batched-tokens to shrink the activations",
-                         (long long)out->kv_tokens, set->max_model_len, H(10, need));
-        }
-        return err_set(ERR_NOSPACE,
-                       "the KV pool cannot hold one sequence of max_model_len %d: %lld blocks x "
-                       "%d tokens = %lld tokens (%s per block, %s of KV after weights %s, "
-                       "context %s, workspace %s, activations %s, logits %s, sampling %s, of the "
-                       "budget %s = %.2f x %s). Fix: %s",
-                       set->max_model_len, (long long)out->num_kv_blocks, set->block_size,
-                       (long long)out->kv_tokens, H(0, out->kv_block_bytes), H(1, out->kv_bytes),
-                       H(2, out->weights_bytes), H(3, overhead), H(4, out->workspace_bytes),
-                       H(5, out->activation_bytes), H(6, out->logits_bytes),
-                       H(7, out->sampling_bytes), H(8, budget), util, H(9, device_total), fixmsg);
-    }
+    if (out->kv_tokens < set->max_model_len) return refuse_kv(out, set, fixed, capped);
     return 0;
 }
 
