@@ -39,8 +39,9 @@ PROMPT_LENS = [3, 9, 24, 40]
 MIN_MARGIN = 0.25  # logit units; logits have std ~ 4
 
 TOLERANCE = {
-    "logits_abs": "max |keel - hf_fp32| <= 2e-2 * max |hf_fp32| per position "
-                  "(keel keeps bf16 activations between ops, as the bf16 run does)",
+    "logits_abs": "max |keel - hf_fp32| <= 3e-2 * max |hf_fp32| per position "
+                  "(keel keeps bf16 activations between ops, as the bf16 run does; transformers' "
+                  "own bf16 run differs from its fp32 run by 1-1.5% of max |logit| here)",
     "greedy": "ids equal exactly (prompts were kept only with min top-1/top-2 margin >= %.2f and "
               "fp32 greedy == bf16 greedy)" % MIN_MARGIN,
 }
