@@ -4,6 +4,10 @@
 #ifndef KEEL_KERNELS_CUDA_DEVICE_H
 #define KEEL_KERNELS_CUDA_DEVICE_H
 
+// common/err.h has no extern "C" block of its own; include it as C before cuda_check.h does.
+extern "C" {
+#include "common/err.h"
+}
 #include "common/cuda_check.h"
 #include "kernels/bf16.h"
 
