@@ -7,6 +7,7 @@
 #include "tests/test.h"
 
 #include <cjson/cJSON.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -216,6 +217,57 @@ TEST(tok_stream_equals_decode) {
     CHECK_EQ(tok_stream_push(&s, tok_n_vocab(t), &text, &len), ERR_RANGE);
     free(text);
     free_jsonl(gold, n);
+    tok_free(t);
+}
+
+// ---- threads ------------------------------------------------------------------------------------
+
+struct thread_job {
+    const struct tok_tokenizer *t;
+    cJSON **corpus, **gold;
+    int n, mismatches;
+};
+
+static void *encode_all(void *arg) {
+    struct thread_job *j = arg;
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < j->n; i++) {
+            const char *text = cJSON_GetObjectItem(j->corpus[i], "text")->valuestring;
+            int n_want, n_got;
+            int32_t *want = json_ids(cJSON_GetObjectItem(j->gold[i], "ids"), &n_want), *got;
+            if (tok_encode(j->t, text, strlen(text), true, &got, &n_got) != 0) {
+                j->mismatches++;
+            } else {
+                if (n_got != n_want || memcmp(got, want, sizeof(int32_t) * (size_t)n_got) != 0) j->mismatches++;
+                free(got);
+            }
+            free(want);
+        }
+    }
+    return NULL;
+}
+
+// One tokenizer shared by four threads (the word cache is the only shared mutable state).
+TEST(tok_threads_share_tokenizer) {
+    struct tok_tokenizer *t = load_real();
+    int n_corpus, n_gold;
+    cJSON **corpus = read_jsonl(DATA "corpus.jsonl", &n_corpus);
+    cJSON **gold = read_jsonl(DATA "ids.jsonl", &n_gold);
+    pthread_t th[4];
+    struct thread_job jobs[4];
+    for (int k = 0; k < 4; k++) {
+        jobs[k] = (struct thread_job){t, corpus, gold, n_corpus, 0};
+        CHECK_EQ(pthread_create(&th[k], NULL, encode_all, &jobs[k]), 0);
+    }
+    int bad = 0;
+    for (int k = 0; k < 4; k++) {
+        pthread_join(th[k], NULL);
+        bad += jobs[k].mismatches;
+    }
+    fprintf(stderr, "  4 threads x 3 rounds x %d lines: %d mismatches\n", n_corpus, bad);
+    CHECK_EQ(bad, 0);
+    free_jsonl(corpus, n_corpus);
+    free_jsonl(gold, n_gold);
     tok_free(t);
 }
 
