@@ -238,13 +238,16 @@ static bool is_white_space(int32_t c) { // Unicode White_Space, as Rust's char::
            c == 0x3000;
 }
 
-static bool is_word_char(int32_t c) { // regex \w: letters, marks, digits, connector punctuation
+// Rust regex's Unicode \w, which HF uses for single_word: alphabetic (letters and letter
+// numbers), marks, decimal digits, connector punctuation, joiners. (Other_Alphabetic symbols such
+// as circled letters are the rare characters this approximation misses.)
+static bool is_word_char(int32_t c) {
     if (c == 0x200C || c == 0x200D) return true;
     switch (utf8proc_category(c)) {
     case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
     case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO: case UTF8PROC_CATEGORY_MN:
     case UTF8PROC_CATEGORY_MC: case UTF8PROC_CATEGORY_ME: case UTF8PROC_CATEGORY_ND:
-    case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_NO: case UTF8PROC_CATEGORY_PC: return true;
+    case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_PC: return true;
     default: return false;
     }
 }

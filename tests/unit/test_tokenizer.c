@@ -220,6 +220,110 @@ TEST(tok_stream_equals_decode) {
     tok_free(t);
 }
 
+// ---- added-token flags --------------------------------------------------------------------------
+
+// A copy of the real tokenizer.json with its added tokens changed and extended by
+// flags_tokens.json (lstrip, rstrip, single_word, normalized, new tokens), as the generator does.
+static void write_flags_tokenizer(const char *dir) {
+    FILE *f = fopen(TOK_DIR "/tokenizer.json", "rb");
+    CHECK(f != NULL);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *text = malloc((size_t)n + 1);
+    CHECK_EQ(fread(text, 1, (size_t)n, f), n);
+    fclose(f);
+    cJSON *root = cJSON_ParseWithLength(text, (size_t)n);
+    free(text);
+    CHECK(root != NULL);
+    f = fopen(DATA "flags_tokens.json", "rb");
+    CHECK(f != NULL);
+    char buf[8192];
+    size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[len] = 0;
+    fclose(f);
+    cJSON *flags = cJSON_Parse(buf), *added = cJSON_GetObjectItem(root, "added_tokens"), *fl;
+    CHECK(flags != NULL && added != NULL);
+    cJSON_ArrayForEach(fl, flags) {
+        const char *content = cJSON_GetObjectItem(fl, "content")->valuestring;
+        cJSON *tok = NULL, *it;
+        cJSON_ArrayForEach(it, added) if (strcmp(cJSON_GetObjectItem(it, "content")->valuestring, content) == 0) tok = it;
+        if (!tok) {
+            tok = cJSON_CreateObject();
+            cJSON_AddNumberToObject(tok, "id", cJSON_GetObjectItem(fl, "id")->valuedouble);
+            cJSON_AddStringToObject(tok, "content", content);
+            cJSON_AddItemToArray(added, tok);
+        }
+        cJSON_ArrayForEach(it, fl) {
+            if (!cJSON_IsBool(it)) continue;
+            cJSON_DeleteItemFromObject(tok, it->string);
+            cJSON_AddBoolToObject(tok, it->string, cJSON_IsTrue(it));
+        }
+    }
+    char *out = cJSON_PrintUnformatted(root);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+    f = fopen(path, "wb");
+    fputs(out, f);
+    fclose(f);
+    free(out);
+    cJSON_Delete(flags);
+    cJSON_Delete(root);
+}
+
+TEST(tok_added_token_flags_match_hf) {
+    if (!test_file_exists(TOK_DIR "/tokenizer.json")) TEST_SKIP("%s missing (run scripts/setup)", TOK_DIR);
+    char dir[] = "/tmp/keel-tokflags-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    write_flags_tokenizer(dir);
+    struct tok_tokenizer *t;
+    CHECK_OK(tok_load(&t, dir));
+    char path[256];
+    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+    unlink(path);
+    rmdir(dir);
+    CHECK_EQ(tok_n_vocab(t), 151673);
+    CHECK(tok_is_special(t, 151670) && !tok_is_special(t, 151669));
+    int n_corpus, n_gold;
+    cJSON **corpus = read_jsonl(DATA "flags_corpus.jsonl", &n_corpus);
+    cJSON **gold = read_jsonl(DATA "flags.jsonl", &n_gold);
+    int bad = 0;
+    for (int i = 0; i < n_gold; i++) {
+        int line = cJSON_GetObjectItem(gold[i], "i")->valueint, n_want, n_got;
+        int32_t *want = json_ids(cJSON_GetObjectItem(gold[i], "ids"), &n_want), *got;
+        if (line >= 0) {
+            CHECK(line < n_corpus);
+            const char *text = cJSON_GetObjectItem(corpus[line], "text")->valuestring;
+            CHECK_OK(tok_encode(t, text, strlen(text), true, &got, &n_got));
+            if (!ids_equal("flags", line, text, got, n_got, want, n_want)) bad++;
+            free(got);
+            int n_plain;
+            int32_t *plain = json_ids(cJSON_GetObjectItem(gold[i], "ids_plain"), &n_plain);
+            CHECK_OK(tok_encode(t, text, strlen(text), false, &got, &n_got));
+            if (!ids_equal("flags plain", line, text, got, n_got, plain, n_plain)) bad++;
+            free(got);
+            free(plain);
+        }
+        for (int skip = 0; skip < 2; skip++) {
+            const char *want_text = cJSON_GetObjectItem(gold[i], skip ? "text_skip" : "text")->valuestring;
+            char *text;
+            size_t len;
+            CHECK_OK(tok_decode(t, want, n_want, skip, &text, &len));
+            if (strcmp(text, want_text) != 0) {
+                fprintf(stderr, "  flags decode %d skip=%d: got \"%s\", want \"%s\"\n", i, skip, text, want_text);
+                bad++;
+            }
+            free(text);
+        }
+        free(want);
+    }
+    fprintf(stderr, "  %d lines with lstrip/rstrip/single_word/normalized tokens, %d mismatches\n", n_gold, bad);
+    CHECK_EQ(bad, 0);
+    free_jsonl(corpus, n_corpus);
+    free_jsonl(gold, n_gold);
+    tok_free(t);
+}
+
 // ---- threads ------------------------------------------------------------------------------------
 
 struct thread_job {
