@@ -419,15 +419,14 @@ static int normalize_form(const char *s, size_t n, utf8proc_option_t opts, char 
     return 0;
 }
 
-// A stretch of raw text between non-normalized added tokens: normalize it, split off the
-// normalized added tokens, pre-tokenize and merge the rest.
-static int seg_normalize(const struct tok_tokenizer *t, const char *s, size_t n, void *ctx) {
+int tok__normalize(const struct tok_tokenizer *t, const char *s, size_t n, char **out,
+                   size_t *out_n) {
     static const utf8proc_option_t opts[] = {
         UTF8PROC_STABLE | UTF8PROC_COMPOSE, UTF8PROC_STABLE | UTF8PROC_DECOMPOSE,
         UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT,
         UTF8PROC_STABLE | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT};
-    struct enc_ctx *c = ctx;
-    char *norm = NULL;
+    *out = NULL;
+    *out_n = 0;
     bool ascii = true;
     for (size_t i = 0; i < n && ascii; i++)
         ascii = (uint8_t)s[i] < 0x80;
@@ -436,14 +435,27 @@ static int seg_normalize(const struct tok_tokenizer *t, const char *s, size_t n,
         char *next = NULL;
         size_t next_n = 0;
         int rc = normalize_form(s, n, opts[t->norms[k]], &next, &next_n);
-        free(norm);
+        free(*out);
+        *out = NULL;
         if (rc) return rc;
-        norm = next;
-        s = norm, n = next_n;
+        *out = next, *out_n = next_n;
+        s = next, n = next_n;
     }
-    int rc = has_normalized_added(t)
-                 ? split_added(t, s, n, true, c->allow_special, seg_pretok, c, c->out)
-                 : seg_pretok(t, s, n, c);
+    return 0;
+}
+
+// A stretch of raw text between non-normalized added tokens: normalize it, split off the
+// normalized added tokens, pre-tokenize and merge the rest.
+static int seg_normalize(const struct tok_tokenizer *t, const char *s, size_t n, void *ctx) {
+    struct enc_ctx *c = ctx;
+    char *norm;
+    size_t norm_n;
+    int rc = tok__normalize(t, s, n, &norm, &norm_n);
+    if (rc) return rc;
+    if (norm) s = norm, n = norm_n;
+    rc = has_normalized_added(t)
+             ? split_added(t, s, n, true, c->allow_special, seg_pretok, c, c->out)
+             : seg_pretok(t, s, n, c);
     free(norm);
     return rc;
 }

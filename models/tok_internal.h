@@ -101,6 +101,11 @@ int tok__utf8_len(const uint8_t *s, size_t n);
 // Decodes one valid UTF-8 character (as measured by tok__utf8_len) at s.
 int32_t tok__utf8_cp(const uint8_t *s, int len);
 
+// Applies the tokenizer's normalizers to s[0..n) (valid UTF-8). *out is a malloc'd result, or
+// NULL when the text is unchanged (ASCII, or no normalizer).
+int tok__normalize(const struct tok_tokenizer *t, const char *s, size_t n, char **out,
+                   size_t *out_n);
+
 // Recognises the chat template text (models/chat.c); sets t->chat_kind and t->chat_why.
 void tok__chat_detect(struct tok_tokenizer *t, const char *tmpl);
 

@@ -499,15 +499,21 @@ static int load_added(struct tok_tokenizer *t, const cJSON *added) {
         struct tok__added *a = &t->added[t->n_added];
         const char *content = json_str(it, "content");
         if (!*content) continue; // an empty token can never match
-        a->content = strdup(content);
+        a->normalized = json_true(it, "normalized");
+        // A normalized token is matched in normalized text, so HF normalizes its content too.
+        char *norm = NULL;
+        size_t norm_n = 0;
+        int rc = a->normalized ? tok__normalize(t, content, strlen(content), &norm, &norm_n) : 0;
+        if (rc) return rc;
+        a->content = norm ? norm : strdup(content);
         if (!a->content) return err_set(ERR_NOMEM, "tokenizer: out of memory");
-        a->len = (int)strlen(content);
+        if (norm) a->content[norm_n] = 0;
+        a->len = (int)strlen(a->content);
         a->id = cJSON_GetObjectItemCaseSensitive(it, "id")->valueint;
         a->special = json_true(it, "special");
         a->lstrip = json_true(it, "lstrip");
         a->rstrip = json_true(it, "rstrip");
         a->single_word = json_true(it, "single_word");
-        a->normalized = json_true(it, "normalized");
         t->special[a->id] = a->special;
         t->added_first[(uint8_t)a->content[0]] = true;
         t->n_added++;
