@@ -1,4 +1,4 @@
-// Private to the tokenizer (models/tokenizer.c, models/tok_encode.c, models/chat.c): the loaded
+// Private to the tokenizer (models/tokenizer.c, tok_encode.c, tok_decode.c, chat.c): the loaded
 // tokenizer's tables. Nothing outside those files may include this header.
 #ifndef KEEL_MODELS_TOK_INTERNAL_H
 #define KEEL_MODELS_TOK_INTERNAL_H
