@@ -376,24 +376,6 @@ static int wt__put(struct wt_fill *f, bf16 *dst, int64_t n, wt_produce_cb fn, co
 
 // ---- the loader
 
-// Carves the "weights" region. memory/arena.c (mem_arena_carve) is not on main yet; this does
-// exactly what arena.h documents (append a region rounded up to MEM_ARENA_ALIGN, ERR_NOSPACE with
-// the numbers) and is replaced by mem_arena_carve when it lands.
-static int wt__carve(struct mem_arena *a, size_t bytes, void **ptr) {
-    size_t want = (size_t)wt__align((int64_t)bytes), left = a->bytes - a->used;
-    if (!a->base) return err_set(ERR_INVAL, "arena: carve 'weights' from an arena that is not set up");
-    if (want > left || a->n_regions == MEM_ARENA_MAX_REGIONS)
-        return err_set(ERR_NOSPACE, "arena: region 'weights' needs %zu bytes but only %zu of %zu are left",
-                       want, left, a->bytes);
-    struct mem_region *r = &a->regions[a->n_regions++];
-    snprintf(r->name, sizeof r->name, "weights");
-    r->offset = a->used;
-    r->bytes = want;
-    a->used += want;
-    *ptr = a->base + r->offset;
-    return 0;
-}
-
 struct wt_load {
     const struct model_config *cfg;
     struct model_weights *w;
@@ -481,7 +463,7 @@ int model_weights_load(struct model_weights *w, const struct model_config *cfg, 
         w->layers = calloc((size_t)cfg->n_layers, sizeof *w->layers);
         if (!w->layers) rc = err_set(ERR_NOMEM, "weights: out of memory for %d layers", cfg->n_layers);
     }
-    if (!rc) rc = wt__carve(arena, (size_t)bytes, &base);
+    if (!rc) rc = mem_arena_carve(arena, "weights", (size_t)bytes, &base);
     if (!rc) {
         L.base = base;
         wt__layout(cfg, w, wt__assign_cb, &L);

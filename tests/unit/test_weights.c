@@ -13,60 +13,56 @@
 #include <stdint.h>
 #include <time.h>
 
-// ---- a stand-in backend: host memory, memcpy copies, counted
+// ---- the backend: the CPU reference ops, with copies and syncs counted
 
-struct kern_ctx {
-    int n_copies, n_syncs, copies_since_sync;
-    size_t max_copy;
-};
-
-// The staging buffer of the arena under test, if any.
+// The staging buffer of the arena under test, if any, and what the loader did with it.
 static const uint8_t *g_staging;
 static size_t g_staging_bytes;
+static int g_copies, g_syncs, g_staged_since_sync;
+static size_t g_max_copy;
 
-static int fake_copy(struct kern_ctx *c, void *dst, const void *src, size_t bytes) {
-    c->n_copies++;
+static int counting_copy(struct kern_ctx *c, void *dst, const void *src, size_t bytes) {
+    g_copies++;
+    if (bytes > g_max_copy) g_max_copy = bytes;
     // The loader fills one staging half, syncs, then queues its copy: so at most one copy out
     // of staging may be queued between two syncs, else a half could be overwritten in flight.
     const uint8_t *s = src;
-    if (g_staging && s >= g_staging && s < g_staging + g_staging_bytes &&
-        ++c->copies_since_sync > 1)
+    if (g_staging && s >= g_staging && s < g_staging + g_staging_bytes && ++g_staged_since_sync > 1)
         return err_set(ERR_INTERNAL, "two copies out of staging without a sync between");
-    if (bytes > c->max_copy) c->max_copy = bytes;
-    memcpy(dst, src, bytes);
-    return 0;
+    return kern_cpu_ops.copy_to_backend(c, dst, src, bytes);
 }
 
-static int fake_sync(struct kern_ctx *c) {
-    c->n_syncs++;
-    c->copies_since_sync = 0;
-    return 0;
+static int counting_sync(struct kern_ctx *c) {
+    g_syncs++;
+    g_staged_since_sync = 0;
+    return kern_cpu_ops.sync(c);
 }
 
-static const struct kern_ops fake_ops = {
-    .name = "fake", .copy_to_backend = fake_copy, .copy_to_host = fake_copy, .sync = fake_sync};
+static struct kern_ops g_ops;
+static struct kern_ctx *g_ctx;
 
-// A host arena filled by hand (memory/arena.c is not merged yet), optionally with staging.
+// The CPU ops with counting copy/sync, and a context; reset the counters.
+static void backend(const struct kern_ops **ops, struct kern_ctx **ctx) {
+    if (!g_ctx) CHECK_OK(kern_cpu_ctx_init(&g_ctx, 2));
+    g_ops = kern_cpu_ops;
+    g_ops.copy_to_backend = counting_copy;
+    g_ops.sync = counting_sync;
+    g_copies = g_syncs = g_staged_since_sync = 0;
+    g_max_copy = 0;
+    *ops = &g_ops;
+    *ctx = g_ctx;
+}
+
+// A host arena, optionally with staging, filled with a nonzero pattern so that "not written"
+// cannot pass as zeros.
 static void arena_init(struct mem_arena *a, size_t bytes, size_t staging) {
-    memset(a, 0, sizeof *a);
-    a->kind = MEM_HOST;
-    a->bytes = bytes;
-    a->base = malloc(bytes);
-    CHECK(a->base != NULL);
-    memset(a->base, 0xEE, bytes); // nonzero garbage, so "not written" cannot pass as zeros
-    if (staging) {
-        a->staging = malloc(staging);
-        a->staging_bytes = staging;
-        CHECK(a->staging != NULL);
-    }
+    CHECK_OK(mem_arena_init(a, MEM_HOST, 0, bytes, staging));
+    memset(a->base, 0xEE, bytes);
     g_staging = a->staging;
     g_staging_bytes = a->staging_bytes;
 }
 
-static void arena_done(struct mem_arena *a) {
-    free(a->base);
-    free(a->staging);
-}
+static void arena_done(struct mem_arena *a) { mem_arena_free(a); }
 
 // ---- tiny configs and checkpoints
 
@@ -262,14 +258,20 @@ static void load_and_check(const struct model_config *c, const char *dir, size_t
     struct mem_arena a;
     int64_t bytes = model_weights_bytes(c);
     arena_init(&a, (size_t)bytes + 4096, staging);
-    struct kern_ctx ctx = {0};
+    const struct kern_ops *ops;
+    struct kern_ctx *ctx;
+    backend(&ops, &ctx);
     struct model_weights w;
-    CHECK_OK(model_weights_load(&w, c, dir, MODEL_LOAD_SAFETENSORS, 0, &fake_ops, &ctx, &a));
+    CHECK_OK(model_weights_load(&w, c, dir, MODEL_LOAD_SAFETENSORS, 0, ops, ctx, &a));
     CHECK_EQ(a.n_regions, 1);
     CHECK_STR(a.regions[0].name, "weights");
     CHECK_EQ(a.used, bytes); // the loader carves exactly what model_weights_bytes promises
     check_loaded(c, &w);
-    if (staging) CHECK(ctx.max_copy <= staging / 2 && ctx.n_syncs >= ctx.n_copies);
+    if (staging) {
+        CHECK_MSG(g_max_copy <= staging / 2, "a copy of %zu bytes from a %zu-byte staging buffer",
+                  g_max_copy, staging);
+        CHECK_MSG(g_syncs >= g_copies && g_copies > 3, "%d copies, %d syncs", g_copies, g_syncs);
+    }
     model_weights_free(&w);
     model_weights_free(&w); // idempotent
     arena_done(&a);
@@ -325,14 +327,17 @@ static void expect_refusal(const struct model_config *c, const struct fixture_op
     write_model(dir, c, o);
     struct mem_arena a;
     arena_init(&a, (size_t)model_weights_bytes(c), 0);
-    struct kern_ctx ctx = {0};
+    const struct kern_ops *ops;
+    struct kern_ctx *ctx;
+    backend(&ops, &ctx);
     struct model_weights w;
     err_clear();
-    int rc = model_weights_load(&w, c, dir, MODEL_LOAD_SAFETENSORS, 0, &fake_ops, &ctx, &a);
+    int rc = model_weights_load(&w, c, dir, MODEL_LOAD_SAFETENSORS, 0, ops, ctx, &a);
     CHECK_MSG(rc == want, "rc %s, want %s (%s)", err_name(rc), err_name(want), err_msg());
     CHECK_MSG(strstr(err_msg(), needle) != NULL, "message \"%s\" lacks \"%s\"", err_msg(), needle);
     CHECK(w.layers == NULL);
-    CHECK_EQ(ctx.n_copies, 0); // validation happens before a byte is copied
+    CHECK_EQ(g_copies, 0); // validation happens before a byte is copied
+    CHECK_EQ(a.used, 0);   // and before the region is carved
     arena_done(&a);
     stw_rmdir(dir);
 }
@@ -361,18 +366,23 @@ TEST(weights_refuse_small_arena_and_missing_folder) {
     tiny_config(&c, "Qwen2ForCausalLM", false);
     struct mem_arena a;
     arena_init(&a, (size_t)model_weights_bytes(&c) - 256, 0);
-    struct kern_ctx ctx = {0};
+    const struct kern_ops *ops;
+    struct kern_ctx *ctx;
+    backend(&ops, &ctx);
     struct model_weights w;
-    CHECK_EQ(model_weights_load(&w, &c, NULL, MODEL_LOAD_DUMMY, 1, &fake_ops, &ctx, &a), ERR_NOSPACE);
+    CHECK_EQ(model_weights_load(&w, &c, NULL, MODEL_LOAD_DUMMY, 1, ops, ctx, &a), ERR_NOSPACE);
     CHECK_MSG(strstr(err_msg(), "weights"), "%s", err_msg());
     CHECK(w.layers == NULL);
-    CHECK_EQ(model_weights_load(&w, &c, "/nonexistent/model", MODEL_LOAD_SAFETENSORS, 1, &fake_ops,
-                                &ctx, &a),
+    CHECK_EQ(model_weights_load(&w, &c, "/nonexistent/model", MODEL_LOAD_SAFETENSORS, 1, ops, ctx,
+                                &a),
              ERR_NOT_FOUND);
-    // A device arena without staging cannot be filled.
+    arena_done(&a);
+    // A device arena without staging cannot be filled (faked: a host arena marked as device).
+    arena_init(&a, (size_t)model_weights_bytes(&c), 0);
     a.kind = MEM_DEVICE;
-    a.bytes += 256;
-    CHECK_EQ(model_weights_load(&w, &c, NULL, MODEL_LOAD_DUMMY, 1, &fake_ops, &ctx, &a), ERR_INVAL);
+    CHECK_EQ(model_weights_load(&w, &c, NULL, MODEL_LOAD_DUMMY, 1, ops, ctx, &a), ERR_INVAL);
+    CHECK_MSG(strstr(err_msg(), "staging"), "%s", err_msg());
+    a.kind = MEM_HOST;
     arena_done(&a);
 }
 
@@ -437,9 +447,11 @@ TEST(weights_f16_f32_conversion_rounds_to_nearest_even) {
                                            .norm_raw = raw, .norm_bytes = which == 0 ? 64 : 32});
         struct mem_arena a;
         arena_init(&a, (size_t)model_weights_bytes(&c), 0);
-        struct kern_ctx ctx = {0};
+        const struct kern_ops *ops;
+        struct kern_ctx *ctx;
+        backend(&ops, &ctx);
         struct model_weights mw;
-        CHECK_OK(model_weights_load(&mw, &c, dir, MODEL_LOAD_SAFETENSORS, 0, &fake_ops, &ctx, &a));
+        CHECK_OK(model_weights_load(&mw, &c, dir, MODEL_LOAD_SAFETENSORS, 0, ops, ctx, &a));
         for (int i = 0; i < 16; i++) {
             uint16_t want = which == 0 ? f32_cases[i].bf16 : f16_cases[i].bf16;
             CHECK_MSG(mw.final_norm[i] == want, "%s case %d: got 0x%04x, want 0x%04x",
@@ -456,8 +468,10 @@ TEST(weights_f16_f32_conversion_rounds_to_nearest_even) {
 static uint8_t *dummy_load(const struct model_config *c, uint64_t seed, size_t staging,
                            struct model_weights *w, struct mem_arena *a) {
     arena_init(a, (size_t)model_weights_bytes(c), staging);
-    struct kern_ctx ctx = {0};
-    CHECK_OK(model_weights_load(w, c, NULL, MODEL_LOAD_DUMMY, seed, &fake_ops, &ctx, a));
+    const struct kern_ops *ops;
+    struct kern_ctx *ctx;
+    backend(&ops, &ctx);
+    CHECK_OK(model_weights_load(w, c, NULL, MODEL_LOAD_DUMMY, seed, ops, ctx, a));
     return a->base;
 }
 
@@ -518,11 +532,13 @@ TEST_TIMEOUT(weights_dummy_is_fast, 120) {
     CHECK_OK(model_config_load("tests/data/configs/Qwen2.5-0.5B-Instruct", &c));
     struct mem_arena a;
     arena_init(&a, (size_t)model_weights_bytes(&c), 0); // touches every page before timing
-    struct kern_ctx ctx = {0};
+    const struct kern_ops *ops;
+    struct kern_ctx *ctx;
+    backend(&ops, &ctx);
     struct model_weights w;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    CHECK_OK(model_weights_load(&w, &c, NULL, MODEL_LOAD_DUMMY, 7, &fake_ops, &ctx, &a));
+    CHECK_OK(model_weights_load(&w, &c, NULL, MODEL_LOAD_DUMMY, 7, ops, ctx, &a));
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double s = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
     double gbs = (double)model_weights_bytes(&c) / s / 1e9;
