@@ -6,6 +6,7 @@
 #include "memory/plan.h"
 #include "models/config.h"
 #include "models/model.h"
+#include "models/safetensors.h"
 #include "server/cli.h"
 
 #include <cjson/cJSON.h>
@@ -202,11 +203,57 @@ static int device_memory(const struct plan_args *a, size_t *total, size_t *free_
     return 0;
 }
 
+// Parameters the config implies, as the checkpoint stores them (before fusion).
+static int64_t config_params(const struct model_config *c) {
+    int64_t dim = c->dim, hid = c->hidden_dim, hd = c->head_dim, V = c->vocab_size;
+    int64_t qkv = model_config_qkv_dim(c), q = model_config_q_dim(c);
+    int64_t layer = dim + qkv * dim + (c->qkv_bias ? qkv : 0) + (c->qk_norm ? 2 * hd : 0) +
+                    dim * q + dim + 2 * hid * dim + dim * hid;
+    return V * dim + c->n_layers * layer + dim + (c->tie_word_embeddings ? 0 : V * dim);
+}
+
+// What the safetensors headers say, when the folder has any: the weights region is sized from
+// the config's shapes (the loader converts every dtype to bf16 and fuses QKV and gate/up), so
+// the headers are a cross-check. Returns 0 (line written) or the st_open error for a checkpoint
+// that is present but broken.
+static int checkpoint_line(const char *dir, const struct model_config *cfg, char *line,
+                           size_t n) {
+    struct st_checkpoint ck;
+    int rc = st_open(&ck, dir);
+    if (rc == ERR_NOT_FOUND) {
+        snprintf(line, n, "no safetensors in the folder: sized from config.json shapes (bf16)");
+        return 0;
+    }
+    if (rc) return rc;
+    int64_t params = 0;
+    int n_by_dtype[3] = {0};
+    for (int i = 0; i < ck.n_tensors; i++) {
+        params += ck.tensors[i].n_elems;
+        if ((int)ck.tensors[i].dtype < 3) n_by_dtype[ck.tensors[i].dtype]++;
+    }
+    const char *dtype = n_by_dtype[ST_F32]   ? (n_by_dtype[ST_BF16] || n_by_dtype[ST_F16] ? "mixed" : "F32")
+                        : n_by_dtype[ST_F16] ? (n_by_dtype[ST_BF16] ? "mixed" : "F16")
+                                             : "BF16";
+    int64_t want = config_params(cfg);
+    double mib = (double)ck.data_bytes / (double)(1 << 20);
+    int w = snprintf(line, n, "checkpoint of %d file%s, %d tensors, %lld parameters (%s, %.2f %s "
+                              "on disk), loaded as bf16",
+                     ck.n_files, ck.n_files == 1 ? "" : "s", ck.n_tensors, (long long)params,
+                     dtype, mib >= 1024 ? mib / 1024 : mib, mib >= 1024 ? "GiB" : "MiB");
+    if (params != want && w > 0 && (size_t)w < n)
+        snprintf(line + w, n - (size_t)w,
+                 "; WARNING: config.json implies %lld parameters, so the loader will refuse "
+                 "this checkpoint",
+                 (long long)want);
+    st_close(&ck);
+    return 0;
+}
+
 // The plan's JSON plus what `keel plan` knows beyond it: the model, where the device's numbers
 // came from, and whether it fits.
 static char *plan_json(const struct mem_plan *p, const struct mem_plan_settings *set,
                        const struct plan_args *a, const struct model_config *cfg,
-                       const char *src, int rc) {
+                       const char *src, const char *ckpt, int rc) {
     char *base = mem_plan_json(p, set);
     cJSON *o = base ? cJSON_Parse(base) : NULL;
     free(base);
@@ -214,6 +261,7 @@ static char *plan_json(const struct mem_plan *p, const struct mem_plan_settings 
     cJSON_AddStringToObject(o, "model", a->model);
     cJSON_AddStringToObject(o, "architecture", cfg->arch_name);
     cJSON_AddStringToObject(o, "device_memory_source", src);
+    cJSON_AddStringToObject(o, "weights_source", ckpt);
     cJSON_AddBoolToObject(o, "fits", rc == 0);
     if (rc) cJSON_AddStringToObject(o, "error", err_msg());
     char *s = cJSON_PrintUnformatted(o);
@@ -264,6 +312,13 @@ int srv_cmd_plan(int argc, char **argv) {
         return rc == ERR_INVAL ? SRV_EXIT_USAGE : SRV_EXIT_FAILURE;
     }
 
+    char ckpt[320];
+    rc = checkpoint_line(a.model, &cfg, ckpt, sizeof ckpt);
+    if (rc) {
+        fprintf(stderr, "keel plan: %s\n", err_msg());
+        return srv_exit_code(rc);
+    }
+
     struct mem_plan_shape shape;
     model_plan_shape(&cfg, &shape);
     struct mem_plan plan;
@@ -275,7 +330,7 @@ int srv_cmd_plan(int argc, char **argv) {
 
     char *out;
     if (a.json) {
-        out = plan_json(&plan, &set, &a, &cfg, src, rc);
+        out = plan_json(&plan, &set, &a, &cfg, src, ckpt, rc);
         if (out) printf("%s\n", out);
     } else {
         printf("model: %s (%s): %d layers, dim %d, hidden %d, %d heads / %d KV heads of %d, "
@@ -283,6 +338,7 @@ int srv_cmd_plan(int argc, char **argv) {
                a.model, cfg.arch_name, cfg.n_layers, cfg.dim, cfg.hidden_dim, cfg.n_heads,
                cfg.n_kv_heads, cfg.head_dim, cfg.vocab_size,
                cfg.tie_word_embeddings ? ", tied embeddings" : "");
+        printf("weights: %s\n", ckpt);
         printf("memory: %s\n", src);
         out = mem_plan_table(&plan, &set);
         if (out) fputs(out, stdout);

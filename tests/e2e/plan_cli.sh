@@ -88,6 +88,23 @@ json_is fits false
 json_is num_kv_blocks 2068
 has "$out" '"error":"the KV pool cannot hold one sequence'
 
+# A folder with a checkpoint: its headers are read as a cross-check. tiny-qwen3 (dim 64, hidden
+# 128, 3 layers, 4 heads / 2 KV heads of 32, vocab 512, tied, q/k norms): embed 512*64 = 32768,
+# per layer 64 + 256*64 + 2*32 + 64*128 + 64 + 2*128*64 + 64*128 = 49344, final norm 64:
+# 32768 + 3*49344 + 64 = 180864 parameters in 1 + 3*11 + 1 = 35 tensors.
+run 0 --model tests/data/tiny-qwen3 --device-memory 1GiB --max-num-seqs 4 --max-num-batched-tokens 64
+has "$out" "checkpoint of 1 file, 35 tensors, 180864 parameters (BF16"
+tmp=$(mktemp -d)
+cp tests/data/tiny-qwen3/model.safetensors "$tmp/"
+sed 's/"tie_word_embeddings": true/"tie_word_embeddings": false/' tests/data/tiny-qwen3/config.json >"$tmp/config.json"
+# Untied, the config implies a separate 512*64 lm_head: 180864 + 32768 = 213632.
+run 0 --model "$tmp" --device-memory 1GiB
+has "$out" "WARNING: config.json implies 213632 parameters"
+head -c 1000 tests/data/tiny-qwen3/model.safetensors >"$tmp/model.safetensors"
+run 4 --model "$tmp" --device-memory 1GiB
+has "$err" "model.safetensors"
+rm -rf "$tmp"
+
 # Bad usage exits 2 and names the problem; a missing model exits 4.
 run 2 --model "$cfg/Qwen3-8B" --device-memory 24XB
 has "$err" "unknown unit"
