@@ -231,8 +231,10 @@ static int checkpoint_line(const char *dir, const struct model_config *cfg, char
         params += ck.tensors[i].n_elems;
         if ((int)ck.tensors[i].dtype < 3) n_by_dtype[ck.tensors[i].dtype]++;
     }
-    const char *dtype = n_by_dtype[ST_F32]   ? (n_by_dtype[ST_BF16] || n_by_dtype[ST_F16] ? "mixed" : "F32")
-                        : n_by_dtype[ST_F16] ? (n_by_dtype[ST_BF16] ? "mixed" : "F16")
+    int n_kinds = (n_by_dtype[ST_BF16] > 0) + (n_by_dtype[ST_F16] > 0) + (n_by_dtype[ST_F32] > 0);
+    const char *dtype = n_kinds > 1 ? "mixed"
+                        : n_by_dtype[ST_F32] ? "F32"
+                        : n_by_dtype[ST_F16] ? "F16"
                                              : "BF16";
     int64_t want = config_params(cfg);
     double mib = (double)ck.data_bytes / (double)(1 << 20);
@@ -253,7 +255,7 @@ static int checkpoint_line(const char *dir, const struct model_config *cfg, char
 // came from, and whether it fits.
 static char *plan_json(const struct mem_plan *p, const struct mem_plan_settings *set,
                        const struct plan_args *a, const struct model_config *cfg,
-                       const char *src, const char *ckpt, int rc) {
+                       const char *src, const char *ckpt, const char *error) {
     char *base = mem_plan_json(p, set);
     cJSON *o = base ? cJSON_Parse(base) : NULL;
     free(base);
@@ -262,11 +264,40 @@ static char *plan_json(const struct mem_plan *p, const struct mem_plan_settings 
     cJSON_AddStringToObject(o, "architecture", cfg->arch_name);
     cJSON_AddStringToObject(o, "device_memory_source", src);
     cJSON_AddStringToObject(o, "weights_source", ckpt);
-    cJSON_AddBoolToObject(o, "fits", rc == 0);
-    if (rc) cJSON_AddStringToObject(o, "error", err_msg());
+    cJSON_AddBoolToObject(o, "fits", error == NULL);
+    if (error) cJSON_AddStringToObject(o, "error", error);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
+}
+
+// keel's defaults, then the config's context length, then the flags.
+static int plan_settings(const struct plan_args *a, const struct model_config *cfg,
+                         struct mem_plan_settings *set) {
+    mem_plan_settings_defaults(set, cfg->max_position_embeddings);
+    if (a->util > 0) set->gpu_memory_utilization = a->util;
+    if (a->max_model_len > 0) set->max_model_len = a->max_model_len;
+    if (a->max_num_seqs > 0) set->max_num_seqs = a->max_num_seqs;
+    if (a->max_num_batched_tokens > 0) set->max_num_batched_tokens = a->max_num_batched_tokens;
+    if (a->block_size > 0) set->block_size = a->block_size;
+    if (a->num_kv_blocks >= 0) set->num_kv_blocks = a->num_kv_blocks;
+    if (cfg->max_position_embeddings > 0 && set->max_model_len > cfg->max_position_embeddings)
+        return err_set(ERR_INVAL,
+                       "--max-model-len %d is longer than the model's max_position_embeddings "
+                       "(%d in %s/config.json)",
+                       set->max_model_len, cfg->max_position_embeddings, a->model);
+    return 0;
+}
+
+static void print_header(const struct plan_args *a, const struct model_config *cfg,
+                         const char *ckpt, const char *src) {
+    printf("model: %s (%s): %d layers, dim %d, hidden %d, %d heads / %d KV heads of %d, "
+           "vocab %d%s\n",
+           a->model, cfg->arch_name, cfg->n_layers, cfg->dim, cfg->hidden_dim, cfg->n_heads,
+           cfg->n_kv_heads, cfg->head_dim, cfg->vocab_size,
+           cfg->tie_word_embeddings ? ", tied embeddings" : "");
+    printf("weights: %s\n", ckpt);
+    printf("memory: %s\n", src);
 }
 
 int srv_cmd_plan(int argc, char **argv) {
@@ -281,42 +312,18 @@ int srv_cmd_plan(int argc, char **argv) {
         usage(stderr);
         return SRV_EXIT_USAGE;
     }
-
     struct model_config cfg;
-    rc = model_config_load(a.model, &cfg);
-    if (rc) {
+    struct mem_plan_settings set;
+    size_t total = 0, free_b = 0;
+    char src[160], ckpt[320];
+    if ((rc = model_config_load(a.model, &cfg)) || (rc = plan_settings(&a, &cfg, &set)) ||
+        (rc = checkpoint_line(a.model, &cfg, ckpt, sizeof ckpt))) {
         fprintf(stderr, "keel plan: %s\n", err_msg());
         return srv_exit_code(rc);
     }
-    struct mem_plan_settings set;
-    mem_plan_settings_defaults(&set, cfg.max_position_embeddings);
-    if (a.util > 0) set.gpu_memory_utilization = a.util;
-    if (a.max_model_len > 0) set.max_model_len = a.max_model_len;
-    if (a.max_num_seqs > 0) set.max_num_seqs = a.max_num_seqs;
-    if (a.max_num_batched_tokens > 0) set.max_num_batched_tokens = a.max_num_batched_tokens;
-    if (a.block_size > 0) set.block_size = a.block_size;
-    if (a.num_kv_blocks >= 0) set.num_kv_blocks = a.num_kv_blocks;
-    if (cfg.max_position_embeddings > 0 && set.max_model_len > cfg.max_position_embeddings) {
-        fprintf(stderr,
-                "keel plan: --max-model-len %d is longer than the model's "
-                "max_position_embeddings (%d in %s/config.json)\n",
-                set.max_model_len, cfg.max_position_embeddings, a.model);
-        return SRV_EXIT_USAGE;
-    }
-
-    size_t total = 0, free_b = 0;
-    char src[160];
-    rc = device_memory(&a, &total, &free_b, src, sizeof src);
-    if (rc) {
+    if ((rc = device_memory(&a, &total, &free_b, src, sizeof src))) {
         fprintf(stderr, "keel plan: %s\n", err_msg());
         return rc == ERR_INVAL ? SRV_EXIT_USAGE : SRV_EXIT_FAILURE;
-    }
-
-    char ckpt[320];
-    rc = checkpoint_line(a.model, &cfg, ckpt, sizeof ckpt);
-    if (rc) {
-        fprintf(stderr, "keel plan: %s\n", err_msg());
-        return srv_exit_code(rc);
     }
 
     struct mem_plan_shape shape;
@@ -327,30 +334,25 @@ int srv_cmd_plan(int argc, char **argv) {
         fprintf(stderr, "keel plan: %s\n", err_msg());
         return SRV_EXIT_USAGE;
     }
-
+    // A refusal still prints the plan as far as it got, then the reason and the fix.
+    char error[1024];
+    snprintf(error, sizeof error, "%s", rc ? err_msg() : "");
     char *out;
     if (a.json) {
-        out = plan_json(&plan, &set, &a, &cfg, src, ckpt, rc);
-        if (out) printf("%s\n", out);
+        out = plan_json(&plan, &set, &a, &cfg, src, ckpt, rc ? error : NULL);
     } else {
-        printf("model: %s (%s): %d layers, dim %d, hidden %d, %d heads / %d KV heads of %d, "
-               "vocab %d%s\n",
-               a.model, cfg.arch_name, cfg.n_layers, cfg.dim, cfg.hidden_dim, cfg.n_heads,
-               cfg.n_kv_heads, cfg.head_dim, cfg.vocab_size,
-               cfg.tie_word_embeddings ? ", tied embeddings" : "");
-        printf("weights: %s\n", ckpt);
-        printf("memory: %s\n", src);
+        print_header(&a, &cfg, ckpt, src);
         out = mem_plan_table(&plan, &set);
-        if (out) fputs(out, stdout);
     }
     if (!out) {
         fprintf(stderr, "keel plan: out of memory formatting the plan\n");
-        free(out);
         return SRV_EXIT_FAILURE;
     }
+    fputs(out, stdout);
+    if (a.json) fputc('\n', stdout);
     free(out);
     if (rc) {
-        fprintf(stderr, "keel plan: does not fit: %s\n", err_msg());
+        fprintf(stderr, "keel plan: does not fit: %s\n", error);
         return srv_exit_code(rc);
     }
     return SRV_EXIT_OK;
