@@ -52,7 +52,8 @@ static inline v8f load_bf16x8(const bf16 *p) {
     return v;
 }
 
-static inline float sum_lanes(v8f a) {
+static inline float sum_lanes(const v8f *v) {
+    v8f a = *v;
     return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
 }
 
@@ -77,7 +78,7 @@ GEMM_CLONES static void dot_x4(const float *xf /* [k] */, const bf16 *w /* [4, k
         a2 += xv * load_bf16x8(w2 + kk);
         a3 += xv * load_bf16x8(w3 + kk);
     }
-    float s0 = sum_lanes(a0), s1 = sum_lanes(a1), s2 = sum_lanes(a2), s3 = sum_lanes(a3);
+    float s0 = sum_lanes(&a0), s1 = sum_lanes(&a1), s2 = sum_lanes(&a2), s3 = sum_lanes(&a3);
     for (; kk < k; kk++) {
         float xv = xf[kk];
         s0 += xv * bf16_to_f32(w0[kk]);
@@ -93,7 +94,7 @@ GEMM_CLONES static float dot_x1(const float *xf /* [k] */, const bf16 *w /* [k] 
     v8f a = {0};
     int kk = 0;
     for (; kk + GEMM_LANES <= k; kk += GEMM_LANES) a += load_f32x8(xf + kk) * load_bf16x8(w + kk);
-    float s = sum_lanes(a);
+    float s = sum_lanes(&a);
     for (; kk < k; kk++) s += xf[kk] * bf16_to_f32(w[kk]);
     return s;
 }
