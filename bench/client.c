@@ -167,8 +167,8 @@ static void request_end(struct conn *k) {
     else if (k->complete && !k->got_token)
         bench_result_set_error(r, "the stream ended without a token chunk");
     else if (!k->complete)
-        bench_result_set_error(r, "connection closed by the server after %d token chunks",
-                               k->n_token_chunks);
+        bench_result_set_error(r, "connection closed by the server after %d token chunk%s",
+                               k->n_token_chunks, k->n_token_chunks == 1 ? "" : "s");
     r->success = r->error == NULL;
     if (k->got_token) r->latency_s = ns_to_s(k->last_token_ns - k->start_ns);
     if (!r->has_usage) r->output_tokens = k->n_token_chunks;
