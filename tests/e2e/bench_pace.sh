@@ -22,6 +22,7 @@ trap cleanup EXIT
 # Starts a pace server with the given options; sets $port.
 start_pace() {
   local out="$tmp/pace.${#pids[@]}.out"
+  : >"$out" # the background job creates it only once it runs
   node tests/e2e/pace_server.mjs serve "$@" >"$out" 2>&1 &
   pids+=($!)
   port=""
