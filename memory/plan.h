@@ -3,16 +3,36 @@
 // `keel plan` on a machine without a GPU and in `keel serve`, so tests pin it exactly.
 //
 //   budget   = floor(gpu_memory_utilization * total)
-//   fixed    = overhead (total - free before the arena) + weights + cublas workspace
+//   used     = total - free                      (measured at start, before the arena)
+//   overhead = min(used, MEM_PLAN_CONTEXT_MAX_BYTES)  keel's own CUDA context and libraries;
+//              whatever is used beyond that belongs to other processes (other_bytes)
+//   fixed    = overhead + weights + cublas workspace
 //            + activations(max_num_batched_tokens, max_num_seqs) + logits + sampling scratch
 //   kv_block = 2 * n_layers * n_kv_heads * head_dim * block_size * 2 bytes
-//   n_blocks = (budget - fixed) / kv_block
+//   n_blocks = (budget - fixed) / kv_block      (capped by num_kv_blocks when that is > 0)
+//   arena    = weights + workspace + activations + logits + sampling + n_blocks * kv_block
+//
+// Every region is a multiple of 256 bytes, so carving them back to back from the arena
+// (MEM_ARENA_ALIGN) uses exactly arena_bytes; arena_bytes <= budget - overhead, and the
+// difference (less than one KV block, or what num_kv_blocks left out) is never allocated.
+//
+// It refuses (ERR_NOSPACE) when the arena cannot fit in the free memory (free < budget -
+// overhead: someone else holds memory), when the fixed regions alone exceed the budget, or when
+// the pool cannot hold one sequence of max_model_len.
 #ifndef KEEL_MEMORY_PLAN_H
 #define KEEL_MEMORY_PLAN_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#define MEM_PLAN_WORKSPACE_BYTES ((size_t)32 << 20)  // cuBLAS workspace (32 MiB)
+// A CUDA context plus cuBLAS typically holds about this much before the arena; `keel plan`
+// without a GPU assumes it (free = total - MEM_PLAN_CONTEXT_BYTES).
+#define MEM_PLAN_CONTEXT_BYTES ((size_t)512 << 20)
+// Memory used at start beyond this is taken to belong to other processes, not to keel's context.
+#define MEM_PLAN_CONTEXT_MAX_BYTES ((size_t)1 << 30)
+#define MEM_PLAN_SAMPLING_SEQ_BYTES 4096  // per-sequence sampling state (see sampling_bytes)
 
 // The model's shapes, as the plan needs them (filled from struct model_config by the caller, so
 // memory/ does not depend on models/).
@@ -31,15 +51,44 @@ struct mem_plan_settings {
     int num_kv_blocks;             // > 0 caps the pool (vLLM's num_gpu_blocks_override)
 };
 
+// keel's defaults (`keel plan` and the server): utilization 0.9, block_size 16, max_num_seqs
+// 256, max_num_batched_tokens 8192, max_model_len = min(max_position_embeddings, 32768)
+// (32768 when max_position_embeddings <= 0), num_kv_blocks 0 (no cap).
+void mem_plan_settings_defaults(struct mem_plan_settings *set, int max_position_embeddings);
+
 // The scratch buffers of one forward step, laid out back to back in the activation region.
 // The forward pass carves exactly these, so the plan covers every step the scheduler can build
-// (at most max_num_batched_tokens tokens and max_num_seqs sequences).
+// (at most T = max_num_batched_tokens tokens and S = max_num_seqs sequences; a step never has
+// more sequences than tokens). Offsets are from the start of the region, each a multiple of 256:
+//
+//   x          bf16   [T, dim]                  the hidden state
+//   residual   bf16   [T, dim]
+//   xb         bf16   [T, dim]                  normed input of a sublayer / its output
+//   qkv        bf16   [T, (n_heads + 2 n_kv_heads) * head_dim]
+//   attn_out   bf16   [T, n_heads * head_dim]
+//   gate_up    bf16   [T, 2 * hidden_dim]
+//   hidden     bf16   [T, hidden_dim]           silu(gate) * up
+//   last_rows  bf16   [S, dim]                  the last position of each sequence
+//   attn_ws    f32    S * n_heads * 16 * (head_dim + 2) + T * n_heads * 2 floats: split-KV
+//                                              attention partials (up to 16 splits per head,
+//                                              each head_dim outputs plus max and sum)
+//   meta       int32  the step's metadata, one block so it is copied in one transfer; its
+//                     arrays start at these offsets from `meta` (each a multiple of 256):
+//     meta_ids [T], meta_positions [T], meta_slot_mapping [T], meta_query_start [S + 1],
+//     meta_seq_lens [S], meta_block_tables [S, max_blocks_per_seq], meta_rows [S]
+//
+// bytes = the end of meta rounded up to 256.
 struct mem_scratch_layout {
     size_t x, residual, xb, qkv, attn_out, gate_up, hidden; // offsets of bf16 activations
     size_t last_rows;   // bf16 [max_num_seqs, dim]: last position of each sequence
+    size_t attn_ws;     // float32 split-KV attention workspace
+    size_t attn_ws_bytes;
     size_t meta;        // int32 metadata: ids, positions, slot_mapping, query_start, seq_lens,
                         // block tables, row indices
     size_t meta_bytes;
+    // offsets inside meta (from `meta`, not from the region's start)
+    size_t meta_ids, meta_positions, meta_slot_mapping, meta_query_start, meta_seq_lens,
+        meta_block_tables, meta_rows;
     size_t bytes;       // total
 };
 void mem_plan_scratch_layout(const struct mem_plan_shape *s, int max_tokens, int max_seqs,
@@ -55,9 +104,12 @@ struct mem_plan {
     size_t workspace_bytes;    // cuBLAS workspace
     size_t activation_bytes;   // scratch of the largest step
     size_t logits_bytes;       // float32 [max_num_seqs, vocab]
-    size_t sampling_bytes;     // sampling scratch
+    size_t sampling_bytes;     // sampling scratch: float32 [max_num_seqs, vocab] (probabilities
+                               // or sorted candidates) + max_num_seqs * 4096 (per-sequence state)
     size_t kv_bytes;           // n_kv_blocks * kv_block_bytes
-    size_t arena_bytes;        // everything keel allocates: budget - overhead
+    size_t arena_bytes;        // everything keel allocates: the sum of the regions above
+    size_t other_bytes;        // memory other processes held at start (used - overhead)
+    size_t unused_bytes;       // budget - overhead - arena: less than a block (or the cap's rest)
     // the KV pool
     size_t kv_block_bytes;
     int64_t num_kv_blocks;
@@ -73,7 +125,11 @@ struct mem_plan {
 int mem_plan_compute(const struct mem_plan_shape *shape, const struct mem_plan_settings *set,
                      size_t device_total, size_t device_free, struct mem_plan *out);
 
-// Bytes of the weights computed from shapes (after QKV and gate/up fusion; bf16).
+// Bytes of the weights computed from shapes (after QKV and gate/up fusion; bf16), each tensor
+// rounded up to 256 bytes as the loader carves it: embed [vocab, dim]; per layer attn_norm [dim],
+// wqkv [qkv_dim, dim], bqkv [qkv_dim] (qkv_bias), q_norm and k_norm [head_dim] (qk_norm),
+// wo [dim, n_heads * head_dim], ffn_norm [dim], w_gate_up [2 * hidden_dim, dim],
+// w_down [dim, hidden_dim]; final_norm [dim]; lm_head [vocab, dim] unless tied.
 int64_t mem_plan_weights_from_shape(const struct mem_plan_shape *s);
 
 // The human-readable table (GiB and % of budget), and the JSON form (bytes, integers).

@@ -1,0 +1,219 @@
+// attention: causal attention over the paged KV cache for a mixed batch of prefill chunks and
+// decode tokens (kernels/ops.h, struct kern_attn_batch), GQA-aware, reading K/V straight from the
+// cache blocks (no gather copies). bf16 q/k/v, float32 scores, softmax and accumulation.
+//
+// Layout: one launch for the whole batch. Grid (query tile, sequence, kv head x head part). A
+// block of 4 warps owns up to 32 query rows: TQ consecutive query tokens of one sequence times
+// the GQA group's query heads that share one kv head (a decode token of a model with 7 query
+// heads per kv head is 7 rows). The block walks the sequence's keys 0..(last position in its
+// tile) in tiles of 32 keys; each tile's K and V rows are loaded from their cache blocks once
+// into shared memory and used by every row, so K/V cross device memory once per (tile of queries,
+// kv head) rather than once per query head. Each warp owns rows warp, warp+4, ...; lane j scores
+// key j of the tile, then the warp updates its rows' online softmax (max, sum, rescaled output
+// held in registers, each lane owning head_dim/32 output dims).
+//
+// This is the correct general kernel for both phases; it runs on CUDA cores. Known limits, for
+// the speed issue: no split-KV for long decode contexts (grid = n_seqs x n_kv blocks), no tensor
+// cores for prefill, no software pipelining of the tile loads. head_dim: 64, 128 or 256.
+#include "kernels/cuda/device.h"
+#include "kernels/cuda/kern_cuda.h"
+
+#include <math.h>
+
+#define KC_ATT_WARPS 4
+#define KC_ATT_RPW 8                              // rows per warp
+#define KC_ATT_ROWS (KC_ATT_WARPS * KC_ATT_RPW)   // query rows per block
+#define KC_ATT_KT 32                              // keys per tile (one per lane)
+
+template <int D>
+static constexpr size_t kc_att_smem() {
+    return (size_t)KC_ATT_ROWS * D * 4 + (size_t)KC_ATT_KT * (D + 2) * 2 + (size_t)KC_ATT_KT * D * 2;
+}
+
+// ---- kernels
+
+template <int D>
+__global__ void __launch_bounds__(KC_ATT_WARPS * 32)
+    kc_attention(bf16 *out /* [n_tokens, n_heads * D] */,
+                 const bf16 *qkv /* [n_tokens, (n_heads + 2 n_kv) * D] */,
+                 const bf16 *k_cache /* [n_blocks, block_size, n_kv, D] */,
+                 const bf16 *v_cache /* same */, const int32_t *query_start /* [n_seqs + 1] */,
+                 const int32_t *seq_lens /* [n_seqs] */,
+                 const int32_t *block_tables /* [n_seqs, max_blocks_per_seq] */,
+                 int max_blocks_per_seq, int n_heads, int n_kv_heads, int block_size, int gp,
+                 int n_parts, int tq, float scale_log2) {
+    extern __shared__ __align__(16) unsigned char kc_att_smem_raw[];
+    float *q_s = reinterpret_cast<float *>(kc_att_smem_raw);                   // [ROWS, D]
+    uint32_t *k_s = reinterpret_cast<uint32_t *>(q_s + KC_ATT_ROWS * D);       // [KT, D/2 + 1]
+    bf16 *v_s = reinterpret_cast<bf16 *>(k_s + KC_ATT_KT * (D / 2 + 1));       // [KT, D]
+
+    const int seq = blockIdx.y;
+    const int kvh = blockIdx.z / n_parts, part = blockIdx.z % n_parts;
+    const int qs = query_start[seq], qlen = query_start[seq + 1] - qs;
+    const int t0 = blockIdx.x * tq;
+    if (t0 >= qlen) return;
+    const int group = n_heads / n_kv_heads;
+    const int h0 = kvh * group + part * gp;          // first query head of this block
+    const int gp_here = min(gp, group - part * gp);  // heads of this block's part
+    const int first_pos = seq_lens[seq] - qlen;
+    const int t_end = min(t0 + tq, qlen);
+    const int n_keys = first_pos + t_end;            // keys 0 .. last position of the tile
+    const int row_stride = (n_heads + 2 * n_kv_heads) * D;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int32_t *table = block_tables + (size_t)seq * max_blocks_per_seq;
+
+    // Query rows into shared memory as float; row r = (token t0 + r / gp, head h0 + r % gp).
+    for (int idx = threadIdx.x; idx < KC_ATT_ROWS * D; idx += blockDim.x) {
+        int r = idx / D, d = idx % D, t = t0 + r / gp, hh = r % gp;
+        float v = 0.0f;
+        if (r < tq * gp && t < qlen && hh < gp_here)
+            v = kc_f(qkv[(size_t)(qs + t) * row_stride + (size_t)(h0 + hh) * D + d]);
+        q_s[idx] = v;
+    }
+
+    float m[KC_ATT_RPW], l[KC_ATT_RPW], o[KC_ATT_RPW][D / 32];
+    int qpos[KC_ATT_RPW];
+#pragma unroll
+    for (int e = 0; e < KC_ATT_RPW; e++) {
+        int r = e * KC_ATT_WARPS + warp, t = t0 + r / gp, hh = r % gp;
+        bool ok = r < tq * gp && t < qlen && hh < gp_here;
+        qpos[e] = ok ? first_pos + t : -1;  // -1: no row here
+        m[e] = -INFINITY;
+        l[e] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < D / 32; i++) o[e][i] = 0.0f;
+    }
+
+    const int n_tiles = (n_keys + KC_ATT_KT - 1) / KC_ATT_KT;
+    for (int kt = 0; kt < n_tiles; kt++) {
+        const int kb = kt * KC_ATT_KT;
+        __syncthreads(); // the previous tile's readers are done (and q_s is written, first time)
+        for (int idx = threadIdx.x; idx < KC_ATT_KT * (D / 8); idx += blockDim.x) {
+            int j = idx / (D / 8), c = idx % (D / 8), kpos = kb + j;
+            uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+            if (kpos < n_keys) {
+                size_t slot = (size_t)table[kpos / block_size] * block_size + kpos % block_size;
+                size_t off = (slot * n_kv_heads + kvh) * D + (size_t)c * 8;
+                kv = *reinterpret_cast<const uint4 *>(k_cache + off);
+                vv = *reinterpret_cast<const uint4 *>(v_cache + off);
+            }
+            uint32_t *kd = k_s + j * (D / 2 + 1) + c * 4;
+            kd[0] = kv.x;
+            kd[1] = kv.y;
+            kd[2] = kv.z;
+            kd[3] = kv.w;
+            *reinterpret_cast<uint4 *>(v_s + j * D + c * 8) = vv;
+        }
+        __syncthreads();
+
+#pragma unroll
+        for (int e = 0; e < KC_ATT_RPW; e++) {
+            if (qpos[e] < kb) continue; // no row, or every key of this tile is in its future
+            const float *q = q_s + (e * KC_ATT_WARPS + warp) * D;
+            const uint32_t *k = k_s + lane * (D / 2 + 1);
+            float s = 0.0f;
+#pragma unroll 8
+            for (int d2 = 0; d2 < D / 2; d2++) {
+                uint32_t w = k[d2];
+                float2 qq = *reinterpret_cast<const float2 *>(q + 2 * d2);
+                s += qq.x * kc_f((bf16)(w & 0xffff)) + qq.y * kc_f((bf16)(w >> 16));
+            }
+            s = kb + lane <= qpos[e] ? s * scale_log2 : -INFINITY;
+            float m_new = fmaxf(m[e], kc_warp_max(s));
+            float p = s == -INFINITY ? 0.0f : exp2f(s - m_new);
+            float alpha = m[e] == -INFINITY ? 0.0f : exp2f(m[e] - m_new);
+            l[e] = l[e] * alpha + kc_warp_sum(p);
+            m[e] = m_new;
+#pragma unroll
+            for (int i = 0; i < D / 64; i++) {
+                float a0 = o[e][2 * i] * alpha, a1 = o[e][2 * i + 1] * alpha;
+#pragma unroll 8
+                for (int j = 0; j < KC_ATT_KT; j++) {
+                    float pj = __shfl_sync(0xffffffffu, p, j);
+                    uint32_t w = *reinterpret_cast<const uint32_t *>(v_s + j * D + 64 * i + 2 * lane);
+                    a0 += pj * kc_f((bf16)(w & 0xffff));
+                    a1 += pj * kc_f((bf16)(w >> 16));
+                }
+                o[e][2 * i] = a0;
+                o[e][2 * i + 1] = a1;
+            }
+        }
+    }
+
+#pragma unroll
+    for (int e = 0; e < KC_ATT_RPW; e++) {
+        if (qpos[e] < 0) continue;
+        int r = e * KC_ATT_WARPS + warp, t = t0 + r / gp, hh = r % gp;
+        float inv = l[e] > 0.0f ? 1.0f / l[e] : 0.0f;
+        bf16 *dst = out + (size_t)(qs + t) * n_heads * D + (size_t)(h0 + hh) * D;
+#pragma unroll
+        for (int i = 0; i < D / 64; i++) {
+            uint32_t w = (uint32_t)kc_bf(o[e][2 * i] * inv) | ((uint32_t)kc_bf(o[e][2 * i + 1] * inv) << 16);
+            *reinterpret_cast<uint32_t *>(dst + 64 * i + 2 * lane) = w;
+        }
+    }
+}
+
+// ---- launchers
+
+template <int D>
+static cudaError_t kc_att_setup_one(void) {
+    return cudaFuncSetAttribute(kc_attention<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)kc_att_smem<D>());
+}
+
+extern "C" int kern_cuda_attention_setup(void) {
+    CUDA_CHECK(kc_att_setup_one<64>());
+    CUDA_CHECK(kc_att_setup_one<128>());
+    CUDA_CHECK(kc_att_setup_one<256>());
+    return 0;
+}
+
+template <int D>
+static void kc_att_launch(dim3 grid, cudaStream_t s, bf16 *out, const bf16 *qkv, const bf16 *kc,
+                          const bf16 *vc, const struct kern_attn_batch *b, int n_heads,
+                          int n_kv_heads, int block_size, int gp, int n_parts, int tq,
+                          float scale_log2) {
+    kc_attention<D><<<grid, KC_ATT_WARPS * 32, kc_att_smem<D>(), s>>>(
+        out, qkv, kc, vc, b->query_start, b->seq_lens, b->block_tables, b->max_blocks_per_seq,
+        n_heads, n_kv_heads, block_size, gp, n_parts, tq, scale_log2);
+}
+
+extern "C" int kern_cuda_attention(bf16 *out, const bf16 *qkv, const bf16 *k_cache,
+                                   const bf16 *v_cache, const struct kern_attn_batch *b,
+                                   int n_heads, int n_kv_heads, int head_dim, int block_size,
+                                   float scale, cudaStream_t s) {
+    if (!b || b->n_seqs < 0 || n_heads <= 0 || n_kv_heads <= 0 || n_heads % n_kv_heads != 0 ||
+        block_size <= 0 || b->max_blocks_per_seq <= 0 || b->max_query_len < 0)
+        return err_set(ERR_INVAL,
+                       "attention: bad sizes n_heads=%d n_kv_heads=%d block_size=%d "
+                       "max_blocks_per_seq=%d",
+                       n_heads, n_kv_heads, block_size, b ? b->max_blocks_per_seq : -1);
+    if (head_dim != 64 && head_dim != 128 && head_dim != 256)
+        return err_set(ERR_UNSUPPORTED, "attention: head_dim %d (supported: 64, 128, 256)", head_dim);
+    if (b->n_seqs == 0 || b->n_tokens == 0 || b->max_query_len == 0) return 0;
+    int group = n_heads / n_kv_heads;
+    int gp = group < KC_ATT_ROWS ? group : KC_ATT_ROWS;
+    int n_parts = (group + gp - 1) / gp;
+    int tq = KC_ATT_ROWS / gp;
+    dim3 grid((b->max_query_len + tq - 1) / tq, b->n_seqs, n_kv_heads * n_parts);
+    if (grid.y > KC_MAX_GRID_YZ || grid.z > KC_MAX_GRID_YZ)
+        return err_set(ERR_INVAL, "attention: grid too large (n_seqs=%d)", b->n_seqs);
+    float scale_log2 = scale * 1.4426950408889634f;
+    switch (head_dim) {
+    case 64:
+        kc_att_launch<64>(grid, s, out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, block_size,
+                          gp, n_parts, tq, scale_log2);
+        break;
+    case 128:
+        kc_att_launch<128>(grid, s, out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, block_size,
+                           gp, n_parts, tq, scale_log2);
+        break;
+    default:
+        kc_att_launch<256>(grid, s, out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, block_size,
+                           gp, n_parts, tq, scale_log2);
+        break;
+    }
+    KC_LAUNCHED();
+    return 0;
+}

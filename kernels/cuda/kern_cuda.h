@@ -1,0 +1,81 @@
+// The CUDA backend's launchers: one per op, each in its own kernels/cuda/<op>.cu. They take
+// device pointers, sizes and the stream; check shapes; launch; and return 0 or a negative ERR_*
+// code (ERR_INVAL for bad sizes, CUDA launch errors classified by CUDA_CHECK). They never
+// allocate, synchronize, print or read globals. kern_cuda_ops (kernels/cuda/ops_table.c) wraps
+// them with the context's stream; tests and playgrounds call them directly.
+//
+// Everything is bf16 in device memory, row-major, with float32 arithmetic; index arrays are int32
+// in device memory. The op contracts are those of kernels/ops.h.
+#ifndef KEEL_KERNELS_CUDA_KERN_CUDA_H
+#define KEEL_KERNELS_CUDA_KERN_CUDA_H
+
+#include "kernels/bf16.h"
+#include "kernels/ops.h"
+
+#include <cuda_runtime_api.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+int kern_cuda_embed(bf16 *out /* [n, dim] */, const int32_t *ids /* [n] */,
+                    const bf16 *table /* [vocab, dim] */, int n, int dim, cudaStream_t s);
+
+int kern_cuda_add_rmsnorm(bf16 *out /* [n, dim] */, bf16 *residual /* [n, dim] */,
+                          const bf16 *delta /* [n, dim] or NULL */, const bf16 *w /* [dim] */,
+                          int n, int dim, float eps, cudaStream_t s);
+
+// y[i, :] += bias (rounded to bf16): the fallback when cuBLASLt has no bias epilogue for a shape.
+int kern_cuda_bias_add(bf16 *y /* [m, n] */, const bf16 *bias /* [n] */, int m, int n,
+                       cudaStream_t s);
+
+int kern_cuda_qk_norm(bf16 *qkv /* [n, (n_heads + 2 n_kv) * head_dim] */,
+                      const bf16 *q_w /* [head_dim] */, const bf16 *k_w /* [head_dim] */, int n,
+                      int n_heads, int n_kv_heads, int head_dim, float eps, cudaStream_t s);
+
+int kern_cuda_rope(bf16 *qkv /* [n, (n_heads + 2 n_kv) * head_dim] */,
+                   const int32_t *positions /* [n] */, int n, int n_heads, int n_kv_heads,
+                   int head_dim, float theta, cudaStream_t s);
+
+int kern_cuda_kv_write(bf16 *k_cache /* [n_blocks, block_size, n_kv, head_dim] */,
+                       bf16 *v_cache /* same */,
+                       const bf16 *qkv /* [n, (n_heads + 2 n_kv) * head_dim] */,
+                       const int32_t *slot_mapping /* [n] */, int n, int n_heads, int n_kv_heads,
+                       int head_dim, cudaStream_t s);
+
+// Paged causal attention over a mixed batch (kernels/ops.h). Supported head_dim: 64, 96, 128,
+// 256. kern_cuda_attention_setup raises the kernels' shared-memory limit; the context calls it
+// once at start-up (never per step).
+int kern_cuda_attention_setup(void);
+int kern_cuda_attention(bf16 *out /* [n_tokens, n_heads * head_dim] */,
+                        const bf16 *qkv /* [n_tokens, (n_heads + 2 n_kv) * head_dim] */,
+                        const bf16 *k_cache, const bf16 *v_cache, const struct kern_attn_batch *b,
+                        int n_heads, int n_kv_heads, int head_dim, int block_size, float scale,
+                        cudaStream_t s);
+
+int kern_cuda_silu_mul(bf16 *out /* [n, h] */, const bf16 *gate_up /* [n, 2h] */, int n, int h,
+                       cudaStream_t s);
+
+int kern_cuda_gather_rows(bf16 *out /* [m, dim] */, const bf16 *x /* [*, dim] */,
+                          const int32_t *rows /* [m] */, int m, int dim, cudaStream_t s);
+
+// Greedy sampling on the GPU: ids[i] = argmax_j logits[i, j] (the lowest index among ties), so
+// only token ids cross to the host.
+int kern_cuda_argmax(int32_t *ids /* [m] */, const float *logits /* [m, vocab] */, int m,
+                     int vocab, cudaStream_t s);
+
+// The context's stream and cuBLASLt GEMMs (kernels/cuda/ctx.c, gemm.c), for tests and tools.
+cudaStream_t kern_cuda_stream(struct kern_ctx *c);
+int kern_cuda_gemm(struct kern_ctx *c, bf16 *y /* [m, n] */, const bf16 *x /* [m, k] */,
+                   const bf16 *w /* [n, k] */, const bf16 *bias /* [n] or NULL */, int m, int n,
+                   int k);
+int kern_cuda_gemm_f32(struct kern_ctx *c, float *y /* [m, n] */, const bf16 *x /* [m, k] */,
+                       const bf16 *w /* [n, k] */, int m, int n, int k);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

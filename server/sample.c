@@ -1,0 +1,258 @@
+// Sampling (see sample.h): the RNG, penalties, truncation by partial selection, the draw, and
+// raw logprobs.
+#include "server/sample.h"
+
+#include "common/err.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+// Temperatures below this are greedy (vLLM's _SAMPLING_EPS).
+#define SAMPLE_EPS 1e-5f
+
+void srv_sampling_defaults(struct srv_sampling *sp) {
+    memset(sp, 0, sizeof(*sp));
+    sp->temperature = 1.0f;
+    sp->top_p = 1.0f;
+    sp->top_k = 0;
+    sp->repetition_penalty = 1.0f;
+    sp->max_tokens = 0;
+    sp->logprobs = -1;
+    sp->skip_special_tokens = true;
+}
+
+// ---- the RNG
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+void srv_sample_rng_seed(struct srv_sample_rng *r, uint64_t seed) {
+    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t srv_sample_rng_next(struct srv_sample_rng *r) {
+    uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return out;
+}
+
+double srv_sample_uniform(struct srv_sample_rng *r) {
+    return (double)(srv_sample_rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+// ---- scratch
+
+int srv_sample_scratch_init(struct srv_sample_scratch *s, int vocab) {
+    memset(s, 0, sizeof(*s));
+    s->vocab = vocab;
+    s->w = malloc((size_t)vocab * sizeof(float));
+    s->cand = malloc((size_t)vocab * sizeof(*s->cand));
+    s->counts = calloc((size_t)vocab, sizeof(int32_t));
+    if (!s->w || !s->cand || !s->counts) {
+        srv_sample_scratch_free(s);
+        return err_set(ERR_NOMEM, "out of memory for sampling scratch (vocab %d)", vocab);
+    }
+    return 0;
+}
+
+void srv_sample_scratch_free(struct srv_sample_scratch *s) {
+    if (!s) return;
+    free(s->w);
+    free(s->cand);
+    free(s->counts);
+    memset(s, 0, sizeof(*s));
+}
+
+// ---- penalties
+
+// vLLM semantics: the repetition penalty divides positive logits and multiplies negative ones,
+// once per distinct token of prompt and output; frequency and presence penalties count output
+// tokens only. counts[] is left all zero.
+static void apply_penalties(const struct srv_sample_input *in, const struct srv_sampling *sp,
+                            struct srv_sample_scratch *s) {
+    float *w = s->w;
+    int32_t *cnt = s->counts;
+    float rp = sp->repetition_penalty;
+    if (rp > 0 && rp != 1.0f) {
+        for (int i = 0; i < in->n_tokens; i++) {
+            int32_t t = in->tokens[i];
+            if (t < 0 || t >= in->n_vocab || cnt[t]) continue;
+            cnt[t] = 1;
+            w[t] = w[t] > 0 ? w[t] / rp : w[t] * rp;
+        }
+        for (int i = 0; i < in->n_tokens; i++)
+            if (in->tokens[i] >= 0 && in->tokens[i] < in->n_vocab) cnt[in->tokens[i]] = 0;
+    }
+    if (sp->frequency_penalty != 0 || sp->presence_penalty != 0) {
+        for (int i = in->n_prompt; i < in->n_tokens; i++)
+            if (in->tokens[i] >= 0 && in->tokens[i] < in->n_vocab) cnt[in->tokens[i]]++;
+        for (int i = in->n_prompt; i < in->n_tokens; i++) {
+            int32_t t = in->tokens[i];
+            if (t < 0 || t >= in->n_vocab || !cnt[t]) continue;
+            w[t] -= sp->frequency_penalty * (float)cnt[t] + sp->presence_penalty;
+            cnt[t] = 0;
+        }
+    }
+}
+
+// ---- partial selection
+
+// Total order for candidates: larger value first, then smaller id, so results never depend on
+// the selection algorithm's internal order.
+static int cand_before(const struct srv_sample_cand *a, const struct srv_sample_cand *b) {
+    return a->v > b->v || (a->v == b->v && a->id < b->id);
+}
+
+static int cand_cmp(const void *pa, const void *pb) {
+    const struct srv_sample_cand *a = pa, *b = pb;
+    return cand_before(a, b) ? -1 : cand_before(b, a) ? 1 : 0;
+}
+
+static void cand_swap(struct srv_sample_cand *a, struct srv_sample_cand *b) {
+    struct srv_sample_cand t = *a;
+    *a = *b;
+    *b = t;
+}
+
+// Rearranges c[0..n) so its k first elements are the k first in the total order (unsorted):
+// quickselect, O(n) on average, instead of sorting a 152k vocabulary.
+static void select_top(struct srv_sample_cand *c, int n, int k) {
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (cand_before(&c[mid], &c[lo])) cand_swap(&c[mid], &c[lo]);
+        if (cand_before(&c[hi], &c[lo])) cand_swap(&c[hi], &c[lo]);
+        if (cand_before(&c[hi], &c[mid])) cand_swap(&c[hi], &c[mid]);
+        struct srv_sample_cand pivot = c[mid];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (cand_before(&c[i], &pivot)) i++;
+            while (cand_before(&pivot, &c[j])) j--;
+            if (i <= j) cand_swap(&c[i++], &c[j--]);
+        }
+        if (k - 1 <= j) hi = j;
+        else if (k - 1 >= i) lo = i;
+        else return;
+    }
+}
+
+// top_p: the smallest prefix (by probability) whose mass reaches top_p of the total. Sorts only a
+// growing head of the candidates, which is small whenever the distribution is peaked.
+static int top_p_cut(struct srv_sample_cand *c, int n, float top_p, double total) {
+    double target = (double)top_p * total;
+    for (int head = n < 64 ? n : 64;; head = head * 8 < n ? head * 8 : n) {
+        if (head < n) select_top(c, n, head);
+        qsort(c, (size_t)head, sizeof(*c), cand_cmp);
+        double cum = 0;
+        for (int i = 0; i < head; i++) {
+            cum += c[i].v;
+            if (cum >= target) return i + 1;
+        }
+        if (head == n) return n;
+    }
+}
+
+// ---- the draw
+
+static int32_t argmax(const float *w, int n) {
+    int32_t best = 0;
+    for (int i = 1; i < n; i++)
+        if (w[i] > w[best]) best = i;
+    return best;
+}
+
+int srv_sample_token(const struct srv_sample_input *in, const struct srv_sampling *sp,
+                     struct srv_sample_rng *rng, struct srv_sample_scratch *s, int32_t *token) {
+    int n = in->n_vocab < s->vocab ? in->n_vocab : s->vocab;
+    float *w = s->w;
+    memcpy(w, in->logits, (size_t)n * sizeof(float));
+    for (int i = 0; i < in->n_banned; i++)
+        if (in->banned[i] >= 0 && in->banned[i] < n) w[in->banned[i]] = -INFINITY;
+    apply_penalties(in, sp, s);
+    int32_t best = argmax(w, n);
+    if (!(w[best] > -INFINITY)) return err_set(ERR_INVAL, "every token is suppressed");
+    if (sp->temperature < SAMPLE_EPS) {
+        *token = best;
+        return 0;
+    }
+    // Unnormalised probabilities relative to the best: p = exp((w - max) / T), in (0, 1].
+    float inv_t = 1.0f / sp->temperature, max = w[best];
+    float min_p = sp->min_p > 0 ? sp->min_p : 0;
+    bool truncate = min_p > 0 || sp->top_k > 0 || sp->top_p < 1.0f;
+    double total = 0;
+    if (!truncate) {
+        for (int i = 0; i < n; i++) total += w[i] = expf((w[i] - max) * inv_t);
+        double u = srv_sample_uniform(rng) * total, cum = 0;
+        for (int i = 0; i < n; i++) {
+            cum += w[i];
+            if (u < cum && w[i] > 0) {
+                *token = i;
+                return 0;
+            }
+        }
+        *token = best; // rounding left u at the very top
+        return 0;
+    }
+    struct srv_sample_cand *c = s->cand;
+    int n_cand = 0;
+    for (int i = 0; i < n; i++) {
+        float p = expf((w[i] - max) * inv_t);
+        if (p > 0 && p >= min_p) c[n_cand++] = (struct srv_sample_cand){p, i};
+    }
+    if (sp->top_k > 0 && sp->top_k < n_cand) {
+        select_top(c, n_cand, sp->top_k);
+        n_cand = sp->top_k;
+    }
+    if (sp->top_p < 1.0f) {
+        for (int i = 0; i < n_cand; i++) total += c[i].v;
+        n_cand = top_p_cut(c, n_cand, sp->top_p, total);
+    }
+    total = 0;
+    for (int i = 0; i < n_cand; i++) total += c[i].v;
+    double u = srv_sample_uniform(rng) * total, cum = 0;
+    *token = c[0].id;
+    for (int i = 0; i < n_cand; i++) {
+        cum += c[i].v;
+        if (u < cum) {
+            *token = c[i].id;
+            break;
+        }
+    }
+    return 0;
+}
+
+// ---- logprobs
+
+void srv_sample_logprobs(const float *logits, int n_vocab, int32_t token, int n_top, float *lp,
+                         struct srv_top_logprob *top) {
+    float max = logits[argmax(logits, n_vocab)];
+    double sum = 0;
+    for (int i = 0; i < n_vocab; i++) sum += exp((double)logits[i] - max);
+    double lse = max + log(sum);
+    if (lp) *lp = (float)(logits[token] - lse);
+    // n_top is at most 20: an insertion into a short sorted list per better logit.
+    int have = 0;
+    for (int i = 0; i < n_vocab && n_top > 0; i++) {
+        float v = logits[i];
+        if (have == n_top && !(v > top[have - 1].logprob)) continue;
+        int j = have < n_top ? have++ : have - 1;
+        while (j > 0 && v > top[j - 1].logprob) {
+            top[j] = top[j - 1];
+            j--;
+        }
+        top[j] = (struct srv_top_logprob){i, v};
+    }
+    for (int i = 0; i < have; i++) top[i].logprob = (float)(top[i].logprob - lse);
+}

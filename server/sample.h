@@ -1,0 +1,55 @@
+// Sampling on host float logits, with OpenAI/vLLM meanings: repetition, frequency and presence
+// penalties, temperature (0 = greedy), min_p, top_k, top_p, then a draw from a per-sequence RNG,
+// so a seeded sequence gets the same tokens whatever else is in the batch.
+//
+// Order (vLLM's): penalties -> greedy argmax if temperature is 0 -> temperature -> min_p ->
+// top_k -> top_p -> draw. Logprobs are the raw log_softmax of the model's logits (vLLM's default,
+// "raw logprobs"): what the model said, before penalties, temperature or truncation.
+#ifndef KEEL_SERVER_SAMPLE_H
+#define KEEL_SERVER_SAMPLE_H
+
+#include "server/engine.h"
+
+#include <stdint.h>
+
+// xoshiro256**, seeded through splitmix64: small, fast, and the same on every platform.
+struct srv_sample_rng {
+    uint64_t s[4];
+};
+void srv_sample_rng_seed(struct srv_sample_rng *r, uint64_t seed);
+uint64_t srv_sample_rng_next(struct srv_sample_rng *r);
+double srv_sample_uniform(struct srv_sample_rng *r); // [0, 1)
+
+// Working memory for one sampling call at a time (the engine thread's).
+struct srv_sample_cand {
+    float v;
+    int32_t id;
+};
+struct srv_sample_scratch {
+    int vocab;
+    float *w;                     // [vocab] the processed logits
+    struct srv_sample_cand *cand; // [vocab]
+    int32_t *counts;              // [vocab] all zero between calls
+};
+int srv_sample_scratch_init(struct srv_sample_scratch *s, int vocab);
+void srv_sample_scratch_free(struct srv_sample_scratch *s); // NULL-safe
+
+// What one sequence brings to a draw besides its parameters.
+struct srv_sample_input {
+    const float *logits;     // [n_vocab] raw logits of the sequence's last position (not modified)
+    int n_vocab;             // ids >= n_vocab are never sampled (the tokenizer's size)
+    const int32_t *tokens;   // [n_tokens] prompt then output (penalties)
+    int n_prompt, n_tokens;
+    const int32_t *banned;   // [n_banned] ids suppressed for this draw (min_tokens), or NULL
+    int n_banned;
+};
+
+// Picks the next token. Returns 0, or ERR_INVAL when nothing can be sampled (every id banned).
+int srv_sample_token(const struct srv_sample_input *in, const struct srv_sampling *sp,
+                     struct srv_sample_rng *rng, struct srv_sample_scratch *s, int32_t *token);
+
+// Raw logprob of `token`, and the n_top most likely ids with theirs (descending; ties by id).
+void srv_sample_logprobs(const float *logits, int n_vocab, int32_t token, int n_top, float *lp,
+                         struct srv_top_logprob *top);
+
+#endif

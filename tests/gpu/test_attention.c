@@ -1,0 +1,118 @@
+// Paged attention against the float64 reference on mixed batches: decode tokens (query length
+// 1), whole prompts and prefill chunks that continue a cached context, in one call; GQA ratios
+// 1, 2, 4, 7, 8 and 40 (more query heads per kv head than a block holds rows); head_dim 64, 128
+// and 256; block sizes 16 and 32; block tables a random permutation of the pool, so no sequence's
+// blocks are contiguous. Tolerance: relative L2 1e-2 (bf16 output).
+#include "common/err.h"
+#include "kernels/cuda/kern_cuda.h"
+#include "tests/gpu/gpu_ref.h"
+#include "tests/gpu/gpu_util.h"
+#include "tests/test.h"
+
+#define MAX_SEQS 8
+
+struct att_case {
+    int n_heads, n_kv_heads, head_dim, block_size;
+    int n_seqs;
+    int qlen[MAX_SEQS]; // new tokens of each sequence this step
+    int len[MAX_SEQS];  // context length including them
+};
+
+static void check_attention(const struct att_case *tc, uint64_t seed) {
+    int nh = tc->n_heads, nkv = tc->n_kv_heads, hd = tc->head_dim, bs = tc->block_size;
+    int32_t qstart[MAX_SEQS + 1], lens[MAX_SEQS];
+    int n_tokens = 0, max_q = 0, max_len = 0, max_blocks = 0, n_blocks = 0;
+    qstart[0] = 0;
+    for (int i = 0; i < tc->n_seqs; i++) {
+        n_tokens += tc->qlen[i];
+        qstart[i + 1] = n_tokens;
+        lens[i] = tc->len[i];
+        int nb = (tc->len[i] + bs - 1) / bs;
+        n_blocks += nb;
+        if (nb > max_blocks) max_blocks = nb;
+        if (tc->qlen[i] > max_q) max_q = tc->qlen[i];
+        if (tc->len[i] > max_len) max_len = tc->len[i];
+    }
+    max_blocks += 1;  // a wider table than needed: the stride must be honoured
+    n_blocks += 3;    // blocks no sequence owns
+    int32_t *perm = malloc(sizeof(int32_t) * n_blocks);
+    for (int i = 0; i < n_blocks; i++) perm[i] = i;
+    for (int i = n_blocks - 1; i > 0; i--) {
+        int j = (int)(gt_rand(&seed) % (uint64_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    int32_t *tables = calloc((size_t)tc->n_seqs * max_blocks, sizeof(int32_t));
+    for (int i = 0, used = 0; i < tc->n_seqs; i++)
+        for (int b = 0; b < (tc->len[i] + bs - 1) / bs; b++) tables[i * max_blocks + b] = perm[used++];
+
+    size_t row = (size_t)(nh + 2 * nkv) * hd, cache = (size_t)n_blocks * bs * nkv * hd;
+    size_t out_n = (size_t)n_tokens * nh * hd;
+    bf16 *qkv = gt_rand_bf16(n_tokens * row, 3.0f, &seed);
+    bf16 *kc = gt_rand_bf16(cache, 1.0f, &seed), *vc = gt_rand_bf16(cache, 1.0f, &seed);
+    bf16 *want = malloc(out_n * 2), *got = malloc(out_n * 2);
+    float scale = 1.0f / sqrtf((float)hd);
+    struct kern_attn_batch hb = {tc->n_seqs, n_tokens, qstart, lens, tables, max_blocks, max_q, max_len};
+    gpu_ref_ops.attention(NULL, want, qkv, kc, vc, &hb, nh, nkv, hd, bs, scale);
+
+    bf16 *d_qkv = gt_up(qkv, n_tokens * row * 2), *d_k = gt_up(kc, cache * 2), *d_v = gt_up(vc, cache * 2);
+    bf16 *d_out = gt_dev(out_n * 2);
+    int32_t *d_qs = gt_up(qstart, sizeof(int32_t) * (tc->n_seqs + 1));
+    int32_t *d_lens = gt_up(lens, sizeof(int32_t) * tc->n_seqs);
+    int32_t *d_tab = gt_up(tables, sizeof(int32_t) * tc->n_seqs * max_blocks);
+    struct kern_attn_batch db = {tc->n_seqs, n_tokens, d_qs, d_lens, d_tab, max_blocks, max_q, max_len};
+    gt_poison(d_out, out_n * 2);
+    CHECK_OK(kern_cuda_ops.attention(gt_ctx(), d_out, d_qkv, d_k, d_v, &db, nh, nkv, hd, bs, scale));
+    gt_down(got, d_out, out_n * 2);
+
+    char shape[96];
+    int o = snprintf(shape, sizeof shape, "h=%d/%d hd=%d bs=%d q/len:", nh, nkv, hd, bs);
+    for (int i = 0; i < tc->n_seqs && o < (int)sizeof shape - 12; i++)
+        o += snprintf(shape + o, sizeof shape - o, " %d/%d", tc->qlen[i], tc->len[i]);
+    gt_row("attention", shape, gt_cmp_bf16(got, want, out_n), 1e-2);
+
+    gt_free(d_qkv), gt_free(d_k), gt_free(d_v), gt_free(d_out), gt_free(d_qs), gt_free(d_lens),
+        gt_free(d_tab);
+    free(perm), free(tables), free(qkv), free(kc), free(vc), free(want), free(got);
+}
+
+TEST(gpu_attention_decode) {
+    // Decode only: one query token per sequence, contexts of one token to several blocks.
+    struct att_case a = {16, 8, 128, 16, 5, {1, 1, 1, 1, 1}, {1, 17, 300, 32, 33}};
+    check_attention(&a, 100);
+    struct att_case b = {14, 2, 64, 16, 4, {1, 1, 1, 1}, {5, 64, 129, 1000}};
+    check_attention(&b, 101);
+    struct att_case c = {32, 8, 128, 32, 3, {1, 1, 1}, {31, 32, 2047}};
+    check_attention(&c, 102);
+    struct att_case d = {28, 4, 128, 32, 2, {1, 1}, {70, 513}};
+    check_attention(&d, 103);
+}
+
+TEST(gpu_attention_prefill) {
+    struct att_case a = {4, 4, 64, 16, 2, {33, 1}, {33, 1}}; // GQA 1
+    check_attention(&a, 110);
+    struct att_case b = {16, 8, 128, 16, 1, {300}, {300}};
+    check_attention(&b, 111);
+    struct att_case c = {14, 2, 64, 32, 1, {77}, {77}}; // GQA 7: tiles of 4 tokens x 7 heads
+    check_attention(&c, 112);
+}
+
+TEST(gpu_attention_mixed) {
+    // Chunked prefill continuing a cached context, next to decodes and a fresh prompt.
+    struct att_case a = {16, 8, 128, 16, 4, {20, 1, 45, 1}, {70, 300, 45, 1}};
+    check_attention(&a, 120);
+    struct att_case b = {14, 2, 64, 16, 5, {9, 1, 1, 64, 3}, {130, 2, 700, 64, 19}};
+    check_attention(&b, 121);
+    struct att_case c = {32, 8, 128, 32, 3, {1, 50, 1}, {1500, 80, 7}};
+    check_attention(&c, 122);
+    struct att_case d = {8, 1, 256, 16, 3, {1, 21, 1}, {40, 21, 97}}; // GQA 8, head_dim 256
+    check_attention(&d, 123);
+    struct att_case e = {40, 1, 64, 16, 2, {5, 1}, {37, 66}}; // GQA 40: two head parts per kv head
+    check_attention(&e, 124);
+}
+
+TEST_TIMEOUT(gpu_attention_long, 120) {
+    // A long prompt chunk and a long decode context.
+    struct att_case a = {16, 8, 128, 16, 2, {700, 1}, {1200, 2000}};
+    check_attention(&a, 130);
+}
