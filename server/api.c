@@ -1014,12 +1014,9 @@ void api_close(struct api_server *a) {
     api_poll_events(a);
     // Requests the engine never finished (it was stopped): release them; their clients are
     // closed by the HTTP layer.
-    while (a->reqs) {
-        struct api_req *r = a->reqs;
-        if (r->stage == API_TOKENIZING) { // its work callback still owns it
-            a->reqs = r->next;
-            continue;
-        }
+    for (struct api_req *r = a->reqs, *next; r; r = next) {
+        next = r->next;
+        if (r->stage == API_TOKENIZING) continue; // its after-work callback still owns it
         r->conn = NULL;
         api__req_free(r);
     }
