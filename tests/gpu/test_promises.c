@@ -26,6 +26,9 @@ struct step_bufs {
 };
 
 enum { DIM = 1024, NH = 16, NKV = 8, HD = 128, BS = 16, NBLK = 256, MAXT = 256, VOCAB = 32000 };
+// Step metadata, int32: query_start at 0, seq_lens at META_LENS, block tables at META_TAB (up to
+// 64 sequences x 98 blocks), slot_mapping at META_SLOTS (up to MAXT tokens).
+enum { META_LENS = 65, META_TAB = 130, META_SLOTS = 12288, META_N = 12288 + MAXT };
 
 static uint8_t *carve(uint8_t **p, size_t bytes) {
     uint8_t *r = *p;
@@ -39,7 +42,7 @@ static size_t step_bytes(void) {
     size_t sizes[] = {MAXT * DIM * 2, MAXT * DIM * 2, qkvd * DIM * 2, qkvd * 2, MAXT * qkvd * 2,
                       MAXT * NH * HD * 2, DIM * NH * HD * 2, (size_t)NBLK * BS * NKV * HD * 2,
                       (size_t)NBLK * BS * NKV * HD * 2, DIM * 2, 64 * VOCAB * 4,
-                      (size_t)VOCAB * DIM * 2, MAXT * 4, 4096 * 4};
+                      (size_t)VOCAB * DIM * 2, MAXT * 4, META_N * 4};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) b += (sizes[i] + 255) & ~(size_t)255;
     return b;
 }
@@ -59,7 +62,7 @@ static void step_carve(struct step_bufs *s, uint8_t *p) {
     s->logits = (float *)carve(&p, 64 * VOCAB * 4);
     s->lm_head = (bf16 *)carve(&p, (size_t)VOCAB * DIM * 2);
     s->ids = (int32_t *)carve(&p, MAXT * 4);
-    s->meta = (int32_t *)carve(&p, 4096 * 4);
+    s->meta = (int32_t *)carve(&p, META_N * 4);
 }
 
 // One step of n_seqs sequences (decode, or prefill chunks when qlen > 1): the op sequence of a
@@ -68,8 +71,9 @@ static void step_carve(struct step_bufs *s, uint8_t *p) {
 static void run_step(struct kern_ctx *c, struct step_bufs *s, int n_seqs, int qlen, int ctx_len) {
     const struct kern_ops *o = &kern_cuda_ops;
     int n = n_seqs * qlen, qkvd = (NH + 2 * NKV) * HD, mbps = (ctx_len + BS - 1) / BS;
-    int32_t meta[4096];
-    int32_t *qs = meta, *lens = meta + 65, *tab = meta + 130, *slots = meta + 2048;
+    static int32_t meta[META_N];
+    int32_t *qs = meta, *lens = meta + META_LENS, *tab = meta + META_TAB, *slots = meta + META_SLOTS;
+    CHECK(n_seqs <= 64 && n <= MAXT && META_TAB + n_seqs * mbps <= META_SLOTS);
     for (int i = 0; i <= n_seqs; i++) qs[i] = i * qlen;
     for (int i = 0; i < n_seqs; i++) {
         lens[i] = ctx_len;
@@ -77,11 +81,12 @@ static void run_step(struct kern_ctx *c, struct step_bufs *s, int n_seqs, int ql
     }
     for (int i = 0; i < n; i++) slots[i] = (i * 13) % (NBLK * BS);
     CHECK_OK(o->copy_to_backend(c, s->meta, meta, sizeof meta));
-    struct kern_attn_batch b = {n_seqs, n, s->meta, s->meta + 65, s->meta + 130, mbps, qlen, ctx_len};
+    struct kern_attn_batch b = {n_seqs,  n,    s->meta, s->meta + META_LENS, s->meta + META_TAB,
+                                mbps,    qlen, ctx_len};
     CHECK_OK(o->add_rmsnorm(c, s->x, s->res, s->attn, s->norm_w, n, DIM, 1e-6f));
     CHECK_OK(o->gemm(c, s->qkv, s->x, s->w_qkv, s->b_qkv, n, qkvd, DIM));
     CHECK_OK(o->rope(c, s->qkv, s->meta, n, NH, NKV, HD, 1e6f));
-    CHECK_OK(o->kv_write(c, s->kc, s->vc, s->qkv, s->meta + 2048, n, NH, NKV, HD));
+    CHECK_OK(o->kv_write(c, s->kc, s->vc, s->qkv, s->meta + META_SLOTS, n, NH, NKV, HD));
     CHECK_OK(o->attention(c, s->attn, s->qkv, s->kc, s->vc, &b, NH, NKV, HD, BS, 0.088f));
     CHECK_OK(o->gemm(c, s->x, s->attn, s->w_o, NULL, n, DIM, NH * HD));
     CHECK_OK(o->gemm_f32(c, s->logits, s->x, s->lm_head, n_seqs, VOCAB, DIM));
