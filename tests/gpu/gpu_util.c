@@ -167,3 +167,10 @@ void gt_ctx_free(void) {
     gt_free(gt__ws);
     gt__ws = NULL;
 }
+
+static struct kern_ctx *gt__cpu;
+
+struct kern_ctx *gt_cpu(void) {
+    if (!gt__cpu) CHECK_OK(kern_cpu_ctx_init(&gt__cpu, 0));
+    return gt__cpu;
+}

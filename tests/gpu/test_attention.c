@@ -1,4 +1,4 @@
-// Paged attention against the float64 reference on mixed batches: decode tokens (query length
+// Paged attention against the float64 reference and kern_cpu_ops ("~cpu") on mixed batches: decode tokens (query length
 // 1), whole prompts and prefill chunks that continue a cached context, in one call; GQA ratios
 // 1, 2, 4, 7, 8 and 40 (more query heads per kv head than a block holds rows); head_dim 64, 128
 // and 256; block sizes 16 and 32; block tables a random permutation of the pool, so no sequence's
@@ -70,6 +70,8 @@ static void check_attention(const struct att_case *tc, uint64_t seed) {
     for (int i = 0; i < tc->n_seqs && o < (int)sizeof shape - 12; i++)
         o += snprintf(shape + o, sizeof shape - o, " %d/%d", tc->qlen[i], tc->len[i]);
     gt_row("attention", shape, gt_cmp_bf16(got, want, out_n), 1e-2);
+    CHECK_OK(kern_cpu_ops.attention(gt_cpu(), want, qkv, kc, vc, &hb, nh, nkv, hd, bs, scale));
+    gt_row("attention ~cpu", shape, gt_cmp_bf16(got, want, out_n), 1e-2);
 
     gt_free(d_qkv), gt_free(d_k), gt_free(d_v), gt_free(d_out), gt_free(d_qs), gt_free(d_lens),
         gt_free(d_tab);

@@ -1,4 +1,6 @@
 // The promises of DESIGN.md that the CUDA backend carries, checked on the GPU:
+// - one device allocation per GPU: mem_device_alloc_count() is 1 (the arena) from start-up to
+//   the end;
 // - one cuBLAS(Lt) handle per GPU, made at start-up: kern_cuda_handle_count() is 1 after the
 //   context exists and still 1 after hundreds of steps of changing shapes;
 // - no allocation after start-up: the device's free memory does not move across those steps
@@ -11,6 +13,7 @@
 #include "common/err.h"
 #include "kernels/cuda/ctx.h"
 #include "kernels/cuda/kern_cuda.h"
+#include "memory/arena.h"
 #include "tests/gpu/gpu_util.h"
 #include "tests/test.h"
 
@@ -124,15 +127,21 @@ static void promise_run(double util) {
     size_t arena_bytes = budget - overhead;
     size_t ws_bytes = 32u << 20;
     CHECK(arena_bytes > step_bytes() + ws_bytes);
-    uint8_t *arena = NULL;
-    CHECK(cudaMalloc((void **)&arena, arena_bytes) == cudaSuccess); // the one allocation
+    CHECK_EQ(mem_device_alloc_count(), 0);
+    struct mem_arena a;
+    CHECK_OK(mem_arena_init(&a, MEM_DEVICE, 0, arena_bytes, 0)); // the one allocation
+    CHECK_EQ(mem_device_alloc_count(), 1);
+    void *ws = NULL, *scratch = NULL, *steps = NULL;
+    CHECK_OK(mem_arena_carve(&a, "cublas_workspace", ws_bytes, &ws));
+    CHECK_OK(mem_arena_carve(&a, "op_scratch", 1u << 20, &scratch));
+    CHECK_OK(mem_arena_carve(&a, "step", step_bytes(), &steps));
     struct kern_ctx *c = NULL;
-    CHECK_OK(kern_cuda_ctx_init(&c, 0, arena, ws_bytes, arena + ws_bytes, 1u << 20));
+    CHECK_OK(kern_cuda_ctx_init(&c, 0, ws, ws_bytes, scratch, 1u << 20));
     CHECK_EQ(kern_cuda_handle_count(), 1);
     size_t free_ctx = free_now();
     struct step_bufs s;
-    step_carve(&s, arena + ws_bytes + (1u << 20));
-    CHECK(cudaMemset(arena + ws_bytes, 0x3c, step_bytes()) == cudaSuccess); // finite bf16 values
+    step_carve(&s, steps);
+    CHECK(cudaMemset(steps, 0x3c, step_bytes()) == cudaSuccess); // finite bf16 values
 
     // The first step of each kind loads kernels; then the memory must stand still.
     run_step(c, &s, 1, 1, 100);
@@ -157,6 +166,8 @@ static void promise_run(double util) {
     CHECK_EQ(kern_cuda_handle_count(), 1);
     CHECK_MSG(free_end == free_warm, "device memory moved during steps: %zu -> %zu bytes free",
               free_warm, free_end);
+    gt_row_exact("promise", "one device allocation (arena) after 300 steps",
+                 (size_t)(mem_device_alloc_count() - 1));
     gt_row_exact("promise", "one cuBLASLt handle after 300 steps", kern_cuda_handle_count() - 1);
     gt_row_exact("promise", "bytes allocated during 300 steps", free_warm - free_end);
     gt_row_exact("promise", "MiB used over util x total (cudaMemGetInfo)",
@@ -165,7 +176,7 @@ static void promise_run(double util) {
         gt_row_exact("promise", "MiB over util x total (nvidia-smi, process)",
                      (size_t)smi << 20 > budget ? (((size_t)smi << 20) - budget) >> 20 : 0);
     kern_cuda_ctx_free(c);
-    cudaFree(arena);
+    mem_arena_free(&a);
 }
 
 // As keel runs: CUDA_MODULE_LOADING=EAGER (set before the first CUDA call) loads every kernel
