@@ -23,16 +23,24 @@ static void run_case(struct kern_ctx *c, const struct play_peaks *pk, int nh, in
     int32_t *d = (int32_t *)play_dev(h.size() * 4);
     PLAY_CUDA(cudaMemcpy(d, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
     struct kern_attn_batch b = {n_seqs, n_tok, d, d + n_seqs + 1, d + 2 * n_seqs + 1, mbps, qlen, ctx};
+    size_t scratch_bytes = kern_cuda_attention_scratch_bytes(n_tok, nh, hd);
+    void *scratch = play_dev(scratch_bytes);
+    int n_sm = 0;
+    PLAY_CUDA(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, 0));
+    for (int split = 0; split < 2; split++) {
     float t = play_time(s, 3, 20, [&](int) {
-        PLAY_OK(kern_cuda_attention(out, qkv, kc, vc, &b, nh, nkv, hd, bs, 0.0884f, s));
+        PLAY_OK(kern_cuda_attention(out, qkv, kc, vc, &b, nh, nkv, hd, bs, 0.0884f,
+                                    split ? scratch : NULL, split ? scratch_bytes : 0, n_sm, s));
     });
     double pairs = (double)n_seqs * ((double)qlen * (ctx - qlen) + (double)qlen * (qlen + 1) / 2);
     double flops = 4.0 * nh * hd * pairs;
     double bytes = (double)n_seqs * ctx * nkv * hd * 2 * 2 + (double)n_tok * (row + nh * hd) * 2;
     char v[96];
-    snprintf(v, sizeof v, "%s h=%d/%d hd=%d seqs=%d q=%d ctx=%d", qlen == 1 ? "decode" : "prefill", nh,
-             nkv, hd, n_seqs, qlen, ctx);
+    snprintf(v, sizeof v, "%s%s h=%d/%d hd=%d seqs=%d q=%d ctx=%d", qlen == 1 ? "decode" : "prefill",
+             split ? " split-kv" : "", nh, nkv, hd, n_seqs, qlen, ctx);
     play_line(v, t, bytes, flops, pk);
+    }
+    cudaFree(scratch);
     cudaFree(kc);
     cudaFree(vc);
     cudaFree(qkv);
