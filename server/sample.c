@@ -148,19 +148,23 @@ static void select_top(struct srv_sample_cand *c, int n, int k) {
     }
 }
 
-// top_p: the smallest prefix (by probability) whose mass reaches top_p of the total. Sorts only a
-// growing head of the candidates, which is small whenever the distribution is peaked.
+// top_p: the smallest prefix (by probability) whose mass reaches top_p of the total. Selects a
+// growing head of the candidates until it holds enough mass, then sorts only that head, which is
+// small whenever the distribution is peaked.
 static int top_p_cut(struct srv_sample_cand *c, int n, float top_p, double total) {
     double target = (double)top_p * total;
-    for (int head = n < 64 ? n : 64;; head = head * 8 < n ? head * 8 : n) {
+    for (int head = n < 64 ? n : 64;; head = head * 4 < n ? head * 4 : n) {
         if (head < n) select_top(c, n, head);
+        double mass = 0;
+        for (int i = 0; i < head; i++) mass += c[i].v;
+        if (mass < target && head < n) continue;
         qsort(c, (size_t)head, sizeof(*c), cand_cmp);
         double cum = 0;
         for (int i = 0; i < head; i++) {
             cum += c[i].v;
             if (cum >= target) return i + 1;
         }
-        if (head == n) return n;
+        return head;
     }
 }
 
