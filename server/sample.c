@@ -180,6 +180,13 @@ static int32_t argmax(const float *w, int n) {
 int srv_sample_token(const struct srv_sample_input *in, const struct srv_sampling *sp,
                      struct srv_sample_rng *rng, struct srv_sample_scratch *s, int32_t *token) {
     int n = in->n_vocab < s->vocab ? in->n_vocab : s->vocab;
+    bool penalties = (sp->repetition_penalty > 0 && sp->repetition_penalty != 1.0f) ||
+                     sp->frequency_penalty != 0 || sp->presence_penalty != 0;
+    if (sp->temperature < SAMPLE_EPS && !penalties && in->n_banned == 0) {
+        // Plain greedy, the common case of large batches: no copy of the row.
+        *token = argmax(in->logits, n);
+        return 0;
+    }
     float *w = s->w;
     memcpy(w, in->logits, (size_t)n * sizeof(float));
     for (int i = 0; i < in->n_banned; i++)

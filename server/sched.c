@@ -250,8 +250,9 @@ static int plan_admissions(struct sched *s, struct sched_plan *p, int *budget) {
         struct sched_seq *from = seq->share_from;
         int n_share = from ? share_blocks(s, seq) : 0;
         if (n_share > 0) {
-            // Wait for the sibling's prompt to be computed rather than computing it twice.
-            if (from->state == SCHED_NEW || from->state == SCHED_WAITING) break;
+            // Wait for a running sibling's prompt to be computed rather than computing it twice
+            // (it progresses every step: prefills are planned before admissions). A sibling
+            // that is not running has nothing to share, and waiting on it could deadlock.
             if (from->state == SCHED_RUNNING &&
                 from->num_computed_tokens < n_share * s->pool->block_size)
                 break;
