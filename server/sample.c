@@ -267,3 +267,44 @@ void srv_sample_logprobs(const float *logits, int n_vocab, int32_t token, int n_
     }
     for (int i = 0; i < have; i++) top[i].logprob = (float)(top[i].logprob - lse);
 }
+
+// ---- stop strings
+
+// Looks for a stop string that ends in the text added since `from`; returns the earliest match's
+// offset and which string, or -1.
+long srv_sample_find_stop(const struct srv_sampling *sp, const char *text, size_t len,
+                          size_t from, int *which) {
+    long best = -1;
+    for (int i = 0; i < sp->n_stop; i++) {
+        size_t sl = strlen(sp->stop[i]);
+        if (sl == 0 || sl > len) continue;
+        size_t start = from + 1 > sl ? from + 1 - sl : 0;
+        for (size_t p = start; p + sl <= len; p++) {
+            if (memcmp(text + p, sp->stop[i], sl) == 0) {
+                if (best < 0 || (long)p < best) {
+                    best = (long)p;
+                    *which = i;
+                }
+                break;
+            }
+        }
+    }
+    return best;
+}
+
+// Bytes at the end of text that could be the beginning of a stop string: held back until the
+// next tokens say whether the stop string completes.
+size_t srv_sample_stop_holdback(const struct srv_sampling *sp, const char *text, size_t len) {
+    size_t hold = 0;
+    for (int i = 0; i < sp->n_stop; i++) {
+        size_t sl = strlen(sp->stop[i]);
+        if (sl == 0) continue;
+        for (size_t k = sl > len + 1 ? len : sl - 1; k > hold; k--) {
+            if (memcmp(text + len - k, sp->stop[i], k) == 0) {
+                hold = k;
+                break;
+            }
+        }
+    }
+    return hold;
+}
