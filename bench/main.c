@@ -10,6 +10,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -18,7 +19,8 @@
 #define EXIT_USAGE 2
 
 struct options {
-    const char *base_url, *host, *endpoint, *model, *api_key, *dataset, *prompt_format;
+    const char *base_url, *host, *endpoint, *model, *api_key, *dataset, *dataset_name;
+    const char *prompt_format;
     int port, input_len, output_len, num_prompts, max_concurrency, warmup, id_lo, id_hi;
     double range_ratio, request_rate, burstiness, timeout_s;
     uint64_t seed;
@@ -130,7 +132,7 @@ static int parse_args(int argc, char **argv, struct options *o) {
         else if (!strcmp(a, "--model")) o->model = v;
         else if (!strcmp(a, "--api-key")) o->api_key = v;
         else if (!strcmp(a, "--dataset") || !strcmp(a, "--dataset-path")) o->dataset = v;
-        else if (!strcmp(a, "--dataset-name")) o->dataset = !strcmp(v, "random") ? v : o->dataset;
+        else if (!strcmp(a, "--dataset-name")) o->dataset_name = v;
         else if (!strcmp(a, "--input-len") || !strcmp(a, "--random-input-len")) rc = parse_int(a, v, 1, &o->input_len);
         else if (!strcmp(a, "--output-len") || !strcmp(a, "--random-output-len")) rc = parse_int(a, v, 1, &o->output_len);
         else if (!strcmp(a, "--range-ratio") || !strcmp(a, "--random-range-ratio")) rc = parse_double(a, v, &o->range_ratio);
@@ -143,7 +145,11 @@ static int parse_args(int argc, char **argv, struct options *o) {
         else if (!strcmp(a, "--max-concurrency")) rc = parse_int(a, v, 1, &o->max_concurrency);
         else if (!strcmp(a, "--request-rate")) rc = parse_double(a, v, &o->request_rate);
         else if (!strcmp(a, "--burstiness")) rc = parse_double(a, v, &o->burstiness);
-        else if (!strcmp(a, "--seed")) o->seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--seed")) {
+            char *end;
+            o->seed = strtoull(v, &end, 10);
+            if (end == v || *end) rc = err_set(ERR_INVAL, "--seed wants an integer, got '%s'", v);
+        }
         else if (!strcmp(a, "--warmup") || !strcmp(a, "--num-warmups")) rc = parse_int(a, v, 0, &o->warmup);
         else if (!strcmp(a, "--timeout")) rc = parse_double(a, v, &o->timeout_s);
         else if (!strcmp(a, "--json")) o->json_path = v;
@@ -154,6 +160,10 @@ static int parse_args(int argc, char **argv, struct options *o) {
         else rc = err_set(ERR_INVAL, "unknown option '%s' (see --help)", a);
         if (rc) return rc;
     }
+    // vLLM's --dataset-name: "random" forces random prompts; a file format needs the file.
+    if (o->dataset_name && !strcmp(o->dataset_name, "random")) o->dataset = "random";
+    else if (o->dataset_name && !strcmp(o->dataset, "random"))
+        return err_set(ERR_INVAL, "--dataset-name %s needs --dataset-path FILE", o->dataset_name);
     if (!(o->request_rate > 0)) return err_set(ERR_INVAL, "--request-rate must be > 0 or inf");
     if (!(o->burstiness > 0)) return err_set(ERR_INVAL, "--burstiness must be > 0");
     if (!(o->range_ratio >= 0 && o->range_ratio < 1))
@@ -374,6 +384,9 @@ int main(int argc, char **argv) {
     }
     target.api_key = o.api_key && o.api_key[0] ? o.api_key : NULL;
     raise_fd_limit();
+    // A server that closes a connection while a request is being written must fail that
+    // request (EPIPE), not end the process.
+    signal(SIGPIPE, SIG_IGN);
     char *model_owned = NULL;
     if (!o.model) {
         if (bench_first_model(&target, &model_owned)) {

@@ -8,7 +8,7 @@
 //
 // prints "listening PORT" once it listens on a free port. --fail-every K answers every K-th
 // request with a 503 and an OpenAI-style error; --drop-every K closes every K-th request's
-// connection after two tokens. GET /stats gives {requests, peak_in_flight, connections}.
+// connection after two tokens, mid-stream. GET /stats gives {requests, peak_in_flight, connections}.
 // Chat streams start with a role-only delta at once, which is not a token.
 //
 // Run without arguments (as tests/run does for every *.mjs), it checks its own pacing.
@@ -111,10 +111,10 @@ export function startServer(opts) {
           finish();
         }
       }]);
-      if (drop && k === 1) { // half a gap after the second token, so both are on the wire
+      if (drop && k === 1) { // end() flushes both tokens first, then closes mid-stream
         actions.push([due + opts.itlMs / 2, () => {
           finish();
-          res.socket.destroy();
+          res.socket.end();
         }]);
       }
     }
