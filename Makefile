@@ -54,7 +54,7 @@ GPU_SRC   := tests/runner.c $(wildcard tests/gpu/*.c) $(wildcard tests/gpu/*.cu)
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 
-.PHONY: all test test-unit test-gpu asan format lint serve clean setup fuzz fuzz-bins
+.PHONY: all test test-unit test-gpu asan format lint serve clean setup fuzz fuzz-bins playgrounds
 all: $(BUILD)/keel $(BUILD)/keel-bench $(BUILD)/tests/unit $(BUILD)/libcjson.so.1
 
 $(BUILD)/obj/%.c.o: %.c
@@ -93,6 +93,14 @@ $(BUILD)/tests/unit: $(patsubst %,$(BUILD)/obj/%.o,$(UNIT_SRC)) $(LIB) $(BUILD)/
 $(BUILD)/tests/gpu: $(patsubst %,$(BUILD)/obj/%.o,$(GPU_SRC)) $(LIB) $(BUILD)/libcjson.so.1
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LIB) $(LDLIBS)
+
+# Kernel playgrounds (bench/kernels/*.cu), one program each, into build/playgrounds/.
+PLAY_SRC := $(wildcard bench/kernels/*.cu)
+playgrounds: $(patsubst bench/kernels/%.cu,$(BUILD)/playgrounds/%,$(PLAY_SRC))
+
+$(BUILD)/playgrounds/%: bench/kernels/%.cu $(LIB)
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) -o $@ $< $(LIB) -L$(CUDA_HOME)/lib64 -Xlinker -rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas
 
 # libFuzzer targets (tests/fuzz/fuzz_*.c), built with clang into build/fuzzers/fuzz/.
 fuzz:
