@@ -79,12 +79,15 @@ static void sb_printf(struct sbuf *b, const char *fmt, ...) {
     }
 }
 
-// The smallest 1, 2 or 5 times a power of ten at or above x: an axis maximum people can read.
+// The smallest "round" number at or above x (1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a power of
+// ten): an axis maximum whose fifths people can read, without leaving half the plot empty.
 static double nice_ceil(double x) {
+    static const double steps[] = {1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10};
     if (!(x > 0)) return 1;
     double e = pow(10, floor(log10(x))), m = x / e;
-    double nice = m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10;
-    return nice * e;
+    int i = 0;
+    while (steps[i] < m - 1e-9) i++;
+    return steps[i] * e;
 }
 
 static void svg_escape(struct sbuf *b, const char *s) {

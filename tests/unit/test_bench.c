@@ -580,6 +580,17 @@ TEST(bench_sweep_csv_and_svg) {
     CHECK_EQ(bench_sweep_write_svg("/nonexistent-dir/x.svg", pts, 3, NULL), ERR_IO);
 }
 
+TEST(bench_sweep_axis_maxima) {
+    CHECK_NEAR(nice_ceil(10445), 15000, 1e-9);
+    CHECK_NEAR(nice_ceil(5.5), 6, 1e-12);
+    CHECK_NEAR(nice_ceil(21.9), 25, 1e-12);
+    CHECK_NEAR(nice_ceil(100), 100, 1e-9);
+    CHECK_NEAR(nice_ceil(8.1), 10, 1e-12);
+    CHECK_NEAR(nice_ceil(0.042), 0.05, 1e-12);
+    CHECK_NEAR(nice_ceil(0), 1, 0); // an empty sweep still gets an axis
+    CHECK_NEAR(nice_ceil(NAN), 1, 0);
+}
+
 TEST(bench_json_result) {
     struct bench_result r[4];
     make_results(r);
