@@ -240,8 +240,10 @@ struct bench_client_opts {
 
 // Sends bodies[i] at arrival_s[i] (seconds after the start) and fills results[i]. prompt_lens
 // gives each result's expected input length until the server's usage replaces it. Blocks
-// until every request has finished. *duration_s is the wall time of the whole run. Returns 0,
-// or a negative ERR_* when the run could not happen at all (address resolution, loop).
+// until every request has finished. *duration_s is the wall time of the whole run. Returns 0;
+// ERR_CANCELLED when SIGINT cut the run short (results and duration are still filled: the
+// unfinished requests failed as interrupted); or another ERR_* when the run could not happen
+// at all (address resolution, loop).
 int bench_client_run(const struct bench_client_opts *o, char *const *bodies, const int *prompt_lens,
                      const double *arrival_s, int n, struct bench_result *results,
                      double *duration_s);

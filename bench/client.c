@@ -10,6 +10,7 @@
 #include <llhttp.h>
 #include <math.h>
 #include <netdb.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -38,6 +39,8 @@ struct client {
     struct conn *idle;  // connections waiting for their next request
     struct conn *all;   // every open connection
     uv_timer_t arrival_timer, tick_timer;
+    uv_signal_t sigint;
+    bool interrupted;
     bool finished;
     llhttp_settings_t settings;
     char read_buf[READ_BUF_BYTES];
@@ -161,6 +164,7 @@ static void client_finish_run(struct client *c) {
     c->end_ns = uv_hrtime();
     uv_timer_stop(&c->arrival_timer);
     uv_timer_stop(&c->tick_timer);
+    uv_signal_stop(&c->sigint);
     while (c->all)
         conn_close(c->all); // conn_close unlinks it
 }
@@ -477,6 +481,27 @@ static void draw_progress(struct client *c, bool last) {
     fflush(stderr);
 }
 
+// Ctrl-C ends the run early but keeps what was measured: requests not yet sent and those in
+// flight fail as "interrupted", and the caller still gets every result.
+static void on_sigint(uv_signal_t *h, int signum) {
+    struct client *c = h->data;
+    if (c->finished) return;
+    c->interrupted = true;
+    for (int i = c->n_started; i < c->n; i++) {
+        bench_result_set_error(&c->results[i], "not sent: interrupted");
+        c->results[i].prompt_len = c->prompt_lens[i];
+        c->n_done++;
+        c->n_failed++;
+    }
+    c->n_started = c->n_arrived = c->n;
+    for (struct conn *k = c->all, *next; k; k = next) {
+        next = k->next; // conn_fail unlinks k
+        if (k->req >= 0) conn_fail(k, "interrupted", 0);
+        if (c->finished) return;
+    }
+    client_after_end(c);
+}
+
 static void on_tick(uv_timer_t *t) {
     struct client *c = t->data;
     if (c->o->timeout_s > 0) {
@@ -521,20 +546,24 @@ int bench_client_run(const struct bench_client_opts *o, char *const *bodies, con
     c->settings.on_message_complete = on_message_complete;
     uv_timer_init(&c->loop, &c->arrival_timer);
     uv_timer_init(&c->loop, &c->tick_timer);
-    c->arrival_timer.data = c->tick_timer.data = c;
+    uv_signal_init(&c->loop, &c->sigint);
+    c->arrival_timer.data = c->tick_timer.data = c->sigint.data = c;
     c->t0_ns = uv_hrtime();
     if (n == 0)
         client_finish_run(c);
     else {
         uv_timer_start(&c->tick_timer, on_tick, TICK_MS, TICK_MS);
+        uv_signal_start(&c->sigint, on_sigint, SIGINT);
         on_arrival(&c->arrival_timer);
     }
     uv_run(&c->loop, UV_RUN_DEFAULT);
     if (o->progress) draw_progress(c, true);
     uv_close((uv_handle_t *)&c->arrival_timer, NULL);
     uv_close((uv_handle_t *)&c->tick_timer, NULL);
+    uv_close((uv_handle_t *)&c->sigint, NULL);
     uv_run(&c->loop, UV_RUN_DEFAULT);
     rc = uv_loop_close(&c->loop) == 0 ? 0 : err_set(ERR_INTERNAL, "the event loop did not close");
+    if (rc == 0 && c->interrupted) rc = err_set(ERR_CANCELLED, "interrupted");
     *duration_s = ns_to_s(c->end_ns - c->t0_ns);
     free(c);
     return rc;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #define EXIT_USAGE 2
+#define EXIT_INTERRUPTED 130 // the shell's code for a SIGINT
 
 struct options {
     const char *base_url, *host, *endpoint, *model, *api_key, *dataset, *dataset_name;
@@ -74,7 +75,8 @@ static void usage(FILE *f) {
         "  --no-progress         no progress bar (it is drawn only when stderr is a terminal)\n"
         "\n"
         "Exit status: 0 when every run had a successful request, 1 when one had none or the\n"
-        "run could not happen, 2 on bad options.\n");
+        "run could not happen, 2 on bad options, 130 when Ctrl-C cut it short (the figures\n"
+        "of what finished are still printed and saved).\n");
 }
 
 static int parse_int(const char *name, const char *v, int lo, int *out) {
@@ -244,9 +246,10 @@ struct plan {
 };
 
 // One run at concurrency `conc`: prints the block, fills *s, returns the per-request results
-// (caller frees) or NULL when the run could not happen.
+// (caller frees) or NULL when the run could not happen. *interrupted: Ctrl-C cut it short.
 static struct bench_result *run_once(struct plan *pl, const struct options *o, int conc,
-                                     const char *label, struct bench_summary *s) {
+                                     const char *label, struct bench_summary *s,
+                                     bool *interrupted) {
     struct bench_result *res = calloc((size_t)pl->n, sizeof(*res));
     if (!res) return NULL;
     pl->copts.max_concurrency = conc;
@@ -255,8 +258,14 @@ static struct bench_result *run_once(struct plan *pl, const struct options *o, i
     bench_print_header(stdout, &pl->info);
     fflush(stdout);
     double dur;
-    if (bench_client_run(&pl->copts, pl->bodies, pl->prompt_lens, pl->arrivals, pl->n, res, &dur) ||
-        bench_summarize(res, pl->n, dur, o->pcts, o->n_pcts, s)) {
+    int rc =
+        bench_client_run(&pl->copts, pl->bodies, pl->prompt_lens, pl->arrivals, pl->n, res, &dur);
+    *interrupted = rc == ERR_CANCELLED;
+    if (*interrupted) {
+        fprintf(stderr, "keel-bench: interrupted; the figures cover what finished\n");
+        rc = 0;
+    }
+    if (rc || bench_summarize(res, pl->n, dur, o->pcts, o->n_pcts, s)) {
         fprintf(stderr, "keel-bench: %s\n", err_msg());
         for (int i = 0; i < pl->n; i++)
             bench_result_clear(&res[i]);
@@ -367,30 +376,34 @@ static int run_all(const struct options *o, struct plan *pl) {
     if (o->sweep && (n_conc = parse_sweep(o->sweep, conc, 64)) < 0) return EXIT_USAGE;
     struct bench_sweep_point *pts = calloc((size_t)n_conc, sizeof(*pts));
     cJSON *runs = cJSON_CreateArray();
-    int status = pts && runs ? 0 : 1;
+    int status = pts && runs ? 0 : 1, n_done = 0;
     for (int k = 0; !status && k < n_conc; k++) {
         char label[32];
         snprintf(label, sizeof(label), o->sweep ? "c=%d" : "benchmark", conc[k]);
         fprintf(stderr, "Starting main benchmark run%s...\n", o->sweep ? " (sweep point)" : "");
-        struct bench_result *res = run_once(pl, o, conc[k], label, &pts[k].s);
+        bool interrupted = false;
+        struct bench_result *res = run_once(pl, o, conc[k], label, &pts[k].s, &interrupted);
         if (!res) {
             status = 1;
             break;
         }
         pts[k].concurrency = conc[k];
+        n_done++;
         if (pts[k].s.completed == 0) status = 1;
+        if (interrupted) status = EXIT_INTERRUPTED;
         if (o->json_path)
             cJSON_AddItemToArray(runs, bench_result_json(&pts[k].s, &pl->info, res, pl->n));
         free_results(res, pl->n);
     }
-    if (!status && o->sweep) {
+    // A sweep cut short still writes the points it has.
+    if (o->sweep && n_done > 0) {
         char title[256];
         snprintf(title, sizeof(title), "keel-bench sweep: %s, %s", pl->info.model,
                  pl->info.base_url);
-        if (bench_sweep_write_csv(o->sweep_csv, pts, n_conc) ||
-            bench_sweep_write_svg(o->sweep_svg, pts, n_conc, title)) {
+        if (bench_sweep_write_csv(o->sweep_csv, pts, n_done) ||
+            bench_sweep_write_svg(o->sweep_svg, pts, n_done, title)) {
             fprintf(stderr, "keel-bench: %s\n", err_msg());
-            status = 1;
+            status = status ? status : 1;
         } else {
             fprintf(stderr, "Sweep written to %s and %s\n", o->sweep_csv, o->sweep_svg);
         }
@@ -399,7 +412,7 @@ static int run_all(const struct options *o, struct plan *pl) {
         cJSON *doc = o->sweep ? runs : cJSON_DetachItemFromArray(runs, 0);
         if (bench_write_json(o->json_path, doc)) {
             fprintf(stderr, "keel-bench: %s\n", err_msg());
-            status = 1;
+            status = status ? status : 1;
         }
         if (doc != runs) cJSON_Delete(doc);
     }

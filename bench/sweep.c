@@ -86,7 +86,8 @@ static double nice_ceil(double x) {
     if (!(x > 0)) return 1;
     double e = pow(10, floor(log10(x))), m = x / e;
     int i = 0;
-    while (steps[i] < m - 1e-9) i++;
+    while (steps[i] < m - 1e-9)
+        i++;
     return steps[i] * e;
 }
 

@@ -152,6 +152,21 @@ r.forEach((x, i) => near('c=' + x.max_concurrency + ' request_throughput', x.req
 "
 echo "  sweep CSV: $(head -c 120 "$tmp/s.csv")..."
 
+# ---- 4b. Ctrl-C: the run stops, what finished is still reported and saved, exit status 130.
+"$bench" --base-url "$url" --model pace-model --num-prompts 20 --max-concurrency 2 --input-len 8 \
+  --output-len 12 --json "$tmp/i.json" --no-progress >"$tmp/i.txt" 2>&1 &
+bench_pid=$!
+sleep 1.5
+kill -INT "$bench_pid"
+rc=0
+wait "$bench_pid" || rc=$?
+[ $rc -eq 130 ] || { echo "FAIL: interrupted run exited $rc, want 130"; cat "$tmp/i.txt"; exit 1; }
+check "$tmp/i.json" interrupt "
+eq('some finished', r.completed >= 1 && r.completed <= 4, true);
+eq('the rest failed', r.failed, 20 - r.completed);
+eq('reasons', [...new Set(r.errors.filter(Boolean))].sort(), ['interrupted', 'not sent: interrupted']);
+"
+
 # ---- 5. failures: every 4th request gets a 503, every 5th is cut after two tokens.
 start_pace --first-ms 20 --itl-ms 10 --fail-every 4 --drop-every 5
 "$bench" --base-url "http://127.0.0.1:$port" --model pace-model --num-prompts 16 \
