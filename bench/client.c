@@ -57,7 +57,7 @@ struct conn {
     // The request in flight (req < 0: none).
     int req;
     uint64_t start_ns, last_token_ns, read_ns;
-    int n_token_chunks, status;
+    int n_token_chunks, n_events, status;
     bool got_token, complete, keep_alive;
     struct bench_sse sse;
     char hdr[1024];
@@ -179,6 +179,9 @@ static void request_end(struct conn *k) {
     if (k->complete && k->status == 200) bench_sse_finish(&k->sse, on_event, k);
     if (k->complete && k->status != 200)
         http_error(k, r);
+    else if (k->complete && k->n_events == 0)
+        bench_result_set_error(r, "the response had no server-sent events (does the server "
+                                  "stream? keel-bench needs \"stream\": true)");
     else if (k->complete && !k->got_token)
         bench_result_set_error(r, "the stream ended without a token chunk");
     else if (!k->complete)
@@ -366,6 +369,7 @@ static int on_event(void *user, const char *data, size_t len) {
     struct conn *k = user;
     struct bench_result *r = &k->c->results[k->req];
     struct bench_chunk ch;
+    k->n_events++;
     if (bench_chunk_parse(data, len, k->c->o->endpoint, &ch) != 0) {
         bench_result_set_error(r, "%s", err_msg());
         return 0; // keep reading: the request failed, the connection may still be fine
@@ -434,7 +438,7 @@ static void request_start(struct client *c, int i) {
     k->req = i;
     k->start_ns = now;
     k->status = 0;
-    k->n_token_chunks = 0;
+    k->n_token_chunks = k->n_events = 0;
     k->got_token = k->complete = false;
     k->err_len = 0;
     bench_sse_free(&k->sse);

@@ -168,11 +168,18 @@ eq('reasons', [...new Set(r.errors.filter(Boolean))].sort(), ['interrupted', 'no
 "
 
 # ---- 5. failures: every 4th request gets a 503, every 5th is cut after two tokens.
-start_pace --first-ms 20 --itl-ms 10 --fail-every 4 --drop-every 5
-"$bench" --base-url "http://127.0.0.1:$port" --model pace-model --num-prompts 16 \
+# The server wants an API key, so a run without it is refused first (every request a 401).
+start_pace --first-ms 20 --itl-ms 10 --fail-every 4 --drop-every 5 --api-key sesame
+rc=0
+"$bench" --base-url "http://127.0.0.1:$port" --model pace-model --num-prompts 3 --input-len 8 \
+  --output-len 5 --json "$tmp/k.json" --no-progress >"$tmp/k.txt" || rc=$?
+[ $rc -eq 1 ] || { echo "FAIL: keyless run exited $rc, want 1"; exit 1; }
+check "$tmp/k.json" keyless "eq('reasons', [...new Set(r.errors)], ['HTTP 401: pace server: bad api key']);"
+"$bench" --base-url "http://127.0.0.1:$port" --api-key sesame --num-prompts 16 \
   --max-concurrency 2 --input-len 8 --output-len 5 --json "$tmp/d.json" --no-progress >"$tmp/d.txt"
 grep -q "^Error 0: " "$tmp/d.txt" || { echo "FAIL: no failure lines"; cat "$tmp/d.txt"; exit 1; }
 check "$tmp/d.json" failures "
+eq('model listed with the key', r.model_id, 'pace-model');
 eq('completed', r.completed, 9); eq('failed', r.failed, 7);
 eq('503 reasons', r.errors.filter(e => e === 'HTTP 503: pace server: overloaded').length, 4);
 eq('cut-connection reasons', r.errors.filter(e => e === 'connection closed by the server after 2 token chunks').length, 3);
