@@ -23,6 +23,12 @@ ifeq ($(SAN),1)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 endif
+# Fuzzing builds (make fuzz): clang, libFuzzer, ASan + UBSan.
+ifeq ($(SAN),fuzz)
+CFLAGS  += -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+WARN    += -Wno-unknown-warning-option
+endif
 
 ifeq ($(CUDA),1)
 CPPFLAGS  += -DKEEL_CUDA -I$(CUDA_HOME)/include
@@ -45,8 +51,10 @@ LIB     := $(BUILD)/libkeel.a
 BENCH_SRC := $(wildcard bench/*.c)
 UNIT_SRC  := tests/runner.c $(wildcard tests/unit/*.c)
 GPU_SRC   := tests/runner.c $(wildcard tests/gpu/*.c) $(wildcard tests/gpu/*.cu)
+FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 
-.PHONY: all test test-unit test-gpu asan format lint serve clean setup fuzz
+.PHONY: all test test-unit test-gpu asan format lint serve clean setup fuzz fuzz-bins playgrounds
 all: $(BUILD)/keel $(BUILD)/keel-bench $(BUILD)/tests/unit $(BUILD)/libcjson.so.1
 
 $(BUILD)/obj/%.c.o: %.c
@@ -85,6 +93,24 @@ $(BUILD)/tests/unit: $(patsubst %,$(BUILD)/obj/%.o,$(UNIT_SRC)) $(LIB) $(BUILD)/
 $(BUILD)/tests/gpu: $(patsubst %,$(BUILD)/obj/%.o,$(GPU_SRC)) $(LIB) $(BUILD)/libcjson.so.1
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LIB) $(LDLIBS)
+
+# Kernel playgrounds (bench/kernels/*.cu), one program each, into build/playgrounds/.
+PLAY_SRC := $(wildcard bench/kernels/*.cu)
+playgrounds: $(patsubst bench/kernels/%.cu,$(BUILD)/playgrounds/%,$(PLAY_SRC))
+
+$(BUILD)/playgrounds/%: bench/kernels/%.cu $(LIB)
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) -o $@ $< $(LIB) -L$(CUDA_HOME)/lib64 -Xlinker -rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas
+
+# libFuzzer targets (tests/fuzz/fuzz_*.c), built with clang into build/fuzzers/fuzz/.
+fuzz:
+	@$(MAKE) --no-print-directory BUILD=$(BUILD)/fuzzers CC=clang CUDA=0 SAN=fuzz fuzz-bins
+
+fuzz-bins: $(FUZZ_BIN)
+
+$(BUILD)/fuzz/%: $(BUILD)/obj/tests/fuzz/%.c.o $(LIB) $(BUILD)/libcjson.so.1
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $< $(LIB) $(LDLIBS)
 
 setup:
 	@scripts/setup

@@ -120,7 +120,7 @@ void kern_cpu_ctx_free(struct kern_ctx *c);
 // The CUDA backend (kernels/cuda). One context per GPU: one stream, one cuBLAS(Lt) handle bound to
 // it, created here at start-up and never in a request path. cuBLAS gets `workspace` (an arena
 // region) so it never allocates on its own; `op_scratch` (an arena region) is for kernels that
-// need temporary space (split-KV attention partials, sampling). Nothing here calls cudaMalloc.
+// need temporary space (split-KV attention partials, sampling). Nothing here allocates device memory.
 extern const struct kern_ops kern_cuda_ops;
 int kern_cuda_ctx_init(struct kern_ctx **c, int device, void *workspace, size_t workspace_bytes,
                        void *op_scratch, size_t op_scratch_bytes);

@@ -12,9 +12,14 @@
 // key j of the tile, then the warp updates its rows' online softmax (max, sum, rescaled output
 // held in registers, each lane owning head_dim/32 output dims).
 //
+// Split-KV (flash-decoding): when the batch alone would leave most multiprocessors idle (a few
+// long decodes), each block takes one slice of the keys and writes its unnormalised output, max
+// and sum to the op_scratch workspace; kc_attention_combine then merges the slices. The number
+// of slices is chosen on the host from the batch's size hints, bounded by the scratch given.
+//
 // This is the correct general kernel for both phases; it runs on CUDA cores. Known limits, for
-// the speed issue: no split-KV for long decode contexts (grid = n_seqs x n_kv blocks), no tensor
-// cores for prefill, no software pipelining of the tile loads. head_dim: 64, 128 or 256.
+// the speed issue: no tensor cores for prefill, no software pipelining of the tile loads.
+// head_dim: 64, 128 or 256.
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/kern_cuda.h"
 
@@ -24,6 +29,7 @@
 #define KC_ATT_RPW 8                              // rows per warp
 #define KC_ATT_ROWS (KC_ATT_WARPS * KC_ATT_RPW)   // query rows per block
 #define KC_ATT_KT 32                              // keys per tile (one per lane)
+#define KC_ATT_MIN_SPLIT_KEYS 256                 // split-KV: fewest keys per slice
 
 template <int D>
 static constexpr size_t kc_att_smem() {
@@ -41,7 +47,8 @@ __global__ void __launch_bounds__(KC_ATT_WARPS * 32)
                  const int32_t *seq_lens /* [n_seqs] */,
                  const int32_t *block_tables /* [n_seqs, max_blocks_per_seq] */,
                  int max_blocks_per_seq, int n_heads, int n_kv_heads, int block_size, int gp,
-                 int n_parts, int tq, float scale_log2) {
+                 int n_parts, int tq, float scale_log2, int n_splits, int split_len,
+                 float *partial /* [n_tokens, n_heads, n_splits, D + 2] or NULL */) {
     extern __shared__ __align__(16) unsigned char kc_att_smem_raw[];
     float *q_s = reinterpret_cast<float *>(kc_att_smem_raw);                   // [ROWS, D]
     uint32_t *k_s = reinterpret_cast<uint32_t *>(q_s + KC_ATT_ROWS * D);       // [KT, D/2 + 1]
@@ -50,7 +57,8 @@ __global__ void __launch_bounds__(KC_ATT_WARPS * 32)
     const int seq = blockIdx.y;
     const int kvh = blockIdx.z / n_parts, part = blockIdx.z % n_parts;
     const int qs = query_start[seq], qlen = query_start[seq + 1] - qs;
-    const int t0 = blockIdx.x * tq;
+    const int split = blockIdx.x % n_splits;
+    const int t0 = (blockIdx.x / n_splits) * tq;
     if (t0 >= qlen) return;
     const int group = n_heads / n_kv_heads;
     const int h0 = kvh * group + part * gp;          // first query head of this block
@@ -84,14 +92,18 @@ __global__ void __launch_bounds__(KC_ATT_WARPS * 32)
         for (int i = 0; i < D / 32; i++) o[e][i] = 0.0f;
     }
 
-    const int n_tiles = (n_keys + KC_ATT_KT - 1) / KC_ATT_KT;
-    for (int kt = 0; kt < n_tiles; kt++) {
+    // This block's slice of the keys: [split * split_len, (split + 1) * split_len) (a multiple of
+    // the tile), or all of them without split-KV.
+    const int k_first = split * split_len;
+    const int k_last = min(n_keys, k_first + split_len);
+    const int kt_end = (k_last + KC_ATT_KT - 1) / KC_ATT_KT;
+    for (int kt = k_first / KC_ATT_KT; kt < kt_end; kt++) {
         const int kb = kt * KC_ATT_KT;
         __syncthreads(); // the previous tile's readers are done (and q_s is written, first time)
         for (int idx = threadIdx.x; idx < KC_ATT_KT * (D / 8); idx += blockDim.x) {
             int j = idx / (D / 8), c = idx % (D / 8), kpos = kb + j;
             uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
-            if (kpos < n_keys) {
+            if (kpos < k_last) {
                 size_t slot = (size_t)table[kpos / block_size] * block_size + kpos % block_size;
                 size_t off = (slot * n_kv_heads + kvh) * D + (size_t)c * 8;
                 kv = *reinterpret_cast<const uint4 *>(k_cache + off);
@@ -118,7 +130,7 @@ __global__ void __launch_bounds__(KC_ATT_WARPS * 32)
                 float2 qq = *reinterpret_cast<const float2 *>(q + 2 * d2);
                 s += qq.x * kc_f((bf16)(w & 0xffff)) + qq.y * kc_f((bf16)(w >> 16));
             }
-            s = kb + lane <= qpos[e] ? s * scale_log2 : -INFINITY;
+            s = kb + lane <= qpos[e] && kb + lane < k_last ? s * scale_log2 : -INFINITY;
             float m_new = fmaxf(m[e], kc_warp_max(s));
             float p = s == -INFINITY ? 0.0f : exp2f(s - m_new);
             float alpha = m[e] == -INFINITY ? 0.0f : exp2f(m[e] - m_new);
@@ -144,6 +156,17 @@ __global__ void __launch_bounds__(KC_ATT_WARPS * 32)
     for (int e = 0; e < KC_ATT_RPW; e++) {
         if (qpos[e] < 0) continue;
         int r = e * KC_ATT_WARPS + warp, t = t0 + r / gp, hh = r % gp;
+        if (partial) {
+            float *p = partial + (((size_t)(qs + t) * n_heads + h0 + hh) * n_splits + split) * (D + 2);
+#pragma unroll
+            for (int i = 0; i < D / 64; i++)
+                *reinterpret_cast<float2 *>(p + 64 * i + 2 * lane) = make_float2(o[e][2 * i], o[e][2 * i + 1]);
+            if (lane == 0) {
+                p[D] = m[e];
+                p[D + 1] = l[e];
+            }
+            continue;
+        }
         float inv = l[e] > 0.0f ? 1.0f / l[e] : 0.0f;
         bf16 *dst = out + (size_t)(qs + t) * n_heads * D + (size_t)(h0 + hh) * D;
 #pragma unroll
@@ -152,6 +175,27 @@ __global__ void __launch_bounds__(KC_ATT_WARPS * 32)
             *reinterpret_cast<uint32_t *>(dst + 64 * i + 2 * lane) = w;
         }
     }
+}
+
+// Merges the key slices of split-KV: out = sum_s o_s 2^(m_s - M) / sum_s l_s 2^(m_s - M), M the
+// largest slice max. One block of D threads per (token, query head).
+template <int D>
+__global__ void kc_attention_combine(bf16 *out /* [n_tokens, n_heads * D] */,
+                                     const float *partial /* [n_tokens, n_heads, n_splits, D + 2] */,
+                                     int n_heads, int n_splits) {
+    const float *p = partial + ((size_t)blockIdx.x * n_heads + blockIdx.y) * n_splits * (D + 2);
+    float mx = -INFINITY;
+    for (int s = 0; s < n_splits; s++) mx = fmaxf(mx, p[s * (D + 2) + D]);
+    float acc = 0.0f, sum = 0.0f;
+    for (int s = 0; s < n_splits; s++) {
+        const float *ps = p + s * (D + 2);
+        float ms = ps[D];
+        if (ms == -INFINITY) continue; // a slice with no visible key
+        float w = exp2f(ms - mx);
+        sum += ps[D + 1] * w;
+        acc += ps[threadIdx.x] * w;
+    }
+    out[((size_t)blockIdx.x * n_heads + blockIdx.y) * D + threadIdx.x] = kc_bf(sum > 0.0f ? acc / sum : 0.0f);
 }
 
 // ---- launchers
@@ -173,16 +217,38 @@ template <int D>
 static void kc_att_launch(dim3 grid, cudaStream_t s, bf16 *out, const bf16 *qkv, const bf16 *kc,
                           const bf16 *vc, const struct kern_attn_batch *b, int n_heads,
                           int n_kv_heads, int block_size, int gp, int n_parts, int tq,
-                          float scale_log2) {
+                          float scale_log2, int n_splits, int split_len, float *partial) {
     kc_attention<D><<<grid, KC_ATT_WARPS * 32, kc_att_smem<D>(), s>>>(
         out, qkv, kc, vc, b->query_start, b->seq_lens, b->block_tables, b->max_blocks_per_seq,
-        n_heads, n_kv_heads, block_size, gp, n_parts, tq, scale_log2);
+        n_heads, n_kv_heads, block_size, gp, n_parts, tq, scale_log2, n_splits, split_len, partial);
+    if (partial)
+        kc_attention_combine<D><<<dim3(b->n_tokens, n_heads), D, 0, s>>>(out, partial, n_heads, n_splits);
+}
+
+extern "C" size_t kern_cuda_attention_scratch_bytes(int max_tokens, int n_heads, int head_dim) {
+    return (size_t)max_tokens * n_heads * KERN_CUDA_ATT_MAX_SPLITS * (head_dim + 2) * sizeof(float);
+}
+
+// How many key slices: enough blocks to fill the multiprocessors about twice, slices of at least
+// KC_ATT_MIN_SPLIT_KEYS keys, at most KERN_CUDA_ATT_MAX_SPLITS, and what the scratch holds.
+static int kc_att_splits(int blocks, int max_seq_len, int n_tokens, int n_heads, int head_dim,
+                         int n_sm, size_t scratch_bytes) {
+    if (n_sm <= 0 || blocks >= n_sm) return 1;
+    int want = (2 * n_sm + blocks - 1) / blocks;
+    int by_len = max_seq_len / KC_ATT_MIN_SPLIT_KEYS;
+    size_t per = (size_t)n_tokens * n_heads * (head_dim + 2) * sizeof(float);
+    int by_scratch = per ? (int)(scratch_bytes / per) : 0;
+    int n = want < by_len ? want : by_len;
+    n = n < by_scratch ? n : by_scratch;
+    n = n < KERN_CUDA_ATT_MAX_SPLITS ? n : KERN_CUDA_ATT_MAX_SPLITS;
+    return n > 1 ? n : 1;
 }
 
 extern "C" int kern_cuda_attention(bf16 *out, const bf16 *qkv, const bf16 *k_cache,
                                    const bf16 *v_cache, const struct kern_attn_batch *b,
                                    int n_heads, int n_kv_heads, int head_dim, int block_size,
-                                   float scale, cudaStream_t s) {
+                                   float scale, void *scratch, size_t scratch_bytes, int n_sm,
+                                   cudaStream_t s) {
     if (!b || b->n_seqs < 0 || n_heads <= 0 || n_kv_heads <= 0 || n_heads % n_kv_heads != 0 ||
         block_size <= 0 || b->max_blocks_per_seq <= 0 || b->max_query_len < 0)
         return err_set(ERR_INVAL,
@@ -196,22 +262,29 @@ extern "C" int kern_cuda_attention(bf16 *out, const bf16 *qkv, const bf16 *k_cac
     int gp = group < KC_ATT_ROWS ? group : KC_ATT_ROWS;
     int n_parts = (group + gp - 1) / gp;
     int tq = KC_ATT_ROWS / gp;
-    dim3 grid((b->max_query_len + tq - 1) / tq, b->n_seqs, n_kv_heads * n_parts);
+    int q_tiles = (b->max_query_len + tq - 1) / tq;
+    int n_splits = kc_att_splits(q_tiles * b->n_seqs * n_kv_heads * n_parts, b->max_seq_len,
+                                 b->n_tokens, n_heads, head_dim, n_sm, scratch ? scratch_bytes : 0);
+    int split_len = n_splits > 1
+                        ? ((b->max_seq_len + n_splits - 1) / n_splits + KC_ATT_KT - 1) / KC_ATT_KT * KC_ATT_KT
+                        : 1 << 30;
+    float *partial = n_splits > 1 ? (float *)scratch : NULL;
+    dim3 grid(q_tiles * n_splits, b->n_seqs, n_kv_heads * n_parts);
     if (grid.y > KC_MAX_GRID_YZ || grid.z > KC_MAX_GRID_YZ)
         return err_set(ERR_INVAL, "attention: grid too large (n_seqs=%d)", b->n_seqs);
     float scale_log2 = scale * 1.4426950408889634f;
     switch (head_dim) {
     case 64:
         kc_att_launch<64>(grid, s, out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, block_size,
-                          gp, n_parts, tq, scale_log2);
+                          gp, n_parts, tq, scale_log2, n_splits, split_len, partial);
         break;
     case 128:
         kc_att_launch<128>(grid, s, out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, block_size,
-                           gp, n_parts, tq, scale_log2);
+                           gp, n_parts, tq, scale_log2, n_splits, split_len, partial);
         break;
     default:
         kc_att_launch<256>(grid, s, out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, block_size,
-                           gp, n_parts, tq, scale_log2);
+                           gp, n_parts, tq, scale_log2, n_splits, split_len, partial);
         break;
     }
     KC_LAUNCHED();

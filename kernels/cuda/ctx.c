@@ -22,6 +22,7 @@ int kern_cuda__gemm_plans_built(const struct kern_ctx *c) { return c ? c->n_gemm
 
 static int kern_cuda__ctx_setup(struct kern_ctx *c) {
     CUDA_CHECK(cudaSetDevice(c->device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&c->n_sm, cudaDevAttrMultiProcessorCount, c->device));
     CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
     CUBLAS_CHECK(cublasLtCreate(&c->lt));
     __atomic_add_fetch(&kern_cuda__handles, 1, __ATOMIC_SEQ_CST);

@@ -30,6 +30,7 @@ struct kern_cuda_gemm_plan {
 
 struct kern_ctx {
     int device;
+    int n_sm; // multiprocessors, read once at start-up (split-KV sizing)
     cudaStream_t stream;
     cublasLtHandle_t lt;
     void *workspace; // arena region for cuBLASLt, workspace_bytes long

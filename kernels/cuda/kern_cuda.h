@@ -45,15 +45,19 @@ int kern_cuda_kv_write(bf16 *k_cache /* [n_blocks, block_size, n_kv, head_dim] *
                        const int32_t *slot_mapping /* [n] */, int n, int n_heads, int n_kv_heads,
                        int head_dim, cudaStream_t s);
 
-// Paged causal attention over a mixed batch (kernels/ops.h). Supported head_dim: 64, 96, 128,
-// 256. kern_cuda_attention_setup raises the kernels' shared-memory limit; the context calls it
-// once at start-up (never per step).
+// Paged causal attention over a mixed batch (kernels/ops.h). Supported head_dim: 64, 128, 256.
+// kern_cuda_attention_setup raises the kernels' shared-memory limit; the context calls it once
+// at start-up (never per step). `scratch` (the context's op_scratch, may be NULL) holds split-KV
+// partials when the batch is too small to fill the GPU's n_sm multiprocessors; with less scratch
+// than kern_cuda_attention_scratch_bytes() the kernel splits less (or not at all), never fails.
+#define KERN_CUDA_ATT_MAX_SPLITS 32
 int kern_cuda_attention_setup(void);
+size_t kern_cuda_attention_scratch_bytes(int max_tokens, int n_heads, int head_dim);
 int kern_cuda_attention(bf16 *out /* [n_tokens, n_heads * head_dim] */,
                         const bf16 *qkv /* [n_tokens, (n_heads + 2 n_kv) * head_dim] */,
                         const bf16 *k_cache, const bf16 *v_cache, const struct kern_attn_batch *b,
                         int n_heads, int n_kv_heads, int head_dim, int block_size, float scale,
-                        cudaStream_t s);
+                        void *scratch, size_t scratch_bytes, int n_sm, cudaStream_t s);
 
 int kern_cuda_silu_mul(bf16 *out /* [n, h] */, const bf16 *gate_up /* [n, 2h] */, int n, int h,
                        cudaStream_t s);

@@ -38,7 +38,8 @@ static int op_attention(struct kern_ctx *c, bf16 *out, const bf16 *qkv, const bf
                         const bf16 *v_cache, const struct kern_attn_batch *b, int n_heads,
                         int n_kv_heads, int head_dim, int block_size, float scale) {
     return kern_cuda_attention(out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, head_dim,
-                               block_size, scale, c->stream);
+                               block_size, scale, c->op_scratch, c->op_scratch_bytes, c->n_sm,
+                               c->stream);
 }
 
 static int op_silu_mul(struct kern_ctx *c, bf16 *out, const bf16 *gate_up, int n, int h) {

@@ -150,14 +150,16 @@ void gt_row_exact(const char *op, const char *shape, size_t mismatches) {
 // ---- context
 
 static struct kern_ctx *gt__ctx;
-static void *gt__ws;
+static void *gt__ws, *gt__scratch;
 
 #define GT_WORKSPACE_BYTES (32u << 20)
+#define GT_SCRATCH_BYTES (64u << 20)
 
 struct kern_ctx *gt_ctx(void) {
     if (gt__ctx) return gt__ctx;
     gt__ws = gt_dev(GT_WORKSPACE_BYTES);
-    CHECK_OK(kern_cuda_ctx_init(&gt__ctx, 0, gt__ws, GT_WORKSPACE_BYTES, NULL, 0));
+    gt__scratch = gt_dev(GT_SCRATCH_BYTES);
+    CHECK_OK(kern_cuda_ctx_init(&gt__ctx, 0, gt__ws, GT_WORKSPACE_BYTES, gt__scratch, GT_SCRATCH_BYTES));
     return gt__ctx;
 }
 
@@ -165,5 +167,13 @@ void gt_ctx_free(void) {
     kern_cuda_ctx_free(gt__ctx);
     gt__ctx = NULL;
     gt_free(gt__ws);
-    gt__ws = NULL;
+    gt_free(gt__scratch);
+    gt__ws = gt__scratch = NULL;
+}
+
+static struct kern_ctx *gt__cpu;
+
+struct kern_ctx *gt_cpu(void) {
+    if (!gt__cpu) CHECK_OK(kern_cpu_ctx_init(&gt__cpu, 0));
+    return gt__cpu;
 }

@@ -40,6 +40,8 @@ void gt_row_exact(const char *op, const char *shape, size_t mismatches);
 // ---- the context under test: one per test process, workspace from a test allocation
 struct kern_ctx *gt_ctx(void);
 void gt_ctx_free(void);
+// The CPU backend's context (kern_cpu_ops), all cores, one per test process.
+struct kern_ctx *gt_cpu(void);
 
 // The path of this run's table file (shared by the forked test processes).
 void gt_table_path(char *buf, size_t len);

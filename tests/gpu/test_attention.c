@@ -1,8 +1,9 @@
-// Paged attention against the float64 reference on mixed batches: decode tokens (query length
+// Paged attention against the float64 reference and kern_cpu_ops ("~cpu") on mixed batches: decode tokens (query length
 // 1), whole prompts and prefill chunks that continue a cached context, in one call; GQA ratios
 // 1, 2, 4, 7, 8 and 40 (more query heads per kv head than a block holds rows); head_dim 64, 128
 // and 256; block sizes 16 and 32; block tables a random permutation of the pool, so no sequence's
-// blocks are contiguous. Tolerance: relative L2 1e-2 (bf16 output).
+// blocks are contiguous. Batches that leave the GPU idle run split-KV through the context (its
+// op_scratch); each batch also runs unsplit ("1-split" rows). Tolerance: relative L2 1e-2.
 #include "common/err.h"
 #include "kernels/cuda/kern_cuda.h"
 #include "tests/gpu/gpu_ref.h"
@@ -70,6 +71,17 @@ static void check_attention(const struct att_case *tc, uint64_t seed) {
     for (int i = 0; i < tc->n_seqs && o < (int)sizeof shape - 12; i++)
         o += snprintf(shape + o, sizeof shape - o, " %d/%d", tc->qlen[i], tc->len[i]);
     gt_row("attention", shape, gt_cmp_bf16(got, want, out_n), 1e-2);
+    CHECK_OK(kern_cpu_ops.attention(gt_cpu(), want, qkv, kc, vc, &hb, nh, nkv, hd, bs, scale));
+    gt_row("attention ~cpu", shape, gt_cmp_bf16(got, want, out_n), 1e-2);
+    // The same batch without scratch: never split-KV (the context's call may have split).
+    gt_poison(d_out, out_n * 2);
+    bf16 *got1 = malloc(out_n * 2);
+    CHECK_OK(kern_cuda_attention(d_out, d_qkv, d_k, d_v, &db, nh, nkv, hd, bs, scale, NULL, 0, 132,
+                                 kern_cuda_stream(gt_ctx())));
+    gt_down(got1, d_out, out_n * 2);
+    gpu_ref_ops.attention(NULL, want, qkv, kc, vc, &hb, nh, nkv, hd, bs, scale);
+    gt_row("attention 1-split", shape, gt_cmp_bf16(got1, want, out_n), 1e-2);
+    free(got1);
 
     gt_free(d_qkv), gt_free(d_k), gt_free(d_v), gt_free(d_out), gt_free(d_qs), gt_free(d_lens),
         gt_free(d_tab);

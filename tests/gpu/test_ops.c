@@ -1,4 +1,5 @@
-// Every CUDA op against the float64 reference (gpu_ref.c) on random data at several shapes:
+// Every CUDA op against the float64 reference (gpu_ref.c) and against the CPU backend
+// (kern_cpu_ops, rows marked "~cpu") on random data at several shapes:
 // real model sizes, odd sizes (scalar fallback paths), GQA ratios 1/2/4/7/8/40, block sizes 16/32,
 // mixed prefill + decode batches. Outputs are poisoned (NaN) before each run, so an unwritten
 // element fails. Tolerances are relative L2 errors: 1e-2 for bf16 outputs, 1e-4 for float32
@@ -14,6 +15,13 @@
 
 static const struct kern_ops *cu = &kern_cuda_ops;
 static const struct kern_ops *ref = &gpu_ref_ops;
+static const struct kern_ops *cpu = &kern_cpu_ops;
+
+static size_t n_diff(const bf16 *a, const bf16 *b, size_t n) {
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += a[i] != b[i];
+    return bad;
+}
 
 // ---- embed, gather_rows
 
@@ -23,6 +31,8 @@ static void check_embed(int n, int dim, int vocab, uint64_t seed) {
     for (int i = 0; i < n; i++) ids[i] = (int32_t)(gt_rand(&seed) % (uint64_t)vocab);
     bf16 *want = malloc((size_t)n * dim * 2), *got = malloc((size_t)n * dim * 2);
     ref->embed(NULL, want, ids, table, n, dim);
+    bf16 *want_cpu = malloc((size_t)n * dim * 2);
+    CHECK_OK(cpu->embed(gt_cpu(), want_cpu, ids, table, n, dim));
     bf16 *d_table = gt_up(table, (size_t)vocab * dim * 2), *d_out = gt_dev((size_t)n * dim * 2);
     int32_t *d_ids = gt_up(ids, sizeof(int32_t) * n);
     gt_poison(d_out, (size_t)n * dim * 2);
@@ -33,8 +43,9 @@ static void check_embed(int n, int dim, int vocab, uint64_t seed) {
     char shape[64];
     snprintf(shape, sizeof shape, "n=%d dim=%d vocab=%d", n, dim, vocab);
     gt_row_exact("embed", shape, bad);
+    gt_row_exact("embed ~cpu", shape, n_diff(got, want_cpu, (size_t)n * dim));
     gt_free(d_table), gt_free(d_out), gt_free(d_ids);
-    free(table), free(ids), free(want), free(got);
+    free(table), free(ids), free(want), free(got), free(want_cpu);
 }
 
 TEST(gpu_embed) {
@@ -49,6 +60,8 @@ static void check_gather(int m, int n_rows, int dim, uint64_t seed) {
     for (int i = 0; i < m; i++) rows[i] = (int32_t)(gt_rand(&seed) % (uint64_t)n_rows);
     bf16 *want = malloc((size_t)m * dim * 2), *got = malloc((size_t)m * dim * 2);
     ref->gather_rows(NULL, want, x, rows, m, dim);
+    bf16 *want_cpu = malloc((size_t)m * dim * 2);
+    CHECK_OK(cpu->gather_rows(gt_cpu(), want_cpu, x, rows, m, dim));
     bf16 *d_x = gt_up(x, (size_t)n_rows * dim * 2), *d_out = gt_dev((size_t)m * dim * 2);
     int32_t *d_rows = gt_up(rows, sizeof(int32_t) * m);
     gt_poison(d_out, (size_t)m * dim * 2);
@@ -59,8 +72,9 @@ static void check_gather(int m, int n_rows, int dim, uint64_t seed) {
     char shape[64];
     snprintf(shape, sizeof shape, "m=%d rows=%d dim=%d", m, n_rows, dim);
     gt_row_exact("gather_rows", shape, bad);
+    gt_row_exact("gather_rows ~cpu", shape, n_diff(got, want_cpu, (size_t)m * dim));
     gt_free(d_x), gt_free(d_out), gt_free(d_rows);
-    free(x), free(rows), free(want), free(got);
+    free(x), free(rows), free(want), free(got), free(want_cpu);
 }
 
 TEST(gpu_gather_rows) {
@@ -77,6 +91,8 @@ static void check_rmsnorm(int n, int dim, int with_delta, uint64_t seed) {
     bf16 *res_ref = gt_copy_bf16(res, sz), *want = malloc(sz * 2), *got = malloc(sz * 2),
          *got_res = malloc(sz * 2);
     ref->add_rmsnorm(NULL, want, res_ref, with_delta ? delta : NULL, w, n, dim, 1e-6f);
+    bf16 *res_cpu = gt_copy_bf16(res, sz), *want_cpu = malloc(sz * 2);
+    CHECK_OK(cpu->add_rmsnorm(gt_cpu(), want_cpu, res_cpu, with_delta ? delta : NULL, w, n, dim, 1e-6f));
     bf16 *d_res = gt_up(res, sz * 2), *d_delta = gt_up(delta, sz * 2), *d_w = gt_up(w, dim * 2);
     bf16 *d_out = gt_dev(sz * 2);
     gt_poison(d_out, sz * 2);
@@ -88,6 +104,10 @@ static void check_rmsnorm(int n, int dim, int with_delta, uint64_t seed) {
     gt_row("add_rmsnorm", shape, gt_cmp_bf16(got, want, sz), TOL_BF16);
     snprintf(shape, sizeof shape, "n=%d dim=%d%s residual", n, dim, with_delta ? " +delta" : "");
     gt_row("add_rmsnorm", shape, gt_cmp_bf16(got_res, res_ref, sz), 1e-6);
+    gt_row("add_rmsnorm ~cpu", shape, gt_cmp_bf16(got_res, res_cpu, sz), 1e-6);
+    snprintf(shape, sizeof shape, "n=%d dim=%d%s", n, dim, with_delta ? " +delta" : "");
+    gt_row("add_rmsnorm ~cpu", shape, gt_cmp_bf16(got, want_cpu, sz), TOL_BF16);
+    free(res_cpu), free(want_cpu);
     gt_free(d_res), gt_free(d_delta), gt_free(d_w), gt_free(d_out);
     free(res), free(delta), free(w), free(res_ref), free(want), free(got), free(got_res);
 }
@@ -118,11 +138,15 @@ static void check_gemm(int m, int n, int k, int bias, int f32, uint64_t seed) {
         CHECK_OK(cu->gemm_f32(gt_ctx(), d_y, d_x, d_w, m, n, k));
         gt_down(got, d_y, out_bytes);
         gt_row("gemm_f32", shape, gt_cmp_f32(got, want, (size_t)m * n), TOL_F32);
+        CHECK_OK(cpu->gemm_f32(gt_cpu(), want, x, w, m, n, k));
+        gt_row("gemm_f32 ~cpu", shape, gt_cmp_f32(got, want, (size_t)m * n), TOL_F32);
     } else {
         ref->gemm(NULL, want, x, w, bias ? b : NULL, m, n, k);
         CHECK_OK(cu->gemm(gt_ctx(), d_y, d_x, d_w, bias ? d_b : NULL, m, n, k));
         gt_down(got, d_y, out_bytes);
         gt_row("gemm", shape, gt_cmp_bf16(got, want, (size_t)m * n), TOL_BF16);
+        CHECK_OK(cpu->gemm(gt_cpu(), want, x, w, bias ? b : NULL, m, n, k));
+        gt_row("gemm ~cpu", shape, gt_cmp_bf16(got, want, (size_t)m * n), TOL_BF16);
     }
     gt_free(d_x), gt_free(d_w), gt_free(d_b), gt_free(d_y);
     free(x), free(w), free(b), free(want), free(got);
@@ -152,6 +176,9 @@ static void check_qk_norm(int n, int nh, int nkv, int hd, uint64_t seed) {
     char shape[80];
     snprintf(shape, sizeof shape, "n=%d heads=%d/%d hd=%d", n, nh, nkv, hd);
     gt_row("qk_norm", shape, gt_cmp_bf16(got, want, sz), TOL_BF16);
+    memcpy(want, qkv, sz * 2);
+    CHECK_OK(cpu->qk_norm(gt_cpu(), want, qw, kw, n, nh, nkv, hd, 1e-6f));
+    gt_row("qk_norm ~cpu", shape, gt_cmp_bf16(got, want, sz), TOL_BF16);
     gt_free(d_qkv), gt_free(d_qw), gt_free(d_kw);
     free(qkv), free(qw), free(kw), free(want), free(got);
 }
@@ -178,6 +205,9 @@ static void check_rope(int n, int nh, int nkv, int hd, float theta, int max_pos,
     snprintf(shape, sizeof shape, "n=%d heads=%d/%d hd=%d theta=%g pos<%d", n, nh, nkv, hd,
              (double)theta, max_pos);
     gt_row("rope", shape, gt_cmp_bf16(got, want, sz), TOL_BF16);
+    memcpy(want, qkv, sz * 2);
+    CHECK_OK(cpu->rope(gt_cpu(), want, pos, n, nh, nkv, hd, theta));
+    gt_row("rope ~cpu", shape, gt_cmp_bf16(got, want, sz), TOL_BF16);
     gt_free(d_qkv), gt_free(d_pos);
     free(qkv), free(pos), free(want), free(got);
 }
@@ -215,6 +245,10 @@ static void check_kv_write(int n, int nh, int nkv, int hd, int bs, int n_blocks,
     char shape[80];
     snprintf(shape, sizeof shape, "n=%d heads=%d/%d hd=%d bs=%d", n, nh, nkv, hd, bs);
     gt_row_exact("kv_write", shape, bad);
+    memset(kc, 0xff, cache * 2);
+    memset(vc, 0xff, cache * 2);
+    CHECK_OK(cpu->kv_write(gt_cpu(), kc, vc, qkv, slots, n, nh, nkv, hd));
+    gt_row_exact("kv_write ~cpu", shape, n_diff(gk, kc, cache) + n_diff(gv, vc, cache));
     gt_free(d_qkv), gt_free(d_k), gt_free(d_v), gt_free(d_slots);
     free(qkv), free(slots), free(kc), free(vc), free(gk), free(gv);
 }
@@ -238,6 +272,8 @@ static void check_silu(int n, int h, uint64_t seed) {
     char shape[64];
     snprintf(shape, sizeof shape, "n=%d h=%d", n, h);
     gt_row("silu_mul", shape, gt_cmp_bf16(got, want, (size_t)n * h), TOL_BF16);
+    CHECK_OK(cpu->silu_mul(gt_cpu(), want, gu, n, h));
+    gt_row("silu_mul ~cpu", shape, gt_cmp_bf16(got, want, (size_t)n * h), TOL_BF16);
     gt_free(d_gu), gt_free(d_out);
     free(gu), free(want), free(got);
 }

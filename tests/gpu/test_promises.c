@@ -1,4 +1,6 @@
 // The promises of DESIGN.md that the CUDA backend carries, checked on the GPU:
+// - one device allocation per GPU: mem_device_alloc_count() is 1 (the arena) from start-up to
+//   the end;
 // - one cuBLAS(Lt) handle per GPU, made at start-up: kern_cuda_handle_count() is 1 after the
 //   context exists and still 1 after hundreds of steps of changing shapes;
 // - no allocation after start-up: the device's free memory does not move across those steps
@@ -11,6 +13,7 @@
 #include "common/err.h"
 #include "kernels/cuda/ctx.h"
 #include "kernels/cuda/kern_cuda.h"
+#include "memory/arena.h"
 #include "tests/gpu/gpu_util.h"
 #include "tests/test.h"
 
@@ -26,6 +29,9 @@ struct step_bufs {
 };
 
 enum { DIM = 1024, NH = 16, NKV = 8, HD = 128, BS = 16, NBLK = 256, MAXT = 256, VOCAB = 32000 };
+// Step metadata, int32: query_start at 0, seq_lens at META_LENS, block tables at META_TAB (up to
+// 64 sequences x 98 blocks), slot_mapping at META_SLOTS (up to MAXT tokens).
+enum { META_LENS = 65, META_TAB = 130, META_SLOTS = 12288, META_N = 12288 + MAXT };
 
 static uint8_t *carve(uint8_t **p, size_t bytes) {
     uint8_t *r = *p;
@@ -39,7 +45,7 @@ static size_t step_bytes(void) {
     size_t sizes[] = {MAXT * DIM * 2, MAXT * DIM * 2, qkvd * DIM * 2, qkvd * 2, MAXT * qkvd * 2,
                       MAXT * NH * HD * 2, DIM * NH * HD * 2, (size_t)NBLK * BS * NKV * HD * 2,
                       (size_t)NBLK * BS * NKV * HD * 2, DIM * 2, 64 * VOCAB * 4,
-                      (size_t)VOCAB * DIM * 2, MAXT * 4, 4096 * 4};
+                      (size_t)VOCAB * DIM * 2, MAXT * 4, META_N * 4};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) b += (sizes[i] + 255) & ~(size_t)255;
     return b;
 }
@@ -59,7 +65,7 @@ static void step_carve(struct step_bufs *s, uint8_t *p) {
     s->logits = (float *)carve(&p, 64 * VOCAB * 4);
     s->lm_head = (bf16 *)carve(&p, (size_t)VOCAB * DIM * 2);
     s->ids = (int32_t *)carve(&p, MAXT * 4);
-    s->meta = (int32_t *)carve(&p, 4096 * 4);
+    s->meta = (int32_t *)carve(&p, META_N * 4);
 }
 
 // One step of n_seqs sequences (decode, or prefill chunks when qlen > 1): the op sequence of a
@@ -68,8 +74,9 @@ static void step_carve(struct step_bufs *s, uint8_t *p) {
 static void run_step(struct kern_ctx *c, struct step_bufs *s, int n_seqs, int qlen, int ctx_len) {
     const struct kern_ops *o = &kern_cuda_ops;
     int n = n_seqs * qlen, qkvd = (NH + 2 * NKV) * HD, mbps = (ctx_len + BS - 1) / BS;
-    int32_t meta[4096];
-    int32_t *qs = meta, *lens = meta + 65, *tab = meta + 130, *slots = meta + 2048;
+    static int32_t meta[META_N];
+    int32_t *qs = meta, *lens = meta + META_LENS, *tab = meta + META_TAB, *slots = meta + META_SLOTS;
+    CHECK(n_seqs <= 64 && n <= MAXT && META_TAB + n_seqs * mbps <= META_SLOTS);
     for (int i = 0; i <= n_seqs; i++) qs[i] = i * qlen;
     for (int i = 0; i < n_seqs; i++) {
         lens[i] = ctx_len;
@@ -77,11 +84,12 @@ static void run_step(struct kern_ctx *c, struct step_bufs *s, int n_seqs, int ql
     }
     for (int i = 0; i < n; i++) slots[i] = (i * 13) % (NBLK * BS);
     CHECK_OK(o->copy_to_backend(c, s->meta, meta, sizeof meta));
-    struct kern_attn_batch b = {n_seqs, n, s->meta, s->meta + 65, s->meta + 130, mbps, qlen, ctx_len};
+    struct kern_attn_batch b = {n_seqs,  n,    s->meta, s->meta + META_LENS, s->meta + META_TAB,
+                                mbps,    qlen, ctx_len};
     CHECK_OK(o->add_rmsnorm(c, s->x, s->res, s->attn, s->norm_w, n, DIM, 1e-6f));
     CHECK_OK(o->gemm(c, s->qkv, s->x, s->w_qkv, s->b_qkv, n, qkvd, DIM));
     CHECK_OK(o->rope(c, s->qkv, s->meta, n, NH, NKV, HD, 1e6f));
-    CHECK_OK(o->kv_write(c, s->kc, s->vc, s->qkv, s->meta + 2048, n, NH, NKV, HD));
+    CHECK_OK(o->kv_write(c, s->kc, s->vc, s->qkv, s->meta + META_SLOTS, n, NH, NKV, HD));
     CHECK_OK(o->attention(c, s->attn, s->qkv, s->kc, s->vc, &b, NH, NKV, HD, BS, 0.088f));
     CHECK_OK(o->gemm(c, s->x, s->attn, s->w_o, NULL, n, DIM, NH * HD));
     CHECK_OK(o->gemm_f32(c, s->logits, s->x, s->lm_head, n_seqs, VOCAB, DIM));
@@ -119,15 +127,21 @@ static void promise_run(double util) {
     size_t arena_bytes = budget - overhead;
     size_t ws_bytes = 32u << 20;
     CHECK(arena_bytes > step_bytes() + ws_bytes);
-    uint8_t *arena = NULL;
-    CHECK(cudaMalloc((void **)&arena, arena_bytes) == cudaSuccess); // the one allocation
+    CHECK_EQ(mem_device_alloc_count(), 0);
+    struct mem_arena a;
+    CHECK_OK(mem_arena_init(&a, MEM_DEVICE, 0, arena_bytes, 0)); // the one allocation
+    CHECK_EQ(mem_device_alloc_count(), 1);
+    void *ws = NULL, *scratch = NULL, *steps = NULL;
+    CHECK_OK(mem_arena_carve(&a, "cublas_workspace", ws_bytes, &ws));
+    CHECK_OK(mem_arena_carve(&a, "op_scratch", 1u << 20, &scratch));
+    CHECK_OK(mem_arena_carve(&a, "step", step_bytes(), &steps));
     struct kern_ctx *c = NULL;
-    CHECK_OK(kern_cuda_ctx_init(&c, 0, arena, ws_bytes, arena + ws_bytes, 1u << 20));
+    CHECK_OK(kern_cuda_ctx_init(&c, 0, ws, ws_bytes, scratch, 1u << 20));
     CHECK_EQ(kern_cuda_handle_count(), 1);
     size_t free_ctx = free_now();
     struct step_bufs s;
-    step_carve(&s, arena + ws_bytes + (1u << 20));
-    CHECK(cudaMemset(arena + ws_bytes, 0x3c, step_bytes()) == cudaSuccess); // finite bf16 values
+    step_carve(&s, steps);
+    CHECK(cudaMemset(steps, 0x3c, step_bytes()) == cudaSuccess); // finite bf16 values
 
     // The first step of each kind loads kernels; then the memory must stand still.
     run_step(c, &s, 1, 1, 100);
@@ -152,6 +166,8 @@ static void promise_run(double util) {
     CHECK_EQ(kern_cuda_handle_count(), 1);
     CHECK_MSG(free_end == free_warm, "device memory moved during steps: %zu -> %zu bytes free",
               free_warm, free_end);
+    gt_row_exact("promise", "one device allocation (arena) after 300 steps",
+                 (size_t)(mem_device_alloc_count() - 1));
     gt_row_exact("promise", "one cuBLASLt handle after 300 steps", kern_cuda_handle_count() - 1);
     gt_row_exact("promise", "bytes allocated during 300 steps", free_warm - free_end);
     gt_row_exact("promise", "MiB used over util x total (cudaMemGetInfo)",
@@ -160,7 +176,7 @@ static void promise_run(double util) {
         gt_row_exact("promise", "MiB over util x total (nvidia-smi, process)",
                      (size_t)smi << 20 > budget ? (((size_t)smi << 20) - budget) >> 20 : 0);
     kern_cuda_ctx_free(c);
-    cudaFree(arena);
+    mem_arena_free(&a);
 }
 
 // As keel runs: CUDA_MODULE_LOADING=EAGER (set before the first CUDA call) loads every kernel
