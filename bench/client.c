@@ -33,7 +33,7 @@ struct client {
     int n;
     struct bench_result *results;
     uint64_t t0_ns, end_ns;
-    int n_arrived, n_started, n_done, in_flight;
+    int n_arrived, n_started, n_done, n_failed, in_flight;
     long long n_chunks; // token chunks so far, for the progress bar
     struct conn *idle;  // connections waiting for their next request
     struct conn *all;   // every open connection
@@ -167,9 +167,10 @@ static void request_end(struct conn *k) {
     else if (k->complete && !k->got_token)
         bench_result_set_error(r, "the stream ended without a token chunk");
     else if (!k->complete)
-        bench_result_set_error(r, "connection closed by the server after %d token chunks",
-                               k->n_token_chunks);
+        bench_result_set_error(r, "connection closed by the server after %d token chunk%s",
+                               k->n_token_chunks, k->n_token_chunks == 1 ? "" : "s");
     r->success = r->error == NULL;
+    c->n_failed += !r->success;
     if (k->got_token) r->latency_s = ns_to_s(k->last_token_ns - k->start_ns);
     if (!r->has_usage) r->output_tokens = k->n_token_chunks;
     k->req = -1;
@@ -398,6 +399,7 @@ static void request_start(struct client *c, int i) {
         bench_result_set_error(r, "out of memory for a connection");
         c->in_flight--;
         c->n_done++;
+        c->n_failed++;
         if (c->n_done == c->n) client_finish_run(c);
         return;
     }
@@ -441,8 +443,9 @@ static void draw_progress(struct client *c, bool last) {
     char bar[64];
     for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
     bar[width] = '\0';
-    fprintf(stderr, "\r%s [%s] %d/%d  %.1fs  in flight %d  %.0f chunks/s ", o->label ? o->label : "",
-            bar, c->n_done, c->n, el, c->in_flight, el > 0 ? c->n_chunks / el : 0.0);
+    fprintf(stderr, "\r%s [%s] %d/%d  %.1fs  in flight %d  failed %d  %.0f chunks/s ",
+            o->label ? o->label : "", bar, c->n_done, c->n, el, c->in_flight, c->n_failed,
+            el > 0 ? c->n_chunks / el : 0.0);
     if (last) fputc('\n', stderr);
     fflush(stderr);
 }

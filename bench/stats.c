@@ -131,7 +131,7 @@ int bench_summarize(const struct bench_result *res, int n, double duration_s, co
         out->total_output += r->output_tokens;
         if (!r->has_usage) out->n_missing_usage++;
         if (r->output_tokens > 1) tpot[n_tpot++] = (r->latency_s - r->ttft_s) / (r->output_tokens - 1);
-        memcpy(itl + k_itl, r->itl_s, (size_t)r->n_itl * sizeof(double));
+        if (r->n_itl > 0) memcpy(itl + k_itl, r->itl_s, (size_t)r->n_itl * sizeof(double));
         k_itl += r->n_itl;
         t0 = fmin(t0, r->start_s);
         t1 = fmax(t1, r->start_s + r->latency_s);

@@ -45,6 +45,9 @@ int mem__device_alloc(int device, size_t bytes, void **ptr) {
     void *p = NULL;
     cudaError_t e = cudaMalloc(&p, bytes);
     if (e != cudaSuccess) {
+        // Clear the runtime's last error so the next launcher's cudaGetLastError() does not
+        // report this allocation as its own failure.
+        (void)cudaGetLastError();
         size_t f = 0, t = 0;
         // Ask what was free only to make the message useful; the first error is what counts.
         if (cudaMemGetInfo(&f, &t) != cudaSuccess) f = t = 0;
@@ -72,6 +75,7 @@ int mem__pinned_alloc(size_t bytes, void **ptr) {
     void *p = NULL;
     cudaError_t e = cudaMallocHost(&p, bytes);
     if (e != cudaSuccess) {
+        (void)cudaGetLastError(); // as above
         int cls = err_cuda_fail((int)e, cudaGetErrorName(e), cudaGetErrorString(e),
                                 "cudaMallocHost", __FILE__, __LINE__);
         return err_set(cls, "arena: cudaMallocHost of %zu bytes of pinned staging failed: %s",

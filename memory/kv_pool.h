@@ -40,9 +40,10 @@ enum mem_admit {
 int mem_kv_pool_init(struct mem_kv_pool *p, int n_blocks, int block_size);
 void mem_kv_pool_free(struct mem_kv_pool *p); // NULL-safe
 
-// Blocks needed to hold n_tokens tokens.
+// Blocks needed to hold n_tokens tokens (computed in 64 bits: n_tokens may be a client's
+// prompt + max_tokens, up to INT_MAX).
 static inline int mem_kv_blocks_for(const struct mem_kv_pool *p, int n_tokens) {
-    return (n_tokens + p->block_size - 1) / p->block_size;
+    return (int)(((int64_t)n_tokens + p->block_size - 1) / p->block_size);
 }
 
 // Can a sequence that needs n_tokens of KV be admitted?

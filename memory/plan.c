@@ -88,14 +88,12 @@ int64_t mem_plan_weights_from_shape(const struct mem_plan_shape *s) {
     size_t dim = (size_t)s->dim, hid = (size_t)s->hidden_dim, hd = (size_t)s->head_dim;
     size_t q_dim = (size_t)s->n_heads * hd;
     size_t qkv_dim = ((size_t)s->n_heads + 2 * (size_t)s->n_kv_heads) * hd;
-    size_t layer = bf16_tensor(dim)                 // attn_norm
-                   + bf16_tensor(qkv_dim * dim)     // wqkv
-                   + (s->qkv_bias ? bf16_tensor(qkv_dim) : 0)
-                   + (s->qk_norm ? 2 * bf16_tensor(hd) : 0)
-                   + bf16_tensor(dim * q_dim)       // wo
-                   + bf16_tensor(dim)               // ffn_norm
-                   + bf16_tensor(2 * hid * dim)     // w_gate_up
-                   + bf16_tensor(dim * hid);        // w_down
+    // In the loader's order: attn_norm, wqkv, bqkv, q_norm and k_norm, wo, ffn_norm, w_gate_up,
+    // w_down.
+    size_t layer = bf16_tensor(dim) + bf16_tensor(qkv_dim * dim) +
+                   (s->qkv_bias ? bf16_tensor(qkv_dim) : 0) +
+                   (s->qk_norm ? 2 * bf16_tensor(hd) : 0) + bf16_tensor(dim * q_dim) +
+                   bf16_tensor(dim) + bf16_tensor(2 * hid * dim) + bf16_tensor(dim * hid);
     size_t embed = bf16_tensor((size_t)s->vocab_size * dim);
     size_t total = embed + (size_t)s->n_layers * layer + bf16_tensor(dim) +
                    (s->tie_word_embeddings ? 0 : embed);

@@ -99,7 +99,8 @@ struct mem_plan {
     size_t device_total_bytes, device_free_bytes;
     // regions
     size_t budget_bytes;
-    size_t overhead_bytes;     // context and libraries (total - free at start)
+    size_t overhead_bytes;     // keel's context and libraries: total - free at start, at most
+                               // MEM_PLAN_CONTEXT_MAX_BYTES (the rest is other_bytes)
     size_t weights_bytes;
     size_t workspace_bytes;    // cuBLAS workspace
     size_t activation_bytes;   // scratch of the largest step

@@ -79,6 +79,8 @@ static int st__map(struct st_file *f, const char *path) {
     int e = errno;
     close(fd);
     if (map == MAP_FAILED) return err_set(ERR_IO, "%s: mmap: %s", path, strerror(e));
+    // The loader reads each file front to back once: ask for aggressive read-ahead.
+    madvise(map, (size_t)st.st_size, MADV_SEQUENTIAL);
     f->path = strdup(path);
     if (!f->path) {
         munmap(map, (size_t)st.st_size);
@@ -295,7 +297,7 @@ static int st__add_file(struct st_checkpoint *ck, int *file_cap, const char *pat
 
 // Sorts the index and refuses a name given twice (in one file or across shards).
 static int st__finish(struct st_checkpoint *ck) {
-    qsort(ck->tensors, (size_t)ck->n_tensors, sizeof *ck->tensors, st__by_name);
+    if (ck->n_tensors > 1) qsort(ck->tensors, (size_t)ck->n_tensors, sizeof *ck->tensors, st__by_name);
     ck->data_bytes = 0;
     for (int i = 0; i < ck->n_tensors; i++) {
         ck->data_bytes += ck->tensors[i].bytes;

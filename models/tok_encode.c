@@ -265,6 +265,7 @@ static int32_t cp_at(const char *s, size_t n, size_t pos) {
 static const struct tok__added *find_added(const struct tok_tokenizer *t, const char *s, size_t n, size_t pos,
                                            bool normalized, bool allow_special, size_t *at) {
     for (size_t i = pos; i < n; i++) {
+        if (!t->added_first[(uint8_t)s[i]]) continue;
         for (int k = 0; k < t->n_added; k++) {
             const struct tok__added *a = &t->added[k];
             if (a->content[0] != s[i] || a->normalized != normalized || (a->special && !allow_special)) continue;
@@ -338,30 +339,73 @@ static bool has_normalized_added(const struct tok_tokenizer *t) {
     return false;
 }
 
+// Normalizes s[0..n) with one form into *out (malloc'd). Only the stretches around non-ASCII
+// text go through utf8proc: a cut just before an ASCII character never changes the result (no
+// composition has an ASCII second character, and nothing after a starter reorders across it),
+// so ASCII runs are copied as they are.
+static int normalize_form(const char *s, size_t n, utf8proc_option_t opts, char **out, size_t *out_n) {
+    size_t cap = n + n / 4 + 16, len = 0;
+    char *buf = malloc(cap);
+    if (!buf) return err_set(ERR_NOMEM, "tokenizer: out of memory normalizing");
+    size_t i = 0;
+    while (i < n) {
+        size_t j = i;
+        while (j < n && (uint8_t)s[j] < 0x80) j++;
+        size_t start = j > i ? j - 1 : j; // the ASCII character before may take combining marks
+        size_t end = j;
+        while (end < n && (uint8_t)s[end] >= 0x80) end++;
+        size_t need = len + (start - i);
+        utf8proc_uint8_t *dst = NULL;
+        utf8proc_ssize_t m = 0;
+        if (end > start) {
+            m = utf8proc_map((const utf8proc_uint8_t *)s + start, (utf8proc_ssize_t)(end - start), &dst, opts);
+            if (m < 0) {
+                free(buf);
+                return err_set(ERR_INVAL, "tokenizer: normalization failed: %s", utf8proc_errmsg(m));
+            }
+        }
+        need += (size_t)m;
+        if (need + 1 > cap) {
+            while (cap < need + 1) cap *= 2;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                free(dst);
+                return err_set(ERR_NOMEM, "tokenizer: out of memory normalizing");
+            }
+            buf = nb;
+        }
+        memcpy(buf + len, s + i, start - i);
+        len += start - i;
+        memcpy(buf + len, dst, (size_t)m);
+        len += (size_t)m;
+        free(dst);
+        i = end;
+    }
+    *out = buf;
+    *out_n = len;
+    return 0;
+}
+
 // A stretch of raw text between non-normalized added tokens: normalize it, split off the
 // normalized added tokens, pre-tokenize and merge the rest.
 static int seg_normalize(const struct tok_tokenizer *t, const char *s, size_t n, void *ctx) {
+    static const utf8proc_option_t opts[] = {
+        UTF8PROC_STABLE | UTF8PROC_COMPOSE, UTF8PROC_STABLE | UTF8PROC_DECOMPOSE,
+        UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT, UTF8PROC_STABLE | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT};
     struct enc_ctx *c = ctx;
     char *norm = NULL;
     bool ascii = true;
     for (size_t i = 0; i < n && ascii; i++) ascii = (uint8_t)s[i] < 0x80;
     // Every normalization form leaves ASCII text as it is.
-    if (!ascii) {
-        for (int k = 0; k < t->n_norms; k++) {
-            static const utf8proc_option_t opts[] = {
-                UTF8PROC_STABLE | UTF8PROC_COMPOSE, UTF8PROC_STABLE | UTF8PROC_DECOMPOSE,
-                UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT,
-                UTF8PROC_STABLE | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT};
-            utf8proc_uint8_t *dst = NULL;
-            utf8proc_ssize_t m = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &dst, opts[t->norms[k]]);
-            if (m < 0) {
-                free(norm);
-                return err_set(ERR_INVAL, "tokenizer: normalization failed: %s", utf8proc_errmsg(m));
-            }
-            free(norm);
-            norm = (char *)dst;
-            s = norm, n = (size_t)m;
-        }
+    for (int k = 0; !ascii && k < t->n_norms; k++) {
+        char *next = NULL;
+        size_t next_n = 0;
+        int rc = normalize_form(s, n, opts[t->norms[k]], &next, &next_n);
+        free(norm);
+        if (rc) return rc;
+        norm = next;
+        s = norm, n = next_n;
     }
     int rc = has_normalized_added(t) ? split_added(t, s, n, true, c->allow_special, seg_pretok, c, c->out)
                                      : seg_pretok(t, s, n, c);

@@ -76,6 +76,7 @@ struct tok_tokenizer {
 
     struct tok__added *added; // [n_added], longest content first (matching order)
     int n_added;
+    bool added_first[256]; // a byte that starts some added token
     bool *special; // [n_vocab]: added token with special = true
 
     enum tok__norm norms[TOK__MAX_NORMS];

@@ -464,6 +464,7 @@ static int load_added(struct tok_tokenizer *t, const cJSON *added) {
         a->single_word = json_true(it, "single_word");
         a->normalized = json_true(it, "normalized");
         t->special[a->id] = a->special;
+        t->added_first[(uint8_t)a->content[0]] = true;
         t->n_added++;
     }
     qsort(t->added, t->n_added, sizeof(*t->added), cmp_added);

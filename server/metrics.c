@@ -144,7 +144,7 @@ char *srv_metrics_render(const struct srv_metrics *m, const struct srv_engine_st
                stats->n_waiting);
     met__gauge(&b, "keel_kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", lab,
                stats->kv.usage);
-    met__gauge(&b, "keel_kv_cache_blocks_total", "KV-cache blocks in the pool.", lab,
+    met__gauge(&b, "keel_kv_cache_num_blocks", "KV-cache blocks in the pool.", lab,
                stats->kv.n_blocks);
     met__gauge(&b, "keel_kv_cache_blocks_free", "KV-cache blocks free now.", lab,
                stats->kv.n_free);

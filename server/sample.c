@@ -148,19 +148,23 @@ static void select_top(struct srv_sample_cand *c, int n, int k) {
     }
 }
 
-// top_p: the smallest prefix (by probability) whose mass reaches top_p of the total. Sorts only a
-// growing head of the candidates, which is small whenever the distribution is peaked.
+// top_p: the smallest prefix (by probability) whose mass reaches top_p of the total. Selects a
+// growing head of the candidates until it holds enough mass, then sorts only that head, which is
+// small whenever the distribution is peaked.
 static int top_p_cut(struct srv_sample_cand *c, int n, float top_p, double total) {
     double target = (double)top_p * total;
-    for (int head = n < 64 ? n : 64;; head = head * 8 < n ? head * 8 : n) {
+    for (int head = n < 64 ? n : 64;; head = head * 4 < n ? head * 4 : n) {
         if (head < n) select_top(c, n, head);
+        double mass = 0;
+        for (int i = 0; i < head; i++) mass += c[i].v;
+        if (mass < target && head < n) continue;
         qsort(c, (size_t)head, sizeof(*c), cand_cmp);
         double cum = 0;
         for (int i = 0; i < head; i++) {
             cum += c[i].v;
             if (cum >= target) return i + 1;
         }
-        if (head == n) return n;
+        return head;
     }
 }
 
@@ -176,6 +180,13 @@ static int32_t argmax(const float *w, int n) {
 int srv_sample_token(const struct srv_sample_input *in, const struct srv_sampling *sp,
                      struct srv_sample_rng *rng, struct srv_sample_scratch *s, int32_t *token) {
     int n = in->n_vocab < s->vocab ? in->n_vocab : s->vocab;
+    bool penalties = (sp->repetition_penalty > 0 && sp->repetition_penalty != 1.0f) ||
+                     sp->frequency_penalty != 0 || sp->presence_penalty != 0;
+    if (sp->temperature < SAMPLE_EPS && !penalties && in->n_banned == 0) {
+        // Plain greedy, the common case of large batches: no copy of the row.
+        *token = argmax(in->logits, n);
+        return 0;
+    }
     float *w = s->w;
     memcpy(w, in->logits, (size_t)n * sizeof(float));
     for (int i = 0; i < in->n_banned; i++)
@@ -255,4 +266,45 @@ void srv_sample_logprobs(const float *logits, int n_vocab, int32_t token, int n_
         top[j] = (struct srv_top_logprob){i, v};
     }
     for (int i = 0; i < have; i++) top[i].logprob = (float)(top[i].logprob - lse);
+}
+
+// ---- stop strings
+
+// Looks for a stop string that ends in the text added since `from`; returns the earliest match's
+// offset and which string, or -1.
+long srv_sample_find_stop(const struct srv_sampling *sp, const char *text, size_t len,
+                          size_t from, int *which) {
+    long best = -1;
+    for (int i = 0; i < sp->n_stop; i++) {
+        size_t sl = strlen(sp->stop[i]);
+        if (sl == 0 || sl > len) continue;
+        size_t start = from + 1 > sl ? from + 1 - sl : 0;
+        for (size_t p = start; p + sl <= len; p++) {
+            if (memcmp(text + p, sp->stop[i], sl) == 0) {
+                if (best < 0 || (long)p < best) {
+                    best = (long)p;
+                    *which = i;
+                }
+                break;
+            }
+        }
+    }
+    return best;
+}
+
+// Bytes at the end of text that could be the beginning of a stop string: held back until the
+// next tokens say whether the stop string completes.
+size_t srv_sample_stop_holdback(const struct srv_sampling *sp, const char *text, size_t len) {
+    size_t hold = 0;
+    for (int i = 0; i < sp->n_stop; i++) {
+        size_t sl = strlen(sp->stop[i]);
+        if (sl == 0) continue;
+        for (size_t k = sl > len + 1 ? len : sl - 1; k > hold; k--) {
+            if (memcmp(text + len - k, sp->stop[i], k) == 0) {
+                hold = k;
+                break;
+            }
+        }
+    }
+    return hold;
 }

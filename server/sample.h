@@ -52,4 +52,14 @@ int srv_sample_token(const struct srv_sample_input *in, const struct srv_samplin
 void srv_sample_logprobs(const float *logits, int n_vocab, int32_t token, int n_top, float *lp,
                          struct srv_top_logprob *top);
 
+// Stop strings over decoded text (byte offsets; the strings and the text are UTF-8, so a match
+// starts on a character boundary).
+// The earliest stop string of sp that ends after byte `from` of text[0, len) (so each new piece
+// of text is searched once): its offset, with *which set to its index; -1 when none.
+long srv_sample_find_stop(const struct srv_sampling *sp, const char *text, size_t len,
+                          size_t from, int *which);
+// How many bytes at the end of text could be the beginning of a stop string: they are held back
+// until the next tokens tell whether the stop string completes.
+size_t srv_sample_stop_holdback(const struct srv_sampling *sp, const char *text, size_t len);
+
 #endif

@@ -85,7 +85,7 @@ void srv_settings_defaults(struct srv_settings *s) {
     s->cpu_memory = (int64_t)2 << 30;
     s->max_model_len = 0;
     s->max_num_seqs = 256;
-    s->max_num_batched_tokens = 2048;
+    s->max_num_batched_tokens = 8192;
     s->block_size = 16;
     s->num_kv_blocks = 0;
     snprintf(s->host, sizeof s->host, "127.0.0.1");

@@ -4,12 +4,14 @@
 // two contiguous rows. Threads split n (the weight rows) in groups of 4, so each thread streams
 // its own slice of the weights once per block of x rows. A block of up to 16 x rows is converted
 // to float32 once into the thread's scratch; the weights are converted on the fly inside the
-// 4-row micro-kernel, whose eight-lane partial sums the compiler turns into vector code.
+// 4-row micro-kernel, which keeps eight-lane partial sums in vector registers.
 // The order of the additions for one output depends only on k, never on m, n or the thread
 // count, so a row's result is the same whether it runs alone or in a batch.
 #include "common/err.h"
 #include "kernels/cpu/cpu.h"
 #include "kernels/ops.h"
+
+#include <string.h>
 
 #define GEMM_NR 4    // weight rows per micro-kernel
 #define GEMM_MB 16   // x rows per converted block
@@ -27,25 +29,56 @@ struct gemm_job {
 
 // ---- micro-kernels
 
-static inline float sum_lanes(const float *a) {
+// Eight float32 lanes (GCC vector extensions: one AVX register, or two SSE ones). The helpers
+// below are static and inlined, so the ABI of passing such vectors (-Wpsabi) never applies.
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float v8f __attribute__((vector_size(32)));
+typedef uint32_t v8u __attribute__((vector_size(32)));
+typedef uint16_t v8h __attribute__((vector_size(16)));
+
+static inline v8f load_f32x8(const float *p) {
+    v8f v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+// bf16 is the top half of a float32: widen, shift, reinterpret.
+static inline v8f load_bf16x8(const bf16 *p) {
+    v8h h;
+    memcpy(&h, p, sizeof h);
+    v8u u = __builtin_convertvector(h, v8u) << 16;
+    v8f v;
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
+
+static inline float sum_lanes(const v8f *v) {
+    v8f a = *v;
     return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
 }
 
+// The micro-kernels are compiled twice, for AVX2+FMA and for baseline x86-64, and the loader
+// picks one per machine (GCC target_clones), so one binary runs everywhere at full width.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define GEMM_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define GEMM_CLONES
+#endif
+
 // out[r] = xf · w_r for four weight rows w_0..w_3.
-static void dot_x4(const float *xf /* [k] */, const bf16 *w /* [4, k] */, int k, float out[4]) {
+GEMM_CLONES static void dot_x4(const float *xf /* [k] */, const bf16 *w /* [4, k] */, int k,
+                               float out[4]) {
     const bf16 *w0 = w, *w1 = w + k, *w2 = w + 2 * (size_t)k, *w3 = w + 3 * (size_t)k;
-    float a0[GEMM_LANES] = {0}, a1[GEMM_LANES] = {0}, a2[GEMM_LANES] = {0}, a3[GEMM_LANES] = {0};
+    v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
     int kk = 0;
     for (; kk + GEMM_LANES <= k; kk += GEMM_LANES) {
-        for (int l = 0; l < GEMM_LANES; l++) {
-            float xv = xf[kk + l];
-            a0[l] += xv * bf16_to_f32(w0[kk + l]);
-            a1[l] += xv * bf16_to_f32(w1[kk + l]);
-            a2[l] += xv * bf16_to_f32(w2[kk + l]);
-            a3[l] += xv * bf16_to_f32(w3[kk + l]);
-        }
+        v8f xv = load_f32x8(xf + kk);
+        a0 += xv * load_bf16x8(w0 + kk);
+        a1 += xv * load_bf16x8(w1 + kk);
+        a2 += xv * load_bf16x8(w2 + kk);
+        a3 += xv * load_bf16x8(w3 + kk);
     }
-    float s0 = sum_lanes(a0), s1 = sum_lanes(a1), s2 = sum_lanes(a2), s3 = sum_lanes(a3);
+    float s0 = sum_lanes(&a0), s1 = sum_lanes(&a1), s2 = sum_lanes(&a2), s3 = sum_lanes(&a3);
     for (; kk < k; kk++) {
         float xv = xf[kk];
         s0 += xv * bf16_to_f32(w0[kk]);
@@ -57,15 +90,12 @@ static void dot_x4(const float *xf /* [k] */, const bf16 *w /* [4, k] */, int k,
 }
 
 // The same for one weight row (the tail of n).
-static float dot_x1(const float *xf /* [k] */, const bf16 *w /* [k] */, int k) {
-    float a[GEMM_LANES] = {0};
+GEMM_CLONES static float dot_x1(const float *xf /* [k] */, const bf16 *w /* [k] */, int k) {
+    v8f a = {0};
     int kk = 0;
-    for (; kk + GEMM_LANES <= k; kk += GEMM_LANES)
-        for (int l = 0; l < GEMM_LANES; l++)
-            a[l] += xf[kk + l] * bf16_to_f32(w[kk + l]);
-    float s = sum_lanes(a);
-    for (; kk < k; kk++)
-        s += xf[kk] * bf16_to_f32(w[kk]);
+    for (; kk + GEMM_LANES <= k; kk += GEMM_LANES) a += load_f32x8(xf + kk) * load_bf16x8(w + kk);
+    float s = sum_lanes(&a);
+    for (; kk < k; kk++) s += xf[kk] * bf16_to_f32(w[kk]);
     return s;
 }
 

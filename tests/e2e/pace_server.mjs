@@ -92,28 +92,40 @@ export function startServer(opts) {
       stats.inFlight--;
     };
     res.on('close', finish);
-    // Absolute deadlines, so timer lateness never accumulates.
-    const at = (ms, fn) => setTimeout(fn, Math.max(0, t0 + ms - performance.now()));
+    // One chain of timers per response, each aimed at an absolute deadline: lateness never
+    // accumulates, and the writes cannot overtake each other (separate node timers may fire
+    // out of order, since node truncates their delays to whole milliseconds).
+    const actions = [];
     for (let k = 0; k < n; k++) {
       const due = opts.firstMs + k * opts.itlMs;
       const text = chunk(k);
       const cut = Math.floor(text.length / 2);
-      at(due - 2, () => !done && res.write(text.slice(0, cut)));
-      at(due, () => {
-        if (done) return;
+      actions.push([due - 2, () => res.write(text.slice(0, cut))]);
+      actions.push([due, () => {
         res.write(text.slice(cut));
-        if (drop && k === 1) {
-          finish();
-          res.socket.destroy();
-        }
         if (k === n - 1) {
-          const usage = { prompt_tokens: countPrompt(body), completion_tokens: n, total_tokens: countPrompt(body) + n };
+          const p = countPrompt(body);
+          const usage = { prompt_tokens: p, completion_tokens: n, total_tokens: p + n };
           res.write(`data: ${JSON.stringify({ id, choices: [], usage })}\n\n`);
           res.end('data: [DONE]\n\n');
           finish();
         }
-      });
+      }]);
+      if (drop && k === 1) { // half a gap after the second token, so both are on the wire
+        actions.push([due + opts.itlMs / 2, () => {
+          finish();
+          res.socket.destroy();
+        }]);
+      }
     }
+    let next = 0;
+    const step = () => {
+      while (!done && next < actions.length && actions[next][0] <= performance.now() - t0 + 0.5)
+        actions[next++][1]();
+      if (!done && next < actions.length)
+        setTimeout(step, Math.max(0, t0 + actions[next][0] - performance.now()));
+    };
+    step();
   }
   return server;
 }

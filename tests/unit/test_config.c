@@ -129,6 +129,9 @@ static void check_bytes(const char *name, int64_t params, int n_tensors_per_laye
     CHECK_EQ(s.qk_norm, c.qk_norm);
     CHECK_EQ(s.qkv_bias, c.qkv_bias);
     CHECK_EQ(s.tie_word_embeddings, c.tie_word_embeddings);
+    // The memory plan's own estimate from shapes agrees with the loader's exact layout.
+    s.weights_bytes = 0;
+    CHECK_EQ(mem_plan_weights_from_shape(&s), bytes);
 }
 
 TEST(config_weights_bytes_match_parameter_counts) {
@@ -139,6 +142,25 @@ TEST(config_weights_bytes_match_parameter_counts) {
     check_bytes("Qwen2.5-14B-Instruct", 14770033664LL, 7, 3);
     check_bytes("Qwen3-0.6B", 596049920LL, 8, 2);
     check_bytes("Qwen3-8B", 8190735360LL, 8, 3);
+}
+
+TEST(config_builtin_default_model) {
+    // models/default is what `keel serve` runs with no model given (tiny Qwen3, dummy weights).
+    struct model_config c;
+    CHECK_OK(model_config_load("models/default", &c));
+    CHECK_EQ(c.arch, MODEL_ARCH_QWEN3);
+    CHECK_EQ(c.dim, 64);
+    CHECK_EQ(c.head_dim, 32);
+    CHECK_EQ(c.n_kv_heads, 2);
+    CHECK(c.tie_word_embeddings && c.qk_norm && !c.qkv_bias);
+    // generation_config.json's two eos ids win over config.json's one.
+    CHECK_EQ(c.n_eos, 2);
+    CHECK_EQ(c.eos_ids[0], 151645);
+    CHECK_EQ(c.eos_ids[1], 151643);
+    // embed + 2 layers of (attn_norm, wqkv [256, 64], q/k norms, wo [64, 128], ffn_norm,
+    // w_gate_up [384, 64], w_down [64, 192]) + final norm, each rounded up to 256 bytes.
+    int64_t layer = 256 + 256 * 64 * 2 + 2 * 256 + 64 * 128 * 2 + 256 + 384 * 64 * 2 + 64 * 192 * 2;
+    CHECK_EQ(model_weights_bytes(&c), 151936LL * 64 * 2 + 2 * layer + 256);
 }
 
 // ---- generation_config.json

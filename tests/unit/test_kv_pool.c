@@ -96,6 +96,10 @@ TEST(kv_pool_admission_now_later_never) {
     CHECK_EQ(mem_kv_pool_can_admit(&p, 49), MEM_ADMIT_LATER); // 4 blocks
     CHECK_EQ(mem_kv_pool_can_admit(&p, 128), MEM_ADMIT_LATER);
     CHECK_EQ(mem_kv_pool_can_admit(&p, 1000), MEM_ADMIT_NEVER);
+    // A client's huge max_tokens must not wrap around into "fits".
+    CHECK_EQ(mem_kv_pool_can_admit(&p, 2147483647), MEM_ADMIT_NEVER);
+    CHECK_EQ(mem_kv_blocks_for(&p, 2147483647), 134217728); // ceil((2^31 - 1) / 16) = 2^27
+    CHECK_EQ(mem_kv_seq_reserve(&p, &t, 2147483647), ERR_NOSPACE);
     struct mem_kv_usage u;
     mem_kv_pool_usage(&p, &u);
     CHECK_EQ(u.n_blocks, 8);

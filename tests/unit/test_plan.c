@@ -232,6 +232,12 @@ TEST(plan_qwen25_14b_fits_80_and_141_not_24) {
     CHECK_HAS(msg, "35.47 GiB needed");  // 38090519808 / 2^30
     CHECK_HAS(msg, "cannot hold");
     CHECK_EQ(p.weights_bytes, 29540067328ULL); // filled as far as it got
+    // The table of a refused plan still prints (the server logs it before refusing).
+    char *t = mem_plan_table(&p, &s);
+    CHECK(t != NULL);
+    CHECK_HAS(t, "127.4%"); // weights / budget = 29540067328 / 23192823398
+    CHECK_HAS(t, "0 blocks");
+    free(t);
 }
 
 // ---- refusals
@@ -361,6 +367,10 @@ TEST(plan_overhead_splits_context_from_other_processes) {
     CHECK_EQ(p.overhead_bytes, GiB(1));
     CHECK_EQ(p.other_bytes, GiB(2));
     CHECK(p.arena_bytes + p.unused_bytes == p.budget_bytes - GiB(1));
+    char *t = mem_plan_table(&p, &s);
+    CHECK(t != NULL);
+    CHECK_HAS(t, "other processes held 2.000 GiB at start");
+    free(t);
 }
 
 TEST(plan_rejects_bad_settings_by_name) {

@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -389,4 +390,87 @@ TEST_TIMEOUT(tok_encode_speed, 120) {
     free(ids);
     free(text);
     tok_free(t);
+}
+
+// ---- keel tokenize ------------------------------------------------------------------------------
+
+// Runs build/keel tokenize over every corpus line plus bad lines: one output line per input line,
+// ids as HF gives them, errors for the bad ones, and the tool carries on after each.
+TEST_TIMEOUT(tok_cli_tokenize, 60) {
+    if (!test_file_exists(TOK_DIR "/tokenizer.json")) TEST_SKIP("%s missing (run scripts/setup)", TOK_DIR);
+    const char *build = getenv("KEEL_BUILD") ? getenv("KEEL_BUILD") : "build";
+    char keel[512];
+    snprintf(keel, sizeof(keel), "%s/keel", build);
+    if (access(keel, X_OK) != 0) TEST_SKIP("%s not built", keel);
+    char in_path[] = "/tmp/keel-tokcli-XXXXXX";
+    int fd = mkstemp(in_path);
+    CHECK(fd >= 0);
+    FILE *in = fdopen(fd, "wb");
+    int n_corpus, n_gold;
+    cJSON **corpus = read_jsonl(DATA "corpus.jsonl", &n_corpus);
+    cJSON **gold = read_jsonl(DATA "ids.jsonl", &n_gold);
+    static const char *const bad[] = {"not json", "{\"text\": 5}", "{\"text\": \"\xff\xfe\"}", "[1, 2]",
+                                      "{\"ids\": [1, 999999999]}", "{\"text\": \"a\\u0000b\"}", ""};
+    const int n_bad = (int)(sizeof(bad) / sizeof(bad[0]));
+    for (int i = 0; i < n_corpus; i++) {
+        char *line = cJSON_PrintUnformatted(corpus[i]);
+        fprintf(in, "%s\n", line);
+        free(line);
+        if (i % 50 == 0) fprintf(in, "%s\n", bad[(i / 50) % n_bad]); // bad lines among good ones
+    }
+    for (int k = 0; k < n_bad; k++) fprintf(in, "%s\n", bad[k]);
+    fprintf(in, "{\"ids\": [9707, 1879, 151645], \"skip_special_tokens\": true}\n");
+    fclose(in);
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "%s tokenize --model %s < %s", keel, TOK_DIR, in_path);
+    FILE *out = popen(cmd, "r");
+    CHECK(out != NULL);
+    char *line = NULL;
+    size_t cap = 0;
+    int corpus_i = 0, n_errors = 0, n_lines = 0, bad_ids = 0;
+    cJSON *last = NULL;
+    while (getline(&line, &cap, out) > 0) {
+        cJSON *j = cJSON_Parse(line);
+        CHECK_MSG(j != NULL, "output line %d is not JSON: %s", n_lines, line);
+        n_lines++;
+        if (cJSON_GetObjectItem(j, "error")) {
+            n_errors++;
+            cJSON_Delete(j);
+            continue;
+        }
+        if (corpus_i < n_corpus) {
+            int n_want, n_got;
+            int32_t *want = json_ids(cJSON_GetObjectItem(gold[corpus_i], "ids"), &n_want);
+            int32_t *got = json_ids(cJSON_GetObjectItem(j, "ids"), &n_got);
+            const char *text = cJSON_GetObjectItem(corpus[corpus_i], "text")->valuestring;
+            if (!ids_equal("cli", corpus_i, text, got, n_got, want, n_want)) bad_ids++;
+            free(want);
+            free(got);
+            corpus_i++;
+            cJSON_Delete(j);
+        } else {
+            cJSON_Delete(last);
+            last = j;
+        }
+    }
+    free(line);
+    int status = pclose(out);
+    unlink(in_path);
+    int n_bad_lines = n_bad + (n_corpus + 49) / 50;
+    fprintf(stderr, "  %d output lines: %d corpus lines, %d errors, %d id mismatches\n", n_lines, corpus_i, n_errors,
+            bad_ids);
+    CHECK_EQ(status, 0);
+    CHECK_EQ(n_lines, n_corpus + n_bad_lines + 1);
+    CHECK_EQ(corpus_i, n_corpus);
+    CHECK_EQ(n_errors, n_bad_lines);
+    CHECK_EQ(bad_ids, 0);
+    CHECK(last != NULL);
+    CHECK_STR(cJSON_GetObjectItem(last, "text")->valuestring, "Hello world");
+    cJSON_Delete(last);
+    // A missing model folder is exit status 4 with the reason on stderr.
+    snprintf(cmd, sizeof(cmd), "%s tokenize --model /nonexistent/model </dev/null 2>/dev/null", keel);
+    status = system(cmd);
+    CHECK_EQ(WEXITSTATUS(status), 4);
+    free_jsonl(corpus, n_corpus);
+    free_jsonl(gold, n_gold);
 }

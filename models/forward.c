@@ -1,0 +1,248 @@
+// The forward pass: one scheduled batch of variable-length spans (prefill chunks and decode
+// tokens of many sequences together) through the whole network, written once over the op table
+// so the CPU and CUDA backends run the same code.
+//
+//   embed -> per layer: add_rmsnorm -> gemm qkv (+bias, Qwen2) -> qk_norm (Qwen3) -> rope
+//            -> kv_write -> paged attention -> gemm wo -> add_rmsnorm -> gemm gate_up
+//            -> silu_mul -> gemm down
+//   -> gather the last row of each sequence -> add_rmsnorm final -> gemm_f32 logits
+//
+// The residual stream lives in `residual`; every sublayer writes its output to `x`, and the next
+// add_rmsnorm folds it into the residual (vLLM's fused_add_rms_norm), so no separate add runs.
+// Only the last position of each sequence is normed and projected to logits: the final norm is
+// per row, so gathering first gives the same numbers for a fraction of the work.
+#include "common/err.h"
+#include "models/model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ---- the step's metadata
+
+// Offsets (in int32 elements) of the metadata arrays inside the packed staging buffer, for one
+// batch. The arrays are packed tightly for the batch at hand, so one copy moves exactly what this
+// step needs, and the backend reads them at the same offsets from the scratch's meta area.
+struct fwd_meta {
+    size_t ids, positions, slot_mapping, query_start, seq_lens, block_tables, rows, n_ints;
+};
+
+// Each array starts on a 64-byte boundary.
+static size_t meta_place(size_t *at, size_t n) {
+    size_t off = *at;
+    *at += (n + 15) / 16 * 16;
+    return off;
+}
+
+static struct fwd_meta meta_layout(int n_tokens, int n_seqs, int max_blocks_per_seq) {
+    struct fwd_meta o;
+    size_t at = 0;
+    o.ids = meta_place(&at, (size_t)n_tokens);
+    o.positions = meta_place(&at, (size_t)n_tokens);
+    o.slot_mapping = meta_place(&at, (size_t)n_tokens);
+    o.query_start = meta_place(&at, (size_t)n_seqs + 1);
+    o.seq_lens = meta_place(&at, (size_t)n_seqs);
+    o.block_tables = meta_place(&at, (size_t)n_seqs * max_blocks_per_seq);
+    o.rows = meta_place(&at, (size_t)n_seqs);
+    o.n_ints = at;
+    return o;
+}
+
+// ---- init and free
+
+int model_init(struct model *m, const struct model_config *cfg, const struct kern_ops *ops,
+               struct kern_ctx *ctx, struct mem_arena *arena, const struct mem_plan *plan,
+               const struct mem_plan_settings *set) {
+    // m->w was filled by model_weights_load before this call; everything else is set here.
+    struct model_weights w = m->w;
+    memset(m, 0, sizeof *m);
+    m->w = w;
+    m->cfg = *cfg;
+    m->ops = ops;
+    m->ctx = ctx;
+    m->max_tokens = set->max_num_batched_tokens;
+    m->max_seqs = set->max_num_seqs;
+    m->max_blocks_per_seq = plan->max_blocks_per_seq;
+    m->block_size = set->block_size;
+    m->n_kv_blocks = (int)plan->num_kv_blocks;
+    if (!m->w.embed || !m->w.layers || !m->w.final_norm || !m->w.lm_head)
+        return err_set(ERR_INVAL, "model_init: the weights are not loaded");
+    if (m->max_tokens <= 0 || m->max_seqs <= 0 || m->max_blocks_per_seq <= 0 ||
+        m->block_size <= 0 || m->n_kv_blocks <= 0)
+        return err_set(ERR_INVAL,
+                       "model_init: bad limits (max_num_batched_tokens %d, max_num_seqs %d, "
+                       "max_blocks_per_seq %d, block_size %d, KV blocks %d)",
+                       m->max_tokens, m->max_seqs, m->max_blocks_per_seq, m->block_size,
+                       m->n_kv_blocks);
+
+    struct mem_plan_shape shape;
+    model_plan_shape(cfg, &shape);
+    mem_plan_scratch_layout(&shape, m->max_tokens, m->max_seqs, m->max_blocks_per_seq, &m->scratch);
+    // The packed metadata of the largest step must fit the area the plan reserved for it.
+    struct fwd_meta most = meta_layout(m->max_tokens, m->max_seqs, m->max_blocks_per_seq);
+    if (most.n_ints * sizeof(int32_t) > m->scratch.meta_bytes)
+        return err_set(ERR_INTERNAL, "model_init: step metadata needs %zu bytes, the plan has %zu",
+                       most.n_ints * sizeof(int32_t), m->scratch.meta_bytes);
+
+    size_t kv_bytes = (size_t)m->n_kv_blocks * m->block_size * cfg->n_kv_heads * cfg->head_dim *
+                      sizeof(bf16) * 2 * cfg->n_layers;
+    size_t logits_bytes = (size_t)m->max_seqs * cfg->vocab_size * sizeof(float);
+    void *p;
+    int rc = mem_arena_carve(arena, "activations", m->scratch.bytes, &p);
+    if (rc) return rc;
+    m->scratch_base = p;
+    if ((rc = mem_arena_carve(arena, "logits", logits_bytes, &p))) return rc;
+    m->logits = p;
+    if ((rc = mem_arena_carve(arena, "kv_cache", kv_bytes, &p))) return rc;
+    m->kv_cache = p;
+    m->host_meta = malloc(m->scratch.meta_bytes);
+    if (!m->host_meta)
+        return err_set(ERR_NOMEM, "model_init: %zu bytes of metadata staging",
+                       m->scratch.meta_bytes);
+    return 0;
+}
+
+void model_free(struct model *m) {
+    if (!m) return;
+    free(m->host_meta);
+    m->host_meta = NULL;
+}
+
+// ---- batch checks
+
+// A bad batch is the scheduler's bug, but it must not become a wild write on the device: check
+// every index the kernels will follow before anything runs.
+static int check_batch(const struct model *m, const struct model_batch *b) {
+    const struct model_config *c = &m->cfg;
+    if (b->n_tokens <= 0 || b->n_tokens > m->max_tokens || b->n_seqs <= 0 ||
+        b->n_seqs > m->max_seqs || b->n_seqs > b->n_tokens)
+        return err_set(ERR_INVAL,
+                       "model_forward: %d tokens of %d sequences (limits: 1..%d tokens, 1..%d "
+                       "sequences)",
+                       b->n_tokens, b->n_seqs, m->max_tokens, m->max_seqs);
+    if (b->query_start[0] != 0 || b->query_start[b->n_seqs] != b->n_tokens)
+        return err_set(ERR_INVAL, "model_forward: query_start must run from 0 to n_tokens (%d)",
+                       b->n_tokens);
+    int max_ctx = m->max_blocks_per_seq * m->block_size;
+    for (int s = 0; s < b->n_seqs; s++) {
+        int q0 = b->query_start[s], q_len = b->query_start[s + 1] - q0, len = b->seq_lens[s];
+        if (q_len <= 0 || len < q_len || len > max_ctx)
+            return err_set(ERR_INVAL,
+                           "model_forward: sequence %d has %d new tokens and context %d (each "
+                           "needs >= 1 new token, context <= %d)",
+                           s, q_len, len, max_ctx);
+        const int32_t *table = b->block_tables + (size_t)s * m->max_blocks_per_seq;
+        for (int i = 0; i < (len + m->block_size - 1) / m->block_size; i++)
+            if (table[i] < 0 || table[i] >= m->n_kv_blocks)
+                return err_set(ERR_INVAL, "model_forward: sequence %d block %d is %d (pool %d)", s,
+                               i, table[i], m->n_kv_blocks);
+        for (int t = q0; t < q0 + q_len; t++)
+            if (b->positions[t] != len - q_len + (t - q0))
+                return err_set(ERR_INVAL,
+                               "model_forward: token %d of sequence %d has position %d, its "
+                               "span implies %d",
+                               t, s, b->positions[t], len - q_len + (t - q0));
+    }
+    int64_t n_slots = (int64_t)m->n_kv_blocks * m->block_size;
+    for (int t = 0; t < b->n_tokens; t++) {
+        if (b->token_ids[t] < 0 || b->token_ids[t] >= c->vocab_size)
+            return err_set(ERR_INVAL, "model_forward: token id %d is outside the vocabulary (%d)",
+                           b->token_ids[t], c->vocab_size);
+        if (b->slot_mapping[t] >= n_slots)
+            return err_set(ERR_INVAL, "model_forward: slot %d is outside the cache (%lld slots)",
+                           b->slot_mapping[t], (long long)n_slots);
+    }
+    return 0;
+}
+
+// ---- the forward pass
+
+#define TRY(call)                                                                                  \
+    do {                                                                                           \
+        int try__rc = (call);                                                                      \
+        if (try__rc) return try__rc;                                                               \
+    } while (0)
+
+int model_forward(struct model *m, const struct model_batch *b, float *logits) {
+    TRY(check_batch(m, b));
+    const struct kern_ops *op = m->ops;
+    struct kern_ctx *ctx = m->ctx;
+    const struct model_config *c = &m->cfg;
+    const int n = b->n_tokens, S = b->n_seqs, dim = c->dim, hid = c->hidden_dim;
+    const int nh = c->n_heads, nkv = c->n_kv_heads, hd = c->head_dim;
+    const int q_dim = nh * hd, qkv_dim = model_config_qkv_dim(c), mb = m->max_blocks_per_seq;
+    const float eps = c->rms_norm_eps;
+
+    // Pack the metadata into the host staging buffer and send it in one copy.
+    struct fwd_meta o = meta_layout(n, S, mb);
+    int32_t *h = m->host_meta;
+    memcpy(h + o.ids, b->token_ids, sizeof(int32_t) * n);
+    memcpy(h + o.positions, b->positions, sizeof(int32_t) * n);
+    memcpy(h + o.slot_mapping, b->slot_mapping, sizeof(int32_t) * n);
+    memcpy(h + o.query_start, b->query_start, sizeof(int32_t) * (S + 1));
+    memcpy(h + o.seq_lens, b->seq_lens, sizeof(int32_t) * S);
+    memcpy(h + o.block_tables, b->block_tables, sizeof(int32_t) * S * mb);
+    int max_q = 0, max_len = 0;
+    for (int s = 0; s < S; s++) {
+        h[o.rows + s] = b->query_start[s + 1] - 1; // the last token of sequence s
+        int q_len = b->query_start[s + 1] - b->query_start[s];
+        if (q_len > max_q) max_q = q_len;
+        if (b->seq_lens[s] > max_len) max_len = b->seq_lens[s];
+    }
+    int32_t *meta = (int32_t *)(m->scratch_base + m->scratch.meta);
+    TRY(op->copy_to_backend(ctx, meta, h, o.n_ints * sizeof(int32_t)));
+    const int32_t *ids = meta + o.ids, *pos = meta + o.positions, *slots = meta + o.slot_mapping;
+    const int32_t *rows = meta + o.rows;
+    struct kern_attn_batch ab = {.n_seqs = S,
+                                 .n_tokens = n,
+                                 .query_start = meta + o.query_start,
+                                 .seq_lens = meta + o.seq_lens,
+                                 .block_tables = meta + o.block_tables,
+                                 .max_blocks_per_seq = mb,
+                                 .max_query_len = max_q,
+                                 .max_seq_len = max_len};
+
+    // Activations, all in the scratch region.
+    uint8_t *sb = m->scratch_base;
+    bf16 *x = (bf16 *)(sb + m->scratch.x);               // [n, dim] a sublayer's output
+    bf16 *residual = (bf16 *)(sb + m->scratch.residual); // [n, dim] the residual stream
+    bf16 *xb = (bf16 *)(sb + m->scratch.xb);             // [n, dim] normed sublayer input
+    bf16 *qkv = (bf16 *)(sb + m->scratch.qkv);           // [n, qkv_dim]
+    bf16 *attn = (bf16 *)(sb + m->scratch.attn_out);     // [n, q_dim]
+    bf16 *gate_up = (bf16 *)(sb + m->scratch.gate_up);   // [n, 2 * hid]
+    bf16 *hidden = (bf16 *)(sb + m->scratch.hidden);     // [n, hid]
+    bf16 *last = (bf16 *)(sb + m->scratch.last_rows);    // [S, dim]
+
+    size_t cache_elems = (size_t)m->n_kv_blocks * m->block_size * nkv * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+
+    TRY(op->embed(ctx, residual, ids, m->w.embed, n, dim));
+    for (int l = 0; l < c->n_layers; l++) {
+        const struct model_layer *L = &m->w.layers[l];
+        bf16 *k_cache = m->kv_cache + (size_t)l * 2 * cache_elems; // [blocks, bs, nkv, hd]
+        bf16 *v_cache = k_cache + cache_elems;
+
+        // attention
+        TRY(op->add_rmsnorm(ctx, xb, residual, l == 0 ? NULL : x, L->attn_norm, n, dim, eps));
+        TRY(op->gemm(ctx, qkv, xb, L->wqkv, L->bqkv, n, qkv_dim, dim));
+        if (c->qk_norm) TRY(op->qk_norm(ctx, qkv, L->q_norm, L->k_norm, n, nh, nkv, hd, eps));
+        TRY(op->rope(ctx, qkv, pos, n, nh, nkv, hd, c->rope_theta));
+        TRY(op->kv_write(ctx, k_cache, v_cache, qkv, slots, n, nh, nkv, hd));
+        TRY(op->attention(ctx, attn, qkv, k_cache, v_cache, &ab, nh, nkv, hd, m->block_size,
+                          scale));
+        TRY(op->gemm(ctx, x, attn, L->wo, NULL, n, dim, q_dim));
+
+        // MLP
+        TRY(op->add_rmsnorm(ctx, xb, residual, x, L->ffn_norm, n, dim, eps));
+        TRY(op->gemm(ctx, gate_up, xb, L->w_gate_up, NULL, n, 2 * hid, dim));
+        TRY(op->silu_mul(ctx, hidden, gate_up, n, hid));
+        TRY(op->gemm(ctx, x, hidden, L->w_down, NULL, n, dim, hid));
+    }
+
+    // The last position of each sequence: residual + last sublayer output, final norm, logits.
+    TRY(op->gather_rows(ctx, last, residual, rows, S, dim));
+    TRY(op->gather_rows(ctx, xb, x, rows, S, dim));
+    TRY(op->add_rmsnorm(ctx, x, last, xb, m->w.final_norm, S, dim, eps));
+    TRY(op->gemm_f32(ctx, m->logits, x, m->w.lm_head, S, c->vocab_size, dim));
+    return op->copy_to_host(ctx, logits, m->logits, sizeof(float) * S * c->vocab_size);
+}
