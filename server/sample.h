@@ -30,6 +30,7 @@ struct srv_sample_scratch {
     float *w;                     // [vocab] the processed logits
     struct srv_sample_cand *cand; // [vocab]
     int32_t *counts;              // [vocab] all zero between calls
+    double *block_mass;           // [vocab / 256 + 1] probability mass per block of ids
 };
 int srv_sample_scratch_init(struct srv_sample_scratch *s, int vocab);
 void srv_sample_scratch_free(struct srv_sample_scratch *s); // NULL-safe

@@ -258,3 +258,32 @@ TEST(sample_stop_strings_find_and_hold_back) {
     CHECK_EQ(srv_sample_find_stop(&sp, "END", 3, 0, &which), -1);
     CHECK_EQ(srv_sample_stop_holdback(&sp, "EN", 2), 0);
 }
+
+// The draw walks blocks of ids and then one block: mass spread over several blocks (and ids
+// with no mass at all) must come out in proportion.
+TEST(sample_draw_across_blocks) {
+    enum { V = 1000, DRAWS = 40000 };
+    float logits[V];
+    for (int i = 0; i < V; i++) logits[i] = -INFINITY;
+    logits[10] = logf(0.25f);
+    logits[300] = logf(0.25f);
+    logits[511] = logf(0.125f);
+    logits[999] = logf(0.375f);
+    struct srv_sample_scratch s;
+    CHECK_OK(srv_sample_scratch_init(&s, V));
+    struct srv_sampling sp;
+    srv_sampling_defaults(&sp);
+    struct srv_sample_rng rng;
+    srv_sample_rng_seed(&rng, 77);
+    int c10 = 0, c300 = 0, c511 = 0, c999 = 0;
+    for (int i = 0; i < DRAWS; i++) {
+        int32_t t = draw(logits, V, NULL, 0, 0, &sp, &rng, &s);
+        CHECK_MSG(t == 10 || t == 300 || t == 511 || t == 999, "drew %d, which has no mass", t);
+        c10 += t == 10, c300 += t == 300, c511 += t == 511, c999 += t == 999;
+    }
+    CHECK_NEAR((double)c10 / DRAWS, 0.25, 0.012);
+    CHECK_NEAR((double)c300 / DRAWS, 0.25, 0.012);
+    CHECK_NEAR((double)c511 / DRAWS, 0.125, 0.012);
+    CHECK_NEAR((double)c999 / DRAWS, 0.375, 0.012);
+    srv_sample_scratch_free(&s);
+}
