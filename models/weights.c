@@ -36,8 +36,8 @@ static int64_t wt__align(int64_t bytes) {
     return (bytes + MEM_ARENA_ALIGN - 1) / MEM_ARENA_ALIGN * MEM_ARENA_ALIGN;
 }
 
-// Calls fn for every tensor in layout order; stops at the first non-zero return. `layers` may
-// be NULL when only sizes are needed (dst is then NULL).
+// Calls fn for every tensor in layout order; stops at the first non-zero return. `w` may be NULL
+// when only sizes are needed (dst is then NULL).
 static int wt__layout(const struct model_config *c, struct model_weights *w,
                       int (*fn)(const struct wt_tensor *t, void *arg), void *arg) {
     const int64_t dim = c->dim, qkv = model_config_qkv_dim(c), hd = c->head_dim;
@@ -212,7 +212,7 @@ static void wt__from_f32(const void *arg, bf16 *out, int64_t begin, int64_t n) {
 }
 
 // Dummy values: a counter-based generator (splitmix64's finalizer over a per-tensor key and the
-// element's group of four), so every element depends only on (seed, tensor, index): the same on
+// element's group of eight), so every element depends only on (seed, tensor, index): the same on
 // any thread count and chunking, and different for another seed.
 struct wt_dummy {
     uint64_t key;
@@ -231,8 +231,8 @@ static void wt__dummy(const void *arg, bf16 *out, int64_t begin, int64_t n) {
     const bf16 *tab = d->table;
     int64_t i = begin, end = begin + n;
     // Each 64-bit draw gives eight 8-bit uniforms, for elements 8g .. 8g + 7, and a table lookup
-    // turns each into its bf16 value. Eight bits are as fine as bf16's own mantissa, and this is
-    // about three times faster than four 16-bit draws converted through float.
+    // turns each into its bf16 value. Eight bits are as fine as bf16's own mantissa, and this
+    // measured about twice as fast as four 16-bit draws converted through float.
     for (; i < end && (i & 7); i++)
         out[i - begin] = tab[(wt__mix(d->key + (uint64_t)(i >> 3)) >> (8 * (i & 7))) & 0xff];
     for (; i + 8 <= end; i += 8) {
