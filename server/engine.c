@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 // ---- state
 
@@ -30,6 +31,11 @@ struct eng_choice {
     size_t n_emitted;     // bytes of text already sent in events
     bool done;
     double first_token_time;
+    // this step's draw, made on a sampling thread
+    int32_t s_token;
+    int s_rc;
+    float s_logprob;
+    struct srv_top_logprob s_top[20];
 };
 
 struct eng_req {
@@ -55,7 +61,8 @@ struct srv_engine {
     struct mem_kv_pool pool;
     struct sched sched;
     struct sched_plan plan;
-    struct srv_sample_scratch scratch;
+    struct srv_sample_pool *pool_threads; // the sampling phase's threads
+    int *jobs;                            // [max_num_seqs] plan rows that sample this step
     float *logits;          // [max_num_seqs, vocab_size] host
     int vocab_size, n_sample_vocab;
     struct eng_req *active; // requests given to the scheduler
@@ -344,18 +351,40 @@ static bool has_id(const int32_t *ids, int n, int32_t id) {
     return false;
 }
 
-static int choice_token(struct srv_engine *e, struct eng_choice *c, const float *logits) {
+// The draw of one choice from its logits row. Runs on any sampling thread: it touches only the
+// choice's own RNG and draw fields, the scratch it is given, and read-only request state.
+static void choice_draw(struct eng_choice *c, const float *logits, int n_vocab,
+                        struct srv_sample_scratch *scratch) {
+    struct eng_req *q = c->req;
+    const struct srv_sampling *sp = &q->r->sp;
+    struct sched_seq *seq = &c->seq;
+    bool suppress = seq->n_tokens - seq->n_prompt < sp->min_tokens;
+    struct srv_sample_input in = {logits, n_vocab, seq->token_ids, seq->n_prompt,
+                                  seq->n_tokens, suppress ? q->banned : NULL,
+                                  suppress ? q->n_banned : 0};
+    c->s_token = -1;
+    c->s_rc = srv_sample_token(&in, sp, &c->rng, scratch, &c->s_token);
+    if (c->s_rc == 0 && sp->logprobs >= 0)
+        srv_sample_logprobs(logits, n_vocab, c->s_token, sp->logprobs, &c->s_logprob, c->s_top);
+}
+
+static void draw_cb(void *arg, int j, struct srv_sample_scratch *scratch) {
+    struct srv_engine *e = arg;
+    int i = e->jobs[j];
+    choice_draw(e->plan.seqs[i]->user, e->logits + (size_t)i * e->vocab_size, e->n_sample_vocab,
+                scratch);
+}
+
+// What follows a choice's draw, on the engine thread: the token joins the sequence, is
+// detokenized and checked against the stop rules, and an event goes out.
+static int choice_token(struct srv_engine *e, struct eng_choice *c) {
     struct eng_req *q = c->req;
     const struct srv_sampling *sp = &q->r->sp;
     struct sched_seq *seq = &c->seq;
     int n_out = seq->n_tokens - seq->n_prompt;
-    bool suppress = n_out < sp->min_tokens;
-    struct srv_sample_input in = {logits, e->n_sample_vocab, seq->token_ids, seq->n_prompt,
-                                  seq->n_tokens, suppress ? q->banned : NULL,
-                                  suppress ? q->n_banned : 0};
-    int32_t tok = -1;
-    int rc = srv_sample_token(&in, sp, &c->rng, &e->scratch, &tok);
-    if (rc != 0) return rc;
+    int32_t tok = c->s_token;
+    int rc = c->s_rc;
+    if (rc != 0) return err_set(rc, "nothing can be sampled: every token is suppressed");
     struct srv_event ev;
     event_base(&ev, c);
     ev.token_ids = malloc(sizeof(int32_t));
@@ -370,7 +399,8 @@ static int choice_token(struct srv_engine *e, struct eng_choice *c, const float 
             srv_event_free(&ev);
             return err_set(ERR_NOMEM, "out of memory for logprobs");
         }
-        srv_sample_logprobs(logits, e->n_sample_vocab, tok, ev.n_top, ev.logprobs, ev.top);
+        ev.logprobs[0] = c->s_logprob;
+        if (ev.n_top) memcpy(ev.top, c->s_top, (size_t)ev.n_top * sizeof(*ev.top));
     }
     if ((rc = sched_seq_append(seq, tok)) != 0) {
         srv_event_free(&ev);
@@ -492,11 +522,14 @@ static bool eng_step(struct srv_engine *e) {
             }
         } else if (ran) {
             sched_commit(&e->sched, p);
-            for (int i = 0; i < p->n_seqs; i++) {
-                if (!p->sample[i]) continue;
-                struct eng_choice *c = p->seqs[i]->user;
+            int n_jobs = 0;
+            for (int i = 0; i < p->n_seqs; i++)
+                if (p->sample[i]) e->jobs[n_jobs++] = i;
+            srv_sample_pool_run(e->pool_threads, n_jobs, draw_cb, e);
+            for (int j = 0; j < n_jobs; j++) {
+                struct eng_choice *c = p->seqs[e->jobs[j]]->user;
                 if (c->done) continue; // its request ended earlier in this loop
-                rc = choice_token(e, c, e->logits + (size_t)i * e->vocab_size);
+                rc = choice_token(e, c);
                 if (rc != 0) req_end(e, c->req, SRV_FINISH_ERROR, rc, err_msg());
             }
             e->n_steps++;
@@ -575,7 +608,17 @@ int srv_engine_init(struct srv_engine **out, struct model *m, const struct tok_t
     int rc = mem_kv_pool_init(&e->pool, m->n_kv_blocks, m->block_size);
     if (rc == 0) rc = sched_init(&e->sched, &e->pool, &sc);
     if (rc == 0) rc = sched_plan_init(&e->plan, &sc);
-    if (rc == 0) rc = srv_sample_scratch_init(&e->scratch, e->vocab_size);
+    if (rc == 0) {
+        // Sampling a 152k row takes a fraction of a millisecond; a batch of hundreds is worth
+        // spreading over the cores, which sit idle while the engine thread samples.
+        long n_cpu = sysconf(_SC_NPROCESSORS_ONLN);
+        int n_threads = n_cpu < 1 ? 1 : n_cpu > 16 ? 16 : (int)n_cpu;
+        rc = srv_sample_pool_init(&e->pool_threads, n_threads, e->vocab_size);
+    }
+    if (rc == 0) {
+        e->jobs = malloc((size_t)sc.max_num_seqs * sizeof(int));
+        if (!e->jobs) rc = err_set(ERR_NOMEM, "out of memory for the engine");
+    }
     if (rc == 0) {
         e->logits = malloc((size_t)sc.max_num_seqs * (size_t)e->vocab_size * sizeof(float));
         if (!e->logits) rc = err_set(ERR_NOMEM, "out of memory for %d x %d logits",
@@ -744,7 +787,8 @@ void srv_engine_free(struct srv_engine *e) {
     free(e->pend);
     free(e->cancels);
     free(e->logits);
-    srv_sample_scratch_free(&e->scratch);
+    srv_sample_pool_free(e->pool_threads);
+    free(e->jobs);
     sched_plan_free(&e->plan);
     sched_free(&e->sched);
     mem_kv_pool_free(&e->pool);

@@ -5,6 +5,7 @@
 #include "common/err.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -337,4 +338,129 @@ size_t srv_sample_stop_holdback(const struct srv_sampling *sp, const char *text,
         }
     }
     return hold;
+}
+
+// ---- the pool
+
+struct srv_sample_pool {
+    int n_threads; // including the caller
+    pthread_t *threads;
+    struct srv_sample_scratch *scratch; // [n_threads]; 0 is the caller's
+    pthread_mutex_t mu;
+    pthread_cond_t go_cv, done_cv;
+    uint64_t generation; // bumped per run; workers wait for a change
+    int n_busy;
+    bool stop;
+    // the current run
+    void (*fn_cb)(void *arg, int i, struct srv_sample_scratch *s);
+    void *arg;
+    int n_items;
+    int next; // atomic: the next item to take
+};
+
+struct pool_worker {
+    struct srv_sample_pool *p;
+    int tid;
+};
+
+static void pool_work(struct srv_sample_pool *p, int tid) {
+    for (;;) {
+        int i = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED);
+        if (i >= p->n_items) return;
+        p->fn_cb(p->arg, i, &p->scratch[tid]);
+    }
+}
+
+static void *pool_main(void *arg) {
+    struct pool_worker *w = arg;
+    struct srv_sample_pool *p = w->p;
+    int tid = w->tid;
+    free(w);
+    uint64_t seen = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->stop && p->generation == seen) pthread_cond_wait(&p->go_cv, &p->mu);
+        if (p->stop) break;
+        seen = p->generation;
+        pthread_mutex_unlock(&p->mu);
+        pool_work(p, tid);
+        pthread_mutex_lock(&p->mu);
+        if (--p->n_busy == 0) pthread_cond_signal(&p->done_cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+int srv_sample_pool_init(struct srv_sample_pool **out, int n_threads, int vocab) {
+    *out = NULL;
+    struct srv_sample_pool *p = calloc(1, sizeof(*p));
+    if (!p) return err_set(ERR_NOMEM, "out of memory for the sampling pool");
+    if (n_threads < 1) n_threads = 1;
+    p->scratch = calloc((size_t)n_threads, sizeof(*p->scratch));
+    p->threads = calloc((size_t)n_threads, sizeof(*p->threads));
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->go_cv, NULL);
+    pthread_cond_init(&p->done_cv, NULL);
+    if (!p->scratch || !p->threads) {
+        srv_sample_pool_free(p);
+        return err_set(ERR_NOMEM, "out of memory for the sampling pool");
+    }
+    for (int t = 0; t < n_threads; t++) {
+        int rc = srv_sample_scratch_init(&p->scratch[t], vocab);
+        if (rc != 0) {
+            srv_sample_pool_free(p);
+            return rc;
+        }
+    }
+    p->n_threads = 1;
+    for (int t = 1; t < n_threads; t++) {
+        struct pool_worker *w = malloc(sizeof(*w));
+        if (!w) break;
+        *w = (struct pool_worker){p, t};
+        if (pthread_create(&p->threads[t], NULL, pool_main, w) != 0) {
+            free(w);
+            break; // fewer threads is still correct
+        }
+        p->n_threads++;
+    }
+    *out = p;
+    return 0;
+}
+
+void srv_sample_pool_free(struct srv_sample_pool *p) {
+    if (!p) return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = true;
+    pthread_cond_broadcast(&p->go_cv);
+    pthread_mutex_unlock(&p->mu);
+    for (int t = 1; t < p->n_threads; t++) pthread_join(p->threads[t], NULL);
+    for (int t = 0; p->scratch && t < p->n_threads; t++) srv_sample_scratch_free(&p->scratch[t]);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->go_cv);
+    pthread_cond_destroy(&p->done_cv);
+    free(p->scratch);
+    free(p->threads);
+    free(p);
+}
+
+void srv_sample_pool_run(struct srv_sample_pool *p, int n,
+                         void (*fn_cb)(void *arg, int i, struct srv_sample_scratch *s), void *arg) {
+    p->fn_cb = fn_cb;
+    p->arg = arg;
+    p->n_items = n;
+    p->next = 0;
+    // A single row is not worth waking anyone.
+    if (p->n_threads == 1 || n < 2) {
+        pool_work(p, 0);
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->n_busy = p->n_threads - 1;
+    p->generation++;
+    pthread_cond_broadcast(&p->go_cv);
+    pthread_mutex_unlock(&p->mu);
+    pool_work(p, 0);
+    pthread_mutex_lock(&p->mu);
+    while (p->n_busy > 0) pthread_cond_wait(&p->done_cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
 }

@@ -53,6 +53,17 @@ int srv_sample_token(const struct srv_sample_input *in, const struct srv_samplin
 void srv_sample_logprobs(const float *logits, int n_vocab, int32_t token, int n_top, float *lp,
                          struct srv_top_logprob *top);
 
+// A small pool of threads for the sampling phase of a step: rows are independent (each choice has
+// its own RNG), so spreading them over threads changes no result. Each thread, the caller
+// included, has its own scratch.
+struct srv_sample_pool;
+// n_threads counts the caller; <= 1 makes a pool that runs everything on the caller.
+int srv_sample_pool_init(struct srv_sample_pool **p, int n_threads, int vocab);
+void srv_sample_pool_free(struct srv_sample_pool *p); // NULL-safe; joins the threads
+// Runs fn(arg, i, scratch) for every i in [0, n) and returns when all are done.
+void srv_sample_pool_run(struct srv_sample_pool *p, int n,
+                         void (*fn_cb)(void *arg, int i, struct srv_sample_scratch *s), void *arg);
+
 // Stop strings over decoded text (byte offsets; the strings and the text are UTF-8, so a match
 // starts on a character boundary).
 // The earliest stop string of sp that ends after byte `from` of text[0, len) (so each new piece

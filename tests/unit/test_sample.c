@@ -287,3 +287,38 @@ TEST(sample_draw_across_blocks) {
     CHECK_NEAR((double)c999 / DRAWS, 0.375, 0.012);
     srv_sample_scratch_free(&s);
 }
+
+struct pool_job {
+    int *out;
+    int vocab;
+};
+
+static void pool_job_cb(void *arg, int i, struct srv_sample_scratch *s) {
+    struct pool_job *j = arg;
+    if (s->vocab != j->vocab || !s->w) return; // leaves out[i] unset: caught below
+    s->w[i % j->vocab] = (float)i; // each thread's own scratch: no race
+    j->out[i] = i * 3 + 1;
+}
+
+TEST(sample_pool_runs_every_item_once) {
+    enum { N = 5000 };
+    int *out = calloc(N, sizeof(int));
+    for (int threads = 1; threads <= 4; threads += 3) {
+        struct srv_sample_pool *p;
+        CHECK_OK(srv_sample_pool_init(&p, threads, 64));
+        struct pool_job j = {out, 64};
+        for (int round = 0; round < 20; round++) {
+            int n = round == 0 ? 1 : N - round;
+            memset(out, 0, N * sizeof(int));
+            srv_sample_pool_run(p, n, pool_job_cb, &j);
+            for (int i = 0; i < n; i++)
+                CHECK_MSG(out[i] == i * 3 + 1, "%d threads, round %d: item %d = %d", threads,
+                          round, i, out[i]);
+            for (int i = n; i < N; i++) CHECK_EQ(out[i], 0);
+        }
+        srv_sample_pool_run(p, 0, pool_job_cb, &j); // nothing to do is fine
+        srv_sample_pool_free(p);
+    }
+    srv_sample_pool_free(NULL);
+    free(out);
+}
