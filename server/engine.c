@@ -26,9 +26,9 @@ struct eng_choice {
     int index;
     struct srv_sample_rng rng;
     struct tok_stream ts;
-    char *text;           // the decoded output so far (tok_stream appends here)
+    char *text; // the decoded output so far (tok_stream appends here)
     size_t text_len;
-    size_t n_emitted;     // bytes of text already sent in events
+    size_t n_emitted; // bytes of text already sent in events
     bool done;
     double first_token_time;
     // this step's draw, made on a sampling thread
@@ -40,12 +40,12 @@ struct eng_choice {
 
 struct eng_req {
     struct srv_request *r;
-    struct eng_choice *ch;  // [r->n]
-    int n_live;             // choices not yet finished
-    int32_t *banned;        // [n_banned] eos (unless ignore_eos) and stop ids, for min_tokens
+    struct eng_choice *ch; // [r->n]
+    int n_live;            // choices not yet finished
+    int32_t *banned;       // [n_banned] eos (unless ignore_eos) and stop ids, for min_tokens
     int n_banned;
-    int cap_tokens;         // prompt + generated tokens at most
-    struct eng_req *next;   // intake queue, then the active list
+    int cap_tokens;       // prompt + generated tokens at most
+    struct eng_req *next; // intake queue, then the active list
     struct eng_req *prev;
 };
 
@@ -63,7 +63,7 @@ struct srv_engine {
     struct sched_plan plan;
     struct srv_sample_pool *pool_threads; // the sampling phase's threads
     int *jobs;                            // [max_num_seqs] plan rows that sample this step
-    float *logits;          // [max_num_seqs, vocab_size] host
+    float *logits;                        // [max_num_seqs, vocab_size] host
     int vocab_size, n_sample_vocab;
     struct eng_req *active; // requests given to the scheduler
     struct eng_req *ended;  // requests whose last choice finished, freed at the end of a step
@@ -96,7 +96,8 @@ static double now_s(void) {
 void srv_request_free(struct srv_request *r) {
     if (!r) return;
     free(r->prompt_ids);
-    for (int i = 0; i < r->sp.n_stop; i++) free(r->sp.stop[i]);
+    for (int i = 0; i < r->sp.n_stop; i++)
+        free(r->sp.stop[i]);
     free(r->sp.stop);
     free(r->sp.stop_token_ids);
     free(r);
@@ -150,7 +151,8 @@ static void publish(struct srv_engine *e) {
     pthread_mutex_lock(&e->mu);
     if (e->n_out + e->n_pend > e->cap_out) {
         int cap = e->cap_out ? e->cap_out : 256;
-        while (cap < e->n_out + e->n_pend) cap *= 2;
+        while (cap < e->n_out + e->n_pend)
+            cap *= 2;
         struct srv_event *o = realloc(e->out, (size_t)cap * sizeof(*o));
         if (o) {
             e->out = o;
@@ -164,7 +166,8 @@ static void publish(struct srv_engine *e) {
         e->n_out += e->n_pend;
     } else {
         log_error("engine: out of memory publishing %d events", e->n_pend);
-        for (int i = 0; i < e->n_pend; i++) srv_event_free(&e->pend[i]);
+        for (int i = 0; i < e->n_pend; i++)
+            srv_event_free(&e->pend[i]);
     }
     e->n_pend = 0;
     e->st.n_running = e->sched.n_running;
@@ -189,13 +192,17 @@ static void event_base(struct srv_event *ev, const struct eng_choice *c) {
     ev->first_token_time = c->first_token_time;
 }
 
-static void count_finish(struct srv_engine *e, enum srv_finish f) { e->requests_finished[f]++; }
+static void count_finish(struct srv_engine *e, enum srv_finish f) {
+    e->requests_finished[f]++;
+}
 
 // Moves a request from the active list to the ended list: the step may still hold pointers to
 // its choices, so it is freed only when the step is over (free_ended).
 static void req_retire(struct srv_engine *e, struct eng_req *q) {
-    if (q->prev) q->prev->next = q->next;
-    else if (e->active == q) e->active = q->next;
+    if (q->prev)
+        q->prev->next = q->next;
+    else if (e->active == q)
+        e->active = q->next;
     if (q->next) q->next->prev = q->prev;
     q->prev = NULL;
     q->next = e->ended;
@@ -261,8 +268,10 @@ static int req_setup(struct srv_engine *e, struct eng_req *q) {
     q->ch = calloc((size_t)r->n, sizeof(*q->ch));
     if (!q->banned || !q->ch) return err_set(ERR_NOMEM, "out of memory for a request");
     if (!sp->ignore_eos)
-        for (int i = 0; i < mc->n_eos; i++) q->banned[q->n_banned++] = mc->eos_ids[i];
-    for (int i = 0; i < sp->n_stop_token_ids; i++) q->banned[q->n_banned++] = sp->stop_token_ids[i];
+        for (int i = 0; i < mc->n_eos; i++)
+            q->banned[q->n_banned++] = mc->eos_ids[i];
+    for (int i = 0; i < sp->n_stop_token_ids; i++)
+        q->banned[q->n_banned++] = sp->stop_token_ids[i];
     uint64_t seed = sp->has_seed ? sp->seed : srv_sample_rng_next(&e->seed_rng);
     for (int i = 0; i < r->n; i++) {
         struct eng_choice *c = &q->ch[i];
@@ -286,8 +295,8 @@ static int req_setup(struct srv_engine *e, struct eng_req *q) {
 
 // Ends a request that never reached the scheduler (its setup failed, or it was still queued):
 // one event per choice, built without choice state.
-static void req_end_unadmitted(struct srv_engine *e, struct eng_req *q, enum srv_finish f,
-                               int code, const char *msg) {
+static void req_end_unadmitted(struct srv_engine *e, struct eng_req *q, enum srv_finish f, int code,
+                               const char *msg) {
     for (int i = 0; i < q->r->n; i++) {
         if (q->ch) sched_finish(&e->sched, &q->ch[i].seq);
         struct srv_event ev;
@@ -359,8 +368,12 @@ static void choice_draw(struct eng_choice *c, const float *logits, int n_vocab,
     const struct srv_sampling *sp = &q->r->sp;
     struct sched_seq *seq = &c->seq;
     bool suppress = seq->n_tokens - seq->n_prompt < sp->min_tokens;
-    struct srv_sample_input in = {logits, n_vocab, seq->token_ids, seq->n_prompt,
-                                  seq->n_tokens, suppress ? q->banned : NULL,
+    struct srv_sample_input in = {logits,
+                                  n_vocab,
+                                  seq->token_ids,
+                                  seq->n_prompt,
+                                  seq->n_tokens,
+                                  suppress ? q->banned : NULL,
                                   suppress ? q->n_banned : 0};
     c->s_token = -1;
     c->s_rc = srv_sample_token(&in, sp, &c->rng, scratch, &c->s_token);
@@ -432,7 +445,8 @@ static int choice_token(struct srv_engine *e, struct eng_choice *c) {
         if (at >= 0) {
             fin = SRV_FINISH_STOP;
             ev.stop_str = strdup(sp->stop[which]);
-            size_t cut = (size_t)at + (sp->include_stop_str_in_output ? strlen(sp->stop[which]) : 0);
+            size_t cut =
+                (size_t)at + (sp->include_stop_str_in_output ? strlen(sp->stop[which]) : 0);
             c->text_len = cut > c->n_emitted ? cut : c->n_emitted;
         }
     }
@@ -482,7 +496,8 @@ static void end_all(struct srv_engine *e, enum srv_finish f, int code, const cha
         e->active = q;
         req_end_unadmitted(e, q, f, code, msg);
     }
-    while (e->active) req_end(e, e->active, f, code, msg);
+    while (e->active)
+        req_end(e, e->active, f, code, msg);
 }
 
 static void notify(struct srv_engine *e, int n_events) {
@@ -590,14 +605,15 @@ int srv_engine_init(struct srv_engine **out, struct model *m, const struct tok_t
     if (tok && tok_n_vocab(tok) < e->n_sample_vocab) e->n_sample_vocab = tok_n_vocab(tok);
     // The step's limits are the smaller of the settings and what the model was planned for.
     int model_len = m->max_blocks_per_seq * m->block_size;
-    if (e->cfg.max_model_len <= 0 || e->cfg.max_model_len > model_len) e->cfg.max_model_len = model_len;
+    if (e->cfg.max_model_len <= 0 || e->cfg.max_model_len > model_len)
+        e->cfg.max_model_len = model_len;
     struct sched_config sc = {
         .max_num_seqs = cfg->max_num_seqs > 0 && cfg->max_num_seqs < m->max_seqs ? cfg->max_num_seqs
                                                                                  : m->max_seqs,
-        .max_num_batched_tokens = cfg->max_num_batched_tokens > 0 &&
-                                          cfg->max_num_batched_tokens < m->max_tokens
-                                      ? cfg->max_num_batched_tokens
-                                      : m->max_tokens,
+        .max_num_batched_tokens =
+            cfg->max_num_batched_tokens > 0 && cfg->max_num_batched_tokens < m->max_tokens
+                ? cfg->max_num_batched_tokens
+                : m->max_tokens,
         .max_blocks_per_seq = m->max_blocks_per_seq,
     };
     e->cfg.max_num_seqs = sc.max_num_seqs;
@@ -621,8 +637,9 @@ int srv_engine_init(struct srv_engine **out, struct model *m, const struct tok_t
     }
     if (rc == 0) {
         e->logits = malloc((size_t)sc.max_num_seqs * (size_t)e->vocab_size * sizeof(float));
-        if (!e->logits) rc = err_set(ERR_NOMEM, "out of memory for %d x %d logits",
-                                     sc.max_num_seqs, e->vocab_size);
+        if (!e->logits)
+            rc = err_set(ERR_NOMEM, "out of memory for %d x %d logits", sc.max_num_seqs,
+                         e->vocab_size);
     }
     if (rc != 0) {
         srv_engine_free(e);
@@ -634,7 +651,8 @@ int srv_engine_init(struct srv_engine **out, struct model *m, const struct tok_t
 }
 
 void srv_engine_set_forward(struct srv_engine *e,
-                            int (*forward_cb)(void *arg, const struct model_batch *b, float *logits),
+                            int (*forward_cb)(void *arg, const struct model_batch *b,
+                                              float *logits),
                             void *arg) {
     e->forward_cb = forward_cb;
     e->forward_arg = arg;
@@ -655,8 +673,10 @@ int srv_engine_validate(struct srv_engine *e, const struct srv_request *r) {
     if (r->n < 1 || r->n > 128) return err_set(ERR_INVAL, "n must be 1..128, got %d", r->n);
     for (int i = 0; i < r->n_prompt; i++)
         if (r->prompt_ids[i] < 0 || r->prompt_ids[i] >= e->vocab_size)
-            return err_set(ERR_INVAL, "prompt token %d at position %d is outside the vocabulary "
-                           "(0..%d)", r->prompt_ids[i], i, e->vocab_size - 1);
+            return err_set(ERR_INVAL,
+                           "prompt token %d at position %d is outside the vocabulary "
+                           "(0..%d)",
+                           r->prompt_ids[i], i, e->vocab_size - 1);
     if (!(sp->temperature >= 0)) return err_set(ERR_INVAL, "temperature must be >= 0");
     if (!(sp->top_p > 0 && sp->top_p <= 1)) return err_set(ERR_INVAL, "top_p must be in (0, 1]");
     if (!(sp->min_p >= 0 && sp->min_p <= 1)) return err_set(ERR_INVAL, "min_p must be in [0, 1]");
@@ -668,24 +688,26 @@ int srv_engine_validate(struct srv_engine *e, const struct srv_request *r) {
     if (sp->logprobs > 20) return err_set(ERR_INVAL, "logprobs must be at most 20");
     if (sp->min_tokens < 0) return err_set(ERR_INVAL, "min_tokens must be >= 0");
     if (sp->max_tokens > 0 && sp->min_tokens > sp->max_tokens)
-        return err_set(ERR_INVAL, "min_tokens (%d) must not exceed max_tokens (%d)",
-                       sp->min_tokens, sp->max_tokens);
+        return err_set(ERR_INVAL, "min_tokens (%d) must not exceed max_tokens (%d)", sp->min_tokens,
+                       sp->max_tokens);
     for (int i = 0; i < sp->n_stop_token_ids; i++)
         if (sp->stop_token_ids[i] < 0 || sp->stop_token_ids[i] >= e->vocab_size)
             return err_set(ERR_INVAL, "stop_token_ids: %d is outside the vocabulary",
                            sp->stop_token_ids[i]);
     int want = r->n_prompt + (sp->max_tokens > 0 ? sp->max_tokens : 1);
     if (want > max_len)
-        return err_set(ERR_INVAL, "This model's maximum context length is %d tokens. However, "
+        return err_set(ERR_INVAL,
+                       "This model's maximum context length is %d tokens. However, "
                        "you requested %d tokens (%d in the prompt, %d for the completion). Please "
-                       "reduce the prompt or max_tokens.", max_len, want, r->n_prompt,
-                       want - r->n_prompt);
+                       "reduce the prompt or max_tokens.",
+                       max_len, want, r->n_prompt, want - r->n_prompt);
     int cap = sp->max_tokens > 0 ? want : max_len;
     if (mem_kv_pool_can_admit(&e->pool, cap) == MEM_ADMIT_NEVER)
-        return err_set(ERR_INVAL, "the request needs up to %d tokens of KV cache (%d blocks) but "
+        return err_set(ERR_INVAL,
+                       "the request needs up to %d tokens of KV cache (%d blocks) but "
                        "the whole pool holds %d blocks of %d tokens; reduce the prompt or "
-                       "max_tokens", cap, mem_kv_blocks_for(&e->pool, cap), e->pool.n_blocks,
-                       e->pool.block_size);
+                       "max_tokens",
+                       cap, mem_kv_blocks_for(&e->pool, cap), e->pool.n_blocks, e->pool.block_size);
     return 0;
 }
 
@@ -709,8 +731,10 @@ int srv_engine_submit(struct srv_engine *e, struct srv_request *r) {
         return err_set(ERR_BUSY, "too many requests are waiting (max_queue %d); retry later",
                        e->cfg.max_queue);
     }
-    if (e->in_tail) e->in_tail->next = q;
-    else e->in_head = q;
+    if (e->in_tail)
+        e->in_tail->next = q;
+    else
+        e->in_head = q;
     e->in_tail = q;
     e->n_in++;
     e->st.n_waiting++;
@@ -781,8 +805,10 @@ void srv_engine_stop(struct srv_engine *e) {
 void srv_engine_free(struct srv_engine *e) {
     if (!e) return;
     if (e->sched.running) srv_engine_stop(e);
-    for (int i = 0; i < e->n_out; i++) srv_event_free(&e->out[i]);
-    for (int i = 0; i < e->n_pend; i++) srv_event_free(&e->pend[i]);
+    for (int i = 0; i < e->n_out; i++)
+        srv_event_free(&e->out[i]);
+    for (int i = 0; i < e->n_pend; i++)
+        srv_event_free(&e->pend[i]);
     free(e->out);
     free(e->pend);
     free(e->cancels);
@@ -813,7 +839,8 @@ int srv_engine_run_sync(struct srv_engine *e, struct srv_request *r, struct srv_
             if (n == cap) {
                 struct srv_event *g = realloc(evs, (size_t)(cap *= 2) * sizeof(*evs));
                 if (!g) {
-                    for (int i = 0; i < n; i++) srv_event_free(&evs[i]);
+                    for (int i = 0; i < n; i++)
+                        srv_event_free(&evs[i]);
                     free(evs);
                     return err_set(ERR_NOMEM, "out of memory for events");
                 }

@@ -35,10 +35,13 @@ static uint64_t splitmix64(uint64_t *x) {
 }
 
 void srv_sample_rng_seed(struct srv_sample_rng *r, uint64_t seed) {
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
+    for (int i = 0; i < 4; i++)
+        r->s[i] = splitmix64(&seed);
 }
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t rotl(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
 
 uint64_t srv_sample_rng_next(struct srv_sample_rng *r) {
     uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
@@ -143,13 +146,18 @@ static void select_top(struct srv_sample_cand *c, int n, int k) {
         struct srv_sample_cand pivot = c[mid];
         int i = lo, j = hi;
         while (i <= j) {
-            while (cand_before(&c[i], &pivot)) i++;
-            while (cand_before(&pivot, &c[j])) j--;
+            while (cand_before(&c[i], &pivot))
+                i++;
+            while (cand_before(&pivot, &c[j]))
+                j--;
             if (i <= j) cand_swap(&c[i++], &c[j--]);
         }
-        if (k - 1 <= j) hi = j;
-        else if (k - 1 >= i) lo = i;
-        else return;
+        if (k - 1 <= j)
+            hi = j;
+        else if (k - 1 >= i)
+            lo = i;
+        else
+            return;
     }
 }
 
@@ -161,7 +169,8 @@ static int top_p_cut(struct srv_sample_cand *c, int n, float top_p, double total
     for (int head = n < 64 ? n : 64;; head = head * 4 < n ? head * 4 : n) {
         if (head < n) select_top(c, n, head);
         double mass = 0;
-        for (int i = 0; i < head; i++) mass += c[i].v;
+        for (int i = 0; i < head; i++)
+            mass += c[i].v;
         if (mass < target && head < n) continue;
         qsort(c, (size_t)head, sizeof(*c), cand_cmp);
         double cum = 0;
@@ -183,10 +192,13 @@ static int32_t argmax(const float *w, int n) {
                   -INFINITY, -INFINITY, -INFINITY, -INFINITY};
     int i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) m[k] = w[i + k] > m[k] ? w[i + k] : m[k];
-    for (; i < n; i++) m[0] = w[i] > m[0] ? w[i] : m[0];
+        for (int k = 0; k < 8; k++)
+            m[k] = w[i + k] > m[k] ? w[i + k] : m[k];
+    for (; i < n; i++)
+        m[0] = w[i] > m[0] ? w[i] : m[0];
     float best = m[0];
-    for (int k = 1; k < 8; k++) best = m[k] > best ? m[k] : best;
+    for (int k = 1; k < 8; k++)
+        best = m[k] > best ? m[k] : best;
     for (i = 0; i < n; i++)
         if (w[i] == best) return i;
     return 0; // every value is NaN or -inf
@@ -221,23 +233,28 @@ int srv_sample_token(const struct srv_sample_input *in, const struct srv_samplin
     if (!truncate) {
         // Probabilities in place, then the mass of each block of SAMPLE_BLOCK ids, so the draw
         // walks blocks and then one block instead of the whole vocabulary.
-        for (int i = 0; i < n; i++) w[i] = expf((w[i] - max) * inv_t);
+        for (int i = 0; i < n; i++)
+            w[i] = expf((w[i] - max) * inv_t);
         int n_blocks = (n + SAMPLE_BLOCK - 1) / SAMPLE_BLOCK;
         for (int b = 0; b < n_blocks; b++) {
             int lo = b * SAMPLE_BLOCK, hi = lo + SAMPLE_BLOCK < n ? lo + SAMPLE_BLOCK : n;
             float lanes[8] = {0};
             int i = lo;
             for (; i + 8 <= hi; i += 8)
-                for (int k = 0; k < 8; k++) lanes[k] += w[i + k];
-            for (; i < hi; i++) lanes[0] += w[i];
+                for (int k = 0; k < 8; k++)
+                    lanes[k] += w[i + k];
+            for (; i < hi; i++)
+                lanes[0] += w[i];
             double m = 0;
-            for (int k = 0; k < 8; k++) m += lanes[k];
+            for (int k = 0; k < 8; k++)
+                m += lanes[k];
             s->block_mass[b] = m;
             total += m;
         }
         double u = srv_sample_uniform(rng) * total, cum = 0;
         int b = 0;
-        while (b < n_blocks - 1 && cum + s->block_mass[b] <= u) cum += s->block_mass[b++];
+        while (b < n_blocks - 1 && cum + s->block_mass[b] <= u)
+            cum += s->block_mass[b++];
         int hi = (b + 1) * SAMPLE_BLOCK < n ? (b + 1) * SAMPLE_BLOCK : n;
         *token = best; // if rounding leaves u above the last block's running sum
         for (int i = b * SAMPLE_BLOCK; i < hi; i++) {
@@ -258,11 +275,13 @@ int srv_sample_token(const struct srv_sample_input *in, const struct srv_samplin
         n_cand = sp->top_k;
     }
     if (sp->top_p < 1.0f) {
-        for (int i = 0; i < n_cand; i++) total += c[i].v;
+        for (int i = 0; i < n_cand; i++)
+            total += c[i].v;
         n_cand = top_p_cut(c, n_cand, sp->top_p, total);
     }
     total = 0;
-    for (int i = 0; i < n_cand; i++) total += c[i].v;
+    for (int i = 0; i < n_cand; i++)
+        total += c[i].v;
     double u = srv_sample_uniform(rng) * total, cum = 0;
     *token = c[0].id;
     for (int i = 0; i < n_cand; i++) {
@@ -281,7 +300,8 @@ void srv_sample_logprobs(const float *logits, int n_vocab, int32_t token, int n_
                          struct srv_top_logprob *top) {
     float max = logits[argmax(logits, n_vocab)];
     double sum = 0;
-    for (int i = 0; i < n_vocab; i++) sum += exp((double)logits[i] - max);
+    for (int i = 0; i < n_vocab; i++)
+        sum += exp((double)logits[i] - max);
     double lse = max + log(sum);
     if (lp) *lp = (float)(logits[token] - lse);
     // n_top is at most 20: an insertion into a short sorted list per better logit.
@@ -296,15 +316,16 @@ void srv_sample_logprobs(const float *logits, int n_vocab, int32_t token, int n_
         }
         top[j] = (struct srv_top_logprob){i, v};
     }
-    for (int i = 0; i < have; i++) top[i].logprob = (float)(top[i].logprob - lse);
+    for (int i = 0; i < have; i++)
+        top[i].logprob = (float)(top[i].logprob - lse);
 }
 
 // ---- stop strings
 
 // Looks for a stop string that ends in the text added since `from`; returns the earliest match's
 // offset and which string, or -1.
-long srv_sample_find_stop(const struct srv_sampling *sp, const char *text, size_t len,
-                          size_t from, int *which) {
+long srv_sample_find_stop(const struct srv_sampling *sp, const char *text, size_t len, size_t from,
+                          int *which) {
     long best = -1;
     for (int i = 0; i < sp->n_stop; i++) {
         size_t sl = strlen(sp->stop[i]);
@@ -379,7 +400,8 @@ static void *pool_main(void *arg) {
     uint64_t seen = 0;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->stop && p->generation == seen) pthread_cond_wait(&p->go_cv, &p->mu);
+        while (!p->stop && p->generation == seen)
+            pthread_cond_wait(&p->go_cv, &p->mu);
         if (p->stop) break;
         seen = p->generation;
         pthread_mutex_unlock(&p->mu);
@@ -433,8 +455,10 @@ void srv_sample_pool_free(struct srv_sample_pool *p) {
     p->stop = true;
     pthread_cond_broadcast(&p->go_cv);
     pthread_mutex_unlock(&p->mu);
-    for (int t = 1; t < p->n_threads; t++) pthread_join(p->threads[t], NULL);
-    for (int t = 0; p->scratch && t < p->n_threads; t++) srv_sample_scratch_free(&p->scratch[t]);
+    for (int t = 1; t < p->n_threads; t++)
+        pthread_join(p->threads[t], NULL);
+    for (int t = 0; p->scratch && t < p->n_threads; t++)
+        srv_sample_scratch_free(&p->scratch[t]);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->go_cv);
     pthread_cond_destroy(&p->done_cv);
@@ -461,6 +485,7 @@ void srv_sample_pool_run(struct srv_sample_pool *p, int n,
     pthread_mutex_unlock(&p->mu);
     pool_work(p, 0);
     pthread_mutex_lock(&p->mu);
-    while (p->n_busy > 0) pthread_cond_wait(&p->done_cv, &p->mu);
+    while (p->n_busy > 0)
+        pthread_cond_wait(&p->done_cv, &p->mu);
     pthread_mutex_unlock(&p->mu);
 }

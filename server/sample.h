@@ -37,11 +37,11 @@ void srv_sample_scratch_free(struct srv_sample_scratch *s); // NULL-safe
 
 // What one sequence brings to a draw besides its parameters.
 struct srv_sample_input {
-    const float *logits;     // [n_vocab] raw logits of the sequence's last position (not modified)
-    int n_vocab;             // ids >= n_vocab are never sampled (the tokenizer's size)
-    const int32_t *tokens;   // [n_tokens] prompt then output (penalties)
+    const float *logits;   // [n_vocab] raw logits of the sequence's last position (not modified)
+    int n_vocab;           // ids >= n_vocab are never sampled (the tokenizer's size)
+    const int32_t *tokens; // [n_tokens] prompt then output (penalties)
     int n_prompt, n_tokens;
-    const int32_t *banned;   // [n_banned] ids suppressed for this draw (min_tokens), or NULL
+    const int32_t *banned; // [n_banned] ids suppressed for this draw (min_tokens), or NULL
     int n_banned;
 };
 
@@ -68,8 +68,8 @@ void srv_sample_pool_run(struct srv_sample_pool *p, int n,
 // starts on a character boundary).
 // The earliest stop string of sp that ends after byte `from` of text[0, len) (so each new piece
 // of text is searched once): its offset, with *which set to its index; -1 when none.
-long srv_sample_find_stop(const struct srv_sampling *sp, const char *text, size_t len,
-                          size_t from, int *which);
+long srv_sample_find_stop(const struct srv_sampling *sp, const char *text, size_t len, size_t from,
+                          int *which);
 // How many bytes at the end of text could be the beginning of a stop string: they are held back
 // until the next tokens tell whether the stop string completes.
 size_t srv_sample_stop_holdback(const struct srv_sampling *sp, const char *text, size_t len);
