@@ -19,7 +19,7 @@
 //
 // This is the correct general kernel for both phases; it runs on CUDA cores. Known limits, for
 // the speed issue: no tensor cores for prefill, no software pipelining of the tile loads.
-// head_dim: 64, 128 or 256.
+// head_dim: 16, 32, 64, 96, 128 or 256 (a template each; lanes own output pairs 2*lane + 64*i).
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/kern_cuda.h"
 
@@ -79,7 +79,8 @@ __global__ void __launch_bounds__(KC_ATT_WARPS * 32)
         q_s[idx] = v;
     }
 
-    float m[KC_ATT_RPW], l[KC_ATT_RPW], o[KC_ATT_RPW][D / 32];
+    constexpr int NP = (D + 63) / 64; // output pairs per lane: dims 64 * i + 2 * lane, + 1
+    float m[KC_ATT_RPW], l[KC_ATT_RPW], o[KC_ATT_RPW][2 * NP];
     int qpos[KC_ATT_RPW];
 #pragma unroll
     for (int e = 0; e < KC_ATT_RPW; e++) {
@@ -89,7 +90,7 @@ __global__ void __launch_bounds__(KC_ATT_WARPS * 32)
         m[e] = -INFINITY;
         l[e] = 0.0f;
 #pragma unroll
-        for (int i = 0; i < D / 32; i++) o[e][i] = 0.0f;
+        for (int i = 0; i < 2 * NP; i++) o[e][i] = 0.0f;
     }
 
     // This block's slice of the keys: [split * split_len, (split + 1) * split_len) (a multiple of
@@ -137,12 +138,15 @@ __global__ void __launch_bounds__(KC_ATT_WARPS * 32)
             l[e] = l[e] * alpha + kc_warp_sum(p);
             m[e] = m_new;
 #pragma unroll
-            for (int i = 0; i < D / 64; i++) {
+            for (int i = 0; i < NP; i++) {
                 float a0 = o[e][2 * i] * alpha, a1 = o[e][2 * i + 1] * alpha;
+                // Lanes past head_dim (D not a multiple of 64) read a valid word of the next row
+                // and never store it; the shuffles need every lane.
+                int col = (64 * i + 2 * lane) % D;
 #pragma unroll 8
                 for (int j = 0; j < KC_ATT_KT; j++) {
                     float pj = __shfl_sync(0xffffffffu, p, j);
-                    uint32_t w = *reinterpret_cast<const uint32_t *>(v_s + j * D + 64 * i + 2 * lane);
+                    uint32_t w = *reinterpret_cast<const uint32_t *>(v_s + j * D + col);
                     a0 += pj * kc_f((bf16)(w & 0xffff));
                     a1 += pj * kc_f((bf16)(w >> 16));
                 }
@@ -159,8 +163,9 @@ __global__ void __launch_bounds__(KC_ATT_WARPS * 32)
         if (partial) {
             float *p = partial + (((size_t)(qs + t) * n_heads + h0 + hh) * n_splits + split) * (D + 2);
 #pragma unroll
-            for (int i = 0; i < D / 64; i++)
-                *reinterpret_cast<float2 *>(p + 64 * i + 2 * lane) = make_float2(o[e][2 * i], o[e][2 * i + 1]);
+            for (int i = 0; i < NP; i++)
+                if (64 * i + 2 * lane < D)
+                    *reinterpret_cast<float2 *>(p + 64 * i + 2 * lane) = make_float2(o[e][2 * i], o[e][2 * i + 1]);
             if (lane == 0) {
                 p[D] = m[e];
                 p[D + 1] = l[e];
@@ -170,7 +175,8 @@ __global__ void __launch_bounds__(KC_ATT_WARPS * 32)
         float inv = l[e] > 0.0f ? 1.0f / l[e] : 0.0f;
         bf16 *dst = out + (size_t)(qs + t) * n_heads * D + (size_t)(h0 + hh) * D;
 #pragma unroll
-        for (int i = 0; i < D / 64; i++) {
+        for (int i = 0; i < NP; i++) {
+            if (64 * i + 2 * lane >= D) continue;
             uint32_t w = (uint32_t)kc_bf(o[e][2 * i] * inv) | ((uint32_t)kc_bf(o[e][2 * i + 1] * inv) << 16);
             *reinterpret_cast<uint32_t *>(dst + 64 * i + 2 * lane) = w;
         }
@@ -207,7 +213,10 @@ static cudaError_t kc_att_setup_one(void) {
 }
 
 extern "C" int kern_cuda_attention_setup(void) {
+    CUDA_CHECK(kc_att_setup_one<16>());
+    CUDA_CHECK(kc_att_setup_one<32>());
     CUDA_CHECK(kc_att_setup_one<64>());
+    CUDA_CHECK(kc_att_setup_one<96>());
     CUDA_CHECK(kc_att_setup_one<128>());
     CUDA_CHECK(kc_att_setup_one<256>());
     return 0;
@@ -255,8 +264,10 @@ extern "C" int kern_cuda_attention(bf16 *out, const bf16 *qkv, const bf16 *k_cac
                        "attention: bad sizes n_heads=%d n_kv_heads=%d block_size=%d "
                        "max_blocks_per_seq=%d",
                        n_heads, n_kv_heads, block_size, b ? b->max_blocks_per_seq : -1);
-    if (head_dim != 64 && head_dim != 128 && head_dim != 256)
-        return err_set(ERR_UNSUPPORTED, "attention: head_dim %d (supported: 64, 128, 256)", head_dim);
+    if (head_dim != 16 && head_dim != 32 && head_dim != 64 && head_dim != 96 && head_dim != 128 &&
+        head_dim != 256)
+        return err_set(ERR_UNSUPPORTED, "attention: head_dim %d (supported: 16, 32, 64, 96, 128, 256)",
+                       head_dim);
     if (b->n_seqs == 0 || b->n_tokens == 0 || b->max_query_len == 0) return 0;
     int group = n_heads / n_kv_heads;
     int gp = group < KC_ATT_ROWS ? group : KC_ATT_ROWS;
@@ -274,6 +285,18 @@ extern "C" int kern_cuda_attention(bf16 *out, const bf16 *qkv, const bf16 *k_cac
         return err_set(ERR_INVAL, "attention: grid too large (n_seqs=%d)", b->n_seqs);
     float scale_log2 = scale * 1.4426950408889634f;
     switch (head_dim) {
+    case 16:
+        kc_att_launch<16>(grid, s, out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, block_size,
+                          gp, n_parts, tq, scale_log2, n_splits, split_len, partial);
+        break;
+    case 32:
+        kc_att_launch<32>(grid, s, out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, block_size,
+                          gp, n_parts, tq, scale_log2, n_splits, split_len, partial);
+        break;
+    case 96:
+        kc_att_launch<96>(grid, s, out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, block_size,
+                          gp, n_parts, tq, scale_log2, n_splits, split_len, partial);
+        break;
     case 64:
         kc_att_launch<64>(grid, s, out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, block_size,
                           gp, n_parts, tq, scale_log2, n_splits, split_len, partial);

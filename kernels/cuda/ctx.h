@@ -20,11 +20,11 @@
 enum kern_cuda_gemm_kind { KERN_CUDA_GEMM_BF16 = 1, KERN_CUDA_GEMM_BIAS = 2, KERN_CUDA_GEMM_F32 = 3 };
 
 struct kern_cuda_gemm_plan {
-    int m, n, k, kind, align; // the key; kind 0 = empty slot
+    int m, n, k, kind, align; // the key (m: the bucket, a power of two); kind 0 = empty slot
     unsigned long long used;  // the context's call counter when last used (eviction order)
     bool fused_bias;          // the bias goes through the epilogue (else kern_cuda_bias_add)
     cublasLtMatmulDescOpaque_t desc;
-    cublasLtMatrixLayoutOpaque_t a, b, c;
+    cublasLtMatrixLayoutOpaque_t a; // w; the layouts of x and y are made per call (real m)
     cublasLtMatmulAlgo_t algo;
 };
 

@@ -9,6 +9,12 @@
 // The bias is fused through the epilogue (CUBLASLT_EPILOGUE_BIAS, one rounding, as PyTorch's
 // Linear); if the heuristic has nothing for that epilogue, the plain GEMM runs and then
 // kern_cuda_bias_add. Every call runs on the context's stream with the arena's workspace.
+//
+// Plans (descriptor and algorithm) are cached per (m bucket, n, k, kind, alignment), the bucket
+// being m rounded up to a power of two: the heuristic is asked once per bucket, with the bucket's
+// m, and its algorithm serves every m of the bucket (the layouts of x and y carry the real m).
+// So a server sees a bounded set of plans (and of cuBLASLt kernels, loaded on first use) however
+// its batch sizes vary.
 #include "common/cuda_check.h"
 #include "common/err.h"
 #include "kernels/cuda/ctx.h"
@@ -34,8 +40,9 @@ static int kern_cuda__plan_build(struct kern_ctx *c, struct kern_cuda_gemm_plan 
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(&p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(&p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
     CUBLAS_CHECK(cublasLtMatrixLayoutInit(&p->a, CUDA_R_16BF, (uint64_t)k, (uint64_t)n, k));
-    CUBLAS_CHECK(cublasLtMatrixLayoutInit(&p->b, CUDA_R_16BF, (uint64_t)k, (uint64_t)m, k));
-    CUBLAS_CHECK(cublasLtMatrixLayoutInit(&p->c, out_type, (uint64_t)n, (uint64_t)m, n));
+    cublasLtMatrixLayoutOpaque_t lb, lc; // at the bucket's m, for the heuristic only
+    CUBLAS_CHECK(cublasLtMatrixLayoutInit(&lb, CUDA_R_16BF, (uint64_t)k, (uint64_t)m, k));
+    CUBLAS_CHECK(cublasLtMatrixLayoutInit(&lc, out_type, (uint64_t)n, (uint64_t)m, n));
 
     cublasLtMatmulPreferenceOpaque_t pref;
     CUBLAS_CHECK(cublasLtMatmulPreferenceInit(&pref));
@@ -61,8 +68,8 @@ static int kern_cuda__plan_build(struct kern_ctx *c, struct kern_cuda_gemm_plan 
                                                     sizeof epi));
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(&p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                     &bias_type, sizeof bias_type));
-        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(c->lt, &p->desc, &p->a, &p->b, &p->c,
-                                                           &p->c, &pref, 1, &res, &n_res);
+        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(c->lt, &p->desc, &p->a, &lb, &lc, &lc,
+                                                           &pref, 1, &res, &n_res);
         if (st == CUBLAS_STATUS_SUCCESS && n_res > 0) {
             p->fused_bias = true;
         } else {
@@ -73,8 +80,8 @@ static int kern_cuda__plan_build(struct kern_ctx *c, struct kern_cuda_gemm_plan 
         }
     }
     if (n_res == 0) {
-        CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(c->lt, &p->desc, &p->a, &p->b, &p->c, &p->c,
-                                                    &pref, 1, &res, &n_res));
+        CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(c->lt, &p->desc, &p->a, &lb, &lc, &lc, &pref,
+                                                    1, &res, &n_res));
         if (n_res == 0)
             return err_set(ERR_UNSUPPORTED, "gemm: cuBLASLt has no algorithm for m=%d n=%d k=%d", m,
                            n, k);
@@ -121,19 +128,25 @@ static int kern_cuda__matmul(struct kern_ctx *c, void *y, const bf16 *x, const b
     if (m < 0 || n <= 0 || k <= 0)
         return err_set(ERR_INVAL, "gemm: bad sizes m=%d n=%d k=%d", m, n, k);
     if (m == 0) return 0;
+    int bucket = 1;
+    while (bucket < m) bucket <<= 1;
     int align = kern_cuda__align_of(y);
     int ax = kern_cuda__align_of(x), aw = kern_cuda__align_of(w);
     align = ax < align ? ax : align;
     align = aw < align ? aw : align;
     struct kern_cuda_gemm_plan *p;
-    int rc = kern_cuda__plan(c, m, n, k, kind, align, &p);
+    int rc = kern_cuda__plan(c, bucket, n, k, kind, align, &p);
     if (rc) return rc;
+    cudaDataType_t out_type = kind == KERN_CUDA_GEMM_F32 ? CUDA_R_32F : CUDA_R_16BF;
+    cublasLtMatrixLayoutOpaque_t lb, lc;
+    CUBLAS_CHECK(cublasLtMatrixLayoutInit(&lb, CUDA_R_16BF, (uint64_t)k, (uint64_t)m, k));
+    CUBLAS_CHECK(cublasLtMatrixLayoutInit(&lc, out_type, (uint64_t)n, (uint64_t)m, n));
     if (p->fused_bias)
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(&p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                     &bias, sizeof bias));
     const float one = 1.0f, zero = 0.0f;
-    CUBLAS_CHECK(cublasLtMatmul(c->lt, &p->desc, &one, w, &p->a, x, &p->b, &zero, y, &p->c, y,
-                                &p->c, &p->algo, c->workspace, c->workspace_bytes, c->stream));
+    CUBLAS_CHECK(cublasLtMatmul(c->lt, &p->desc, &one, w, &p->a, x, &lb, &zero, y, &lc, y, &lc,
+                                &p->algo, c->workspace, c->workspace_bytes, c->stream));
     if (kind == KERN_CUDA_GEMM_BIAS && !p->fused_bias)
         return kern_cuda_bias_add((bf16 *)y, bias, m, n, c->stream);
     return 0;

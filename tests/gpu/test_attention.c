@@ -123,6 +123,16 @@ TEST(gpu_attention_mixed) {
     check_attention(&e, 124);
 }
 
+TEST(gpu_attention_small_head_dims) {
+    // The tiny test models' shapes (head_dim 16 and 32, block size 4) and head_dim 96.
+    struct att_case a = {4, 2, 16, 4, 3, {9, 1, 1}, {9, 30, 600}};
+    check_attention(&a, 140);
+    struct att_case b = {4, 2, 32, 4, 2, {24, 1}, {40, 700}};
+    check_attention(&b, 141);
+    struct att_case c = {12, 4, 96, 16, 2, {17, 1}, {17, 900}};
+    check_attention(&c, 142);
+}
+
 TEST_TIMEOUT(gpu_attention_long, 120) {
     // A long prompt chunk and a long decode context.
     struct att_case a = {16, 8, 128, 16, 2, {700, 1}, {1200, 2000}};

@@ -160,6 +160,8 @@ TEST(gpu_gemm) {
     check_gemm(5, 77, 33, 1, 0, 24);      // odd: 2-byte alignment
     check_gemm(3, 151936, 896, 0, 1, 25); // logits at the real vocabulary
     check_gemm(2, 1001, 72, 0, 1, 26);
+    // Every m of a bucket shares its plan: m = 65..128 run the algorithm chosen for 128.
+    for (int m = 65; m <= 128; m += 21) check_gemm(m, 896, 896, 1, 0, 27 + m);
 }
 
 // ---- qk_norm, rope
@@ -188,6 +190,7 @@ TEST(gpu_qk_norm) {
     check_qk_norm(1, 32, 8, 128, 31);
     check_qk_norm(5, 14, 2, 64, 32);
     check_qk_norm(3, 8, 1, 256, 33);
+    check_qk_norm(4, 4, 2, 48, 34); // not a multiple of 32
 }
 
 static void check_rope(int n, int nh, int nkv, int hd, float theta, int max_pos, uint64_t seed) {

@@ -3,8 +3,9 @@
 //   the end;
 // - one cuBLAS(Lt) handle per GPU, made at start-up: kern_cuda_handle_count() is 1 after the
 //   context exists and still 1 after hundreds of steps of changing shapes;
-// - no allocation after start-up: the device's free memory does not move across those steps
-//   (cuBLASLt runs in the workspace it is given; kernels use no memory of their own);
+// - no allocation after start-up: beyond kernels CUDA and cuBLASLt load on first use (measured,
+//   bounded by a reserve the plan must leave), the device's free memory does not move across
+//   those steps (cuBLASLt runs in the workspace it is given; kernels use no memory of their own);
 // - the budget: with the arena sized as keel sizes it (budget - what the context already uses),
 //   the process never uses more than gpu_memory_utilization x total, read from cudaMemGetInfo and
 //   from nvidia-smi's per-process figure.
@@ -117,20 +118,21 @@ static long smi_process_mib(void) {
     return found;
 }
 
-static void promise_run(double util) {
+static void promise_run(double util, size_t reserve) {
     // Start-up, as the server does it: CUDA context first, then the overhead it costs.
     CHECK_EQ(kern_cuda_handle_count(), 0);
     CHECK(cudaFree(0) == cudaSuccess);
     size_t total = 0, free0 = 0;
     CHECK(cudaMemGetInfo(&free0, &total) == cudaSuccess);
     size_t budget = (size_t)(util * (double)total), overhead = total - free0;
-    size_t arena_bytes = budget - overhead;
+    size_t arena_bytes = budget - overhead - reserve;
     size_t ws_bytes = 32u << 20;
     CHECK(arena_bytes > step_bytes() + ws_bytes);
     CHECK_EQ(mem_device_alloc_count(), 0);
     struct mem_arena a;
     CHECK_OK(mem_arena_init(&a, MEM_DEVICE, 0, arena_bytes, 0)); // the one allocation
     CHECK_EQ(mem_device_alloc_count(), 1);
+    size_t free_arena = free_now();
     void *ws = NULL, *scratch = NULL, *steps = NULL;
     CHECK_OK(mem_arena_carve(&a, "cublas_workspace", ws_bytes, &ws));
     CHECK_OK(mem_arena_carve(&a, "op_scratch", 1u << 20, &scratch));
@@ -155,21 +157,26 @@ static void promise_run(double util) {
     size_t free_end = free_now();
     size_t used = total - free_end;
     long smi = smi_process_mib();
-    printf("  total %zu MiB, budget %zu MiB (util %.2f), overhead at start %zu MiB, arena %zu MiB\n",
-           total >> 20, budget >> 20, util, overhead >> 20, arena_bytes >> 20);
-    printf("  free: after ctx %zu MiB, after warm-up %zu MiB (first steps took %zd KiB), after 300 "
-           "steps %zu MiB (%zd KiB); used %zu MiB; nvidia-smi for this process: %ld MiB\n",
-           free_ctx >> 20, free_warm >> 20, ((ssize_t)free_ctx - (ssize_t)free_warm) / 1024,
-           free_end >> 20, ((ssize_t)free_warm - (ssize_t)free_end) / 1024, used >> 20, smi);
+    printf("  total %zu MiB, budget %zu MiB (util %.2f), overhead at start %zu MiB, arena %zu MiB, "
+           "reserve for kernels loaded on first use %zu MiB\n",
+           total >> 20, budget >> 20, util, overhead >> 20, arena_bytes >> 20, reserve >> 20);
+    printf("  free: after arena %zu MiB, after ctx %zu MiB, after warm-up %zu MiB (first steps took "
+           "%zd KiB), after 300 steps %zu MiB (%zd KiB); loaded after the arena in all %zd KiB; used "
+           "%zu MiB; nvidia-smi for this process: %ld MiB\n",
+           free_arena >> 20, free_ctx >> 20, free_warm >> 20,
+           ((ssize_t)free_ctx - (ssize_t)free_warm) / 1024, free_end >> 20,
+           ((ssize_t)free_warm - (ssize_t)free_end) / 1024,
+           ((ssize_t)free_arena - (ssize_t)free_end) / 1024, used >> 20, smi);
     printf("  cuBLASLt handles %d, GEMM plans built %d\n", kern_cuda_handle_count(),
            kern_cuda__gemm_plans_built(c));
     CHECK_EQ(kern_cuda_handle_count(), 1);
-    CHECK_MSG(free_end == free_warm, "device memory moved during steps: %zu -> %zu bytes free",
-              free_warm, free_end);
+    CHECK_MSG(free_warm - free_end <= (4u << 20),
+              "device memory moved during steps: %zu -> %zu bytes free", free_warm, free_end);
     gt_row_exact("promise", "one device allocation (arena) after 300 steps",
                  (size_t)(mem_device_alloc_count() - 1));
     gt_row_exact("promise", "one cuBLASLt handle after 300 steps", kern_cuda_handle_count() - 1);
-    gt_row_exact("promise", "bytes allocated during 300 steps", free_warm - free_end);
+    gt_row_exact("promise", "MiB loaded after the arena over the reserve",
+                 free_arena - free_end > reserve ? (free_arena - free_end - reserve) >> 20 : 0);
     gt_row_exact("promise", "MiB used over util x total (cudaMemGetInfo)",
                  used > budget ? (used - budget) >> 20 : 0);
     if (smi >= 0)
@@ -179,38 +186,12 @@ static void promise_run(double util) {
     mem_arena_free(&a);
 }
 
-// As keel runs: CUDA_MODULE_LOADING=EAGER (set before the first CUDA call) loads every kernel
-// with the context, so their memory is part of the overhead measured before the arena.
-TEST_TIMEOUT(gpu_promises_eager, 120) {
-    setenv("CUDA_MODULE_LOADING", "EAGER", 1);
-    promise_run(0.90);
-}
+// With CUDA's default lazy loading (what keel runs with: EAGER would load all of cuBLASLt's
+// kernels, about 340 MiB, at start-up), kernels load on first launch, after the arena. The arena
+// here is sized as budget - overhead - KERNEL_RESERVE, the headroom keel's plan must leave for
+// them; the test prints what they took and fails if it was more.
+#define KERNEL_RESERVE (128u << 20)
 
-// For information and as a guard: with CUDA's default lazy loading, kernels load at their first
-// launch, after the arena; this reports how much that is and still checks the steady state.
-TEST_TIMEOUT(gpu_promises_lazy_info, 120) {
-    setenv("CUDA_MODULE_LOADING", "LAZY", 1);
-    CHECK_EQ(kern_cuda_handle_count(), 0);
-    CHECK(cudaFree(0) == cudaSuccess);
-    size_t f0 = free_now();
-    size_t arena_bytes = step_bytes() + (33u << 20);
-    uint8_t *arena = NULL;
-    CHECK(cudaMalloc((void **)&arena, arena_bytes) == cudaSuccess);
-    struct kern_ctx *c = NULL;
-    CHECK_OK(kern_cuda_ctx_init(&c, 0, arena, 32u << 20, arena + (32u << 20), 1u << 20));
-    size_t f1 = free_now();
-    struct step_bufs s;
-    step_carve(&s, arena + (33u << 20));
-    CHECK(cudaMemset(arena + (32u << 20), 0x3c, step_bytes()) == cudaSuccess);
-    run_step(c, &s, 4, 37, 300);
-    size_t f2 = free_now();
-    for (int i = 0; i < 50; i++) run_step(c, &s, 1 + i % 8, 1, 100 + i);
-    size_t f3 = free_now();
-    printf("  lazy loading: arena+ctx %zd KiB, first step %zd KiB, next 50 steps %zd KiB\n",
-           ((ssize_t)f0 - (ssize_t)f1) / 1024, ((ssize_t)f1 - (ssize_t)f2) / 1024,
-           ((ssize_t)f2 - (ssize_t)f3) / 1024);
-    CHECK_EQ(kern_cuda_handle_count(), 1);
-    CHECK_MSG(f3 == f2, "device memory moved in steady state: %zu -> %zu", f2, f3);
-    kern_cuda_ctx_free(c);
-    cudaFree(arena);
+TEST_TIMEOUT(gpu_promises, 120) {
+    promise_run(0.90, KERNEL_RESERVE);
 }
