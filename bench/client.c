@@ -449,7 +449,11 @@ static void request_start(struct client *c, int i) {
     }
     int rc =
         uv_tcp_connect(&k->connect_req, &k->tcp, (const struct sockaddr *)&c->addr, on_connect);
-    if (rc < 0) conn_fail(k, "connect", rc);
+    if (rc == UV_EMFILE || rc == UV_ENFILE)
+        conn_fail(
+            k, "connect: out of file descriptors (raise `ulimit -n` or set --max-concurrency)", 0);
+    else if (rc < 0)
+        conn_fail(k, "connect", rc);
 }
 
 static void client_dispatch(struct client *c) {
