@@ -36,7 +36,8 @@ static void gfx_open(struct gfx *f, const char *dir, enum model_load_format fmt,
                      int max_model_len, int max_seqs, int max_tokens, int block_size) {
     memset(f, 0, sizeof *f);
     CHECK_OK(model_config_load(dir, &f->cfg));
-    CHECK(cudaFree(0) == cudaSuccess); // the CUDA context, before measuring what it costs
+    CHECK(cudaFree(0) == cudaSuccess); // the CUDA context and the kernel context, before
+    CHECK_OK(kern_cuda_ctx_init(&f->ctx, 0, NULL, 0, NULL, 0)); // measuring what they cost
     size_t total = 0, free_b = 0;
     CHECK_OK(mem_device_info(0, &total, &free_b));
     f->set = (struct mem_plan_settings){.gpu_memory_utilization = util,
@@ -51,8 +52,8 @@ static void gfx_open(struct gfx *f, const char *dir, enum model_load_format fmt,
     void *ws = NULL, *scratch = NULL;
     CHECK_OK(mem_arena_carve(&f->arena, "cublas_workspace", f->plan.workspace_bytes, &ws));
     CHECK_OK(mem_arena_carve(&f->arena, "sampling", f->plan.sampling_bytes, &scratch));
-    CHECK_OK(kern_cuda_ctx_init(&f->ctx, 0, ws, f->plan.workspace_bytes, scratch,
-                                f->plan.sampling_bytes));
+    CHECK_OK(kern_cuda_ctx_set_regions(f->ctx, ws, f->plan.workspace_bytes, scratch,
+                                       f->plan.sampling_bytes));
     CHECK_OK(model_weights_load(&f->m.w, &f->cfg, dir, fmt, 1234, &kern_cuda_ops, f->ctx, &f->arena));
     CHECK_OK(model_init(&f->m, &f->cfg, &kern_cuda_ops, f->ctx, &f->arena, &f->plan, &f->set));
 }
