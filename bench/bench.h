@@ -24,8 +24,8 @@ struct bench_rng {
 };
 void bench_rng_seed(struct bench_rng *rng, uint64_t seed);
 uint64_t bench_rng_next(struct bench_rng *rng);
-double bench_rng_uniform(struct bench_rng *rng);                // [0, 1)
-int bench_rng_range(struct bench_rng *rng, int lo, int hi);      // [lo, hi], inclusive
+double bench_rng_uniform(struct bench_rng *rng);            // [0, 1)
+int bench_rng_range(struct bench_rng *rng, int lo, int hi); // [lo, hi], inclusive
 double bench_rng_gamma(struct bench_rng *rng, double shape, double scale);
 
 // ---- the arrival process
@@ -46,7 +46,7 @@ enum bench_endpoint { BENCH_EP_COMPLETIONS = 0, BENCH_EP_CHAT = 1 };
 struct bench_prompt {
     int32_t *ids; // [n_ids] token ids, owned
     int n_ids;
-    char *text;   // UTF-8, owned
+    char *text; // UTF-8, owned
     int prompt_len;
     int output_len; // max_tokens to ask for
 };
@@ -122,20 +122,21 @@ struct bench_chunk {
     char error[256];       // an {"error": ...} chunk's message, else ""
 };
 // Parses one event's data. Returns 0, or ERR_FORMAT when it is not JSON (message set).
-int bench_chunk_parse(const char *data, size_t len, enum bench_endpoint ep, struct bench_chunk *out);
+int bench_chunk_parse(const char *data, size_t len, enum bench_endpoint ep,
+                      struct bench_chunk *out);
 
 // ---- per-request results
 
 struct bench_result {
     bool success;
-    char *error;         // why it failed, owned; NULL on success
-    int prompt_len;      // from usage when the server sent it, else the expected length
-    int output_tokens;   // from usage when the server sent it, else the token chunks
+    char *error;       // why it failed, owned; NULL on success
+    int prompt_len;    // from usage when the server sent it, else the expected length
+    int output_tokens; // from usage when the server sent it, else the token chunks
     bool has_usage;
-    double start_s;      // sent, seconds after the run started
-    double ttft_s;       // first token chunk - start
-    double latency_s;    // last token chunk - start (vLLM's E2EL)
-    double *itl_s;       // [n_itl] gaps between token chunks, owned
+    double start_s;   // sent, seconds after the run started
+    double ttft_s;    // first token chunk - start
+    double latency_s; // last token chunk - start (vLLM's E2EL)
+    double *itl_s;    // [n_itl] gaps between token chunks, owned
     int n_itl, cap_itl;
 };
 int bench_result_add_itl(struct bench_result *r, double itl_s);
@@ -152,8 +153,8 @@ double bench_percentile(const double *sorted, int n, double p);
 
 struct bench_metric {
     int n;
-    double mean, median, std;    // milliseconds
-    double pct[BENCH_MAX_PCT];   // at bench_summary.pcts
+    double mean, median, std;  // milliseconds
+    double pct[BENCH_MAX_PCT]; // at bench_summary.pcts
 };
 // Sorts values (seconds) in place and fills m in milliseconds (all 0 when n == 0, as vLLM).
 void bench_metric_compute(double *values, int n, const double *pcts, int n_pcts,
@@ -164,9 +165,9 @@ struct bench_summary {
     long long total_input, total_output;
     double duration_s;
     double request_throughput, output_throughput, total_token_throughput; // per second
-    double peak_output_tps;   // most token chunks in one whole second of the run (vLLM)
-    int peak_concurrent;      // most requests in flight at once
-    int n_missing_usage;      // successful requests whose server sent no usage
+    double peak_output_tps; // most token chunks in one whole second of the run (vLLM)
+    int peak_concurrent;    // most requests in flight at once
+    int n_missing_usage;    // successful requests whose server sent no usage
     int n_pcts;
     double pcts[BENCH_MAX_PCT];
     struct bench_metric ttft, tpot, itl, e2el;
@@ -220,8 +221,8 @@ char *bench_sweep_svg(const struct bench_sweep_point *pts, int n, const char *ti
 struct bench_target {
     char host[256];
     int port;
-    char path[512];     // the request path, e.g. "/v1/completions"
-    char host_hdr[300]; // "host:port"
+    char path[512];      // the request path, e.g. "/v1/completions"
+    char host_hdr[300];  // "host:port"
     const char *api_key; // NULL = no Authorization header
 };
 // Parses "http://host[:port][/prefix]" and appends the endpoint path. Returns 0 or ERR_INVAL
@@ -231,19 +232,21 @@ int bench_target_parse(const char *base_url, const char *endpoint_path, struct b
 struct bench_client_opts {
     const struct bench_target *target;
     enum bench_endpoint endpoint;
-    int max_concurrency;  // 0 = unlimited
-    double timeout_s;     // per request; 0 = none
-    bool progress;        // draw a progress bar on stderr
-    const char *label;    // the progress bar's label
+    int max_concurrency; // 0 = unlimited
+    double timeout_s;    // per request; 0 = none
+    bool progress;       // draw a progress bar on stderr
+    const char *label;   // the progress bar's label
 };
 
 // Sends bodies[i] at arrival_s[i] (seconds after the start) and fills results[i]. prompt_lens
 // gives each result's expected input length until the server's usage replaces it. Blocks
-// until every request has finished. *duration_s is the wall time of the whole run. Returns 0,
-// or a negative ERR_* when the run could not happen at all (address resolution, loop).
-int bench_client_run(const struct bench_client_opts *o, char *const *bodies,
-                     const int *prompt_lens, const double *arrival_s, int n,
-                     struct bench_result *results, double *duration_s);
+// until every request has finished. *duration_s is the wall time of the whole run. Returns 0;
+// ERR_CANCELLED when SIGINT cut the run short (results and duration are still filled: the
+// unfinished requests failed as interrupted); or another ERR_* when the run could not happen
+// at all (address resolution, loop).
+int bench_client_run(const struct bench_client_opts *o, char *const *bodies, const int *prompt_lens,
+                     const double *arrival_s, int n, struct bench_result *results,
+                     double *duration_s);
 
 // GETs base path + "/v1/models" and returns the first model id (caller frees). Returns 0,
 // ERR_IO (no connection, timeout) or ERR_FORMAT (not the expected JSON).

@@ -10,6 +10,7 @@
 #include <llhttp.h>
 #include <math.h>
 #include <netdb.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -38,6 +39,8 @@ struct client {
     struct conn *idle;  // connections waiting for their next request
     struct conn *all;   // every open connection
     uv_timer_t arrival_timer, tick_timer;
+    uv_signal_t sigint;
+    bool interrupted;
     bool finished;
     llhttp_settings_t settings;
     char read_buf[READ_BUF_BYTES];
@@ -54,7 +57,7 @@ struct conn {
     // The request in flight (req < 0: none).
     int req;
     uint64_t start_ns, last_token_ns, read_ns;
-    int n_token_chunks, status;
+    int n_token_chunks, n_events, status;
     bool got_token, complete, keep_alive;
     struct bench_sse sse;
     char hdr[1024];
@@ -71,8 +74,10 @@ int bench_target_parse(const char *base_url, const char *endpoint_path, struct b
     memset(t, 0, sizeof(*t));
     const char *p = base_url;
     if (strncmp(p, "https://", 8) == 0)
-        return err_set(ERR_INVAL, "https is not supported (%s): put a plain-http proxy in front "
-                                  "or use the server's http port", base_url);
+        return err_set(ERR_INVAL,
+                       "https is not supported (%s): put a plain-http proxy in front "
+                       "or use the server's http port",
+                       base_url);
     if (strncmp(p, "http://", 7) != 0)
         return err_set(ERR_INVAL, "--base-url must start with http:// (got '%s')", base_url);
     p += 7;
@@ -100,14 +105,17 @@ int bench_target_parse(const char *base_url, const char *endpoint_path, struct b
     }
     // The prefix, without a trailing '/'; an OpenAI-style ".../v1" base is not doubled.
     size_t pl = strlen(p);
-    while (pl > 0 && p[pl - 1] == '/') pl--;
+    while (pl > 0 && p[pl - 1] == '/')
+        pl--;
     if (pl >= 3 && memcmp(p + pl - 3, "/v1", 3) == 0 && strncmp(endpoint_path, "/v1/", 4) == 0)
         pl -= 3;
     int k = snprintf(t->path, sizeof(t->path), "%.*s%s", (int)pl, p, endpoint_path);
     if (k < 0 || (size_t)k >= sizeof(t->path))
         return err_set(ERR_INVAL, "--base-url path is too long");
-    if (strchr(t->host, ':')) snprintf(t->host_hdr, sizeof(t->host_hdr), "[%s]:%d", t->host, t->port);
-    else snprintf(t->host_hdr, sizeof(t->host_hdr), "%s:%d", t->host, t->port);
+    if (strchr(t->host, ':'))
+        snprintf(t->host_hdr, sizeof(t->host_hdr), "[%s]:%d", t->host, t->port);
+    else
+        snprintf(t->host_hdr, sizeof(t->host_hdr), "%s:%d", t->host, t->port);
     return 0;
 }
 
@@ -132,7 +140,9 @@ static int resolve(const struct bench_target *t, struct sockaddr_storage *out) {
 
 // ---- finishing a request
 
-static double ns_to_s(uint64_t ns) { return (double)ns * 1e-9; }
+static double ns_to_s(uint64_t ns) {
+    return (double)ns * 1e-9;
+}
 
 // The reason a non-200 response gives: its OpenAI-style error message, else the raw body.
 static void http_error(struct conn *k, struct bench_result *r) {
@@ -142,8 +152,10 @@ static void http_error(struct conn *k, struct bench_result *r) {
     const cJSON *m = cJSON_IsObject(e) ? cJSON_GetObjectItemCaseSensitive(e, "message") : e;
     if (!cJSON_IsString(m)) m = cJSON_GetObjectItemCaseSensitive(j, "message");
     if (!cJSON_IsString(m)) m = cJSON_GetObjectItemCaseSensitive(j, "detail");
-    if (cJSON_IsString(m)) bench_result_set_error(r, "HTTP %d: %s", k->status, m->valuestring);
-    else bench_result_set_error(r, "HTTP %d: %.200s", k->status, k->err_body);
+    if (cJSON_IsString(m))
+        bench_result_set_error(r, "HTTP %d: %s", k->status, m->valuestring);
+    else
+        bench_result_set_error(r, "HTTP %d: %.200s", k->status, k->err_body);
     cJSON_Delete(j);
 }
 
@@ -152,7 +164,9 @@ static void client_finish_run(struct client *c) {
     c->end_ns = uv_hrtime();
     uv_timer_stop(&c->arrival_timer);
     uv_timer_stop(&c->tick_timer);
-    while (c->all) conn_close(c->all); // conn_close unlinks it
+    uv_signal_stop(&c->sigint);
+    while (c->all)
+        conn_close(c->all); // conn_close unlinks it
 }
 
 static int on_event(void *user, const char *data, size_t len);
@@ -163,7 +177,11 @@ static void request_end(struct conn *k) {
     struct client *c = k->c;
     struct bench_result *r = &c->results[k->req];
     if (k->complete && k->status == 200) bench_sse_finish(&k->sse, on_event, k);
-    if (k->complete && k->status != 200) http_error(k, r);
+    if (k->complete && k->status != 200)
+        http_error(k, r);
+    else if (k->complete && k->n_events == 0)
+        bench_result_set_error(r, "the response had no server-sent events (does the server "
+                                  "stream? keel-bench needs \"stream\": true)");
     else if (k->complete && !k->got_token)
         bench_result_set_error(r, "the stream ended without a token chunk");
     else if (!k->complete)
@@ -181,8 +199,10 @@ static void request_end(struct conn *k) {
 // After a request ended: the run is over, or the freed slot takes the next waiting request.
 static void client_after_end(struct client *c) {
     if (c->finished) return;
-    if (c->n_done == c->n) client_finish_run(c);
-    else client_dispatch(c);
+    if (c->n_done == c->n)
+        client_finish_run(c);
+    else
+        client_dispatch(c);
 }
 
 // A complete response: the connection waits for the next request unless either side closes.
@@ -202,8 +222,10 @@ static void request_done(struct conn *k, bool reusable) {
 static void conn_fail(struct conn *k, const char *what, int uv_err) {
     if (k->req >= 0) {
         struct bench_result *r = &k->c->results[k->req];
-        if (uv_err) bench_result_set_error(r, "%s: %s", what, uv_strerror(uv_err));
-        else bench_result_set_error(r, "%s", what);
+        if (uv_err)
+            bench_result_set_error(r, "%s: %s", what, uv_strerror(uv_err));
+        else
+            bench_result_set_error(r, "%s", what);
     }
     conn_close(k);
 }
@@ -225,8 +247,10 @@ static void conn_close(struct conn *k) {
             *p = k->next_idle;
             break;
         }
-    if (k->prev) k->prev->next = k->next;
-    else c->all = k->next;
+    if (k->prev)
+        k->prev->next = k->next;
+    else
+        c->all = k->next;
     if (k->next) k->next->prev = k->prev;
     bool in_flight = k->req >= 0;
     if (in_flight) request_end(k); // the close is the end of its request
@@ -247,7 +271,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         llhttp_errno_t e = llhttp_execute(&k->parser, buf->base, (size_t)nread);
         if (e != HPE_OK) {
             char why[200];
-            snprintf(why, sizeof(why), "bad HTTP response: %s", llhttp_get_error_reason(&k->parser));
+            snprintf(why, sizeof(why), "bad HTTP response: %s",
+                     llhttp_get_error_reason(&k->parser));
             conn_fail(k, why, 0);
             return;
         }
@@ -262,8 +287,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
             return;
         }
     }
-    if (nread == UV_EOF) conn_close(k); // mid-response, request_end says so
-    else conn_fail(k, "read", (int)nread);
+    if (nread == UV_EOF)
+        conn_close(k); // mid-response, request_end says so
+    else
+        conn_fail(k, "read", (int)nread);
 }
 
 static void on_write(uv_write_t *w, int status) {
@@ -286,7 +313,8 @@ static void conn_send(struct conn *k) {
         conn_fail(k, "request header too long", 0);
         return;
     }
-    uv_buf_t bufs[2] = {uv_buf_init(k->hdr, (unsigned)hl), uv_buf_init((char *)body, (unsigned)body_len)};
+    uv_buf_t bufs[2] = {uv_buf_init(k->hdr, (unsigned)hl),
+                        uv_buf_init((char *)body, (unsigned)body_len)};
     k->write_req.data = k;
     int rc = uv_write(&k->write_req, (uv_stream_t *)&k->tcp, bufs, 2, on_write);
     if (rc < 0) conn_fail(k, "write", rc);
@@ -341,13 +369,15 @@ static int on_event(void *user, const char *data, size_t len) {
     struct conn *k = user;
     struct bench_result *r = &k->c->results[k->req];
     struct bench_chunk ch;
+    k->n_events++;
     if (bench_chunk_parse(data, len, k->c->o->endpoint, &ch) != 0) {
         bench_result_set_error(r, "%s", err_msg());
         return 0; // keep reading: the request failed, the connection may still be fine
     }
     if (ch.error[0]) bench_result_set_error(r, "error in the stream: %s", ch.error);
     if (ch.token) {
-        if (!k->got_token) r->ttft_s = ns_to_s(k->read_ns - k->start_ns);
+        if (!k->got_token)
+            r->ttft_s = ns_to_s(k->read_ns - k->start_ns);
         else if (bench_result_add_itl(r, ns_to_s(k->read_ns - k->last_token_ns)) != 0)
             return ERR_NOMEM;
         k->got_token = true;
@@ -391,8 +421,10 @@ static void request_start(struct client *c, int i) {
     r->prompt_len = c->prompt_lens[i];
     c->in_flight++;
     struct conn *k = c->idle;
-    if (k) c->idle = k->next_idle;
-    else k = conn_new(c);
+    if (k)
+        c->idle = k->next_idle;
+    else
+        k = conn_new(c);
     uint64_t now = uv_hrtime();
     r->start_s = ns_to_s(now - c->t0_ns);
     if (!k) {
@@ -406,7 +438,7 @@ static void request_start(struct client *c, int i) {
     k->req = i;
     k->start_ns = now;
     k->status = 0;
-    k->n_token_chunks = 0;
+    k->n_token_chunks = k->n_events = 0;
     k->got_token = k->complete = false;
     k->err_len = 0;
     bench_sse_free(&k->sse);
@@ -415,7 +447,8 @@ static void request_start(struct client *c, int i) {
         conn_send(k);
         return;
     }
-    int rc = uv_tcp_connect(&k->connect_req, &k->tcp, (const struct sockaddr *)&c->addr, on_connect);
+    int rc =
+        uv_tcp_connect(&k->connect_req, &k->tcp, (const struct sockaddr *)&c->addr, on_connect);
     if (rc < 0) conn_fail(k, "connect", rc);
 }
 
@@ -428,7 +461,8 @@ static void client_dispatch(struct client *c) {
 static void on_arrival(uv_timer_t *t) {
     struct client *c = t->data;
     double now_s = ns_to_s(uv_hrtime() - c->t0_ns);
-    while (c->n_arrived < c->n && c->arrival_s[c->n_arrived] <= now_s) c->n_arrived++;
+    while (c->n_arrived < c->n && c->arrival_s[c->n_arrived] <= now_s)
+        c->n_arrived++;
     client_dispatch(c);
     if (c->n_arrived < c->n && !c->finished) {
         double wait_ms = (c->arrival_s[c->n_arrived] - now_s) * 1000;
@@ -441,13 +475,35 @@ static void draw_progress(struct client *c, bool last) {
     int width = 30, fill = c->n ? (int)((long long)c->n_done * width / c->n) : width;
     double el = ns_to_s((last ? c->end_ns : uv_hrtime()) - c->t0_ns);
     char bar[64];
-    for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
+    for (int i = 0; i < width; i++)
+        bar[i] = i < fill ? '#' : '.';
     bar[width] = '\0';
     fprintf(stderr, "\r%s [%s] %d/%d  %.1fs  in flight %d  failed %d  %.0f chunks/s ",
             o->label ? o->label : "", bar, c->n_done, c->n, el, c->in_flight, c->n_failed,
             el > 0 ? c->n_chunks / el : 0.0);
     if (last) fputc('\n', stderr);
     fflush(stderr);
+}
+
+// Ctrl-C ends the run early but keeps what was measured: requests not yet sent and those in
+// flight fail as "interrupted", and the caller still gets every result.
+static void on_sigint(uv_signal_t *h, int signum) {
+    struct client *c = h->data;
+    if (c->finished) return;
+    c->interrupted = true;
+    for (int i = c->n_started; i < c->n; i++) {
+        bench_result_set_error(&c->results[i], "not sent: interrupted");
+        c->results[i].prompt_len = c->prompt_lens[i];
+        c->n_done++;
+        c->n_failed++;
+    }
+    c->n_started = c->n_arrived = c->n;
+    for (struct conn *k = c->all, *next; k; k = next) {
+        next = k->next; // conn_fail unlinks k
+        if (k->req >= 0) conn_fail(k, "interrupted", 0);
+        if (c->finished) return;
+    }
+    client_after_end(c);
 }
 
 static void on_tick(uv_timer_t *t) {
@@ -467,9 +523,9 @@ static void on_tick(uv_timer_t *t) {
     if (c->o->progress) draw_progress(c, false);
 }
 
-int bench_client_run(const struct bench_client_opts *o, char *const *bodies,
-                     const int *prompt_lens, const double *arrival_s, int n,
-                     struct bench_result *results, double *duration_s) {
+int bench_client_run(const struct bench_client_opts *o, char *const *bodies, const int *prompt_lens,
+                     const double *arrival_s, int n, struct bench_result *results,
+                     double *duration_s) {
     *duration_s = 0;
     struct client *c = calloc(1, sizeof(*c));
     if (!c) return err_set(ERR_NOMEM, "out of memory for the client");
@@ -494,19 +550,24 @@ int bench_client_run(const struct bench_client_opts *o, char *const *bodies,
     c->settings.on_message_complete = on_message_complete;
     uv_timer_init(&c->loop, &c->arrival_timer);
     uv_timer_init(&c->loop, &c->tick_timer);
-    c->arrival_timer.data = c->tick_timer.data = c;
+    uv_signal_init(&c->loop, &c->sigint);
+    c->arrival_timer.data = c->tick_timer.data = c->sigint.data = c;
     c->t0_ns = uv_hrtime();
-    if (n == 0) client_finish_run(c);
+    if (n == 0)
+        client_finish_run(c);
     else {
         uv_timer_start(&c->tick_timer, on_tick, TICK_MS, TICK_MS);
+        uv_signal_start(&c->sigint, on_sigint, SIGINT);
         on_arrival(&c->arrival_timer);
     }
     uv_run(&c->loop, UV_RUN_DEFAULT);
     if (o->progress) draw_progress(c, true);
     uv_close((uv_handle_t *)&c->arrival_timer, NULL);
     uv_close((uv_handle_t *)&c->tick_timer, NULL);
+    uv_close((uv_handle_t *)&c->sigint, NULL);
     uv_run(&c->loop, UV_RUN_DEFAULT);
     rc = uv_loop_close(&c->loop) == 0 ? 0 : err_set(ERR_INTERNAL, "the event loop did not close");
+    if (rc == 0 && c->interrupted) rc = err_set(ERR_CANCELLED, "interrupted");
     *duration_s = ns_to_s(c->end_ns - c->t0_ns);
     free(c);
     return rc;
@@ -550,7 +611,8 @@ int bench_first_model(const struct bench_target *t, char **out_id) {
     struct timeval tv = {.tv_sec = 10};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    socklen_t alen = addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    socklen_t alen =
+        addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     if (connect(fd, (struct sockaddr *)&addr, alen) != 0) {
         close(fd);
         return err_set(ERR_IO, "cannot connect to %s to list models", t->host_hdr);
@@ -586,10 +648,12 @@ int bench_first_model(const struct bench_target *t, char **out_id) {
     cJSON *j = g.body ? cJSON_Parse(g.body) : NULL;
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(j, "data");
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(data, 0), "id");
-    if (status == 200 && cJSON_IsString(id)) *out_id = strdup(id->valuestring);
-    else rc = err_set(status == 200 ? ERR_FORMAT : ERR_IO,
-                      "GET /v1/models on %s gave HTTP %d%s; pass --model", t->host_hdr, status,
-                      status == 200 ? " without a model id" : "");
+    if (status == 200 && cJSON_IsString(id))
+        *out_id = strdup(id->valuestring);
+    else
+        rc = err_set(status == 200 ? ERR_FORMAT : ERR_IO,
+                     "GET /v1/models on %s gave HTTP %d%s; pass --model", t->host_hdr, status,
+                     status == 200 ? " without a model id" : "");
     cJSON_Delete(j);
     free(g.body);
     return rc;

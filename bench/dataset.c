@@ -20,10 +20,13 @@ static uint64_t splitmix64(uint64_t *x) {
 }
 
 void bench_rng_seed(struct bench_rng *rng, uint64_t seed) {
-    for (int i = 0; i < 4; i++) rng->s[i] = splitmix64(&seed);
+    for (int i = 0; i < 4; i++)
+        rng->s[i] = splitmix64(&seed);
 }
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t rotl(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
 
 uint64_t bench_rng_next(struct bench_rng *rng) {
     uint64_t *s = rng->s;
@@ -74,10 +77,10 @@ double bench_rng_gamma(struct bench_rng *rng, double shape, double scale) {
 int bench_arrivals(struct bench_rng *rng, int n, double rate, double burstiness, double *out_s) {
     if (n <= 0) return 0;
     if (!(rate > 0)) return err_set(ERR_INVAL, "request rate must be > 0 (or inf), got %g", rate);
-    if (!(burstiness > 0))
-        return err_set(ERR_INVAL, "burstiness must be > 0, got %g", burstiness);
+    if (!(burstiness > 0)) return err_set(ERR_INVAL, "burstiness must be > 0, got %g", burstiness);
     if (isinf(rate)) {
-        for (int i = 0; i < n; i++) out_s[i] = 0;
+        for (int i = 0; i < n; i++)
+            out_s[i] = 0;
         return 0;
     }
     double t = 0;
@@ -89,7 +92,8 @@ int bench_arrivals(struct bench_rng *rng, int n, double rate, double burstiness,
     // Rescaling makes the offered load exactly n / rate whatever the seed, as vLLM does, so
     // runs with different seeds compare on throughput.
     double k = ((double)n / rate) / out_s[n - 1];
-    for (int i = 0; i < n; i++) out_s[i] *= k;
+    for (int i = 0; i < n; i++)
+        out_s[i] *= k;
     return 0;
 }
 
@@ -98,17 +102,19 @@ int bench_arrivals(struct bench_rng *rng, int n, double rate, double burstiness,
 // Common English words; each is one token (with its leading space) in the usual BPE
 // vocabularies, so a prompt of k words is close to k tokens. The server's usage has the truth.
 static const char *const bench_words[] = {
-    "time",   "year",   "people", "way",    "day",    "man",    "thing",  "woman",  "life",
-    "child",  "world",  "school", "state",  "family", "student", "group", "country", "problem",
-    "hand",   "part",   "place",  "case",   "week",   "company", "system", "program", "question",
-    "work",   "number", "night",  "point",  "home",   "water",  "room",   "mother", "area",
-    "money",  "story",  "fact",   "month",  "lot",    "right",  "study",  "book",   "eye",
-    "job",    "word",   "business", "issue", "side",  "kind",   "head",   "house",  "service",
-    "friend", "father", "power",  "hour",   "game",   "line",   "end",    "member", "law",
-    "car",    "city",   "name",   "team",   "minute", "idea",   "kid",    "body",   "back",
-    "parent", "face",   "others", "level",  "office", "door",   "health", "person", "art",
-    "war",    "history", "party", "result", "change", "morning", "reason", "research", "girl",
-    "guy",    "moment", "air",    "teacher", "force", "education", "river", "green", "small",
+    "time",     "year",    "people",   "way",    "day",    "man",     "thing",   "woman",
+    "life",     "child",   "world",    "school", "state",  "family",  "student", "group",
+    "country",  "problem", "hand",     "part",   "place",  "case",    "week",    "company",
+    "system",   "program", "question", "work",   "number", "night",   "point",   "home",
+    "water",    "room",    "mother",   "area",   "money",  "story",   "fact",    "month",
+    "lot",      "right",   "study",    "book",   "eye",    "job",     "word",    "business",
+    "issue",    "side",    "kind",     "head",   "house",  "service", "friend",  "father",
+    "power",    "hour",    "game",     "line",   "end",    "member",  "law",     "car",
+    "city",     "name",    "team",     "minute", "idea",   "kid",     "body",    "back",
+    "parent",   "face",    "others",   "level",  "office", "door",    "health",  "person",
+    "art",      "war",     "history",  "party",  "result", "change",  "morning", "reason",
+    "research", "girl",    "guy",      "moment", "air",    "teacher", "force",   "education",
+    "river",    "green",   "small",
 };
 #define BENCH_N_WORDS ((int)(sizeof(bench_words) / sizeof(bench_words[0])))
 
@@ -294,7 +300,8 @@ static int parse_records(const char *text, size_t len, const char *what, int out
         const char *line = text + pos;
         pos += ll + 1;
         size_t k = 0;
-        while (k < ll && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r')) k++;
+        while (k < ll && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r'))
+            k++;
         if (k == ll) continue;
         cJSON *rec = cJSON_ParseWithLength(line, ll);
         if (!rec) return err_set(ERR_FORMAT, "%s:%d: not valid JSON", what, line_no);
@@ -348,8 +355,8 @@ int bench_dataset_load(const char *path, int n, int output_len, struct bench_rng
     memset(out, 0, sizeof(*out));
     FILE *f = fopen(path, "rb");
     if (!f)
-        return err_set(errno == ENOENT ? ERR_NOT_FOUND : ERR_IO, "cannot open dataset %s: %s",
-                       path, strerror(errno));
+        return err_set(errno == ENOENT ? ERR_NOT_FOUND : ERR_IO, "cannot open dataset %s: %s", path,
+                       strerror(errno));
     size_t cap = 1 << 16, len = 0;
     char *buf = malloc(cap);
     for (;;) {
@@ -392,7 +399,8 @@ char *bench_body_build(const struct bench_body_opts *o, const struct bench_promp
         cJSON_AddStringToObject(b, "prompt", p->text);
     } else {
         cJSON *ids = cJSON_AddArrayToObject(b, "prompt");
-        for (int i = 0; i < p->n_ids; i++) cJSON_AddItemToArray(ids, cJSON_CreateNumber(p->ids[i]));
+        for (int i = 0; i < p->n_ids; i++)
+            cJSON_AddItemToArray(ids, cJSON_CreateNumber(p->ids[i]));
     }
     cJSON_AddNumberToObject(b, "max_tokens", p->output_len);
     if (o->ignore_eos) {

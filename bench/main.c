@@ -10,15 +10,18 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #define EXIT_USAGE 2
+#define EXIT_INTERRUPTED 130 // the shell's code for a SIGINT
 
 struct options {
-    const char *base_url, *host, *endpoint, *model, *api_key, *dataset, *prompt_format;
+    const char *base_url, *host, *endpoint, *model, *api_key, *dataset, *dataset_name;
+    const char *prompt_format;
     int port, input_len, output_len, num_prompts, max_concurrency, warmup, id_lo, id_hi;
     double range_ratio, request_rate, burstiness, timeout_s;
     uint64_t seed;
@@ -31,7 +34,8 @@ struct options {
 // ---- options
 
 static void usage(FILE *f) {
-    fprintf(f,
+    fprintf(
+        f,
         "usage: keel-bench [options]\n"
         "\n"
         "Load-tests an OpenAI-compatible server with streamed requests and prints the same\n"
@@ -71,7 +75,8 @@ static void usage(FILE *f) {
         "  --no-progress         no progress bar (it is drawn only when stderr is a terminal)\n"
         "\n"
         "Exit status: 0 when every run had a successful request, 1 when one had none or the\n"
-        "run could not happen, 2 on bad options.\n");
+        "run could not happen, 2 on bad options, 130 when Ctrl-C cut it short (the figures\n"
+        "of what finished are still printed and saved).\n");
 }
 
 static int parse_int(const char *name, const char *v, int lo, int *out) {
@@ -86,7 +91,8 @@ static int parse_int(const char *name, const char *v, int lo, int *out) {
 static int parse_double(const char *name, const char *v, double *out) {
     char *end;
     double x = strtod(v, &end);
-    if (end == v || *end || isnan(x)) return err_set(ERR_INVAL, "%s wants a number, got '%s'", name, v);
+    if (end == v || *end || isnan(x))
+        return err_set(ERR_INVAL, "%s wants a number, got '%s'", name, v);
     *out = x;
     return 0;
 }
@@ -97,7 +103,8 @@ static int parse_pcts(const char *v, struct options *o) {
     snprintf(buf, sizeof(buf), "%s", v);
     for (char *save, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         double p = 0;
-        if (o->n_pcts == BENCH_MAX_PCT || parse_double("--percentiles", t, &p) || p <= 0 || p >= 100)
+        if (o->n_pcts == BENCH_MAX_PCT || parse_double("--percentiles", t, &p) || p <= 0 ||
+            p >= 100)
             return err_set(ERR_INVAL, "--percentiles wants up to %d numbers in (0, 100), got '%s'",
                            BENCH_MAX_PCT, v);
         o->pcts[o->n_pcts++] = p;
@@ -107,53 +114,102 @@ static int parse_pcts(const char *v, struct options *o) {
 
 // Returns 0, ERR_INVAL (message set), or 1 for --help.
 static int parse_args(int argc, char **argv, struct options *o) {
-    *o = (struct options){.base_url = NULL, .host = "127.0.0.1", .port = 8000,
-                          .endpoint = "completions", .dataset = "random", .input_len = 1024,
-                          .output_len = -1, .num_prompts = 1000, .id_lo = 100, .id_hi = 30000,
-                          .request_rate = INFINITY, .burstiness = 1, .timeout_s = 600,
+    *o = (struct options){.base_url = NULL,
+                          .host = "127.0.0.1",
+                          .port = 8000,
+                          .endpoint = "completions",
+                          .dataset = "random",
+                          .input_len = 1024,
+                          .output_len = -1,
+                          .num_prompts = 1000,
+                          .id_lo = 100,
+                          .id_hi = 30000,
+                          .request_rate = INFINITY,
+                          .burstiness = 1,
+                          .timeout_s = 600,
                           .sweep_csv = "keel-bench-sweep.csv",
-                          .sweep_svg = "keel-bench-sweep.svg", .n_pcts = 2, .pcts = {90, 99}};
+                          .sweep_svg = "keel-bench-sweep.svg",
+                          .n_pcts = 2,
+                          .pcts = {90, 99}};
     o->api_key = getenv("OPENAI_API_KEY");
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return 1;
-        if (!strcmp(a, "--ignore-eos")) { o->ignore_eos = true; continue; }
-        if (!strcmp(a, "--no-progress") || !strcmp(a, "--disable-tqdm")) { o->no_progress = true; continue; }
+        if (!strcmp(a, "--ignore-eos")) {
+            o->ignore_eos = true;
+            continue;
+        }
+        if (!strcmp(a, "--no-progress") || !strcmp(a, "--disable-tqdm")) {
+            o->no_progress = true;
+            continue;
+        }
         if (strncmp(a, "--", 2) != 0) return err_set(ERR_INVAL, "unexpected argument '%s'", a);
         if (i + 1 >= argc) return err_set(ERR_INVAL, "%s needs a value", a);
         const char *v = argv[++i];
         int rc = 0;
-        if (!strcmp(a, "--base-url")) o->base_url = v;
-        else if (!strcmp(a, "--host")) o->host = v;
-        else if (!strcmp(a, "--port")) rc = parse_int(a, v, 1, &o->port);
-        else if (!strcmp(a, "--endpoint")) o->endpoint = v;
-        else if (!strcmp(a, "--model")) o->model = v;
-        else if (!strcmp(a, "--api-key")) o->api_key = v;
-        else if (!strcmp(a, "--dataset") || !strcmp(a, "--dataset-path")) o->dataset = v;
-        else if (!strcmp(a, "--dataset-name")) o->dataset = !strcmp(v, "random") ? v : o->dataset;
-        else if (!strcmp(a, "--input-len") || !strcmp(a, "--random-input-len")) rc = parse_int(a, v, 1, &o->input_len);
-        else if (!strcmp(a, "--output-len") || !strcmp(a, "--random-output-len")) rc = parse_int(a, v, 1, &o->output_len);
-        else if (!strcmp(a, "--range-ratio") || !strcmp(a, "--random-range-ratio")) rc = parse_double(a, v, &o->range_ratio);
-        else if (!strcmp(a, "--prompt-format")) o->prompt_format = v;
+        if (!strcmp(a, "--base-url"))
+            o->base_url = v;
+        else if (!strcmp(a, "--host"))
+            o->host = v;
+        else if (!strcmp(a, "--port"))
+            rc = parse_int(a, v, 1, &o->port);
+        else if (!strcmp(a, "--endpoint"))
+            o->endpoint = v;
+        else if (!strcmp(a, "--model"))
+            o->model = v;
+        else if (!strcmp(a, "--api-key"))
+            o->api_key = v;
+        else if (!strcmp(a, "--dataset") || !strcmp(a, "--dataset-path"))
+            o->dataset = v;
+        else if (!strcmp(a, "--dataset-name"))
+            o->dataset_name = v;
+        else if (!strcmp(a, "--input-len") || !strcmp(a, "--random-input-len"))
+            rc = parse_int(a, v, 1, &o->input_len);
+        else if (!strcmp(a, "--output-len") || !strcmp(a, "--random-output-len"))
+            rc = parse_int(a, v, 1, &o->output_len);
+        else if (!strcmp(a, "--range-ratio") || !strcmp(a, "--random-range-ratio"))
+            rc = parse_double(a, v, &o->range_ratio);
+        else if (!strcmp(a, "--prompt-format"))
+            o->prompt_format = v;
         else if (!strcmp(a, "--token-ids")) {
-            if (sscanf(v, "%d:%d", &o->id_lo, &o->id_hi) != 2 || o->id_lo < 0 || o->id_hi <= o->id_lo)
+            if (sscanf(v, "%d:%d", &o->id_lo, &o->id_hi) != 2 || o->id_lo < 0 ||
+                o->id_hi <= o->id_lo)
                 rc = err_set(ERR_INVAL, "--token-ids wants LO:HI with 0 <= LO < HI, got '%s'", v);
-        }
-        else if (!strcmp(a, "--num-prompts")) rc = parse_int(a, v, 1, &o->num_prompts);
-        else if (!strcmp(a, "--max-concurrency")) rc = parse_int(a, v, 1, &o->max_concurrency);
-        else if (!strcmp(a, "--request-rate")) rc = parse_double(a, v, &o->request_rate);
-        else if (!strcmp(a, "--burstiness")) rc = parse_double(a, v, &o->burstiness);
-        else if (!strcmp(a, "--seed")) o->seed = strtoull(v, NULL, 10);
-        else if (!strcmp(a, "--warmup") || !strcmp(a, "--num-warmups")) rc = parse_int(a, v, 0, &o->warmup);
-        else if (!strcmp(a, "--timeout")) rc = parse_double(a, v, &o->timeout_s);
-        else if (!strcmp(a, "--json")) o->json_path = v;
-        else if (!strcmp(a, "--sweep")) o->sweep = v;
-        else if (!strcmp(a, "--sweep-csv")) o->sweep_csv = v;
-        else if (!strcmp(a, "--sweep-svg")) o->sweep_svg = v;
-        else if (!strcmp(a, "--percentiles") || !strcmp(a, "--metric-percentiles")) rc = parse_pcts(v, o);
-        else rc = err_set(ERR_INVAL, "unknown option '%s' (see --help)", a);
+        } else if (!strcmp(a, "--num-prompts"))
+            rc = parse_int(a, v, 1, &o->num_prompts);
+        else if (!strcmp(a, "--max-concurrency"))
+            rc = parse_int(a, v, 1, &o->max_concurrency);
+        else if (!strcmp(a, "--request-rate"))
+            rc = parse_double(a, v, &o->request_rate);
+        else if (!strcmp(a, "--burstiness"))
+            rc = parse_double(a, v, &o->burstiness);
+        else if (!strcmp(a, "--seed")) {
+            char *end;
+            o->seed = strtoull(v, &end, 10);
+            if (end == v || *end) rc = err_set(ERR_INVAL, "--seed wants an integer, got '%s'", v);
+        } else if (!strcmp(a, "--warmup") || !strcmp(a, "--num-warmups"))
+            rc = parse_int(a, v, 0, &o->warmup);
+        else if (!strcmp(a, "--timeout"))
+            rc = parse_double(a, v, &o->timeout_s);
+        else if (!strcmp(a, "--json"))
+            o->json_path = v;
+        else if (!strcmp(a, "--sweep"))
+            o->sweep = v;
+        else if (!strcmp(a, "--sweep-csv"))
+            o->sweep_csv = v;
+        else if (!strcmp(a, "--sweep-svg"))
+            o->sweep_svg = v;
+        else if (!strcmp(a, "--percentiles") || !strcmp(a, "--metric-percentiles"))
+            rc = parse_pcts(v, o);
+        else
+            rc = err_set(ERR_INVAL, "unknown option '%s' (see --help)", a);
         if (rc) return rc;
     }
+    // vLLM's --dataset-name: "random" forces random prompts; a file format needs the file.
+    if (o->dataset_name && !strcmp(o->dataset_name, "random"))
+        o->dataset = "random";
+    else if (o->dataset_name && !strcmp(o->dataset, "random"))
+        return err_set(ERR_INVAL, "--dataset-name %s needs --dataset-path FILE", o->dataset_name);
     if (!(o->request_rate > 0)) return err_set(ERR_INVAL, "--request-rate must be > 0 or inf");
     if (!(o->burstiness > 0)) return err_set(ERR_INVAL, "--burstiness must be > 0");
     if (!(o->range_ratio >= 0 && o->range_ratio < 1))
@@ -171,7 +227,8 @@ static int parse_sweep(const char *v, int *out, int cap) {
     int n = 0;
     for (char *save, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         if (n == cap || parse_int("--sweep", t, 1, &out[n]))
-            return err_set(ERR_INVAL, "--sweep wants up to %d concurrencies >= 1, got '%s'", cap, v);
+            return err_set(ERR_INVAL, "--sweep wants up to %d concurrencies >= 1, got '%s'", cap,
+                           v);
         n++;
     }
     return n > 0 ? n : err_set(ERR_INVAL, "--sweep is empty");
@@ -189,9 +246,10 @@ struct plan {
 };
 
 // One run at concurrency `conc`: prints the block, fills *s, returns the per-request results
-// (caller frees) or NULL when the run could not happen.
+// (caller frees) or NULL when the run could not happen. *interrupted: Ctrl-C cut it short.
 static struct bench_result *run_once(struct plan *pl, const struct options *o, int conc,
-                                     const char *label, struct bench_summary *s) {
+                                     const char *label, struct bench_summary *s,
+                                     bool *interrupted) {
     struct bench_result *res = calloc((size_t)pl->n, sizeof(*res));
     if (!res) return NULL;
     pl->copts.max_concurrency = conc;
@@ -200,10 +258,17 @@ static struct bench_result *run_once(struct plan *pl, const struct options *o, i
     bench_print_header(stdout, &pl->info);
     fflush(stdout);
     double dur;
-    if (bench_client_run(&pl->copts, pl->bodies, pl->prompt_lens, pl->arrivals, pl->n, res, &dur) ||
-        bench_summarize(res, pl->n, dur, o->pcts, o->n_pcts, s)) {
+    int rc =
+        bench_client_run(&pl->copts, pl->bodies, pl->prompt_lens, pl->arrivals, pl->n, res, &dur);
+    *interrupted = rc == ERR_CANCELLED;
+    if (*interrupted) {
+        fprintf(stderr, "keel-bench: interrupted; the figures cover what finished\n");
+        rc = 0;
+    }
+    if (rc || bench_summarize(res, pl->n, dur, o->pcts, o->n_pcts, s)) {
         fprintf(stderr, "keel-bench: %s\n", err_msg());
-        for (int i = 0; i < pl->n; i++) bench_result_clear(&res[i]);
+        for (int i = 0; i < pl->n; i++)
+            bench_result_clear(&res[i]);
         free(res);
         return NULL;
     }
@@ -214,7 +279,8 @@ static struct bench_result *run_once(struct plan *pl, const struct options *o, i
 }
 
 static void free_results(struct bench_result *res, int n) {
-    for (int i = 0; res && i < n; i++) bench_result_clear(&res[i]);
+    for (int i = 0; res && i < n; i++)
+        bench_result_clear(&res[i]);
     free(res);
 }
 
@@ -227,14 +293,16 @@ static int warmup(struct plan *pl, const struct options *o) {
     struct bench_result *res = calloc((size_t)o->warmup, sizeof(*res));
     int rc = !bodies || !lens || !arr || !res ? err_set(ERR_NOMEM, "out of memory") : 0;
     if (!rc) {
-        for (int i = 0; i < o->warmup; i++) bodies[i] = pl->bodies[0];
+        for (int i = 0; i < o->warmup; i++)
+            bodies[i] = pl->bodies[0];
         struct bench_client_opts co = pl->copts;
         co.max_concurrency = o->max_concurrency;
         co.label = "warmup";
         double dur;
         rc = bench_client_run(&co, bodies, lens, arr, o->warmup, res, &dur);
         int failed = 0;
-        for (int i = 0; i < o->warmup; i++) failed += !res[i].success;
+        for (int i = 0; i < o->warmup; i++)
+            failed += !res[i].success;
         if (!rc && failed)
             fprintf(stderr, "warning: %d of %d warm-up requests failed (first: %s)\n", failed,
                     o->warmup, res[0].error ? res[0].error : "see the run");
@@ -255,8 +323,11 @@ static int make_plan(const struct options *o, enum bench_endpoint ep, const char
     bool random = strcmp(o->dataset, "random") == 0;
     if (random) {
         struct bench_random_opts ro = {
-            .input_len = o->input_len, .output_len = o->output_len > 0 ? o->output_len : 128,
-            .range_ratio = o->range_ratio, .id_lo = o->id_lo, .id_hi = o->id_hi,
+            .input_len = o->input_len,
+            .output_len = o->output_len > 0 ? o->output_len : 128,
+            .range_ratio = o->range_ratio,
+            .id_lo = o->id_lo,
+            .id_hi = o->id_hi,
             .text = ep == BENCH_EP_CHAT || (o->prompt_format && !strcmp(o->prompt_format, "text"))};
         if (ep == BENCH_EP_CHAT && o->prompt_format && !strcmp(o->prompt_format, "ids"))
             return err_set(ERR_INVAL, "the chat endpoint takes text: use --prompt-format text");
@@ -285,7 +356,8 @@ static int make_plan(const struct options *o, enum bench_endpoint ep, const char
 }
 
 static void free_plan(struct plan *pl) {
-    for (int i = 0; pl->bodies && i < pl->n; i++) free(pl->bodies[i]);
+    for (int i = 0; pl->bodies && i < pl->n; i++)
+        free(pl->bodies[i]);
     free(pl->bodies), free(pl->prompt_lens), free(pl->arrivals);
 }
 
@@ -304,28 +376,34 @@ static int run_all(const struct options *o, struct plan *pl) {
     if (o->sweep && (n_conc = parse_sweep(o->sweep, conc, 64)) < 0) return EXIT_USAGE;
     struct bench_sweep_point *pts = calloc((size_t)n_conc, sizeof(*pts));
     cJSON *runs = cJSON_CreateArray();
-    int status = pts && runs ? 0 : 1;
+    int status = pts && runs ? 0 : 1, n_done = 0;
     for (int k = 0; !status && k < n_conc; k++) {
         char label[32];
         snprintf(label, sizeof(label), o->sweep ? "c=%d" : "benchmark", conc[k]);
         fprintf(stderr, "Starting main benchmark run%s...\n", o->sweep ? " (sweep point)" : "");
-        struct bench_result *res = run_once(pl, o, conc[k], label, &pts[k].s);
+        bool interrupted = false;
+        struct bench_result *res = run_once(pl, o, conc[k], label, &pts[k].s, &interrupted);
         if (!res) {
             status = 1;
             break;
         }
         pts[k].concurrency = conc[k];
+        n_done++;
         if (pts[k].s.completed == 0) status = 1;
-        if (o->json_path) cJSON_AddItemToArray(runs, bench_result_json(&pts[k].s, &pl->info, res, pl->n));
+        if (interrupted) status = EXIT_INTERRUPTED;
+        if (o->json_path)
+            cJSON_AddItemToArray(runs, bench_result_json(&pts[k].s, &pl->info, res, pl->n));
         free_results(res, pl->n);
     }
-    if (!status && o->sweep) {
+    // A sweep cut short still writes the points it has.
+    if (o->sweep && n_done > 0) {
         char title[256];
-        snprintf(title, sizeof(title), "keel-bench sweep: %s, %s", pl->info.model, pl->info.base_url);
-        if (bench_sweep_write_csv(o->sweep_csv, pts, n_conc) ||
-            bench_sweep_write_svg(o->sweep_svg, pts, n_conc, title)) {
+        snprintf(title, sizeof(title), "keel-bench sweep: %s, %s", pl->info.model,
+                 pl->info.base_url);
+        if (bench_sweep_write_csv(o->sweep_csv, pts, n_done) ||
+            bench_sweep_write_svg(o->sweep_svg, pts, n_done, title)) {
             fprintf(stderr, "keel-bench: %s\n", err_msg());
-            status = 1;
+            status = status ? status : 1;
         } else {
             fprintf(stderr, "Sweep written to %s and %s\n", o->sweep_csv, o->sweep_svg);
         }
@@ -334,7 +412,7 @@ static int run_all(const struct options *o, struct plan *pl) {
         cJSON *doc = o->sweep ? runs : cJSON_DetachItemFromArray(runs, 0);
         if (bench_write_json(o->json_path, doc)) {
             fprintf(stderr, "keel-bench: %s\n", err_msg());
-            status = 1;
+            status = status ? status : 1;
         }
         if (doc != runs) cJSON_Delete(doc);
     }
@@ -355,16 +433,20 @@ int main(int argc, char **argv) {
         return EXIT_USAGE;
     }
     char url[600];
-    if (!o.base_url) snprintf(url, sizeof(url), "http://%s:%d", o.host, o.port);
-    else snprintf(url, sizeof(url), "%s", o.base_url);
+    if (!o.base_url)
+        snprintf(url, sizeof(url), "http://%s:%d", o.host, o.port);
+    else
+        snprintf(url, sizeof(url), "%s", o.base_url);
     enum bench_endpoint ep = BENCH_EP_COMPLETIONS;
     const char *path = "/v1/completions";
-    if (!strcmp(o.endpoint, "chat")) ep = BENCH_EP_CHAT, path = "/v1/chat/completions";
+    if (!strcmp(o.endpoint, "chat"))
+        ep = BENCH_EP_CHAT, path = "/v1/chat/completions";
     else if (o.endpoint[0] == '/') {
         path = o.endpoint;
         if (strstr(path, "chat/completions")) ep = BENCH_EP_CHAT;
     } else if (strcmp(o.endpoint, "completions") != 0) {
-        fprintf(stderr, "keel-bench: --endpoint is completions, chat or a path, got '%s'\n", o.endpoint);
+        fprintf(stderr, "keel-bench: --endpoint is completions, chat or a path, got '%s'\n",
+                o.endpoint);
         return EXIT_USAGE;
     }
     struct bench_target target;
@@ -374,6 +456,9 @@ int main(int argc, char **argv) {
     }
     target.api_key = o.api_key && o.api_key[0] ? o.api_key : NULL;
     raise_fd_limit();
+    // A server that closes a connection while a request is being written must fail that
+    // request (EPIPE), not end the process.
+    signal(SIGPIPE, SIG_IGN);
     char *model_owned = NULL;
     if (!o.model) {
         if (bench_first_model(&target, &model_owned)) {
@@ -389,17 +474,24 @@ int main(int argc, char **argv) {
         free(model_owned);
         return rc == ERR_INVAL || rc == ERR_FORMAT || rc == ERR_NOT_FOUND ? EXIT_USAGE : 1;
     }
-    pl.copts = (struct bench_client_opts){.target = &target, .endpoint = ep,
+    pl.copts = (struct bench_client_opts){.target = &target,
+                                          .endpoint = ep,
                                           .timeout_s = o.timeout_s,
                                           .progress = !o.no_progress && isatty(2)};
-    pl.info = (struct bench_run_info){.base_url = url, .endpoint_path = target.path,
-                                      .model = o.model, .dataset = o.dataset,
-                                      .num_prompts = o.num_prompts, .request_rate = o.request_rate,
-                                      .burstiness = o.burstiness, .seed = o.seed,
+    pl.info = (struct bench_run_info){.base_url = url,
+                                      .endpoint_path = target.path,
+                                      .model = o.model,
+                                      .dataset = o.dataset,
+                                      .num_prompts = o.num_prompts,
+                                      .request_rate = o.request_rate,
+                                      .burstiness = o.burstiness,
+                                      .seed = o.seed,
                                       .ignore_eos = o.ignore_eos};
     int status = 1;
-    if (warmup(&pl, &o) != 0) fprintf(stderr, "keel-bench: warm-up: %s\n", err_msg());
-    else status = run_all(&o, &pl);
+    if (warmup(&pl, &o) != 0)
+        fprintf(stderr, "keel-bench: warm-up: %s\n", err_msg());
+    else
+        status = run_all(&o, &pl);
     free_plan(&pl);
     free(model_owned);
     return status;

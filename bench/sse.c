@@ -12,7 +12,9 @@
 
 // ---- the SSE line parser
 
-void bench_sse_init(struct bench_sse *s) { memset(s, 0, sizeof(*s)); }
+void bench_sse_init(struct bench_sse *s) {
+    memset(s, 0, sizeof(*s));
+}
 
 void bench_sse_free(struct bench_sse *s) {
     if (!s) return;
@@ -24,7 +26,8 @@ void bench_sse_free(struct bench_sse *s) {
 static int grow(char **buf, size_t *cap, size_t need) {
     if (need <= *cap) return 0;
     size_t ncap = *cap ? *cap : 256;
-    while (ncap < need) ncap *= 2;
+    while (ncap < need)
+        ncap *= 2;
     char *nb = realloc(*buf, ncap);
     if (!nb) return err_set(ERR_NOMEM, "out of memory in the SSE parser");
     *buf = nb;
@@ -126,8 +129,8 @@ int bench_chunk_parse(const char *data, size_t len, enum bench_endpoint ep,
     }
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
     if (err) {
-        const cJSON *m = cJSON_IsObject(err) ? cJSON_GetObjectItemCaseSensitive(err, "message")
-                                             : err;
+        const cJSON *m =
+            cJSON_IsObject(err) ? cJSON_GetObjectItemCaseSensitive(err, "message") : err;
         snprintf(out->error, sizeof(out->error), "%s",
                  cJSON_IsString(m) ? m->valuestring : "error event without a message");
     }

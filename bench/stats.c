@@ -36,9 +36,11 @@ void bench_metric_compute(double *values, int n, const double *pcts, int n_pcts,
     if (n <= 0) return;
     qsort(values, (size_t)n, sizeof(*values), cmp_double);
     double sum = 0;
-    for (int i = 0; i < n; i++) sum += values[i];
+    for (int i = 0; i < n; i++)
+        sum += values[i];
     double mean = sum / n, var = 0;
-    for (int i = 0; i < n; i++) var += (values[i] - mean) * (values[i] - mean);
+    for (int i = 0; i < n; i++)
+        var += (values[i] - mean) * (values[i] - mean);
     m->mean = mean * 1000;
     m->std = sqrt(var / n) * 1000; // population deviation, as numpy.std
     m->median = bench_percentile(values, n, 50) * 1000;
@@ -64,7 +66,8 @@ static double peak_tokens_per_s(const struct bench_result *res, int n, double t0
             if (b >= 0 && b < n_buckets) bucket[b] += 1;
         }
     }
-    for (int b = 0; b < n_buckets; b++) best = bucket[b] > best ? bucket[b] : best;
+    for (int b = 0; b < n_buckets; b++)
+        best = bucket[b] > best ? bucket[b] : best;
     free(bucket);
     return best;
 }
@@ -106,7 +109,8 @@ int bench_summarize(const struct bench_result *res, int n, double duration_s, co
     memcpy(out->pcts, pcts, (size_t)out->n_pcts * sizeof(*pcts));
     out->duration_s = duration_s;
     long long n_itl = 0;
-    for (int i = 0; i < n; i++) n_itl += res[i].success ? res[i].n_itl : 0;
+    for (int i = 0; i < n; i++)
+        n_itl += res[i].success ? res[i].n_itl : 0;
     double *ttft = malloc((size_t)(n + 1) * sizeof(double));
     double *tpot = malloc((size_t)(n + 1) * sizeof(double));
     double *e2el = malloc((size_t)(n + 1) * sizeof(double));
@@ -130,7 +134,8 @@ int bench_summarize(const struct bench_result *res, int n, double duration_s, co
         out->total_input += r->prompt_len;
         out->total_output += r->output_tokens;
         if (!r->has_usage) out->n_missing_usage++;
-        if (r->output_tokens > 1) tpot[n_tpot++] = (r->latency_s - r->ttft_s) / (r->output_tokens - 1);
+        if (r->output_tokens > 1)
+            tpot[n_tpot++] = (r->latency_s - r->ttft_s) / (r->output_tokens - 1);
         if (r->n_itl > 0) memcpy(itl + k_itl, r->itl_s, (size_t)r->n_itl * sizeof(double));
         k_itl += r->n_itl;
         t0 = fmin(t0, r->start_s);
@@ -158,9 +163,11 @@ int bench_summarize(const struct bench_result *res, int n, double duration_s, co
 // Python's "{s:{c}^{n}}": centred, the odd fill character going to the right.
 static void print_centered(FILE *f, const char *s, char c, int width) {
     int len = (int)strlen(s), pad = width > len ? width - len : 0, left = pad / 2;
-    for (int i = 0; i < left; i++) fputc(c, f);
+    for (int i = 0; i < left; i++)
+        fputc(c, f);
     fputs(s, f);
-    for (int i = 0; i < pad - left; i++) fputc(c, f);
+    for (int i = 0; i < pad - left; i++)
+        fputc(c, f);
     fputc('\n', f);
 }
 
@@ -174,8 +181,10 @@ static void print_f2(FILE *f, const char *label, double v) {
 
 // "P99", "P99.9": the percentile's shortest spelling, as vLLM names it.
 static void pct_word(double p, char *buf, size_t n) {
-    if (p == floor(p)) snprintf(buf, n, "%d", (int)p);
-    else snprintf(buf, n, "%g", p);
+    if (p == floor(p))
+        snprintf(buf, n, "%d", (int)p);
+    else
+        snprintf(buf, n, "%g", p);
 }
 
 static void print_metric(FILE *f, const struct bench_summary *s, const struct bench_metric *m,
@@ -195,9 +204,12 @@ static void print_metric(FILE *f, const struct bench_summary *s, const struct be
 
 // A float as Python's str() spells the usual values: "inf", "1.0", "0.25".
 static const char *py_float(double x, char *buf, size_t n) {
-    if (isinf(x)) snprintf(buf, n, "inf");
-    else if (x == floor(x) && fabs(x) < 1e15) snprintf(buf, n, "%.1f", x);
-    else snprintf(buf, n, "%.15g", x);
+    if (isinf(x))
+        snprintf(buf, n, "inf");
+    else if (x == floor(x) && fabs(x) < 1e15)
+        snprintf(buf, n, "%.1f", x);
+    else
+        snprintf(buf, n, "%.15g", x);
     return buf;
 }
 
@@ -208,7 +220,8 @@ void bench_print_header(FILE *f, const struct bench_run_info *info) {
             info->burstiness == 1.0 ? "Poisson process" : "Gamma distribution");
     if (info->max_concurrency > 0)
         fprintf(f, "Maximum request concurrency: %d\n", info->max_concurrency);
-    else fprintf(f, "Maximum request concurrency: None\n");
+    else
+        fprintf(f, "Maximum request concurrency: None\n");
 }
 
 void bench_print_failures(FILE *f, const struct bench_result *res, int n) {
@@ -219,15 +232,20 @@ void bench_print_failures(FILE *f, const struct bench_result *res, int n) {
         n_failed++;
         const char *e = res[i].error ? res[i].error : "unknown error";
         int k = 0;
-        while (k < n_reasons && strcmp(reason[k], e) != 0) k++;
-        if (k < n_reasons) count[k]++;
-        else if (n_reasons < 10) reason[n_reasons] = e, count[n_reasons++] = 1;
-        else n_other++;
+        while (k < n_reasons && strcmp(reason[k], e) != 0)
+            k++;
+        if (k < n_reasons)
+            count[k]++;
+        else if (n_reasons < 10)
+            reason[n_reasons] = e, count[n_reasons++] = 1;
+        else
+            n_other++;
     }
     if (n_failed == 0) return;
     fprintf(f, "Failed requests during benchmark run detected (capping to 10):\n");
     for (int k = 0; k < n_reasons; k++)
-        fprintf(f, "Error %d: %s (%d request%s)\n", k, reason[k], count[k], count[k] == 1 ? "" : "s");
+        fprintf(f, "Error %d: %s (%d request%s)\n", k, reason[k], count[k],
+                count[k] == 1 ? "" : "s");
     if (n_other) fprintf(f, "... and %d more failed requests with other reasons\n", n_other);
 }
 
@@ -235,8 +253,10 @@ void bench_print_result(FILE *f, const struct bench_summary *s, const struct ben
     print_centered(f, " Serving Benchmark Result ", '=', 50);
     print_int(f, "Successful requests:", s->completed);
     print_int(f, "Failed requests:", s->failed);
-    if (info->max_concurrency > 0) print_int(f, "Maximum request concurrency:", info->max_concurrency);
-    if (!isinf(info->request_rate)) print_f2(f, "Request rate configured (RPS):", info->request_rate);
+    if (info->max_concurrency > 0)
+        print_int(f, "Maximum request concurrency:", info->max_concurrency);
+    if (!isinf(info->request_rate))
+        print_f2(f, "Request rate configured (RPS):", info->request_rate);
     print_f2(f, "Benchmark duration (s):", s->duration_s);
     print_int(f, "Total input tokens:", s->total_input);
     print_int(f, "Total generated tokens:", s->total_output);
@@ -249,11 +269,14 @@ void bench_print_result(FILE *f, const struct bench_summary *s, const struct ben
     print_metric(f, s, &s->tpot, "TPOT", "Time per Output Token (excl. 1st token)");
     print_metric(f, s, &s->itl, "ITL", "Inter-token Latency");
     print_metric(f, s, &s->e2el, "E2EL", "End-to-end Latency");
-    for (int i = 0; i < 50; i++) fputc('=', f);
+    for (int i = 0; i < 50; i++)
+        fputc('=', f);
     fputc('\n', f);
     if (s->n_missing_usage > 0)
-        fprintf(f, "warning: %d successful requests streamed no usage; their output tokens are "
-                   "counted as token chunks\n", s->n_missing_usage);
+        fprintf(f,
+                "warning: %d successful requests streamed no usage; their output tokens are "
+                "counted as token chunks\n",
+                s->n_missing_usage);
 }
 
 // ---- the JSON result file
@@ -288,11 +311,15 @@ void *bench_result_json(const struct bench_summary *s, const struct bench_run_in
     cJSON_AddStringToObject(o, "model_id", info->model ? info->model : "");
     cJSON_AddStringToObject(o, "dataset", info->dataset ? info->dataset : "");
     cJSON_AddNumberToObject(o, "num_prompts", info->num_prompts);
-    if (isinf(info->request_rate)) cJSON_AddStringToObject(o, "request_rate", "inf");
-    else cJSON_AddNumberToObject(o, "request_rate", info->request_rate);
+    if (isinf(info->request_rate))
+        cJSON_AddStringToObject(o, "request_rate", "inf");
+    else
+        cJSON_AddNumberToObject(o, "request_rate", info->request_rate);
     cJSON_AddNumberToObject(o, "burstiness", info->burstiness);
-    if (info->max_concurrency > 0) cJSON_AddNumberToObject(o, "max_concurrency", info->max_concurrency);
-    else cJSON_AddNullToObject(o, "max_concurrency");
+    if (info->max_concurrency > 0)
+        cJSON_AddNumberToObject(o, "max_concurrency", info->max_concurrency);
+    else
+        cJSON_AddNullToObject(o, "max_concurrency");
     cJSON_AddNumberToObject(o, "seed", (double)info->seed);
     cJSON_AddBoolToObject(o, "ignore_eos", info->ignore_eos);
     cJSON_AddNumberToObject(o, "duration", s->duration_s);
@@ -311,9 +338,11 @@ void *bench_result_json(const struct bench_summary *s, const struct bench_run_in
     add_metric(o, s, &s->itl, "itl");
     add_metric(o, s, &s->e2el, "e2el");
     // Per-request arrays in seconds, index for index, under vLLM's names.
-    cJSON *in = cJSON_AddArrayToObject(o, "input_lens"), *outl = cJSON_AddArrayToObject(o, "output_lens");
+    cJSON *in = cJSON_AddArrayToObject(o, "input_lens"),
+          *outl = cJSON_AddArrayToObject(o, "output_lens");
     cJSON *tt = cJSON_AddArrayToObject(o, "ttfts"), *itls = cJSON_AddArrayToObject(o, "itls");
-    cJSON *lat = cJSON_AddArrayToObject(o, "latencies"), *st = cJSON_AddArrayToObject(o, "start_times");
+    cJSON *lat = cJSON_AddArrayToObject(o, "latencies"),
+          *st = cJSON_AddArrayToObject(o, "start_times");
     cJSON *errs = cJSON_AddArrayToObject(o, "errors");
     for (int i = 0; i < n; i++) {
         const struct bench_result *r = &res[i];
@@ -321,7 +350,7 @@ void *bench_result_json(const struct bench_summary *s, const struct bench_run_in
         cJSON_AddItemToArray(outl, cJSON_CreateNumber(r->success ? r->output_tokens : 0));
         cJSON_AddItemToArray(tt, cJSON_CreateNumber(r->ttft_s));
         cJSON_AddItemToArray(itls, r->n_itl > 0 ? cJSON_CreateDoubleArray(r->itl_s, r->n_itl)
-                                                 : cJSON_CreateArray());
+                                                : cJSON_CreateArray());
         cJSON_AddItemToArray(lat, cJSON_CreateNumber(r->latency_s));
         cJSON_AddItemToArray(st, cJSON_CreateNumber(r->start_s));
         cJSON_AddItemToArray(errs, cJSON_CreateString(r->error ? r->error : ""));

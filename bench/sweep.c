@@ -22,7 +22,8 @@ int bench_sweep_write_csv(const char *path, const struct bench_sweep_point *pts,
     const struct bench_summary *s0 = n > 0 ? &pts[0].s : NULL;
     for (int m = 0; m < 4; m++) {
         fprintf(f, ",mean_%s_ms,median_%s_ms", names[m], names[m]);
-        for (int i = 0; s0 && i < s0->n_pcts; i++) fprintf(f, ",p%g_%s_ms", s0->pcts[i], names[m]);
+        for (int i = 0; s0 && i < s0->n_pcts; i++)
+            fprintf(f, ",p%g_%s_ms", s0->pcts[i], names[m]);
     }
     fputc('\n', f);
     for (int k = 0; k < n; k++) {
@@ -33,7 +34,8 @@ int bench_sweep_write_csv(const char *path, const struct bench_sweep_point *pts,
                 s->total_token_throughput, s->peak_output_tps, s->peak_concurrent);
         for (int m = 0; m < 4; m++) {
             fprintf(f, ",%.3f,%.3f", ms[m]->mean, ms[m]->median);
-            for (int i = 0; i < s->n_pcts; i++) fprintf(f, ",%.3f", ms[m]->pct[i]);
+            for (int i = 0; i < s->n_pcts; i++)
+                fprintf(f, ",%.3f", ms[m]->pct[i]);
         }
         fputc('\n', f);
     }
@@ -65,7 +67,8 @@ static void sb_printf(struct sbuf *b, const char *fmt, ...) {
             return;
         }
         size_t ncap = b->cap ? b->cap * 2 : 4096;
-        while (ncap < b->len + (size_t)k + 1) ncap *= 2;
+        while (ncap < b->len + (size_t)k + 1)
+            ncap *= 2;
         char *np = realloc(b->p, ncap);
         if (!np) {
             b->oom = true;
@@ -76,22 +79,35 @@ static void sb_printf(struct sbuf *b, const char *fmt, ...) {
     }
 }
 
-// The smallest 1, 2 or 5 times a power of ten at or above x: an axis maximum people can read.
+// The smallest "round" number at or above x (1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a power of
+// ten): an axis maximum whose fifths people can read, without leaving half the plot empty.
 static double nice_ceil(double x) {
+    static const double steps[] = {1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10};
     if (!(x > 0)) return 1;
     double e = pow(10, floor(log10(x))), m = x / e;
-    double nice = m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10;
-    return nice * e;
+    int i = 0;
+    while (steps[i] < m - 1e-9)
+        i++;
+    return steps[i] * e;
 }
 
 static void svg_escape(struct sbuf *b, const char *s) {
     for (; s && *s; s++) {
         switch (*s) {
-        case '<': sb_printf(b, "&lt;"); break;
-        case '>': sb_printf(b, "&gt;"); break;
-        case '&': sb_printf(b, "&amp;"); break;
-        case '"': sb_printf(b, "&quot;"); break;
-        default: sb_printf(b, "%c", *s);
+        case '<':
+            sb_printf(b, "&lt;");
+            break;
+        case '>':
+            sb_printf(b, "&gt;");
+            break;
+        case '&':
+            sb_printf(b, "&amp;");
+            break;
+        case '"':
+            sb_printf(b, "&quot;");
+            break;
+        default:
+            sb_printf(b, "%c", *s);
         }
     }
 }
@@ -102,8 +118,8 @@ static void svg_escape(struct sbuf *b, const char *s) {
 #define MARGIN_T 60
 
 // One panel at x offset ox: y = output token throughput, x = the latency metric chosen.
-static void svg_panel(struct sbuf *b, const struct bench_sweep_point *pts, int n, int ox,
-                      int which, const char *xlabel) {
+static void svg_panel(struct sbuf *b, const struct bench_sweep_point *pts, int n, int ox, int which,
+                      const char *xlabel) {
     double xmax = 0, ymax = 0;
     for (int k = 0; k < n; k++) {
         double x = which ? pts[k].s.ttft.median : pts[k].s.tpot.median;
@@ -113,8 +129,10 @@ static void svg_panel(struct sbuf *b, const struct bench_sweep_point *pts, int n
     xmax = nice_ceil(xmax * 1.05);
     ymax = nice_ceil(ymax * 1.05);
     int x0 = ox + MARGIN_L, y0 = MARGIN_T + PANEL_H;
-    sb_printf(b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" "
-                 "stroke=\"#888\"/>\n", x0, MARGIN_T, PANEL_W, PANEL_H);
+    sb_printf(b,
+              "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" "
+              "stroke=\"#888\"/>\n",
+              x0, MARGIN_T, PANEL_W, PANEL_H);
     for (int t = 0; t <= 5; t++) { // gridlines and tick labels
         double fx = x0 + PANEL_W * t / 5.0, fy = y0 - PANEL_H * t / 5.0;
         sb_printf(b, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#eee\"/>\n", fx,
@@ -128,8 +146,10 @@ static void svg_panel(struct sbuf *b, const struct bench_sweep_point *pts, int n
     }
     sb_printf(b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%s</text>\n", x0 + PANEL_W / 2,
               y0 + 40, xlabel);
-    sb_printf(b, "<text transform=\"translate(%d,%d) rotate(-90)\" text-anchor=\"middle\">"
-                 "Output token throughput (tok/s)</text>\n", ox + 18, MARGIN_T + PANEL_H / 2);
+    sb_printf(b,
+              "<text transform=\"translate(%d,%d) rotate(-90)\" text-anchor=\"middle\">"
+              "Output token throughput (tok/s)</text>\n",
+              ox + 18, MARGIN_T + PANEL_H / 2);
     sb_printf(b, "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"");
     for (int k = 0; k < n; k++) {
         double x = which ? pts[k].s.ttft.median : pts[k].s.tpot.median;
@@ -149,10 +169,12 @@ static void svg_panel(struct sbuf *b, const struct bench_sweep_point *pts, int n
 char *bench_sweep_svg(const struct bench_sweep_point *pts, int n, const char *title) {
     struct sbuf b = {0};
     int w = 2 * (MARGIN_L + PANEL_W + 30), h = MARGIN_T + PANEL_H + 60;
-    sb_printf(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-                  "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-                  "font-family=\"sans-serif\" font-size=\"12\">\n"
-                  "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", w, h);
+    sb_printf(&b,
+              "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+              "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+              "font-family=\"sans-serif\" font-size=\"12\">\n"
+              "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
+              w, h);
     sb_printf(&b, "<text x=\"%d\" y=\"28\" text-anchor=\"middle\" font-size=\"16\">", w / 2);
     svg_escape(&b, title ? title : "keel-bench sweep");
     sb_printf(&b, "</text>\n");

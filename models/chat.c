@@ -18,18 +18,29 @@
 #include <stdlib.h>
 #include <string.h>
 
-// ---- recognising the template --------------------------------------------------------------------
+// ---- recognising the template
+// --------------------------------------------------------------------
 
 // Fragments of the Jinja source (as stored: "\n" inside the template's string literals is a
 // backslash and an n) that pin down the behaviour each renderer implements.
-static const char *const qwen3_marks[] = {
-    "<|im_start|>", "<tools></tools>", "multi_step_tool", "last_query_index", "reasoning_content",
-    "message.content.split('</think>')[-1].lstrip('\\n')", "reasoning_content.strip('\\n')",
-    "tool_call.arguments is string", "enable_thinking is defined and enable_thinking is false",
-    "'<think>\\n\\n</think>\\n\\n'", NULL};
+static const char *const qwen3_marks[] = {"<|im_start|>",
+                                          "<tools></tools>",
+                                          "multi_step_tool",
+                                          "last_query_index",
+                                          "reasoning_content",
+                                          "message.content.split('</think>')[-1].lstrip('\\n')",
+                                          "reasoning_content.strip('\\n')",
+                                          "tool_call.arguments is string",
+                                          "enable_thinking is defined and enable_thinking is false",
+                                          "'<think>\\n\\n</think>\\n\\n'",
+                                          NULL};
 static const char *const qwen25_marks[] = {
-    "<|im_start|>", "<tools></tools>", "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
-    "tool_call.arguments | tojson", "(message.role == \"assistant\" and not message.tool_calls)", NULL};
+    "<|im_start|>",
+    "<tools></tools>",
+    "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+    "tool_call.arguments | tojson",
+    "(message.role == \"assistant\" and not message.tool_calls)",
+    NULL};
 static const char *const qwen2_marks[] = {
     "<|im_start|>", "loop.first and messages[0]['role'] != 'system'",
     "<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n", NULL};
@@ -52,11 +63,13 @@ void tok__chat_detect(struct tok_tokenizer *t, const char *tmpl) {
     } else if (has_all(tmpl, qwen2_marks) && !strstr(tmpl, "tool")) {
         t->chat_kind = TOK__CHAT_QWEN2;
     } else if (strstr(tmpl, "<|im_start|>")) {
-        snprintf(t->chat_why, sizeof(t->chat_why),
-                 "the chat template is ChatML but not one keel renders exactly (Qwen3, Qwen2.5, Qwen2)");
+        snprintf(
+            t->chat_why, sizeof(t->chat_why),
+            "the chat template is ChatML but not one keel renders exactly (Qwen3, Qwen2.5, Qwen2)");
     } else {
-        snprintf(t->chat_why, sizeof(t->chat_why), "the chat template is not ChatML; keel renders only the Qwen "
-                                                  "ChatML templates");
+        snprintf(t->chat_why, sizeof(t->chat_why),
+                 "the chat template is not ChatML; keel renders only the Qwen "
+                 "ChatML templates");
     }
 }
 
@@ -66,7 +79,8 @@ bool tok_chat_supported(const struct tok_tokenizer *t) {
     return false;
 }
 
-// ---- output buffer --------------------------------------------------------------------------------
+// ---- output buffer
+// --------------------------------------------------------------------------------
 
 struct sbuf {
     char *p;
@@ -78,7 +92,8 @@ static void put(struct sbuf *b, const char *s, size_t n) {
     if (b->oom) return;
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
+        while (cap < b->len + n + 1)
+            cap *= 2;
         char *p = realloc(b->p, cap);
         if (!p) {
             b->oom = true;
@@ -91,9 +106,12 @@ static void put(struct sbuf *b, const char *s, size_t n) {
     b->p[b->len] = 0;
 }
 
-static void puts_(struct sbuf *b, const char *s) { put(b, s, strlen(s)); }
+static void puts_(struct sbuf *b, const char *s) {
+    put(b, s, strlen(s));
+}
 
-// ---- Python's json.dumps, from JSON text ------------------------------------------------------------
+// ---- Python's json.dumps, from JSON text
+// ------------------------------------------------------------
 
 struct jp {
     const char *s; // the JSON text, NUL-terminated
@@ -101,14 +119,18 @@ struct jp {
 };
 
 static void jp_ws(struct jp *p) {
-    while (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' || p->s[p->i] == '\r') p->i++;
+    while (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' || p->s[p->i] == '\r')
+        p->i++;
 }
 
 static int hex4(const char *s, uint32_t *v) {
     *v = 0;
     for (int k = 0; k < 4; k++) {
         char c = s[k];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
         if (d < 0) return -1;
         *v = *v * 16 + (uint32_t)d;
     }
@@ -118,13 +140,16 @@ static int hex4(const char *s, uint32_t *v) {
 static void put_cp(struct sbuf *b, uint32_t c) {
     char u[4];
     int n;
-    if (c < 0x80) u[0] = (char)c, n = 1;
-    else if (c < 0x800) u[0] = (char)(0xC0 | c >> 6), u[1] = (char)(0x80 | (c & 0x3F)), n = 2;
+    if (c < 0x80)
+        u[0] = (char)c, n = 1;
+    else if (c < 0x800)
+        u[0] = (char)(0xC0 | c >> 6), u[1] = (char)(0x80 | (c & 0x3F)), n = 2;
     else if (c < 0x10000)
-        u[0] = (char)(0xE0 | c >> 12), u[1] = (char)(0x80 | ((c >> 6) & 0x3F)), u[2] = (char)(0x80 | (c & 0x3F)), n = 3;
+        u[0] = (char)(0xE0 | c >> 12), u[1] = (char)(0x80 | ((c >> 6) & 0x3F)),
+        u[2] = (char)(0x80 | (c & 0x3F)), n = 3;
     else
-        u[0] = (char)(0xF0 | c >> 18), u[1] = (char)(0x80 | ((c >> 12) & 0x3F)), u[2] = (char)(0x80 | ((c >> 6) & 0x3F)),
-        u[3] = (char)(0x80 | (c & 0x3F)), n = 4;
+        u[0] = (char)(0xF0 | c >> 18), u[1] = (char)(0x80 | ((c >> 12) & 0x3F)),
+        u[2] = (char)(0x80 | ((c >> 6) & 0x3F)), u[3] = (char)(0x80 | (c & 0x3F)), n = 4;
     put(b, u, n);
 }
 
@@ -143,14 +168,30 @@ static int jp_string(struct jp *p, struct sbuf *b) {
             char e = (char)s[1];
             p->i += 2;
             switch (e) {
-            case '"': c = '"'; break;
-            case '\\': c = '\\'; break;
-            case '/': c = '/'; break;
-            case 'b': c = '\b'; break;
-            case 'f': c = '\f'; break;
-            case 'n': c = '\n'; break;
-            case 'r': c = '\r'; break;
-            case 't': c = '\t'; break;
+            case '"':
+                c = '"';
+                break;
+            case '\\':
+                c = '\\';
+                break;
+            case '/':
+                c = '/';
+                break;
+            case 'b':
+                c = '\b';
+                break;
+            case 'f':
+                c = '\f';
+                break;
+            case 'n':
+                c = '\n';
+                break;
+            case 'r':
+                c = '\r';
+                break;
+            case 't':
+                c = '\t';
+                break;
             case 'u': {
                 uint32_t lo;
                 if (hex4(p->s + p->i, &c)) return err_set(ERR_INVAL, "JSON: bad \\u escape");
@@ -164,7 +205,8 @@ static int jp_string(struct jp *p, struct sbuf *b) {
                 }
                 break;
             }
-            default: return err_set(ERR_INVAL, "JSON: bad escape '\\%c'", e);
+            default:
+                return err_set(ERR_INVAL, "JSON: bad escape '\\%c'", e);
             }
         } else {
             int len = tok__utf8_len(s, 4); // stops at the NUL: it is no continuation byte
@@ -213,7 +255,8 @@ static void put_py_float(struct sbuf *b, double v) {
     for (; *q && *q != 'e'; q++)
         if (*q != '.') digits[nd++] = *q;
     int exp10 = atoi(q + 1);
-    while (nd > 1 && digits[nd - 1] == '0') nd--;
+    while (nd > 1 && digits[nd - 1] == '0')
+        nd--;
     int decpt = exp10 + 1; // digits are 0.d1d2... x 10^decpt
     char out[64];
     int o = 0;
@@ -221,13 +264,17 @@ static void put_py_float(struct sbuf *b, double v) {
     if (decpt > -4 && decpt <= 16) {
         if (decpt <= 0) {
             out[o++] = '0', out[o++] = '.';
-            for (int k = 0; k < -decpt; k++) out[o++] = '0';
-            for (int k = 0; k < nd; k++) out[o++] = digits[k];
+            for (int k = 0; k < -decpt; k++)
+                out[o++] = '0';
+            for (int k = 0; k < nd; k++)
+                out[o++] = digits[k];
         } else {
-            for (int k = 0; k < decpt; k++) out[o++] = k < nd ? digits[k] : '0';
+            for (int k = 0; k < decpt; k++)
+                out[o++] = k < nd ? digits[k] : '0';
             out[o++] = '.';
             if (nd > decpt)
-                for (int k = decpt; k < nd; k++) out[o++] = digits[k];
+                for (int k = decpt; k < nd; k++)
+                    out[o++] = digits[k];
             else
                 out[o++] = '0';
         }
@@ -236,7 +283,8 @@ static void put_py_float(struct sbuf *b, double v) {
         out[o++] = digits[0];
         if (nd > 1) {
             out[o++] = '.';
-            for (int k = 1; k < nd; k++) out[o++] = digits[k];
+            for (int k = 1; k < nd; k++)
+                out[o++] = digits[k];
         }
         o += snprintf(out + o, sizeof(out) - o, "e%c%02d", exp10 < 0 ? '-' : '+', abs(exp10));
         put(b, out, o);
@@ -246,27 +294,38 @@ static void put_py_float(struct sbuf *b, double v) {
 static int jp_number(struct jp *p, struct sbuf *b) {
     const char *s = p->s + p->i, *q = s;
     if (*q == '-') q++;
-    if (*q == '0') q++;
-    else if (*q >= '1' && *q <= '9') while (*q >= '0' && *q <= '9') q++;
-    else return err_set(ERR_INVAL, "JSON: bad number at offset %zu", p->i);
+    if (*q == '0')
+        q++;
+    else if (*q >= '1' && *q <= '9')
+        while (*q >= '0' && *q <= '9')
+            q++;
+    else
+        return err_set(ERR_INVAL, "JSON: bad number at offset %zu", p->i);
     bool is_float = false;
     if (*q == '.') {
         is_float = true;
-        if (!(*++q >= '0' && *q <= '9')) return err_set(ERR_INVAL, "JSON: bad number at offset %zu", p->i);
-        while (*q >= '0' && *q <= '9') q++;
+        if (!(*++q >= '0' && *q <= '9'))
+            return err_set(ERR_INVAL, "JSON: bad number at offset %zu", p->i);
+        while (*q >= '0' && *q <= '9')
+            q++;
     }
     if (*q == 'e' || *q == 'E') {
         is_float = true;
         q++;
         if (*q == '+' || *q == '-') q++;
-        if (!(*q >= '0' && *q <= '9')) return err_set(ERR_INVAL, "JSON: bad number at offset %zu", p->i);
-        while (*q >= '0' && *q <= '9') q++;
+        if (!(*q >= '0' && *q <= '9'))
+            return err_set(ERR_INVAL, "JSON: bad number at offset %zu", p->i);
+        while (*q >= '0' && *q <= '9')
+            q++;
     }
     size_t n = (size_t)(q - s);
     p->i += n;
-    if (is_float) put_py_float(b, strtod(s, NULL));
-    else if (n == 2 && s[0] == '-' && s[1] == '0') put(b, "0", 1); // Python's int has no -0
-    else put(b, s, n);
+    if (is_float)
+        put_py_float(b, strtod(s, NULL));
+    else if (n == 2 && s[0] == '-' && s[1] == '0')
+        put(b, "0", 1); // Python's int has no -0
+    else
+        put(b, s, n);
     return 0;
 }
 
@@ -289,7 +348,8 @@ static int jp_value(struct jp *p, struct sbuf *b, int depth) {
             if (!first) puts_(b, ", ");
             if (c == '{') {
                 jp_ws(p);
-                if (p->s[p->i] != '"') return err_set(ERR_INVAL, "JSON: object key is not a string");
+                if (p->s[p->i] != '"')
+                    return err_set(ERR_INVAL, "JSON: object key is not a string");
                 if ((rc = jp_string(p, b))) return rc;
                 jp_ws(p);
                 if (p->s[p->i++] != ':') return err_set(ERR_INVAL, "JSON: missing ':' after a key");
@@ -366,17 +426,25 @@ static int put_tools(struct sbuf *b, const char *tools_json, int *n_tools) {
     return 0;
 }
 
-// ---- shared pieces of the Qwen templates ------------------------------------------------------------
+// ---- shared pieces of the Qwen templates
+// ------------------------------------------------------------
 
-static const char tools_head[] = "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
-                                 "You are provided with function signatures within <tools></tools> XML tags:\n<tools>";
-static const char tools_tail[] = "\n</tools>\n\nFor each function call, return a json object with function name and "
-                                 "arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": "
-                                 "<function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n";
-static const char qwen_default_system[] = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
+static const char tools_head[] =
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>";
+static const char tools_tail[] =
+    "\n</tools>\n\nFor each function call, return a json object with function name and "
+    "arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": "
+    "<function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n";
+static const char qwen_default_system[] =
+    "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
 
-static bool is_role(const struct tok_chat_msg *m, const char *role) { return strcmp(m->role, role) == 0; }
-static const char *content_of(const struct tok_chat_msg *m) { return m->content ? m->content : ""; }
+static bool is_role(const struct tok_chat_msg *m, const char *role) {
+    return strcmp(m->role, role) == 0;
+}
+static const char *content_of(const struct tok_chat_msg *m) {
+    return m->content ? m->content : "";
+}
 
 // Tool responses: consecutive tool messages share one user turn.
 static void put_tool_msg(struct sbuf *b, const struct tok_chat_msg *msgs, int n, int i) {
@@ -394,11 +462,13 @@ struct sv {
 };
 
 static struct sv sv_lstrip_nl(struct sv s) {
-    while (s.n && *s.p == '\n') s.p++, s.n--;
+    while (s.n && *s.p == '\n')
+        s.p++, s.n--;
     return s;
 }
 static struct sv sv_rstrip_nl(struct sv s) {
-    while (s.n && s.p[s.n - 1] == '\n') s.n--;
+    while (s.n && s.p[s.n - 1] == '\n')
+        s.n--;
     return s;
 }
 // The last occurrence of needle in s, or NULL.
@@ -409,9 +479,11 @@ static const char *sv_rfind(struct sv s, const char *needle) {
     return NULL;
 }
 
-// ---- Qwen3 ---------------------------------------------------------------------------------------------
+// ---- Qwen3
+// ---------------------------------------------------------------------------------------------
 
-static void qwen3_assistant(struct sbuf *b, const struct tok_chat_msg *m, bool after_last_query, bool last) {
+static void qwen3_assistant(struct sbuf *b, const struct tok_chat_msg *m, bool after_last_query,
+                            bool last) {
     struct sv content = {content_of(m), strlen(content_of(m))}, reasoning = {"", 0};
     if (m->reasoning_content) {
         reasoning = (struct sv){m->reasoning_content, strlen(m->reasoning_content)};
@@ -420,7 +492,8 @@ static void qwen3_assistant(struct sbuf *b, const struct tok_chat_msg *m, bool a
         if (first_end) {
             // content.split('</think>')[-1].lstrip('\n')
             const char *last_end = sv_rfind(content, "</think>") + strlen("</think>");
-            struct sv before = sv_rstrip_nl((struct sv){content.p, (size_t)(first_end - content.p)});
+            struct sv before =
+                sv_rstrip_nl((struct sv){content.p, (size_t)(first_end - content.p)});
             content = sv_lstrip_nl((struct sv){last_end, strlen(last_end)});
             // content.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n')
             const char *open = sv_rfind(before, "<think>");
@@ -454,8 +527,8 @@ static void qwen3_assistant(struct sbuf *b, const struct tok_chat_msg *m, bool a
     puts_(b, "<|im_end|>\n");
 }
 
-static int render_qwen3(struct sbuf *b, const struct tok_chat_msg *msgs, int n, bool agp, int thinking,
-                        const char *tools_json) {
+static int render_qwen3(struct sbuf *b, const struct tok_chat_msg *msgs, int n, bool agp,
+                        int thinking, const char *tools_json) {
     bool sys0 = n > 0 && is_role(&msgs[0], "system");
     if (tools_json) {
         struct sbuf tools = {0};
@@ -512,9 +585,11 @@ static int render_qwen3(struct sbuf *b, const struct tok_chat_msg *msgs, int n, 
     return 0;
 }
 
-// ---- Qwen2.5 and Qwen2 -------------------------------------------------------------------------------------
+// ---- Qwen2.5 and Qwen2
+// -------------------------------------------------------------------------------------
 
-static int render_qwen25(struct sbuf *b, const struct tok_chat_msg *msgs, int n, bool agp, const char *tools_json) {
+static int render_qwen25(struct sbuf *b, const struct tok_chat_msg *msgs, int n, bool agp,
+                         const char *tools_json) {
     bool sys0 = n > 0 && is_role(&msgs[0], "system");
     struct sbuf tools = {0};
     int n_tools = 0, rc = tools_json ? put_tools(&tools, tools_json, &n_tools) : 0;
@@ -582,10 +657,12 @@ static int render_qwen2(struct sbuf *b, const struct tok_chat_msg *msgs, int n, 
     return 0;
 }
 
-// ---- public ------------------------------------------------------------------------------------------------
+// ---- public
+// ------------------------------------------------------------------------------------------------
 
-int tok_chat_render(const struct tok_tokenizer *t, const struct tok_chat_msg *msgs, int n, bool add_generation_prompt,
-                    int enable_thinking, const char *tools_json, char **out) {
+int tok_chat_render(const struct tok_tokenizer *t, const struct tok_chat_msg *msgs, int n,
+                    bool add_generation_prompt, int enable_thinking, const char *tools_json,
+                    char **out) {
     *out = NULL;
     if (t->chat_kind == TOK__CHAT_NONE) return err_set(ERR_UNSUPPORTED, "%s", t->chat_why);
     if (n < 0 || (n > 0 && !msgs)) return err_set(ERR_INVAL, "chat: bad message list");
@@ -593,24 +670,34 @@ int tok_chat_render(const struct tok_tokenizer *t, const struct tok_chat_msg *ms
     // client's mistake, so it is refused instead.
     for (int i = 0; i < n; i++) {
         const struct tok_chat_msg *m = &msgs[i];
-        if (!m->role || (strcmp(m->role, "system") && strcmp(m->role, "user") && strcmp(m->role, "assistant") &&
-                         strcmp(m->role, "tool")))
-            return err_set(ERR_INVAL, "chat: message %d has role '%s' (allowed: system, user, assistant, tool)", i,
-                           m->role ? m->role : "(none)");
+        if (!m->role || (strcmp(m->role, "system") && strcmp(m->role, "user") &&
+                         strcmp(m->role, "assistant") && strcmp(m->role, "tool")))
+            return err_set(
+                ERR_INVAL,
+                "chat: message %d has role '%s' (allowed: system, user, assistant, tool)", i,
+                m->role ? m->role : "(none)");
         if (m->n_tool_calls < 0 || (m->n_tool_calls > 0 && !m->tool_calls))
             return err_set(ERR_INVAL, "chat: message %d has a bad tool call list", i);
         if (m->n_tool_calls > 0 && strcmp(m->role, "assistant") != 0)
-            return err_set(ERR_INVAL, "chat: message %d: only assistant messages carry tool calls", i);
+            return err_set(ERR_INVAL, "chat: message %d: only assistant messages carry tool calls",
+                           i);
         for (int k = 0; k < m->n_tool_calls; k++)
             if (!m->tool_calls[k].name)
-                return err_set(ERR_INVAL, "chat: message %d: tool call %d has no function name", i, k);
+                return err_set(ERR_INVAL, "chat: message %d: tool call %d has no function name", i,
+                               k);
     }
     struct sbuf b = {0};
     int rc;
     switch (t->chat_kind) {
-    case TOK__CHAT_QWEN3: rc = render_qwen3(&b, msgs, n, add_generation_prompt, enable_thinking, tools_json); break;
-    case TOK__CHAT_QWEN25: rc = render_qwen25(&b, msgs, n, add_generation_prompt, tools_json); break;
-    default: rc = render_qwen2(&b, msgs, n, add_generation_prompt); break;
+    case TOK__CHAT_QWEN3:
+        rc = render_qwen3(&b, msgs, n, add_generation_prompt, enable_thinking, tools_json);
+        break;
+    case TOK__CHAT_QWEN25:
+        rc = render_qwen25(&b, msgs, n, add_generation_prompt, tools_json);
+        break;
+    default:
+        rc = render_qwen2(&b, msgs, n, add_generation_prompt);
+        break;
     }
     if (!rc && b.oom) rc = err_set(ERR_NOMEM, "chat: out of memory rendering");
     if (!rc && !b.p) put(&b, "", 0);

@@ -25,7 +25,8 @@ struct ivec {
 static int ivec_push(struct ivec *v, const int32_t *ids, int n) {
     if (v->n + n > v->cap) {
         int cap = v->cap ? v->cap : 64;
-        while (cap < v->n + n) cap *= 2;
+        while (cap < v->n + n)
+            cap *= 2;
         int32_t *p = realloc(v->p, (size_t)cap * sizeof(int32_t));
         if (!p) return err_set(ERR_NOMEM, "tokenizer: out of memory encoding");
         v->p = p, v->cap = cap;
@@ -39,7 +40,8 @@ static int ivec_push(struct ivec *v, const int32_t *ids, int n) {
 
 static uint64_t hash_bytes(const char *s, size_t n) {
     uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
     return h;
 }
 
@@ -49,7 +51,8 @@ static int32_t merge_of(const struct tok_tokenizer *t, int32_t a, int32_t b, int
     uint32_t mask = t->merge_cap - 1;
     uint64_t h = 1469598103934665603ull;
     const uint8_t *k = (const uint8_t *)&key;
-    for (int i = 0; i < 8; i++) h = (h ^ k[i]) * 1099511628211ull;
+    for (int i = 0; i < 8; i++)
+        h = (h ^ k[i]) * 1099511628211ull;
     for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
         if (t->merge_key[i] == key) {
             *merged = t->merge_id[i];
@@ -96,8 +99,8 @@ static struct bpe_cand heap_pop(struct bpe_cand *h, int *n) {
     return top;
 }
 
-static void push_pair(const struct tok_tokenizer *t, const struct bpe_sym *sym, int pos, struct bpe_cand *heap,
-                      int *n_heap) {
+static void push_pair(const struct tok_tokenizer *t, const struct bpe_sym *sym, int pos,
+                      struct bpe_cand *heap, int *n_heap) {
     if (pos < 0 || sym[pos].next < 0) return;
     int32_t merged;
     int32_t rank = merge_of(t, sym[pos].id, sym[sym[pos].next].id, &merged);
@@ -117,8 +120,10 @@ static int bpe_merge(const struct tok_tokenizer *t, const uint8_t *s, int n, str
         return err_set(ERR_NOMEM, "tokenizer: out of memory encoding");
     }
     int n_heap = 0;
-    for (int i = 0; i < n; i++) sym[i] = (struct bpe_sym){t->byte_id[s[i]], i - 1, i + 1 < n ? i + 1 : -1};
-    for (int i = 0; i + 1 < n; i++) push_pair(t, sym, i, heap, &n_heap);
+    for (int i = 0; i < n; i++)
+        sym[i] = (struct bpe_sym){t->byte_id[s[i]], i - 1, i + 1 < n ? i + 1 : -1};
+    for (int i = 0; i + 1 < n; i++)
+        push_pair(t, sym, i, heap, &n_heap);
     while (n_heap > 0) {
         struct bpe_cand c = heap_pop(heap, &n_heap);
         int pos = c.pos, next = sym[pos].next;
@@ -133,7 +138,8 @@ static int bpe_merge(const struct tok_tokenizer *t, const uint8_t *s, int n, str
         push_pair(t, sym, pos, heap, &n_heap);
     }
     int rc = 0;
-    for (int i = 0; i >= 0 && !rc; i = sym[i].next) rc = ivec_push(out, &sym[i].id, 1);
+    for (int i = 0; i >= 0 && !rc; i = sym[i].next)
+        rc = ivec_push(out, &sym[i].id, 1);
     if (sym != stack_sym) free(sym);
     if (heap != stack_heap) free(heap);
     return rc;
@@ -204,8 +210,8 @@ static int bpe_piece(const struct tok_tokenizer *t, const char *s, int n, struct
 
 // Applies split step `step` to s[0..n) and passes each piece on to the next step, the last
 // step's pieces to BPE. Matches never cross the segment: lookarounds see its ends, as in HF.
-static int pretok(const struct tok_tokenizer *t, pcre2_match_data *md, int step, const char *s, size_t n,
-                  struct ivec *out) {
+static int pretok(const struct tok_tokenizer *t, pcre2_match_data *md, int step, const char *s,
+                  size_t n, struct ivec *out) {
     if (n == 0) return 0;
     if (step == t->n_splits) return bpe_piece(t, s, (int)n, out);
     const struct tok__split *sp = &t->splits[step];
@@ -219,11 +225,13 @@ static int pretok(const struct tok_tokenizer *t, pcre2_match_data *md, int step,
         if (me == ms) { // an empty match splits nothing; step over one character
             if (ms >= n) break;
             pos = ms + 1;
-            while (pos < n && ((uint8_t)s[pos] & 0xC0) == 0x80) pos++;
+            while (pos < n && ((uint8_t)s[pos] & 0xC0) == 0x80)
+                pos++;
             continue;
         }
         if (ms > last && (rc = pretok(t, md, step + 1, s + last, ms - last, out))) return rc;
-        if (sp->behavior == TOK__ISOLATED && (rc = pretok(t, md, step + 1, s + ms, me - ms, out))) return rc;
+        if (sp->behavior == TOK__ISOLATED && (rc = pretok(t, md, step + 1, s + ms, me - ms, out)))
+            return rc;
         last = pos = me;
     }
     if (last < n) return pretok(t, md, step + 1, s + last, n - last, out);
@@ -234,25 +242,38 @@ static int pretok(const struct tok_tokenizer *t, pcre2_match_data *md, int step,
 
 static bool is_white_space(int32_t c) { // Unicode White_Space, as Rust's char::is_whitespace
     return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
-           c == 0x3000;
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+           c == 0x205F || c == 0x3000;
 }
 
-static bool is_word_char(int32_t c) { // regex \w: letters, marks, digits, connector punctuation
+// Rust regex's Unicode \w, which HF uses for single_word: alphabetic (letters and letter
+// numbers), marks, decimal digits, connector punctuation, joiners. (Other_Alphabetic symbols such
+// as circled letters are the rare characters this approximation misses.)
+static bool is_word_char(int32_t c) {
     if (c == 0x200C || c == 0x200D) return true;
     switch (utf8proc_category(c)) {
-    case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
-    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO: case UTF8PROC_CATEGORY_MN:
-    case UTF8PROC_CATEGORY_MC: case UTF8PROC_CATEGORY_ME: case UTF8PROC_CATEGORY_ND:
-    case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_NO: case UTF8PROC_CATEGORY_PC: return true;
-    default: return false;
+    case UTF8PROC_CATEGORY_LU:
+    case UTF8PROC_CATEGORY_LL:
+    case UTF8PROC_CATEGORY_LT:
+    case UTF8PROC_CATEGORY_LM:
+    case UTF8PROC_CATEGORY_LO:
+    case UTF8PROC_CATEGORY_MN:
+    case UTF8PROC_CATEGORY_MC:
+    case UTF8PROC_CATEGORY_ME:
+    case UTF8PROC_CATEGORY_ND:
+    case UTF8PROC_CATEGORY_NL:
+    case UTF8PROC_CATEGORY_PC:
+        return true;
+    default:
+        return false;
     }
 }
 
 // The character that ends at s[end) (end > 0) and the one that starts at s[pos].
 static int32_t cp_before(const char *s, size_t end) {
     size_t i = end - 1;
-    while (i > 0 && ((uint8_t)s[i] & 0xC0) == 0x80) i--;
+    while (i > 0 && ((uint8_t)s[i] & 0xC0) == 0x80)
+        i--;
     return tok__utf8_cp((const uint8_t *)s + i, (int)(end - i));
 }
 static int32_t cp_at(const char *s, size_t n, size_t pos) {
@@ -262,13 +283,16 @@ static int32_t cp_at(const char *s, size_t n, size_t pos) {
 
 // The first added token match at or after pos: leftmost, and longest there (t->added is sorted
 // longest first). Only tokens of the given `normalized` pass, and special ones only if allowed.
-static const struct tok__added *find_added(const struct tok_tokenizer *t, const char *s, size_t n, size_t pos,
-                                           bool normalized, bool allow_special, size_t *at) {
+static const struct tok__added *find_added(const struct tok_tokenizer *t, const char *s, size_t n,
+                                           size_t pos, bool normalized, bool allow_special,
+                                           size_t *at) {
     for (size_t i = pos; i < n; i++) {
         if (!t->added_first[(uint8_t)s[i]]) continue;
         for (int k = 0; k < t->n_added; k++) {
             const struct tok__added *a = &t->added[k];
-            if (a->content[0] != s[i] || a->normalized != normalized || (a->special && !allow_special)) continue;
+            if (a->content[0] != s[i] || a->normalized != normalized ||
+                (a->special && !allow_special))
+                continue;
             if ((size_t)a->len <= n - i && memcmp(s + i, a->content, a->len) == 0) {
                 *at = i;
                 return a;
@@ -282,8 +306,8 @@ static const struct tok__added *find_added(const struct tok_tokenizer *t, const 
 // stretch of plain text, the token ids go straight to out.
 typedef int (*segment_cb)(const struct tok_tokenizer *t, const char *s, size_t n, void *ctx);
 
-static int split_added(const struct tok_tokenizer *t, const char *s, size_t n, bool normalized, bool allow_special,
-                       segment_cb seg, void *ctx, struct ivec *out) {
+static int split_added(const struct tok_tokenizer *t, const char *s, size_t n, bool normalized,
+                       bool allow_special, segment_cb seg, void *ctx, struct ivec *out) {
     size_t pos = 0, start_offset = 0, at;
     const struct tok__added *a;
     int rc;
@@ -299,7 +323,8 @@ static int split_added(const struct tok_tokenizer *t, const char *s, size_t n, b
             size_t ns = start;
             while (ns > 0) {
                 size_t i = ns - 1;
-                while (i > 0 && ((uint8_t)s[i] & 0xC0) == 0x80) i--;
+                while (i > 0 && ((uint8_t)s[i] & 0xC0) == 0x80)
+                    i--;
                 if (!is_white_space(tok__utf8_cp((const uint8_t *)s + i, (int)(ns - i)))) break;
                 ns = i;
             }
@@ -312,7 +337,8 @@ static int split_added(const struct tok_tokenizer *t, const char *s, size_t n, b
                 stop += len;
             }
         }
-        if (start_offset < start && (rc = seg(t, s + start_offset, start - start_offset, ctx))) return rc;
+        if (start_offset < start && (rc = seg(t, s + start_offset, start - start_offset, ctx)))
+            return rc;
         if ((rc = ivec_push(out, &a->id, 1))) return rc;
         start_offset = stop;
     }
@@ -343,30 +369,36 @@ static bool has_normalized_added(const struct tok_tokenizer *t) {
 // text go through utf8proc: a cut just before an ASCII character never changes the result (no
 // composition has an ASCII second character, and nothing after a starter reorders across it),
 // so ASCII runs are copied as they are.
-static int normalize_form(const char *s, size_t n, utf8proc_option_t opts, char **out, size_t *out_n) {
+static int normalize_form(const char *s, size_t n, utf8proc_option_t opts, char **out,
+                          size_t *out_n) {
     size_t cap = n + n / 4 + 16, len = 0;
     char *buf = malloc(cap);
     if (!buf) return err_set(ERR_NOMEM, "tokenizer: out of memory normalizing");
     size_t i = 0;
     while (i < n) {
         size_t j = i;
-        while (j < n && (uint8_t)s[j] < 0x80) j++;
+        while (j < n && (uint8_t)s[j] < 0x80)
+            j++;
         size_t start = j > i ? j - 1 : j; // the ASCII character before may take combining marks
         size_t end = j;
-        while (end < n && (uint8_t)s[end] >= 0x80) end++;
+        while (end < n && (uint8_t)s[end] >= 0x80)
+            end++;
         size_t need = len + (start - i);
         utf8proc_uint8_t *dst = NULL;
         utf8proc_ssize_t m = 0;
         if (end > start) {
-            m = utf8proc_map((const utf8proc_uint8_t *)s + start, (utf8proc_ssize_t)(end - start), &dst, opts);
+            m = utf8proc_map((const utf8proc_uint8_t *)s + start, (utf8proc_ssize_t)(end - start),
+                             &dst, opts);
             if (m < 0) {
                 free(buf);
-                return err_set(ERR_INVAL, "tokenizer: normalization failed: %s", utf8proc_errmsg(m));
+                return err_set(ERR_INVAL, "tokenizer: normalization failed: %s",
+                               utf8proc_errmsg(m));
             }
         }
         need += (size_t)m;
         if (need + 1 > cap) {
-            while (cap < need + 1) cap *= 2;
+            while (cap < need + 1)
+                cap *= 2;
             char *nb = realloc(buf, cap);
             if (!nb) {
                 free(buf);
@@ -387,28 +419,43 @@ static int normalize_form(const char *s, size_t n, utf8proc_option_t opts, char 
     return 0;
 }
 
-// A stretch of raw text between non-normalized added tokens: normalize it, split off the
-// normalized added tokens, pre-tokenize and merge the rest.
-static int seg_normalize(const struct tok_tokenizer *t, const char *s, size_t n, void *ctx) {
+int tok__normalize(const struct tok_tokenizer *t, const char *s, size_t n, char **out,
+                   size_t *out_n) {
     static const utf8proc_option_t opts[] = {
         UTF8PROC_STABLE | UTF8PROC_COMPOSE, UTF8PROC_STABLE | UTF8PROC_DECOMPOSE,
-        UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT, UTF8PROC_STABLE | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT};
-    struct enc_ctx *c = ctx;
-    char *norm = NULL;
+        UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT,
+        UTF8PROC_STABLE | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT};
+    *out = NULL;
+    *out_n = 0;
     bool ascii = true;
-    for (size_t i = 0; i < n && ascii; i++) ascii = (uint8_t)s[i] < 0x80;
+    for (size_t i = 0; i < n && ascii; i++)
+        ascii = (uint8_t)s[i] < 0x80;
     // Every normalization form leaves ASCII text as it is.
     for (int k = 0; !ascii && k < t->n_norms; k++) {
         char *next = NULL;
         size_t next_n = 0;
         int rc = normalize_form(s, n, opts[t->norms[k]], &next, &next_n);
-        free(norm);
+        free(*out);
+        *out = NULL;
         if (rc) return rc;
-        norm = next;
-        s = norm, n = next_n;
+        *out = next, *out_n = next_n;
+        s = next, n = next_n;
     }
-    int rc = has_normalized_added(t) ? split_added(t, s, n, true, c->allow_special, seg_pretok, c, c->out)
-                                     : seg_pretok(t, s, n, c);
+    return 0;
+}
+
+// A stretch of raw text between non-normalized added tokens: normalize it, split off the
+// normalized added tokens, pre-tokenize and merge the rest.
+static int seg_normalize(const struct tok_tokenizer *t, const char *s, size_t n, void *ctx) {
+    struct enc_ctx *c = ctx;
+    char *norm;
+    size_t norm_n;
+    int rc = tok__normalize(t, s, n, &norm, &norm_n);
+    if (rc) return rc;
+    if (norm) s = norm, n = norm_n;
+    rc = has_normalized_added(t)
+             ? split_added(t, s, n, true, c->allow_special, seg_pretok, c, c->out)
+             : seg_pretok(t, s, n, c);
     free(norm);
     return rc;
 }
@@ -421,18 +468,21 @@ static int validate_utf8(const char *text, size_t len) {
             continue;
         }
         int l = tok__utf8_len(s + i, len - i);
-        if (!l) return err_set(ERR_INVAL, "text is not valid UTF-8 (byte 0x%02x at offset %zu)", s[i], i);
+        if (!l)
+            return err_set(ERR_INVAL, "text is not valid UTF-8 (byte 0x%02x at offset %zu)", s[i],
+                           i);
         i += l;
     }
     return 0;
 }
 
-int tok_encode(const struct tok_tokenizer *t, const char *text, size_t len, bool allow_special, int32_t **ids,
-               int *n_ids) {
+int tok_encode(const struct tok_tokenizer *t, const char *text, size_t len, bool allow_special,
+               int32_t **ids, int *n_ids) {
     *ids = NULL;
     *n_ids = 0;
     if (!text && len) return err_set(ERR_INVAL, "tok_encode: NULL text");
-    if (len > (size_t)1 << 30) return err_set(ERR_RANGE, "tok_encode: text of %zu bytes is too long", len);
+    if (len > (size_t)1 << 30)
+        return err_set(ERR_RANGE, "tok_encode: text of %zu bytes is too long", len);
     int rc = validate_utf8(text, len);
     if (rc) return rc;
     struct ivec out = {0};

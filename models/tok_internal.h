@@ -1,4 +1,4 @@
-// Private to the tokenizer (models/tokenizer.c, models/tok_encode.c, models/chat.c): the loaded
+// Private to the tokenizer (models/tokenizer.c, tok_encode.c, tok_decode.c, chat.c): the loaded
 // tokenizer's tables. Nothing outside those files may include this header.
 #ifndef KEEL_MODELS_TOK_INTERNAL_H
 #define KEEL_MODELS_TOK_INTERNAL_H
@@ -77,7 +77,7 @@ struct tok_tokenizer {
     struct tok__added *added; // [n_added], longest content first (matching order)
     int n_added;
     bool added_first[256]; // a byte that starts some added token
-    bool *special; // [n_vocab]: added token with special = true
+    bool *special;         // [n_vocab]: added token with special = true
 
     enum tok__norm norms[TOK__MAX_NORMS];
     int n_norms;
@@ -100,6 +100,11 @@ int32_t tok__lookup(const struct tok_tokenizer *t, const char *s, size_t len);
 int tok__utf8_len(const uint8_t *s, size_t n);
 // Decodes one valid UTF-8 character (as measured by tok__utf8_len) at s.
 int32_t tok__utf8_cp(const uint8_t *s, int len);
+
+// Applies the tokenizer's normalizers to s[0..n) (valid UTF-8). *out is a malloc'd result, or
+// NULL when the text is unchanged (ASCII, or no normalizer).
+int tok__normalize(const struct tok_tokenizer *t, const char *s, size_t n, char **out,
+                   size_t *out_n);
 
 // Recognises the chat template text (models/chat.c); sets t->chat_kind and t->chat_why.
 void tok__chat_detect(struct tok_tokenizer *t, const char *tmpl);

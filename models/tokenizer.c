@@ -1,7 +1,6 @@
-// The tokenizer's tables and the way back from ids to text: loading tokenizer.json (vocab,
-// merges, added tokens, normalizer, pre-tokenizer, decoder) and tokenizer_config.json (chat
-// template), lookups, tok_decode and the streaming decoder. Encoding lives in tok_encode.c, the
-// chat template in chat.c.
+// The tokenizer's tables: loading tokenizer.json (vocab, merges, added tokens, normalizer,
+// pre-tokenizer, decoder) and tokenizer_config.json (chat template), and the lookups. Encoding
+// lives in tok_encode.c, decoding in tok_decode.c, the chat template in chat.c.
 //
 // Every component type of tokenizer.json is checked against what keel implements; anything else
 // is refused with ERR_UNSUPPORTED naming the component, so a model whose tokenizer keel would get
@@ -21,7 +20,8 @@
 static uint64_t fnv1a(const void *p, size_t n) {
     const uint8_t *s = p;
     uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * 1099511628211ull;
     return h;
 }
 
@@ -31,14 +31,22 @@ int tok__utf8_len(const uint8_t *s, size_t n) {
     if (b < 0x80) return 1;
     int len;
     uint8_t lo = 0x80, hi = 0xBF; // allowed range of the second byte
-    if (b >= 0xC2 && b <= 0xDF) len = 2;
-    else if (b == 0xE0) len = 3, lo = 0xA0;
-    else if (b == 0xED) len = 3, hi = 0x9F;
-    else if (b >= 0xE1 && b <= 0xEF) len = 3;
-    else if (b == 0xF0) len = 4, lo = 0x90;
-    else if (b == 0xF4) len = 4, hi = 0x8F;
-    else if (b >= 0xF1 && b <= 0xF3) len = 4;
-    else return 0;
+    if (b >= 0xC2 && b <= 0xDF)
+        len = 2;
+    else if (b == 0xE0)
+        len = 3, lo = 0xA0;
+    else if (b == 0xED)
+        len = 3, hi = 0x9F;
+    else if (b >= 0xE1 && b <= 0xEF)
+        len = 3;
+    else if (b == 0xF0)
+        len = 4, lo = 0x90;
+    else if (b == 0xF4)
+        len = 4, hi = 0x8F;
+    else if (b >= 0xF1 && b <= 0xF3)
+        len = 4;
+    else
+        return 0;
     if ((size_t)len > n) return 0;
     if (s[1] < lo || s[1] > hi) return 0;
     for (int i = 2; i < len; i++)
@@ -48,10 +56,14 @@ int tok__utf8_len(const uint8_t *s, size_t n) {
 
 int32_t tok__utf8_cp(const uint8_t *s, int len) {
     switch (len) {
-    case 1: return s[0];
-    case 2: return ((s[0] & 0x1F) << 6) | (s[1] & 0x3F);
-    case 3: return ((s[0] & 0x0F) << 12) | ((s[1] & 0x3F) << 6) | (s[2] & 0x3F);
-    default: return ((s[0] & 0x07) << 18) | ((s[1] & 0x3F) << 12) | ((s[2] & 0x3F) << 6) | (s[3] & 0x3F);
+    case 1:
+        return s[0];
+    case 2:
+        return ((s[0] & 0x1F) << 6) | (s[1] & 0x3F);
+    case 3:
+        return ((s[0] & 0x0F) << 12) | ((s[1] & 0x3F) << 6) | (s[2] & 0x3F);
+    default:
+        return ((s[0] & 0x07) << 18) | ((s[1] & 0x3F) << 12) | ((s[2] & 0x3F) << 6) | (s[3] & 0x3F);
     }
 }
 
@@ -108,7 +120,8 @@ static bool json_true(const cJSON *o, const char *key) {
     return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, key));
 }
 
-// ---- the byte-level alphabet ---------------------------------------------------------------------
+// ---- the byte-level alphabet
+// ---------------------------------------------------------------------
 
 // GPT-2's reversible map from bytes to printable code points: printable Latin-1 bytes stand for
 // themselves, the rest are shifted to U+0100 and up.
@@ -127,7 +140,8 @@ int32_t tok__lookup(const struct tok_tokenizer *t, const char *s, size_t len) {
     for (uint32_t i = (uint32_t)fnv1a(s, len) & mask;; i = (i + 1) & mask) {
         int32_t id = t->vocab_ht[i];
         if (id < 0) return -1;
-        if (t->text_len[id] == len && memcmp(t->text_blob + t->text_off[id], s, len) == 0) return id;
+        if (t->text_len[id] == len && memcmp(t->text_blob + t->text_off[id], s, len) == 0)
+            return id;
     }
 }
 
@@ -136,7 +150,8 @@ static void vocab_insert(struct tok_tokenizer *t, int32_t id) {
     uint32_t len = t->text_len[id], mask = t->vocab_ht_cap - 1;
     for (uint32_t i = (uint32_t)fnv1a(s, len) & mask;; i = (i + 1) & mask) {
         int32_t cur = t->vocab_ht[i];
-        if (cur < 0 || (t->text_len[cur] == len && memcmp(t->text_blob + t->text_off[cur], s, len) == 0)) {
+        if (cur < 0 ||
+            (t->text_len[cur] == len && memcmp(t->text_blob + t->text_off[cur], s, len) == 0)) {
             t->vocab_ht[i] = id;
             return;
         }
@@ -150,7 +165,8 @@ static int load_vocab(struct tok_tokenizer *t, const cJSON *vocab, const cJSON *
     const cJSON *it;
     cJSON_ArrayForEach(it, vocab) {
         if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble > 16777216)
-            return err_set(ERR_FORMAT, "tokenizer.json: vocab entry '%s' has no valid id", it->string);
+            return err_set(ERR_FORMAT, "tokenizer.json: vocab entry '%s' has no valid id",
+                           it->string);
         if (it->valueint + 1 > n) n = it->valueint + 1;
         blob += strlen(it->string);
     }
@@ -170,7 +186,8 @@ static int load_vocab(struct tok_tokenizer *t, const cJSON *vocab, const cJSON *
     t->present = calloc((unsigned)n, sizeof(bool));
     t->special = calloc((unsigned)n, sizeof(bool));
     t->vocab_ht_cap = 1;
-    while (t->vocab_ht_cap < 2u * (uint32_t)n) t->vocab_ht_cap <<= 1;
+    while (t->vocab_ht_cap < 2u * (uint32_t)n)
+        t->vocab_ht_cap <<= 1;
     t->vocab_ht = malloc(t->vocab_ht_cap * sizeof(int32_t));
     if (!t->text_blob || !t->text_off || !t->text_len || !t->present || !t->special || !t->vocab_ht)
         return err_set(ERR_NOMEM, "tokenizer: out of memory for the vocab");
@@ -206,10 +223,13 @@ static int load_vocab(struct tok_tokenizer *t, const cJSON *vocab, const cJSON *
 static int load_decoded_bytes(struct tok_tokenizer *t) {
     int32_t byte_cp[256], cp_byte[512];
     byte_level_table(byte_cp);
-    for (int i = 0; i < 512; i++) cp_byte[i] = -1;
-    for (int b = 0; b < 256; b++) cp_byte[byte_cp[b]] = b;
+    for (int i = 0; i < 512; i++)
+        cp_byte[i] = -1;
+    for (int b = 0; b < 256; b++)
+        cp_byte[byte_cp[b]] = b;
     size_t total = 0;
-    for (int id = 0; id < t->n_vocab; id++) total += t->text_len[id];
+    for (int id = 0; id < t->n_vocab; id++)
+        total += t->text_len[id];
     t->bytes_blob = malloc(total + 1);
     t->bytes_off = calloc((unsigned)t->n_vocab, sizeof(uint32_t));
     t->bytes_len = calloc((unsigned)t->n_vocab, sizeof(uint32_t));
@@ -242,11 +262,14 @@ static int load_decoded_bytes(struct tok_tokenizer *t) {
     for (int b = 0; b < 256; b++) {
         char buf[4];
         int cp = byte_cp[b], n = cp < 0x80 ? 1 : 2;
-        if (n == 1) buf[0] = (char)cp;
-        else buf[0] = (char)(0xC0 | (cp >> 6)), buf[1] = (char)(0x80 | (cp & 0x3F));
+        if (n == 1)
+            buf[0] = (char)cp;
+        else
+            buf[0] = (char)(0xC0 | (cp >> 6)), buf[1] = (char)(0x80 | (cp & 0x3F));
         t->byte_id[b] = tok__lookup(t, buf, n);
         if (t->byte_id[b] < 0)
-            return err_set(ERR_UNSUPPORTED, "tokenizer.json: byte-level BPE without a token for byte 0x%02x", b);
+            return err_set(ERR_UNSUPPORTED,
+                           "tokenizer.json: byte-level BPE without a token for byte 0x%02x", b);
     }
     return 0;
 }
@@ -270,7 +293,8 @@ static int merge_insert(struct tok_tokenizer *t, int32_t a, int32_t b, int32_t r
 static int load_merges(struct tok_tokenizer *t, const cJSON *merges) {
     int n = cJSON_GetArraySize(merges);
     t->merge_cap = 1;
-    while (t->merge_cap < 2u * (uint32_t)n + 2) t->merge_cap <<= 1;
+    while (t->merge_cap < 2u * (uint32_t)n + 2)
+        t->merge_cap <<= 1;
     t->merge_key = malloc(t->merge_cap * sizeof(uint64_t));
     t->merge_rank = malloc(t->merge_cap * sizeof(int32_t));
     t->merge_id = malloc(t->merge_cap * sizeof(int32_t));
@@ -287,7 +311,8 @@ static int load_merges(struct tok_tokenizer *t, const cJSON *merges) {
         if (cJSON_IsString(it)) { // the older "a b" form
             const char *sp = strchr(it->valuestring, ' ');
             if (!sp || strchr(sp + 1, ' ')) {
-                rc = err_set(ERR_FORMAT, "tokenizer.json: merge %d '%s' is not 'a b'", rank, it->valuestring);
+                rc = err_set(ERR_FORMAT, "tokenizer.json: merge %d '%s' is not 'a b'", rank,
+                             it->valuestring);
                 break;
             }
             a = it->valuestring, la = (size_t)(sp - a), b = sp + 1, lb = strlen(b);
@@ -296,7 +321,8 @@ static int load_merges(struct tok_tokenizer *t, const cJSON *merges) {
             a = cJSON_GetArrayItem(it, 0)->valuestring, la = strlen(a);
             b = cJSON_GetArrayItem(it, 1)->valuestring, lb = strlen(b);
         } else {
-            rc = err_set(ERR_FORMAT, "tokenizer.json: merge %d is neither \"a b\" nor [a, b]", rank);
+            rc =
+                err_set(ERR_FORMAT, "tokenizer.json: merge %d is neither \"a b\" nor [a, b]", rank);
             break;
         }
         if (la + lb > cap) {
@@ -309,9 +335,11 @@ static int load_merges(struct tok_tokenizer *t, const cJSON *merges) {
         }
         memcpy(buf, a, la);
         memcpy(buf + la, b, lb);
-        int32_t ia = tok__lookup(t, a, la), ib = tok__lookup(t, b, lb), im = tok__lookup(t, buf, la + lb);
+        int32_t ia = tok__lookup(t, a, la), ib = tok__lookup(t, b, lb),
+                im = tok__lookup(t, buf, la + lb);
         if (ia < 0 || ib < 0 || im < 0) {
-            rc = err_set(ERR_FORMAT, "tokenizer.json: merge %d ('%.*s' '%.*s') names a token not in the vocab",
+            rc = err_set(ERR_FORMAT,
+                         "tokenizer.json: merge %d ('%.*s' '%.*s') names a token not in the vocab",
                          rank, (int)la, a, (int)lb, b);
             break;
         }
@@ -326,16 +354,20 @@ static int load_merges(struct tok_tokenizer *t, const cJSON *merges) {
 static int check_model(const cJSON *model) {
     const char *type = json_str(model, "type");
     if (!type || strcmp(type, "BPE") != 0)
-        return err_set(ERR_UNSUPPORTED, "tokenizer.json: model type '%s' (keel supports BPE)", type ? type : "?");
+        return err_set(ERR_UNSUPPORTED, "tokenizer.json: model type '%s' (keel supports BPE)",
+                       type ? type : "?");
     const cJSON *dropout = cJSON_GetObjectItemCaseSensitive(model, "dropout");
-    if (dropout && !cJSON_IsNull(dropout) && !(cJSON_IsNumber(dropout) && dropout->valuedouble == 0))
+    if (dropout && !cJSON_IsNull(dropout) &&
+        !(cJSON_IsNumber(dropout) && dropout->valuedouble == 0))
         return err_set(ERR_UNSUPPORTED, "tokenizer.json: BPE dropout");
     if (json_true(model, "byte_fallback"))
-        return err_set(ERR_UNSUPPORTED, "tokenizer.json: BPE byte_fallback (keel supports byte-level BPE)");
+        return err_set(ERR_UNSUPPORTED,
+                       "tokenizer.json: BPE byte_fallback (keel supports byte-level BPE)");
     const char *pre = json_str(model, "continuing_subword_prefix");
     const char *suf = json_str(model, "end_of_word_suffix");
     if ((pre && *pre) || (suf && *suf))
-        return err_set(ERR_UNSUPPORTED, "tokenizer.json: BPE continuing_subword_prefix/end_of_word_suffix");
+        return err_set(ERR_UNSUPPORTED,
+                       "tokenizer.json: BPE continuing_subword_prefix/end_of_word_suffix");
     return 0;
 }
 
@@ -352,7 +384,8 @@ static int add_norm(struct tok_tokenizer *t, const cJSON *n) {
     static const char *const names[] = {"NFC", "NFD", "NFKC", "NFKD"};
     for (int i = 0; i < 4; i++) {
         if (type && strcmp(type, names[i]) == 0) {
-            if (t->n_norms == TOK__MAX_NORMS) return err_set(ERR_UNSUPPORTED, "tokenizer.json: too many normalizers");
+            if (t->n_norms == TOK__MAX_NORMS)
+                return err_set(ERR_UNSUPPORTED, "tokenizer.json: too many normalizers");
             t->norms[t->n_norms++] = (enum tok__norm)i;
             return 0;
         }
@@ -360,16 +393,20 @@ static int add_norm(struct tok_tokenizer *t, const cJSON *n) {
     return err_set(ERR_UNSUPPORTED, "tokenizer.json: normalizer type '%s'", type ? type : "?");
 }
 
-static int add_split(struct tok_tokenizer *t, const char *pattern, bool literal, enum tok__split_behavior beh) {
-    if (t->n_splits == TOK__MAX_SPLITS) return err_set(ERR_UNSUPPORTED, "tokenizer.json: too many pre-tokenizers");
+static int add_split(struct tok_tokenizer *t, const char *pattern, bool literal,
+                     enum tok__split_behavior beh) {
+    if (t->n_splits == TOK__MAX_SPLITS)
+        return err_set(ERR_UNSUPPORTED, "tokenizer.json: too many pre-tokenizers");
     int ec;
     PCRE2_SIZE eo;
     uint32_t opts = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, opts, &ec, &eo, NULL);
+    pcre2_code *re =
+        pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, opts, &ec, &eo, NULL);
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(ec, msg, sizeof(msg));
-        return err_set(ERR_UNSUPPORTED, "tokenizer.json: pre-tokenizer regex does not compile at %zu: %s",
+        return err_set(ERR_UNSUPPORTED,
+                       "tokenizer.json: pre-tokenizer regex does not compile at %zu: %s",
                        (size_t)eo, (char *)msg);
     }
     pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); // falls back to the interpreter when JIT is missing
@@ -394,7 +431,8 @@ static int add_pretok(struct tok_tokenizer *t, const cJSON *p) {
     }
     if (type && strcmp(type, "ByteLevel") == 0) {
         if (json_true(p, "add_prefix_space"))
-            return err_set(ERR_UNSUPPORTED, "tokenizer.json: ByteLevel pre-tokenizer with add_prefix_space");
+            return err_set(ERR_UNSUPPORTED,
+                           "tokenizer.json: ByteLevel pre-tokenizer with add_prefix_space");
         // use_regex defaults to true in HF when the key is absent.
         const cJSON *ur = cJSON_GetObjectItemCaseSensitive(p, "use_regex");
         if (!ur || cJSON_IsTrue(ur)) return add_split(t, gpt2_pattern, false, TOK__ISOLATED);
@@ -404,12 +442,17 @@ static int add_pretok(struct tok_tokenizer *t, const cJSON *p) {
         const cJSON *pat = cJSON_GetObjectItemCaseSensitive(p, "pattern");
         const char *re = json_str(pat, "Regex"), *lit = json_str(pat, "String");
         const char *beh = json_str(p, "behavior");
-        if (!re && !lit) return err_set(ERR_FORMAT, "tokenizer.json: Split pre-tokenizer without a pattern");
-        if (json_true(p, "invert")) return err_set(ERR_UNSUPPORTED, "tokenizer.json: Split with invert");
+        if (!re && !lit)
+            return err_set(ERR_FORMAT, "tokenizer.json: Split pre-tokenizer without a pattern");
+        if (json_true(p, "invert"))
+            return err_set(ERR_UNSUPPORTED, "tokenizer.json: Split with invert");
         enum tok__split_behavior b;
-        if (beh && strcmp(beh, "Isolated") == 0) b = TOK__ISOLATED;
-        else if (beh && strcmp(beh, "Removed") == 0) b = TOK__REMOVED;
-        else return err_set(ERR_UNSUPPORTED, "tokenizer.json: Split behavior '%s'", beh ? beh : "?");
+        if (beh && strcmp(beh, "Isolated") == 0)
+            b = TOK__ISOLATED;
+        else if (beh && strcmp(beh, "Removed") == 0)
+            b = TOK__REMOVED;
+        else
+            return err_set(ERR_UNSUPPORTED, "tokenizer.json: Split behavior '%s'", beh ? beh : "?");
         return add_split(t, re ? re : lit, re == NULL, b);
     }
     return err_set(ERR_UNSUPPORTED, "tokenizer.json: pre_tokenizer type '%s'", type ? type : "?");
@@ -435,7 +478,8 @@ static int check_decoder(const cJSON *d) {
 static int check_post(const cJSON *p) {
     if (!p || cJSON_IsNull(p)) return 0;
     const char *type = json_str(p, "type");
-    if (type && (strcmp(type, "ByteLevel") == 0 || strcmp(type, "TemplateProcessing") == 0)) return 0;
+    if (type && (strcmp(type, "ByteLevel") == 0 || strcmp(type, "TemplateProcessing") == 0))
+        return 0;
     return err_set(ERR_UNSUPPORTED, "tokenizer.json: post_processor type '%s'", type ? type : "?");
 }
 
@@ -454,15 +498,21 @@ static int load_added(struct tok_tokenizer *t, const cJSON *added) {
         struct tok__added *a = &t->added[t->n_added];
         const char *content = json_str(it, "content");
         if (!*content) continue; // an empty token can never match
-        a->content = strdup(content);
+        a->normalized = json_true(it, "normalized");
+        // A normalized token is matched in normalized text, so HF normalizes its content too.
+        char *norm = NULL;
+        size_t norm_n = 0;
+        int rc = a->normalized ? tok__normalize(t, content, strlen(content), &norm, &norm_n) : 0;
+        if (rc) return rc;
+        a->content = norm ? norm : strdup(content);
         if (!a->content) return err_set(ERR_NOMEM, "tokenizer: out of memory");
-        a->len = (int)strlen(content);
+        if (norm) a->content[norm_n] = 0;
+        a->len = (int)strlen(a->content);
         a->id = cJSON_GetObjectItemCaseSensitive(it, "id")->valueint;
         a->special = json_true(it, "special");
         a->lstrip = json_true(it, "lstrip");
         a->rstrip = json_true(it, "rstrip");
         a->single_word = json_true(it, "single_word");
-        a->normalized = json_true(it, "normalized");
         t->special[a->id] = a->special;
         t->added_first[(uint8_t)a->content[0]] = true;
         t->n_added++;
@@ -475,13 +525,15 @@ static int load_tokenizer_json(struct tok_tokenizer *t, const cJSON *root) {
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
     if (!cJSON_IsObject(model)) return err_set(ERR_FORMAT, "tokenizer.json: no model");
-    if (added && !cJSON_IsArray(added)) return err_set(ERR_FORMAT, "tokenizer.json: added_tokens is not a list");
+    if (added && !cJSON_IsArray(added))
+        return err_set(ERR_FORMAT, "tokenizer.json: added_tokens is not a list");
     int rc = check_model(model);
     if (rc) return rc;
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
     if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges))
-        return err_set(ERR_FORMAT, "tokenizer.json: BPE model without vocab object and merges list");
+        return err_set(ERR_FORMAT,
+                       "tokenizer.json: BPE model without vocab object and merges list");
     t->ignore_merges = json_true(model, "ignore_merges");
     // The components first: an unsupported one is reported before any table is built.
     const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
@@ -491,10 +543,11 @@ static int load_tokenizer_json(struct tok_tokenizer *t, const cJSON *root) {
     const cJSON *dec = cJSON_GetObjectItemCaseSensitive(root, "decoder");
     if (!dec || cJSON_IsNull(dec))
         return err_set(ERR_UNSUPPORTED, "tokenizer.json: no decoder (keel supports ByteLevel)");
-    if ((rc = check_decoder(dec)) || (rc = check_post(cJSON_GetObjectItemCaseSensitive(root, "post_processor"))))
+    if ((rc = check_decoder(dec)) ||
+        (rc = check_post(cJSON_GetObjectItemCaseSensitive(root, "post_processor"))))
         return rc;
-    if ((rc = load_vocab(t, vocab, added)) || (rc = load_merges(t, merges)) || (rc = load_decoded_bytes(t)) ||
-        (rc = load_added(t, added)))
+    if ((rc = load_vocab(t, vocab, added)) || (rc = load_merges(t, merges)) ||
+        (rc = load_decoded_bytes(t)) || (rc = load_added(t, added)))
         return rc;
     return 0;
 }
@@ -563,10 +616,12 @@ void tok_free(struct tok_tokenizer *t) {
     free(t->merge_key);
     free(t->merge_rank);
     free(t->merge_id);
-    for (int i = 0; i < t->n_added; i++) free(t->added[i].content);
+    for (int i = 0; i < t->n_added; i++)
+        free(t->added[i].content);
     free(t->added);
     free(t->special);
-    for (int i = 0; i < t->n_splits; i++) pcre2_code_free(t->splits[i].re);
+    for (int i = 0; i < t->n_splits; i++)
+        pcre2_code_free(t->splits[i].re);
     if (t->cache) {
         for (int i = 0; i < TOK__CACHE_SLOTS; i++) {
             free(t->cache[i].key);
@@ -578,7 +633,9 @@ void tok_free(struct tok_tokenizer *t) {
     free(t);
 }
 
-int tok_n_vocab(const struct tok_tokenizer *t) { return t->n_vocab; }
+int tok_n_vocab(const struct tok_tokenizer *t) {
+    return t->n_vocab;
+}
 
 bool tok_is_special(const struct tok_tokenizer *t, int32_t id) {
     return id >= 0 && id < t->n_vocab && t->special[id];
@@ -588,141 +645,4 @@ int32_t tok_special_id(const struct tok_tokenizer *t, const char *text) {
     for (int i = 0; i < t->n_added; i++)
         if (strcmp(t->added[i].content, text) == 0) return t->added[i].id;
     return -1;
-}
-
-// ---- decoding -----------------------------------------------------------------------------------
-
-// A growable output buffer.
-struct obuf {
-    char *p;
-    size_t len, cap;
-};
-
-static int obuf_put(struct obuf *b, const void *src, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) return err_set(ERR_NOMEM, "tokenizer: out of memory decoding");
-        b->p = p, b->cap = cap;
-    }
-    memcpy(b->p + b->len, src, n);
-    b->len += n;
-    b->p[b->len] = 0;
-    return 0;
-}
-
-// Copies s[0..n) to b as UTF-8, each maximal ill-formed subsequence replaced by one U+FFFD (the
-// Unicode-recommended practice that Rust's from_utf8_lossy and Python's errors="replace" share).
-// Unless final, a truncated but so far valid sequence at the end is left unconsumed; returns the
-// number of bytes consumed through *used.
-static int put_lossy(struct obuf *b, const uint8_t *s, size_t n, bool final, size_t *used) {
-    static const char fffd[] = "\xEF\xBF\xBD";
-    size_t i = 0, run = 0; // s[run..i) is valid text not yet copied
-    while (i < n) {
-        if (s[i] < 0x80) {
-            i++;
-            continue;
-        }
-        int len = tok__utf8_len(s + i, n - i);
-        if (len) {
-            i += len;
-            continue;
-        }
-        // Invalid or truncated: measure the longest valid prefix of a sequence starting here.
-        size_t k = 1;
-        uint8_t c = s[i];
-        int need = (c >= 0xC2 && c <= 0xDF) ? 2 : (c >= 0xE0 && c <= 0xEF) ? 3 : (c >= 0xF0 && c <= 0xF4) ? 4 : 1;
-        for (; (int)k < need && i + k < n; k++) {
-            uint8_t lo = 0x80, hi = 0xBF;
-            if (k == 1) {
-                if (c == 0xE0) lo = 0xA0;
-                else if (c == 0xED) hi = 0x9F;
-                else if (c == 0xF0) lo = 0x90;
-                else if (c == 0xF4) hi = 0x8F;
-            }
-            if (s[i + k] < lo || s[i + k] > hi) break;
-        }
-        if ((int)k < need && i + k == n && !final) break; // may still complete
-        int rc = obuf_put(b, s + run, i - run);
-        if (rc || (rc = obuf_put(b, fffd, 3))) return rc;
-        i += k;
-        run = i;
-    }
-    *used = i;
-    return obuf_put(b, s + run, i - run);
-}
-
-int tok_decode(const struct tok_tokenizer *t, const int32_t *ids, int n, bool skip_special, char **text,
-               size_t *len) {
-    *text = NULL;
-    struct obuf raw = {0}, out = {0};
-    int rc = obuf_put(&raw, "", 0);
-    for (int i = 0; !rc && i < n; i++) {
-        int32_t id = ids[i];
-        if (id < 0 || id >= t->n_vocab || !t->present[id]) {
-            rc = err_set(ERR_RANGE, "token id %d is outside the vocabulary (0..%d)", id, t->n_vocab - 1);
-            break;
-        }
-        if (skip_special && t->special[id]) continue;
-        rc = obuf_put(&raw, t->bytes_blob + t->bytes_off[id], t->bytes_len[id]);
-    }
-    size_t used;
-    if (!rc) rc = obuf_put(&out, "", 0);
-    if (!rc) rc = put_lossy(&out, (const uint8_t *)raw.p, raw.len, true, &used);
-    free(raw.p);
-    if (rc) {
-        free(out.p);
-        return rc;
-    }
-    *text = out.p;
-    if (len) *len = out.len;
-    return 0;
-}
-
-// ---- streaming ----------------------------------------------------------------------------------
-
-void tok_stream_init(struct tok_stream *s, const struct tok_tokenizer *t, bool skip_special) {
-    memset(s, 0, sizeof(*s));
-    s->t = t;
-    s->skip_special = skip_special;
-}
-
-int tok_stream_push(struct tok_stream *s, int32_t id, char **out, size_t *out_len) {
-    const struct tok_tokenizer *t = s->t;
-    if (id < 0 || id >= t->n_vocab || !t->present[id])
-        return err_set(ERR_RANGE, "token id %d is outside the vocabulary (0..%d)", id, t->n_vocab - 1);
-    if (s->skip_special && t->special[id]) return 0;
-    size_t n = (size_t)s->n_pending + t->bytes_len[id];
-    uint8_t stackbuf[256], *buf = n <= sizeof(stackbuf) ? stackbuf : malloc(n);
-    if (!buf) return err_set(ERR_NOMEM, "tokenizer: out of memory decoding");
-    memcpy(buf, s->pending, s->n_pending);
-    memcpy(buf + s->n_pending, t->bytes_blob + t->bytes_off[id], t->bytes_len[id]);
-    struct obuf b = {*out, *out ? *out_len : 0, 0};
-    if (*out) b.cap = *out_len + 1; // the caller's buffer holds at least len + NUL
-    size_t used = 0;
-    int rc = put_lossy(&b, buf, n, false, &used);
-    if (!rc) {
-        // What is left is a truncated but valid prefix: at most 3 bytes.
-        s->n_pending = (int)(n - used);
-        memcpy(s->pending, buf + used, n - used);
-        *out = b.p;
-        *out_len = b.len;
-    }
-    if (buf != stackbuf) free(buf);
-    return rc;
-}
-
-int tok_stream_flush(struct tok_stream *s, char **out, size_t *out_len) {
-    if (s->n_pending == 0) return 0;
-    struct obuf b = {*out, *out ? *out_len : 0, 0};
-    if (*out) b.cap = *out_len + 1;
-    size_t used;
-    int rc = put_lossy(&b, s->pending, s->n_pending, true, &used);
-    if (!rc) {
-        s->n_pending = 0;
-        *out = b.p;
-        *out_len = b.len;
-    }
-    return rc;
 }

@@ -25,8 +25,9 @@ bool tok_is_special(const struct tok_tokenizer *t, int32_t id);
 int32_t tok_special_id(const struct tok_tokenizer *t, const char *text);
 
 // Encodes len bytes of text. With allow_special, added tokens in the text are matched as tokens
-// (what HF does by default); without, they are encoded as plain text. *ids is malloc'd, the
-// caller frees it. Invalid UTF-8 is ERR_INVAL.
+// (what HF does by default); without, special ones (<|im_start|>, ...) are encoded as plain text
+// while non-special added tokens (<think>, ...) still match, as HF's split_special_tokens does.
+// *ids is malloc'd (also for zero ids), the caller frees it. Invalid UTF-8 is ERR_INVAL.
 int tok_encode(const struct tok_tokenizer *t, const char *text, size_t len, bool allow_special,
                int32_t **ids, int *n_ids);
 

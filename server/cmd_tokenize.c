@@ -17,18 +17,22 @@
 #include <time.h>
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: keel tokenize [--model DIR] [--bench FILE [--repeat N]]\n"
-               "\n"
-               "Reads JSON lines on stdin and writes one JSON line per input line on stdout:\n"
-               "  {\"text\": \"...\"}                   -> {\"ids\": [...]}  (no special tokens added)\n"
-               "  {\"text\": \"...\", \"special\": false} -> special tokens in the text encoded as text\n"
-               "  {\"ids\": [...]}                     -> {\"text\": \"...\"} (\"skip_special_tokens\": true to drop them)\n"
-               "A bad line is answered with {\"error\": \"...\"}; the tool goes on.\n"
-               "\n"
-               "options:\n"
-               "  --model DIR     folder with tokenizer.json and tokenizer_config.json (default .cache/keel-default)\n"
-               "  --bench FILE    encode FILE (UTF-8 text) on one thread and print MB/s\n"
-               "  --repeat N      with --bench: encode N times and report the best (default 5)\n");
+    fprintf(
+        f,
+        "usage: keel tokenize [--model DIR] [--bench FILE [--repeat N]]\n"
+        "\n"
+        "Reads JSON lines on stdin and writes one JSON line per input line on stdout:\n"
+        "  {\"text\": \"...\"}                   -> {\"ids\": [...]}  (no special tokens added)\n"
+        "  {\"text\": \"...\", \"special\": false} -> special tokens in the text encoded as text\n"
+        "  {\"ids\": [...]}                     -> {\"text\": \"...\"} (\"skip_special_tokens\": "
+        "true to drop them)\n"
+        "A bad line is answered with {\"error\": \"...\"}; the tool goes on.\n"
+        "\n"
+        "options:\n"
+        "  --model DIR     folder with tokenizer.json and tokenizer_config.json (default "
+        ".cache/keel-default)\n"
+        "  --bench FILE    encode FILE (UTF-8 text) on one thread and print MB/s\n"
+        "  --repeat N      with --bench: encode N times and report the best (default 5)\n");
 }
 
 // ---- one line ----------------------------------------------------------------------------------
@@ -55,11 +59,13 @@ static bool has_escaped_nul(const char *line) {
 
 static void put_ids(FILE *out, const int32_t *ids, int n) {
     fputs("{\"ids\": [", out);
-    for (int i = 0; i < n; i++) fprintf(out, i ? ", %d" : "%d", ids[i]);
+    for (int i = 0; i < n; i++)
+        fprintf(out, i ? ", %d" : "%d", ids[i]);
     fputs("]}\n", out);
 }
 
-static void encode_line(const struct tok_tokenizer *t, const cJSON *text, const cJSON *req, FILE *out) {
+static void encode_line(const struct tok_tokenizer *t, const cJSON *text, const cJSON *req,
+                        FILE *out) {
     bool allow_special = !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(req, "special"));
     int32_t *ids;
     int n;
@@ -72,7 +78,8 @@ static void encode_line(const struct tok_tokenizer *t, const cJSON *text, const 
     free(ids);
 }
 
-static void decode_line(const struct tok_tokenizer *t, const cJSON *arr, const cJSON *req, FILE *out) {
+static void decode_line(const struct tok_tokenizer *t, const cJSON *arr, const cJSON *req,
+                        FILE *out) {
     int n = cJSON_GetArraySize(arr);
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)(n + 1));
     if (!ids) {
@@ -117,8 +124,10 @@ static void handle_line(const struct tok_tokenizer *t, const char *line, size_t 
     const cJSON *text = cJSON_GetObjectItemCaseSensitive(req, "text");
     const cJSON *ids = cJSON_GetObjectItemCaseSensitive(req, "ids");
     if (cJSON_IsString(text)) {
-        if (has_escaped_nul(line)) put_error(out, "text contains U+0000, which keel tokenize does not accept");
-        else encode_line(t, text, req, out);
+        if (has_escaped_nul(line))
+            put_error(out, "text contains U+0000, which keel tokenize does not accept");
+        else
+            encode_line(t, text, req, out);
     } else if (cJSON_IsArray(ids)) {
         decode_line(t, ids, req, out);
     } else {
@@ -159,8 +168,8 @@ static int bench(const struct tok_tokenizer *t, const char *path, int repeat) {
         double s = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) * 1e-9;
         if (s < best) best = s;
     }
-    printf("{\"bytes\": %zu, \"ids\": %d, \"seconds\": %.6f, \"mb_per_s\": %.2f, \"repeat\": %d}\n", len, n_ids, best,
-           (double)len / 1e6 / best, repeat);
+    printf("{\"bytes\": %zu, \"ids\": %d, \"seconds\": %.6f, \"mb_per_s\": %.2f, \"repeat\": %d}\n",
+           len, n_ids, best, (double)len / 1e6 / best, repeat);
     free(text);
     return SRV_EXIT_OK;
 }
@@ -206,7 +215,8 @@ int srv_cmd_tokenize(int argc, char **argv) {
     size_t cap = 0;
     ssize_t len;
     while ((len = getline(&line, &cap, stdin)) >= 0) {
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            line[--len] = 0;
         handle_line(t, line, (size_t)len, stdout);
     }
     free(line);

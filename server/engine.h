@@ -114,6 +114,14 @@ int srv_engine_init(struct srv_engine **e, struct model *m, const struct tok_tok
                     void *notify_arg);
 int srv_engine_start(struct srv_engine *e); // starts the engine thread
 
+// Replaces model_forward with forward_cb (same contract: logits [n_seqs, vocab_size] of each
+// sequence's last token into host memory; 0 or an ERR_* code). For tests with a fake model,
+// whose struct model needs only cfg, n_kv_blocks, block_size, max_tokens, max_seqs and
+// max_blocks_per_seq. Call before srv_engine_start() or srv_engine_run_sync().
+void srv_engine_set_forward(struct srv_engine *e,
+                            int (*forward_cb)(void *arg, const struct model_batch *b, float *logits),
+                            void *arg);
+
 // Checks a request against the limits: ERR_INVAL with a client-facing message when its prompt
 // plus max_tokens can never fit (max_model_len, or the whole pool). Does not take ownership.
 int srv_engine_validate(struct srv_engine *e, const struct srv_request *r);

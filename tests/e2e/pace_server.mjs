@@ -5,19 +5,23 @@
 // time, so the client must join events split across reads without the timing moving.
 //
 //   node pace_server.mjs serve [--first-ms 100] [--itl-ms 20] [--fail-every K] [--drop-every K]
+//                              [--api-key KEY]
 //
 // prints "listening PORT" once it listens on a free port. --fail-every K answers every K-th
 // request with a 503 and an OpenAI-style error; --drop-every K closes every K-th request's
-// connection after two tokens. GET /stats gives {requests, peak_in_flight, connections}.
+// connection after two tokens, mid-stream; --api-key KEY answers 401 on /v1/* without
+// "Authorization: Bearer KEY". GET /stats gives {requests, peak_in_flight, connections}.
 // Chat streams start with a role-only delta at once, which is not a token.
 //
 // Run without arguments (as tests/run does for every *.mjs), it checks its own pacing.
 import http from 'node:http';
 
 function parseArgs(argv) {
-  const o = { firstMs: 100, itlMs: 20, failEvery: 0, dropEvery: 0 };
+  const o = { firstMs: 100, itlMs: 20, failEvery: 0, dropEvery: 0, apiKey: '' };
   for (let i = 0; i < argv.length; i += 2) {
     const v = Number(argv[i + 1]);
+    if (argv[i] === '--api-key') o.apiKey = argv[i + 1];
+    else
     if (argv[i] === '--first-ms') o.firstMs = v;
     else if (argv[i] === '--itl-ms') o.itlMs = v;
     else if (argv[i] === '--fail-every') o.failEvery = v;
@@ -38,6 +42,13 @@ function countPrompt(body) {
 export function startServer(opts) {
   const stats = { requests: 0, inFlight: 0, peak_in_flight: 0, connections: 0 };
   const server = http.createServer((req, res) => {
+    if (opts.apiKey && req.url.startsWith('/v1/') &&
+        req.headers.authorization !== `Bearer ${opts.apiKey}`) {
+      res.statusCode = 401;
+      res.setHeader('Content-Type', 'application/json');
+      res.end(JSON.stringify({ error: { message: 'pace server: bad api key', type: 'auth' } }));
+      return;
+    }
     if (req.method === 'GET' && req.url === '/v1/models') {
       res.setHeader('Content-Type', 'application/json');
       res.end(JSON.stringify({ object: 'list', data: [{ id: 'pace-model', object: 'model' }] }));
@@ -111,10 +122,10 @@ export function startServer(opts) {
           finish();
         }
       }]);
-      if (drop && k === 1) { // half a gap after the second token, so both are on the wire
+      if (drop && k === 1) { // end() flushes both tokens first, then closes mid-stream
         actions.push([due + opts.itlMs / 2, () => {
           finish();
-          res.socket.destroy();
+          res.socket.end();
         }]);
       }
     }

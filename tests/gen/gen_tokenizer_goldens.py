@@ -8,6 +8,9 @@
                 every corpus line and for random / byte-level id sequences (invalid UTF-8 included).
   chat.jsonl    transformers apply_chat_template on the Qwen3 template of tokenizer_config.json and
                 on the classic Qwen2.5 and Qwen2 ChatML templates (tests/data/tokenizer/*.jinja).
+  flags.jsonl   `tokenizers` on a copy of tokenizer.json whose added tokens are changed and extended
+                by flags_tokens.json (lstrip, rstrip, single_word, normalized, new tokens): ids with
+                and without special tokens and the decode of those ids, for flags_corpus.jsonl.
 
 Usage: gen_tokenizer_goldens.py TOKENIZER_DIR DATA_DIR OUT_DIR
   TOKENIZER_DIR holds tokenizer.json + tokenizer_config.json (the real Qwen3 tokenizer);
@@ -117,12 +120,14 @@ def main():
     os.makedirs(out_dir, exist_ok=True)
     all_ids = []
     rc = 0
-    for step in ("ids", "decode", "chat"):
+    for step in ("ids", "decode", "chat", "flags"):
         try:
             if step == "ids":
                 all_ids = gen_ids(tok_dir, data_dir, out_dir, meta)
             elif step == "decode":
                 gen_decode(tok_dir, out_dir, meta, all_ids)
+            elif step == "flags":
+                gen_flags(tok_dir, data_dir, out_dir, meta)
             else:
                 gen_chat(tok_dir, data_dir, out_dir, meta)
         except Exception:
@@ -217,6 +222,51 @@ def gen_chat(tok_dir, data_dir, out_dir, meta):
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                     n += 1
     print(f"chat {n} renders")
+
+
+def apply_flags(tokenizer_json, flags):
+    """The added tokens of tokenizer.json changed and extended as flags_tokens.json says (the C
+    test applies the same file the same way)."""
+    added = tokenizer_json["added_tokens"]
+    for f in flags:
+        old = [a for a in added if a["content"] == f["content"]]
+        if old:
+            old[0].update({k: v for k, v in f.items() if k != "content"})
+        else:
+            tok = {"id": f["id"], "content": f["content"], "single_word": False, "lstrip": False,
+                   "rstrip": False, "normalized": False, "special": False}
+            tok.update(f)
+            added.append(tok)
+    return tokenizer_json
+
+
+def gen_flags(tok_dir, data_dir, out_dir, meta):
+    import tempfile
+    from tokenizers import Tokenizer
+    tj = json.load(open(os.path.join(tok_dir, "tokenizer.json"), encoding="utf-8"))
+    flags = json.load(open(os.path.join(data_dir, "flags_tokens.json"), encoding="utf-8"))
+    tj = apply_flags(tj, flags)
+    tmp = tempfile.mkdtemp()
+    path = os.path.join(tmp, "tokenizer.json")
+    json.dump(tj, open(path, "w", encoding="utf-8"), ensure_ascii=False)
+    tk = Tokenizer.from_file(path)
+    tk_plain = Tokenizer.from_file(path)
+    tk_plain.encode_special_tokens = True
+    corpus = [json.loads(l)["text"] for l in open(os.path.join(data_dir, "flags_corpus.jsonl"), encoding="utf-8")]
+    with open(os.path.join(out_dir, "flags.jsonl"), "w", encoding="utf-8") as f:
+        f.write(json.dumps(meta) + "\n")
+        for i, s in enumerate(corpus):
+            ids = tk.encode(s, add_special_tokens=False).ids
+            plain = tk_plain.encode(s, add_special_tokens=False).ids
+            rec = {"i": i, "ids": ids, "ids_plain": plain,
+                   "text": tk.decode(ids, skip_special_tokens=False),
+                   "text_skip": tk.decode(ids, skip_special_tokens=True)}
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        for ids in ([151669], [151671], [151672], [151669, 9707, 151670, 151671]):
+            rec = {"i": -1, "ids": ids, "text": tk.decode(ids, skip_special_tokens=False),
+                   "text_skip": tk.decode(ids, skip_special_tokens=True)}
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    print(f"flags {len(corpus)} lines")
 
 
 def bytes_to_unicode_chars():

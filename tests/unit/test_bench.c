@@ -51,20 +51,35 @@ TEST(bench_metric_in_milliseconds) {
 // Three requests whose every time is known; the third fails and must not count.
 static void make_results(struct bench_result r[4]) {
     memset(r, 0, 4 * sizeof(*r));
-    r[0] = (struct bench_result){.success = true, .prompt_len = 10, .output_tokens = 3,
-                                 .has_usage = true, .start_s = 0, .ttft_s = 0.1, .latency_s = 0.5};
+    r[0] = (struct bench_result){.success = true,
+                                 .prompt_len = 10,
+                                 .output_tokens = 3,
+                                 .has_usage = true,
+                                 .start_s = 0,
+                                 .ttft_s = 0.1,
+                                 .latency_s = 0.5};
     bench_result_add_itl(&r[0], 0.2);
     bench_result_add_itl(&r[0], 0.2);
     // Five tokens in two chunks: TPOT uses the usage count, ITL the chunks.
-    r[1] = (struct bench_result){.success = true, .prompt_len = 20, .output_tokens = 5,
-                                 .has_usage = true, .start_s = 0.25, .ttft_s = 0.05, .latency_s = 0.4};
+    r[1] = (struct bench_result){.success = true,
+                                 .prompt_len = 20,
+                                 .output_tokens = 5,
+                                 .has_usage = true,
+                                 .start_s = 0.25,
+                                 .ttft_s = 0.05,
+                                 .latency_s = 0.4};
     bench_result_add_itl(&r[1], 0.1);
     r[2] = (struct bench_result){.success = false, .prompt_len = 99, .start_s = 0.1};
     bench_result_set_error(&r[2], "HTTP %d: %s", 503, "overloaded");
     bench_result_set_error(&r[2], "a later reason"); // the first reason stays
     // Starts exactly when r[0] ends: half-open intervals, so never concurrent with it.
-    r[3] = (struct bench_result){.success = true, .prompt_len = 5, .output_tokens = 1,
-                                 .has_usage = false, .start_s = 0.5, .ttft_s = 1.0, .latency_s = 1.0};
+    r[3] = (struct bench_result){.success = true,
+                                 .prompt_len = 5,
+                                 .output_tokens = 1,
+                                 .has_usage = false,
+                                 .start_s = 0.5,
+                                 .ttft_s = 1.0,
+                                 .latency_s = 1.0};
 }
 
 TEST(bench_summary_of_known_timings) {
@@ -93,7 +108,8 @@ TEST(bench_summary_of_known_timings) {
     // Token chunks at 0.1, 0.3, 0.5 (r0), 0.3, 0.4 (r1) in second 0; 1.5 (r3) in second 1.
     CHECK_NEAR(s.peak_output_tps, 5, 0);
     CHECK_STR(r[2].error, "HTTP 503: overloaded");
-    for (int i = 0; i < 4; i++) bench_result_clear(&r[i]);
+    for (int i = 0; i < 4; i++)
+        bench_result_clear(&r[i]);
 }
 
 // ---- the result block
@@ -131,7 +147,8 @@ TEST(bench_result_block_matches_vllm_layout) {
         "\nTotal Token throughput (tok/s):          22.00     \n",
         "\n---------------Time to First Token----------------\nMean TTFT (ms):",
         "\nP90 TTFT (ms):",
-        "\n-----Time per Output Token (excl. 1st token)------\nMean TPOT (ms):                          143.75    \n",
+        "\n-----Time per Output Token (excl. 1st token)------\nMean TPOT (ms):                     "
+        "     143.75    \n",
         "\n---------------Inter-token Latency----------------\nMean ITL (ms):",
         "\n----------------End-to-end Latency----------------\nMean E2EL (ms):",
         "\nMedian E2EL (ms):                        500.00    \nP90 E2EL (ms):",
@@ -154,7 +171,8 @@ TEST(bench_result_block_matches_vllm_layout) {
     CHECK(strstr(out, "Maximum request concurrency") == NULL);
     CHECK_MSG(strstr(out, "\nRequest rate configured (RPS):           4.00      \n"), "%s", out);
     free(out);
-    for (int i = 0; i < 4; i++) bench_result_clear(&r[i]);
+    for (int i = 0; i < 4; i++)
+        bench_result_clear(&r[i]);
 }
 
 TEST(bench_header_and_failures) {
@@ -180,7 +198,8 @@ TEST(bench_header_and_failures) {
                        "Error 1: HTTP 503: overloaded (1 request)\n";
     CHECK_STR(buf, want);
     free(buf);
-    for (int i = 0; i < 4; i++) bench_result_clear(&r[i]);
+    for (int i = 0; i < 4; i++)
+        bench_result_clear(&r[i]);
 }
 
 // ---- server-sent events
@@ -229,7 +248,8 @@ TEST(bench_sse_events_split_anywhere) {
     struct events e = {0};
     struct bench_sse s;
     bench_sse_init(&s);
-    for (size_t i = 0; i < n; i++) CHECK_OK(bench_sse_feed(&s, sse_stream + i, 1, collect, &e));
+    for (size_t i = 0; i < n; i++)
+        CHECK_OK(bench_sse_feed(&s, sse_stream + i, 1, collect, &e));
     CHECK_OK(bench_sse_finish(&s, collect, &e));
     check_events(&e);
     bench_sse_free(&s);
@@ -244,7 +264,8 @@ TEST(bench_sse_callback_stops_feed) {
     struct bench_sse s;
     bench_sse_init(&s);
     int n = 0;
-    CHECK_EQ(bench_sse_feed(&s, sse_stream, sizeof(sse_stream) - 1, stop_at_second, &n), ERR_CANCELLED);
+    CHECK_EQ(bench_sse_feed(&s, sse_stream, sizeof(sse_stream) - 1, stop_at_second, &n),
+             ERR_CANCELLED);
     CHECK_EQ(n, 2);
     bench_sse_free(&s);
     bench_sse_free(NULL);
@@ -255,7 +276,8 @@ TEST(bench_chunk_meanings) {
     const char *comp = "{\"choices\":[{\"index\":0,\"text\":\"\",\"finish_reason\":null}]}";
     CHECK_OK(bench_chunk_parse(comp, strlen(comp), BENCH_EP_COMPLETIONS, &c));
     CHECK(c.token && !c.usage && !c.done); // an empty text is still a token (held-back bytes)
-    const char *usage = "{\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":34}}";
+    const char *usage =
+        "{\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":34}}";
     CHECK_OK(bench_chunk_parse(usage, strlen(usage), BENCH_EP_COMPLETIONS, &c));
     CHECK(!c.token && c.usage);
     CHECK_EQ(c.prompt_tokens, 12);
@@ -269,7 +291,8 @@ TEST(bench_chunk_meanings) {
     CHECK(c.token && !c.usage);
     CHECK_OK(bench_chunk_parse("[DONE]\r\n", 8, BENCH_EP_COMPLETIONS, &c));
     CHECK(c.done && !c.token);
-    const char *role = "{\"choices\":[{\"delta\":{\"role\":\"assistant\"},\"finish_reason\":null}]}";
+    const char *role =
+        "{\"choices\":[{\"delta\":{\"role\":\"assistant\"},\"finish_reason\":null}]}";
     CHECK_OK(bench_chunk_parse(role, strlen(role), BENCH_EP_CHAT, &c));
     CHECK(!c.token); // announcing the role is not a token
     const char *content = "{\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}";
@@ -308,7 +331,8 @@ TEST(bench_arrivals_poisson_and_gamma) {
     bench_rng_seed(&rng, 1);
     CHECK_OK(bench_arrivals(&rng, N, 10.0, 1.0, t));
     CHECK_NEAR(t[N - 1], N / 10.0, 1e-9);
-    for (int i = 1; i < N; i++) CHECK(t[i] >= t[i - 1]);
+    for (int i = 1; i < N; i++)
+        CHECK(t[i] >= t[i - 1]);
     gap_stats(t, N, &mean, &cv);
     CHECK_NEAR(mean, 0.1, 1e-9);
     CHECK_NEAR(cv, 1.0, 0.08);
@@ -344,8 +368,8 @@ TEST(bench_arrivals_poisson_and_gamma) {
 TEST(bench_random_dataset) {
     struct bench_rng rng;
     bench_rng_seed(&rng, 7);
-    struct bench_random_opts o = {.input_len = 100, .output_len = 40, .range_ratio = 0.5,
-                                  .id_lo = 100, .id_hi = 200};
+    struct bench_random_opts o = {
+        .input_len = 100, .output_len = 40, .range_ratio = 0.5, .id_lo = 100, .id_hi = 200};
     struct bench_dataset ds;
     CHECK_OK(bench_dataset_random(&o, &rng, 200, &ds));
     CHECK_EQ(ds.n, 200);
@@ -362,14 +386,16 @@ TEST(bench_random_dataset) {
             max_id = p->ids[j] > max_id ? p->ids[j] : max_id;
         }
     }
-    CHECK_MSG(min_in >= 50 && max_in <= 150 && max_in - min_in > 50, "lengths %d..%d", min_in, max_in);
+    CHECK_MSG(min_in >= 50 && max_in <= 150 && max_in - min_in > 50, "lengths %d..%d", min_in,
+              max_in);
     CHECK_MSG(min_id == 100 && max_id == 199, "ids %d..%d", min_id, max_id);
     bench_dataset_free(&ds);
     o.text = true;
     o.range_ratio = 0;
     CHECK_OK(bench_dataset_random(&o, &rng, 3, &ds));
     int words = 1;
-    for (const char *c = ds.items[2].text; *c; c++) words += *c == ' ';
+    for (const char *c = ds.items[2].text; *c; c++)
+        words += *c == ' ';
     CHECK_EQ(words, 100);
     CHECK_EQ(ds.items[2].output_len, 40);
     bench_dataset_free(&ds);
@@ -409,13 +435,17 @@ TEST(bench_dataset_jsonl_and_sharegpt) {
         "  {\"from\": \"gpt\", \"value\": \"0123456789abcdef0123\"}]},"
         " {\"id\": \"b\", \"conversations\": [{\"from\": \"human\", \"value\": \"no reply\"}]},"
         " {\"id\": \"c\", \"messages\": [{\"role\": \"system\", \"content\": \"sys\"},"
-        "  {\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}]";
+        "  {\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": "
+        "\"yo\"}]}]";
     CHECK_OK(bench_dataset_parse(sharegpt, strlen(sharegpt), "sg.json", 2, 0, &rng, &ds));
     CHECK_EQ(ds.n, 2);
     for (int i = 0; i < 2; i++) {
         const struct bench_prompt *p = &ds.items[i];
-        if (!strcmp(p->text, "hello there")) CHECK_EQ(p->output_len, 20 / 4 + 1);
-        else CHECK_MSG(!strcmp(p->text, "hi") && p->output_len == 1, "%s %d", p->text, p->output_len);
+        if (!strcmp(p->text, "hello there"))
+            CHECK_EQ(p->output_len, 20 / 4 + 1);
+        else
+            CHECK_MSG(!strcmp(p->text, "hi") && p->output_len == 1, "%s %d", p->text,
+                      p->output_len);
     }
     bench_dataset_free(&ds);
 
@@ -449,7 +479,8 @@ TEST(bench_request_bodies) {
     CHECK_EQ(cJSON_GetObjectItem(j, "min_tokens")->valueint, 16);
     CHECK(cJSON_IsTrue(cJSON_GetObjectItem(j, "ignore_eos")));
     CHECK(cJSON_IsTrue(cJSON_GetObjectItem(j, "stream")));
-    CHECK(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "stream_options"), "include_usage")));
+    CHECK(cJSON_IsTrue(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "stream_options"), "include_usage")));
     cJSON_Delete(j);
     free(s);
     o.endpoint = BENCH_EP_CHAT;
@@ -538,7 +569,8 @@ TEST(bench_sweep_csv_and_svg) {
     CHECK(svg && strncmp(svg, "<?xml", 5) == 0);
     CHECK(strstr(svg, "a &lt;b&gt; &amp; c") != NULL);
     int circles = 0;
-    for (const char *p = svg; (p = strstr(p, "<circle")); p++) circles++;
+    for (const char *p = svg; (p = strstr(p, "<circle")); p++)
+        circles++;
     CHECK_EQ(circles, 6); // three points in each of the two panels
     CHECK(strstr(svg, ">c=16<") != NULL);
     CHECK(strstr(svg, "Median TPOT (ms)") && strstr(svg, "Median TTFT (ms)"));
@@ -548,14 +580,25 @@ TEST(bench_sweep_csv_and_svg) {
     CHECK_EQ(bench_sweep_write_svg("/nonexistent-dir/x.svg", pts, 3, NULL), ERR_IO);
 }
 
+TEST(bench_sweep_axis_maxima) {
+    CHECK_NEAR(nice_ceil(10445), 15000, 1e-9);
+    CHECK_NEAR(nice_ceil(5.5), 6, 1e-12);
+    CHECK_NEAR(nice_ceil(21.9), 25, 1e-12);
+    CHECK_NEAR(nice_ceil(100), 100, 1e-9);
+    CHECK_NEAR(nice_ceil(8.1), 10, 1e-12);
+    CHECK_NEAR(nice_ceil(0.042), 0.05, 1e-12);
+    CHECK_NEAR(nice_ceil(0), 1, 0); // an empty sweep still gets an axis
+    CHECK_NEAR(nice_ceil(NAN), 1, 0);
+}
+
 TEST(bench_json_result) {
     struct bench_result r[4];
     make_results(r);
     const double pcts[] = {90, 99};
     struct bench_summary s;
     CHECK_OK(bench_summarize(r, 4, 2.0, pcts, 2, &s));
-    struct bench_run_info info = {.model = "m", .request_rate = INFINITY, .burstiness = 1,
-                                  .num_prompts = 4};
+    struct bench_run_info info = {
+        .model = "m", .request_rate = INFINITY, .burstiness = 1, .num_prompts = 4};
     cJSON *j = bench_result_json(&s, &info, r, 4);
     CHECK(j != NULL);
     CHECK_EQ(cJSON_GetObjectItem(j, "completed")->valueint, 3);
@@ -588,5 +631,6 @@ TEST(bench_json_result) {
     cJSON_Delete(back);
     CHECK_EQ(bench_write_json("/nonexistent-dir/x.json", j), ERR_IO);
     cJSON_Delete(j);
-    for (int i = 0; i < 4; i++) bench_result_clear(&r[i]);
+    for (int i = 0; i < 4; i++)
+        bench_result_clear(&r[i]);
 }

@@ -68,7 +68,8 @@ static struct tok_tokenizer *load_with_template(const char *tmpl) {
 }
 
 static struct tok_tokenizer *load_real(void) {
-    if (!test_file_exists(TOK_DIR "/tokenizer.json")) TEST_SKIP("%s missing (run scripts/setup)", TOK_DIR);
+    if (!test_file_exists(TOK_DIR "/tokenizer.json"))
+        TEST_SKIP("%s missing (run scripts/setup)", TOK_DIR);
     struct tok_tokenizer *t = NULL;
     CHECK_OK(tok_load(&t, TOK_DIR));
     return t;
@@ -106,7 +107,8 @@ static struct tok_chat_msg *json_msgs(const cJSON *arr, int *n) {
 }
 
 static void free_msgs(struct tok_chat_msg *msgs, int n) {
-    for (int i = 0; i < n; i++) free((void *)msgs[i].tool_calls);
+    for (int i = 0; i < n; i++)
+        free((void *)msgs[i].tool_calls);
     free(msgs);
 }
 
@@ -143,9 +145,13 @@ TEST(chat_matches_transformers) {
         const char *want = str_or_null(j, "text");
         if (strcmp(got, want) != 0) {
             size_t k = 0;
-            while (got[k] && got[k] == want[k]) k++;
-            fprintf(stderr, "  %s/%s agp=%d thinking=%d differs at byte %zu:\n    got : \"%.120s\"\n    want: \"%.120s\"\n",
-                    tname, name, agp, thinking, k, got + (k > 20 ? k - 20 : 0), want + (k > 20 ? k - 20 : 0));
+            while (got[k] && got[k] == want[k])
+                k++;
+            fprintf(stderr,
+                    "  %s/%s agp=%d thinking=%d differs at byte %zu:\n    got : \"%.120s\"\n    "
+                    "want: \"%.120s\"\n",
+                    tname, name, agp, thinking, k, got + (k > 20 ? k - 20 : 0),
+                    want + (k > 20 ? k - 20 : 0));
             bad++;
         }
         n_cases++;
@@ -158,7 +164,9 @@ TEST(chat_matches_transformers) {
     }
     free(line);
     fclose(f);
-    fprintf(stderr, "  %d renders (qwen3 %d, qwen2.5 %d, qwen2 %d; %d with tools, %d thinking off), %d mismatches\n",
+    fprintf(stderr,
+            "  %d renders (qwen3 %d, qwen2.5 %d, qwen2 %d; %d with tools, %d thinking off), %d "
+            "mismatches\n",
             n_cases, per_template[0], per_template[1], per_template[2], n_tools, n_nothink, bad);
     CHECK_EQ(bad, 0);
     CHECK(per_template[0] >= 25 * 6 && per_template[1] >= 25 && per_template[2] >= 10);
@@ -175,12 +183,15 @@ TEST(chat_tools_json_like_python) {
     struct tok_tokenizer *t = load_real();
     struct tok_chat_msg user = {.role = "user", .content = "hi"};
     static const char *const cases[][2] = {
-        {"[[1.0, 1e-07, 1e5, 1E+16, 1e15, 123.456, -0.0, 0.0001, 0.00001, 5e-324, 1.7976931348623157e308, 1e400, "
+        {"[[1.0, 1e-07, 1e5, 1E+16, 1e15, 123.456, -0.0, 0.0001, 0.00001, 5e-324, "
+         "1.7976931348623157e308, 1e400, "
          "-0, 12345678901234567890, 0.1, 2.5e-5, 100.0, 1e22]]",
          "[1.0, 1e-07, 100000.0, 1e+16, 1000000000000000.0, 123.456, -0.0, 0.0001, 1e-05, 5e-324, "
          "1.7976931348623157e+308, Infinity, 0, 12345678901234567890, 0.1, 2.5e-05, 100.0, 1e+22]"},
-        {"[{\"a\\u0000b\" : \"\\u001f\\u007f\\ud83d\\ude00\\/\",\"t\":true,\"f\":false,\"n\":null}]",
-         "{\"a\\u0000b\": \"\\u001f\x7f\xF0\x9F\x98\x80/\", \"t\": true, \"f\": false, \"n\": null}"},
+        {"[{\"a\\u0000b\" : "
+         "\"\\u001f\\u007f\\ud83d\\ude00\\/\",\"t\":true,\"f\":false,\"n\":null}]",
+         "{\"a\\u0000b\": \"\\u001f\x7f\xF0\x9F\x98\x80/\", \"t\": true, \"f\": false, \"n\": "
+         "null}"},
         {" [ { } , [ ] ] ", "{}\n[]"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -189,8 +200,10 @@ TEST(chat_tools_json_like_python) {
         const char *start = strstr(out, "<tools>\n"), *end = strstr(out, "\n</tools>");
         CHECK(start && end);
         start += strlen("<tools>\n");
-        CHECK_MSG((size_t)(end - start) == strlen(cases[i][1]) && memcmp(start, cases[i][1], strlen(cases[i][1])) == 0,
-                  "case %zu:\n    got : %.*s\n    want: %s", i, (int)(end - start), start, cases[i][1]);
+        CHECK_MSG((size_t)(end - start) == strlen(cases[i][1]) &&
+                      memcmp(start, cases[i][1], strlen(cases[i][1])) == 0,
+                  "case %zu:\n    got : %.*s\n    want: %s", i, (int)(end - start), start,
+                  cases[i][1]);
         free(out);
     }
     // An empty tools list is no tools at all.
@@ -209,7 +222,8 @@ TEST(chat_tools_json_like_python) {
 TEST(chat_bad_input) {
     struct tok_tokenizer *t = load_real();
     char *out = (char *)1;
-    struct tok_chat_msg bad_role[] = {{.role = "user", .content = "a"}, {.role = "developer", .content = "b"}};
+    struct tok_chat_msg bad_role[] = {{.role = "user", .content = "a"},
+                                      {.role = "developer", .content = "b"}};
     CHECK_EQ(tok_chat_render(t, bad_role, 2, true, -1, NULL, &out), ERR_INVAL);
     CHECK(out == NULL);
     CHECK(strstr(err_msg(), "developer") != NULL);
@@ -217,19 +231,22 @@ TEST(chat_bad_input) {
     struct tok_chat_msg no_role = {.content = "x"};
     CHECK_EQ(tok_chat_render(t, &no_role, 1, true, -1, NULL, &out), ERR_INVAL);
     struct tok_chat_msg user = {.role = "user", .content = "hi"};
-    static const char *const bad_tools[] = {"{\"a\": 1}", "[1,", "[{\"a\": tru}]", "[\"\\ud800\"]", "[1] x",
-                                            "[\"a\nb\"]", "[01]", "[1.]", "[\"\\q\"]"};
+    static const char *const bad_tools[] = {"{\"a\": 1}",    "[1,",   "[{\"a\": tru}]",
+                                            "[\"\\ud800\"]", "[1] x", "[\"a\nb\"]",
+                                            "[01]",          "[1.]",  "[\"\\q\"]"};
     for (size_t i = 0; i < sizeof(bad_tools) / sizeof(bad_tools[0]); i++) {
-        CHECK_MSG(tok_chat_render(t, &user, 1, true, -1, bad_tools[i], &out) == ERR_INVAL, "tools %s accepted",
-                  bad_tools[i]);
+        CHECK_MSG(tok_chat_render(t, &user, 1, true, -1, bad_tools[i], &out) == ERR_INVAL,
+                  "tools %s accepted", bad_tools[i]);
         CHECK(out == NULL);
     }
     fprintf(stderr, "  %s\n", err_msg());
     struct tok_chat_tool_call nameless = {.name = NULL, .arguments = "{}"};
-    struct tok_chat_msg call = {.role = "assistant", .content = "", .tool_calls = &nameless, .n_tool_calls = 1};
+    struct tok_chat_msg call = {
+        .role = "assistant", .content = "", .tool_calls = &nameless, .n_tool_calls = 1};
     CHECK_EQ(tok_chat_render(t, &call, 1, false, -1, NULL, &out), ERR_INVAL);
     struct tok_chat_tool_call named = {.name = "f", .arguments = "{\"x\": 1}"};
-    struct tok_chat_msg user_call = {.role = "user", .content = "", .tool_calls = &named, .n_tool_calls = 1};
+    struct tok_chat_msg user_call = {
+        .role = "user", .content = "", .tool_calls = &named, .n_tool_calls = 1};
     CHECK_EQ(tok_chat_render(t, &user_call, 1, false, -1, NULL, &out), ERR_INVAL);
     // A NULL content (an assistant message with only tool calls) renders as empty content. With
     // no user message before it, the last query is the last message and no think block is added.
@@ -241,8 +258,10 @@ TEST(chat_bad_input) {
     free(out);
     struct tok_chat_msg turn[] = {{.role = "user", .content = "q"}, call};
     CHECK_OK(tok_chat_render(t, turn, 2, false, -1, NULL, &out));
-    CHECK_STR(out, "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n<tool_call>\n"
-                   "{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n</tool_call><|im_end|>\n");
+    CHECK_STR(
+        out,
+        "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n<tool_call>\n"
+        "{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n</tool_call><|im_end|>\n");
     free(out);
     // No messages: only the generation prompt.
     CHECK_OK(tok_chat_render(t, NULL, 0, true, 0, NULL, &out));
@@ -252,14 +271,17 @@ TEST(chat_bad_input) {
 }
 
 TEST(chat_unrecognised_templates) {
-    if (!test_file_exists(TOK_DIR "/tokenizer.json")) TEST_SKIP("%s missing (run scripts/setup)", TOK_DIR);
+    if (!test_file_exists(TOK_DIR "/tokenizer.json"))
+        TEST_SKIP("%s missing (run scripts/setup)", TOK_DIR);
     static const char *const templates[] = {
         // Llama 3: not ChatML.
         "{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
         "{{ message['content'] }}<|eot_id|>{% endfor %}",
         // ChatML, but a variant keel has no renderer for.
-        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' "
-        "+ '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
+        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
+        "message['content'] + '<|im_end|>' "
+        "+ '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif "
+        "%}",
         NULL, // no tokenizer_config.json at all
     };
     for (int i = 0; i < 3; i++) {

@@ -2,6 +2,7 @@
 // properties the forward pass relies on: results independent of thread count and of which rows
 // share a batch, padding slots skipped, bad shapes refused.
 #include "common/err.h"
+#include "kernels/cpu/cpu.h"
 #include "kernels/ops.h"
 #include "tests/test.h"
 
@@ -74,16 +75,20 @@ TEST(cpu_gemm_matches_double_reference) {
 }
 
 TEST(cpu_gemm_rows_independent_of_batch_and_threads) {
-    int m = 9, n = 77, k = 136;
+    int m = 9, n = 301, k = 520; // large enough that every thread gets work
     bf16 *x = rand_bf16((size_t)m * k, 1.0f), *w = rand_bf16((size_t)n * k, 0.3f);
     float *all1 = malloc(sizeof(float) * m * n), *all2 = malloc(sizeof(float) * m * n);
-    float one[77];
-    struct kern_ctx *c1 = ctx_n(1), *c2 = ctx_n(2);
+    float one[301];
+    struct kern_ctx *c1 = ctx_n(1), *c2 = ctx_n(2), *c5 = ctx_n(5);
     CHECK_OK(kern_cpu_ops.gemm_f32(c1, all1, x, w, m, n, k));
-    CHECK_OK(kern_cpu_ops.gemm_f32(c2, all2, x, w, m, n, k));
-    for (int i = 0; i < m * n; i++)
-        CHECK_MSG(all1[i] == all2[i], "1 vs 2 threads differ at %d: %.9g vs %.9g", i, all1[i],
-                  all2[i]);
+    // Many loops back to back on the pools, including more threads than cores.
+    for (int rep = 0; rep < 200; rep++) {
+        struct kern_ctx *c = rep % 2 ? c2 : c5;
+        CHECK_OK(kern_cpu_ops.gemm_f32(c, all2, x, w, m, n, k));
+        for (int i = 0; i < m * n; i++)
+            CHECK_MSG(all1[i] == all2[i], "1 vs %d threads differ at %d (rep %d): %.9g vs %.9g",
+                      c->n_threads, i, rep, all1[i], all2[i]);
+    }
     for (int i = 0; i < m; i++) {
         CHECK_OK(kern_cpu_ops.gemm_f32(c2, one, x + (size_t)i * k, w, 1, n, k));
         for (int j = 0; j < n; j++)
@@ -92,6 +97,7 @@ TEST(cpu_gemm_rows_independent_of_batch_and_threads) {
     }
     kern_cpu_ctx_free(c1);
     kern_cpu_ctx_free(c2);
+    kern_cpu_ctx_free(c5);
     free(x), free(w), free(all1), free(all2);
 }
 

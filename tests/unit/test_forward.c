@@ -14,6 +14,7 @@
 #include "models/model.h"
 #include "tests/test.h"
 
+#include <cjson/cJSON.h>
 #include <stdint.h>
 
 // ---- a model on the CPU backend
@@ -110,15 +111,21 @@ static void fx_open(struct fx *f, const struct model_config *cfg, const char *di
         fx_arena_bytes(cfg, max_tokens, max_seqs, f->block_size, f->n_blocks, f->max_blocks);
     CHECK_OK(mem_arena_init(&f->arena, MEM_HOST, 0, bytes, 1 << 20));
     CHECK_OK(kern_cpu_ctx_init(&f->ctx, 2));
-    CHECK(dir == NULL); // checkpoints join with the loader (models/weights.c)
-    fx_random_weights(&f->m.w, cfg, &f->arena);
+    if (dir)
+        CHECK_OK(model_weights_load(&f->m.w, cfg, dir, MODEL_LOAD_SAFETENSORS, 0, &kern_cpu_ops,
+                                    f->ctx, &f->arena));
+    else
+        fx_random_weights(&f->m.w, cfg, &f->arena);
     f->own_weights = dir == NULL;
     CHECK_OK(model_init(&f->m, cfg, &kern_cpu_ops, f->ctx, &f->arena, &plan, &set));
 }
 
 static void fx_close(struct fx *f) {
     model_free(&f->m);
-    free(f->m.w.layers);
+    if (f->own_weights)
+        free(f->m.w.layers);
+    else
+        model_weights_free(&f->m.w);
     kern_cpu_ctx_free(f->ctx);
     mem_arena_free(&f->arena);
 }
@@ -171,6 +178,125 @@ static int step_run(struct fx *f, const struct step *st, float *logits) {
                             .seq_lens = st->lens,
                             .block_tables = st->tables};
     return model_forward(&f->m, &b, logits);
+}
+
+// ---- goldens from transformers
+
+static int argmax(const float *v, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;
+    return best;
+}
+
+static char *read_text(const char *path) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    size_t got = fread(buf, 1, (size_t)n, fp);
+    buf[got] = '\0';
+    fclose(fp);
+    return buf;
+}
+
+static int json_ints(const cJSON *arr, int32_t *out, int cap) {
+    int n = 0;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, arr) {
+        CHECK(n < cap);
+        out[n++] = (int32_t)v->valuedouble;
+    }
+    return n;
+}
+
+// Teacher-forced logits at the recorded positions (the prompt's prefix as one prefill chunk,
+// then one decode step per position), then 16 greedy tokens, for every prompt in golden.json.
+static void check_golden(const char *dir) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/golden.json", dir);
+    char *text = read_text(path);
+    CHECK_MSG(text != NULL, "cannot read %s", path);
+    cJSON *g = cJSON_Parse(text);
+    CHECK_MSG(g != NULL, "%s is not JSON", path);
+    struct model_config cfg;
+    CHECK_OK(model_config_load(dir, &cfg));
+    struct fx f;
+    fx_open(&f, &cfg, dir, 64, 4);
+    int V = cfg.vocab_size;
+    float *logits = malloc(sizeof(float) * V);
+    const cJSON *pr;
+    int pi = 0;
+    cJSON_ArrayForEach(pr, cJSON_GetObjectItem(g, "prompts")) {
+        int32_t ids[64], want_greedy[32], positions[8];
+        int n = json_ints(cJSON_GetObjectItem(pr, "ids"), ids, 64);
+        int n_pos = json_ints(cJSON_GetObjectItem(pr, "positions"), positions, 8);
+        int n_greedy = json_ints(cJSON_GetObjectItem(pr, "greedy"), want_greedy, 32);
+        const cJSON *ref_rows = cJSON_GetObjectItem(pr, "logits_fp32");
+        const cJSON *bf16_rows = cJSON_GetObjectItem(pr, "logits_bf16");
+        double hf_bf16_diff = cJSON_GetObjectItem(pr, "max_abs_diff_fp32_bf16")->valuedouble;
+        CHECK(n > 0 && n_pos > 0 && n_greedy == 16 && cJSON_GetArraySize(ref_rows) == n_pos);
+        struct seq s;
+        seq_init(&s, &f, pi, ids, n);
+        double worst = 0, worst_tol = 0, worst_bf16 = 0;
+        for (int k = 0; k < n_pos; k++) {
+            struct step st = {0};
+            step_add(&st, &f, &s, k == 0 ? positions[0] + 1 : 1);
+            CHECK_OK(step_run(&f, &st, logits));
+            const cJSON *row = cJSON_GetArrayItem(ref_rows, k);
+            CHECK_EQ(cJSON_GetArraySize(row), V);
+            double max_ref = 0, max_diff = 0;
+            int at = 0;
+            const cJSON *row16 = cJSON_GetArrayItem(bf16_rows, k);
+            for (int i = 0; i < V; i++) {
+                double r = cJSON_GetArrayItem(row, i)->valuedouble;
+                double r16 = cJSON_GetArrayItem(row16, i)->valuedouble;
+                worst_bf16 = fmax(worst_bf16, fabs(r16 - logits[i]));
+                if (fabs(r) > max_ref) max_ref = fabs(r);
+                if (fabs(r - logits[i]) > max_diff) max_diff = fabs(r - logits[i]), at = i;
+            }
+            // The documented tolerance: keel keeps bf16 activations between ops, as HF's own
+            // bf16 run does, so it may differ from the float32 run by about as much.
+            double tol = 3e-2 * max_ref;
+            CHECK_MSG(max_diff <= tol,
+                      "%s prompt %d position %d: max |keel - hf| = %.4f at id %d (keel %.4f, hf "
+                      "%.4f), tolerance %.4f",
+                      dir, pi, positions[k], max_diff, at, logits[at],
+                      cJSON_GetArrayItem(row, at)->valuedouble, tol);
+            if (max_diff > worst) worst = max_diff, worst_tol = tol;
+        }
+        CHECK_EQ(s.n_done, n);
+        int32_t got[16];
+        for (int k = 0; k < 16; k++) {
+            got[k] = argmax(logits, V);
+            CHECK_MSG(got[k] == want_greedy[k],
+                      "%s prompt %d greedy token %d: keel %d (logit %.4f), hf %d (logit %.4f)", dir,
+                      pi, k, got[k], logits[got[k]], want_greedy[k], logits[want_greedy[k]]);
+            s.toks[s.n_done] = got[k];
+            struct step st = {0};
+            step_add(&st, &f, &s, 1);
+            CHECK_OK(step_run(&f, &st, logits));
+        }
+        fprintf(stderr,
+                "  %s prompt %d (%d tokens): max |keel - hf_fp32| %.4f (tolerance %.4f), "
+                "|keel - hf_bf16| %.4f, |hf_bf16 - hf_fp32| %.4f; 16 greedy ids equal\n",
+                dir, pi, n, worst, worst_tol, worst_bf16, hf_bf16_diff);
+        pi++;
+    }
+    CHECK_EQ(pi, 4);
+    free(logits);
+    fx_close(&f);
+    cJSON_Delete(g);
+    free(text);
+}
+
+TEST(forward_tiny_qwen2_matches_transformers) {
+    check_golden("tests/data/tiny-qwen2");
+}
+TEST(forward_tiny_qwen3_matches_transformers) {
+    check_golden("tests/data/tiny-qwen3");
 }
 
 // ---- mixed batches

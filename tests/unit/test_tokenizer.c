@@ -7,6 +7,7 @@
 #include "tests/test.h"
 
 #include <cjson/cJSON.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -19,7 +20,8 @@
 // ---- helpers ------------------------------------------------------------------------------------
 
 static struct tok_tokenizer *load_real(void) {
-    if (!test_file_exists(TOK_DIR "/tokenizer.json")) TEST_SKIP("%s missing (run scripts/setup)", TOK_DIR);
+    if (!test_file_exists(TOK_DIR "/tokenizer.json"))
+        TEST_SKIP("%s missing (run scripts/setup)", TOK_DIR);
     struct tok_tokenizer *t = NULL;
     CHECK_OK(tok_load(&t, TOK_DIR));
     return t;
@@ -51,7 +53,8 @@ static cJSON **read_jsonl(const char *path, int *n) {
 }
 
 static void free_jsonl(cJSON **lines, int n) {
-    for (int i = 0; i < n; i++) cJSON_Delete(lines[i]);
+    for (int i = 0; i < n; i++)
+        cJSON_Delete(lines[i]);
     free(lines);
 }
 
@@ -68,13 +71,17 @@ static int32_t *json_ids(const cJSON *arr, int *n) {
 static bool ids_equal(const char *what, int line, const char *text, const int32_t *got, int n_got,
                       const int32_t *want, int n_want) {
     int k = 0;
-    while (k < n_got && k < n_want && got[k] == want[k]) k++;
+    while (k < n_got && k < n_want && got[k] == want[k])
+        k++;
     if (k == n_got && k == n_want) return true;
-    fprintf(stderr, "  %s line %d \"%.80s\": differs at id %d (got %d ids, want %d)\n    got :", what, line,
+    fprintf(stderr,
+            "  %s line %d \"%.80s\": differs at id %d (got %d ids, want %d)\n    got :", what, line,
             text, k, n_got, n_want);
-    for (int i = k; i < n_got && i < k + 8; i++) fprintf(stderr, " %d", got[i]);
+    for (int i = k; i < n_got && i < k + 8; i++)
+        fprintf(stderr, " %d", got[i]);
     fprintf(stderr, "\n    want:");
-    for (int i = k; i < n_want && i < k + 8; i++) fprintf(stderr, " %d", want[i]);
+    for (int i = k; i < n_want && i < k + 8; i++)
+        fprintf(stderr, " %d", want[i]);
     fprintf(stderr, "\n");
     return false;
 }
@@ -109,7 +116,8 @@ TEST(tok_ids_match_hf) {
         free(got);
         free(want);
     }
-    fprintf(stderr, "  %d corpus lines (%d with special tokens), %d mismatches\n", n_corpus, n_plain, bad);
+    fprintf(stderr, "  %d corpus lines (%d with special tokens), %d mismatches\n", n_corpus,
+            n_plain, bad);
     CHECK_EQ(bad, 0);
     CHECK(n_plain >= 5);
     free_jsonl(corpus, n_corpus);
@@ -127,23 +135,27 @@ TEST(tok_decode_matches_hf) {
         int n_ids;
         int32_t *ids = json_ids(cJSON_GetObjectItem(gold[i], "ids"), &n_ids);
         for (int skip = 0; skip < 2; skip++) {
-            const char *want = cJSON_GetObjectItem(gold[i], skip ? "text_skip" : "text")->valuestring;
+            const char *want =
+                cJSON_GetObjectItem(gold[i], skip ? "text_skip" : "text")->valuestring;
             char *got;
             size_t len;
             CHECK_OK(tok_decode(t, ids, n_ids, skip, &got, &len));
             CHECK_EQ(len, strlen(got));
             if (strcmp(got, want) != 0) {
-                fprintf(stderr, "  line %d skip=%d:\n    got : \"%s\"\n    want: \"%s\"\n", i, skip, got, want);
+                fprintf(stderr, "  line %d skip=%d:\n    got : \"%s\"\n    want: \"%s\"\n", i, skip,
+                        got, want);
                 bad++;
             }
             if (!skip && strstr(want, "\xEF\xBF\xBD")) n_fffd++;
-            if (skip && strcmp(want, cJSON_GetObjectItem(gold[i], "text")->valuestring) != 0) n_skip_differs++;
+            if (skip && strcmp(want, cJSON_GetObjectItem(gold[i], "text")->valuestring) != 0)
+                n_skip_differs++;
             free(got);
         }
         free(ids);
     }
-    fprintf(stderr, "  %d sequences (%d with U+FFFD, %d where skip_special matters), %d mismatches\n", n, n_fffd,
-            n_skip_differs, bad);
+    fprintf(stderr,
+            "  %d sequences (%d with U+FFFD, %d where skip_special matters), %d mismatches\n", n,
+            n_fffd, n_skip_differs, bad);
     CHECK_EQ(bad, 0);
     CHECK(n_fffd >= 20);
     CHECK(n_skip_differs >= 10);
@@ -152,7 +164,8 @@ TEST(tok_decode_matches_hf) {
 }
 
 // Streams ids one at a time and checks each delta is whole UTF-8 and the total equals tok_decode.
-static void check_stream(const struct tok_tokenizer *t, const int32_t *ids, int n, bool skip, int line) {
+static void check_stream(const struct tok_tokenizer *t, const int32_t *ids, int n, bool skip,
+                         int line) {
     struct tok_stream s;
     tok_stream_init(&s, t, skip);
     char *all = NULL;
@@ -163,7 +176,8 @@ static void check_stream(const struct tok_tokenizer *t, const int32_t *ids, int 
         for (size_t k = before; k < all_len;) { // every delta ends on a character boundary
             uint8_t c = (uint8_t)all[k];
             size_t cl = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
-            CHECK_MSG(k + cl <= all_len, "line %d: delta after id %d ends inside a character", line, i);
+            CHECK_MSG(k + cl <= all_len, "line %d: delta after id %d ends inside a character", line,
+                      i);
             k += cl;
         }
         CHECK_MSG(s.n_pending <= 3, "line %d: %d bytes pending", line, s.n_pending);
@@ -174,7 +188,8 @@ static void check_stream(const struct tok_tokenizer *t, const int32_t *ids, int 
     size_t full_len;
     CHECK_OK(tok_decode(t, ids, n, skip, &full, &full_len));
     CHECK_MSG(all_len == full_len && (full_len == 0 || memcmp(all, full, full_len) == 0),
-              "line %d skip=%d: stream \"%.*s\" != decode \"%s\"", line, skip, (int)all_len, all ? all : "", full);
+              "line %d skip=%d: stream \"%.*s\" != decode \"%s\"", line, skip, (int)all_len,
+              all ? all : "", full);
     free(all);
     free(full);
 }
@@ -219,6 +234,167 @@ TEST(tok_stream_equals_decode) {
     tok_free(t);
 }
 
+// ---- added-token flags --------------------------------------------------------------------------
+
+// A copy of the real tokenizer.json with its added tokens changed and extended by
+// flags_tokens.json (lstrip, rstrip, single_word, normalized, new tokens), as the generator does.
+static void write_flags_tokenizer(const char *dir) {
+    FILE *f = fopen(TOK_DIR "/tokenizer.json", "rb");
+    CHECK(f != NULL);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *text = malloc((size_t)n + 1);
+    CHECK_EQ(fread(text, 1, (size_t)n, f), n);
+    fclose(f);
+    cJSON *root = cJSON_ParseWithLength(text, (size_t)n);
+    free(text);
+    CHECK(root != NULL);
+    f = fopen(DATA "flags_tokens.json", "rb");
+    CHECK(f != NULL);
+    char buf[8192];
+    size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[len] = 0;
+    fclose(f);
+    cJSON *flags = cJSON_Parse(buf), *added = cJSON_GetObjectItem(root, "added_tokens"), *fl;
+    CHECK(flags != NULL && added != NULL);
+    cJSON_ArrayForEach(fl, flags) {
+        const char *content = cJSON_GetObjectItem(fl, "content")->valuestring;
+        cJSON *tok = NULL, *it;
+        cJSON_ArrayForEach(it, added) if (strcmp(cJSON_GetObjectItem(it, "content")->valuestring,
+                                                 content) == 0) tok = it;
+        if (!tok) {
+            tok = cJSON_CreateObject();
+            cJSON_AddNumberToObject(tok, "id", cJSON_GetObjectItem(fl, "id")->valuedouble);
+            cJSON_AddStringToObject(tok, "content", content);
+            cJSON_AddItemToArray(added, tok);
+        }
+        cJSON_ArrayForEach(it, fl) {
+            if (!cJSON_IsBool(it)) continue;
+            cJSON_DeleteItemFromObject(tok, it->string);
+            cJSON_AddBoolToObject(tok, it->string, cJSON_IsTrue(it));
+        }
+    }
+    char *out = cJSON_PrintUnformatted(root);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+    f = fopen(path, "wb");
+    fputs(out, f);
+    fclose(f);
+    free(out);
+    cJSON_Delete(flags);
+    cJSON_Delete(root);
+}
+
+TEST(tok_added_token_flags_match_hf) {
+    if (!test_file_exists(TOK_DIR "/tokenizer.json"))
+        TEST_SKIP("%s missing (run scripts/setup)", TOK_DIR);
+    char dir[] = "/tmp/keel-tokflags-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    write_flags_tokenizer(dir);
+    struct tok_tokenizer *t;
+    CHECK_OK(tok_load(&t, dir));
+    char path[256];
+    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+    unlink(path);
+    rmdir(dir);
+    CHECK_EQ(tok_n_vocab(t), 151673);
+    CHECK(tok_is_special(t, 151670) && !tok_is_special(t, 151669));
+    int n_corpus, n_gold;
+    cJSON **corpus = read_jsonl(DATA "flags_corpus.jsonl", &n_corpus);
+    cJSON **gold = read_jsonl(DATA "flags.jsonl", &n_gold);
+    int bad = 0;
+    for (int i = 0; i < n_gold; i++) {
+        int line = cJSON_GetObjectItem(gold[i], "i")->valueint, n_want, n_got;
+        int32_t *want = json_ids(cJSON_GetObjectItem(gold[i], "ids"), &n_want), *got;
+        if (line >= 0) {
+            CHECK(line < n_corpus);
+            const char *text = cJSON_GetObjectItem(corpus[line], "text")->valuestring;
+            CHECK_OK(tok_encode(t, text, strlen(text), true, &got, &n_got));
+            if (!ids_equal("flags", line, text, got, n_got, want, n_want)) bad++;
+            free(got);
+            int n_plain;
+            int32_t *plain = json_ids(cJSON_GetObjectItem(gold[i], "ids_plain"), &n_plain);
+            CHECK_OK(tok_encode(t, text, strlen(text), false, &got, &n_got));
+            if (!ids_equal("flags plain", line, text, got, n_got, plain, n_plain)) bad++;
+            free(got);
+            free(plain);
+        }
+        for (int skip = 0; skip < 2; skip++) {
+            const char *want_text =
+                cJSON_GetObjectItem(gold[i], skip ? "text_skip" : "text")->valuestring;
+            char *text;
+            size_t len;
+            CHECK_OK(tok_decode(t, want, n_want, skip, &text, &len));
+            if (strcmp(text, want_text) != 0) {
+                fprintf(stderr, "  flags decode %d skip=%d: got \"%s\", want \"%s\"\n", i, skip,
+                        text, want_text);
+                bad++;
+            }
+            free(text);
+        }
+        free(want);
+    }
+    fprintf(stderr, "  %d lines with lstrip/rstrip/single_word/normalized tokens, %d mismatches\n",
+            n_gold, bad);
+    CHECK_EQ(bad, 0);
+    free_jsonl(corpus, n_corpus);
+    free_jsonl(gold, n_gold);
+    tok_free(t);
+}
+
+// ---- threads ------------------------------------------------------------------------------------
+
+struct thread_job {
+    const struct tok_tokenizer *t;
+    cJSON **corpus, **gold;
+    int n, mismatches;
+};
+
+static void *encode_all(void *arg) {
+    struct thread_job *j = arg;
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < j->n; i++) {
+            const char *text = cJSON_GetObjectItem(j->corpus[i], "text")->valuestring;
+            int n_want, n_got;
+            int32_t *want = json_ids(cJSON_GetObjectItem(j->gold[i], "ids"), &n_want), *got;
+            if (tok_encode(j->t, text, strlen(text), true, &got, &n_got) != 0) {
+                j->mismatches++;
+            } else {
+                if (n_got != n_want || memcmp(got, want, sizeof(int32_t) * (size_t)n_got) != 0)
+                    j->mismatches++;
+                free(got);
+            }
+            free(want);
+        }
+    }
+    return NULL;
+}
+
+// One tokenizer shared by four threads (the word cache is the only shared mutable state).
+TEST(tok_threads_share_tokenizer) {
+    struct tok_tokenizer *t = load_real();
+    int n_corpus, n_gold;
+    cJSON **corpus = read_jsonl(DATA "corpus.jsonl", &n_corpus);
+    cJSON **gold = read_jsonl(DATA "ids.jsonl", &n_gold);
+    pthread_t th[4];
+    struct thread_job jobs[4];
+    for (int k = 0; k < 4; k++) {
+        jobs[k] = (struct thread_job){t, corpus, gold, n_corpus, 0};
+        CHECK_EQ(pthread_create(&th[k], NULL, encode_all, &jobs[k]), 0);
+    }
+    int bad = 0;
+    for (int k = 0; k < 4; k++) {
+        pthread_join(th[k], NULL);
+        bad += jobs[k].mismatches;
+    }
+    fprintf(stderr, "  4 threads x 3 rounds x %d lines: %d mismatches\n", n_corpus, bad);
+    CHECK_EQ(bad, 0);
+    free_jsonl(corpus, n_corpus);
+    free_jsonl(gold, n_gold);
+    tok_free(t);
+}
+
 // ---- lookups and specials -----------------------------------------------------------------------
 
 TEST(tok_specials) {
@@ -243,7 +419,8 @@ TEST(tok_specials) {
     free(ids);
     CHECK_OK(tok_encode(t, s, strlen(s), false, &ids, &n));
     CHECK(n > 2);
-    for (int i = 0; i < n; i++) CHECK(ids[i] != 151645);
+    for (int i = 0; i < n; i++)
+        CHECK(ids[i] != 151645);
     free(ids);
     // Empty text: zero ids and a freeable pointer.
     CHECK_OK(tok_encode(t, "", 0, true, &ids, &n));
@@ -280,30 +457,37 @@ TEST(tok_load_errors) {
     CHECK(strstr(err_msg(), "WordPiece") != NULL);
     fprintf(stderr, "  WordPiece: %s\n", err_msg());
 
-    write_file(path, "{\"normalizer\": {\"type\": \"Lowercase\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0},"
+    write_file(path, "{\"normalizer\": {\"type\": \"Lowercase\"}, \"model\": {\"type\": \"BPE\", "
+                     "\"vocab\": {\"a\": 0},"
                      " \"merges\": []}}");
     CHECK_EQ(tok_load(&t, dir), ERR_UNSUPPORTED);
     CHECK(strstr(err_msg(), "Lowercase") != NULL);
     fprintf(stderr, "  unknown normalizer: %s\n", err_msg());
 
-    write_file(path, "{\"pre_tokenizer\": {\"type\": \"Metaspace\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {},"
+    write_file(path, "{\"pre_tokenizer\": {\"type\": \"Metaspace\"}, \"model\": {\"type\": "
+                     "\"BPE\", \"vocab\": {},"
                      " \"merges\": []}, \"decoder\": {\"type\": \"ByteLevel\"}}");
     CHECK_EQ(tok_load(&t, dir), ERR_UNSUPPORTED);
     CHECK(strstr(err_msg(), "Metaspace") != NULL);
 
-    write_file(path, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"decoder\": "
-                     "{\"type\": \"WordPiece\"}}");
+    write_file(
+        path,
+        "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"decoder\": "
+        "{\"type\": \"WordPiece\"}}");
     CHECK_EQ(tok_load(&t, dir), ERR_UNSUPPORTED);
     CHECK(strstr(err_msg(), "decoder") != NULL);
 
-    write_file(path, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"decoder\": "
-                     "{\"type\": \"ByteLevel\"}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": "
-                     "{\"Regex\": \"(unclosed\"}, \"behavior\": \"Isolated\"}}");
+    write_file(
+        path,
+        "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"decoder\": "
+        "{\"type\": \"ByteLevel\"}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": "
+        "{\"Regex\": \"(unclosed\"}, \"behavior\": \"Isolated\"}}");
     CHECK_EQ(tok_load(&t, dir), ERR_UNSUPPORTED);
     fprintf(stderr, "  bad regex: %s\n", err_msg());
 
-    write_file(path, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [\"a b\"]}, "
-                     "\"decoder\": {\"type\": \"ByteLevel\"}}");
+    write_file(path,
+               "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [\"a b\"]}, "
+               "\"decoder\": {\"type\": \"ByteLevel\"}}");
     CHECK_EQ(tok_load(&t, dir), ERR_FORMAT);
     fprintf(stderr, "  bad merge: %s\n", err_msg());
     unlink(path);
@@ -314,7 +498,8 @@ TEST(tok_encode_decode_errors) {
     struct tok_tokenizer *t = load_real();
     int32_t *ids = (int32_t *)1;
     int n = 7;
-    static const char *const bad[] = {"\xFF", "ab\xC3", "\xC0\xAF", "\xED\xA0\x80", "ok \xF4\x90\x80\x80", "\xE4\xB8"};
+    static const char *const bad[] = {
+        "\xFF", "ab\xC3", "\xC0\xAF", "\xED\xA0\x80", "ok \xF4\x90\x80\x80", "\xE4\xB8"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         CHECK_EQ(tok_encode(t, bad[i], strlen(bad[i]), true, &ids, &n), ERR_INVAL);
         CHECK(ids == NULL);
@@ -346,14 +531,83 @@ static double now_s(void) {
 TEST_TIMEOUT(tok_encode_speed, 120) {
     struct tok_tokenizer *t = load_real();
     // About 1 MB of English prose, made of varied sentences so the word cache sees a realistic mix.
-    static const char *const words[] = {
-        "the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on",
-        "not", "he", "I", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "had",
-        "they", "you", "were", "their", "one", "all", "we", "can", "her", "has", "there", "been", "if",
-        "more", "when", "will", "would", "who", "so", "no", "model", "server", "memory", "tokenizer",
-        "throughput", "latency", "scheduling", "continuous", "batching", "allocation", "everything",
-        "understanding", "Photosynthesis", "Washington", "University", "approximately", "1984", "42,",
-        "don't", "it's", "we'll", "(see", "above)", "e.g.", "—", "\"quoted\"", "well-known", "state-of-the-art"};
+    static const char *const words[] = {"the",
+                                        "of",
+                                        "and",
+                                        "to",
+                                        "in",
+                                        "is",
+                                        "that",
+                                        "for",
+                                        "it",
+                                        "as",
+                                        "was",
+                                        "with",
+                                        "be",
+                                        "by",
+                                        "on",
+                                        "not",
+                                        "he",
+                                        "I",
+                                        "this",
+                                        "are",
+                                        "or",
+                                        "his",
+                                        "from",
+                                        "at",
+                                        "which",
+                                        "but",
+                                        "have",
+                                        "an",
+                                        "had",
+                                        "they",
+                                        "you",
+                                        "were",
+                                        "their",
+                                        "one",
+                                        "all",
+                                        "we",
+                                        "can",
+                                        "her",
+                                        "has",
+                                        "there",
+                                        "been",
+                                        "if",
+                                        "more",
+                                        "when",
+                                        "will",
+                                        "would",
+                                        "who",
+                                        "so",
+                                        "no",
+                                        "model",
+                                        "server",
+                                        "memory",
+                                        "tokenizer",
+                                        "throughput",
+                                        "latency",
+                                        "scheduling",
+                                        "continuous",
+                                        "batching",
+                                        "allocation",
+                                        "everything",
+                                        "understanding",
+                                        "Photosynthesis",
+                                        "Washington",
+                                        "University",
+                                        "approximately",
+                                        "1984",
+                                        "42,",
+                                        "don't",
+                                        "it's",
+                                        "we'll",
+                                        "(see",
+                                        "above)",
+                                        "e.g.",
+                                        "—",
+                                        "\"quoted\"",
+                                        "well-known",
+                                        "state-of-the-art"};
     const size_t target = 1 << 20;
     char *text = malloc(target + 64);
     size_t len = 0;
@@ -375,8 +629,8 @@ TEST_TIMEOUT(tok_encode_speed, 120) {
     CHECK_OK(tok_encode(t, text, len, true, &ids, &n));
     double secs = now_s() - t0;
     double mbps = (double)len / 1e6 / secs;
-    fprintf(stderr, "  encoded %.2f MB of English in %.3f s: %.1f MB/s, %d ids (%.2f bytes/id)\n", len / 1e6, secs,
-            mbps, n, (double)len / n);
+    fprintf(stderr, "  encoded %.2f MB of English in %.3f s: %.1f MB/s, %d ids (%.2f bytes/id)\n",
+            len / 1e6, secs, mbps, n, (double)len / n);
     CHECK(n > (int)(len / 10) && n < (int)(len / 2));
     // The ids decode back to the text exactly.
     char *back;
@@ -397,7 +651,8 @@ TEST_TIMEOUT(tok_encode_speed, 120) {
 // Runs build/keel tokenize over every corpus line plus bad lines: one output line per input line,
 // ids as HF gives them, errors for the bad ones, and the tool carries on after each.
 TEST_TIMEOUT(tok_cli_tokenize, 60) {
-    if (!test_file_exists(TOK_DIR "/tokenizer.json")) TEST_SKIP("%s missing (run scripts/setup)", TOK_DIR);
+    if (!test_file_exists(TOK_DIR "/tokenizer.json"))
+        TEST_SKIP("%s missing (run scripts/setup)", TOK_DIR);
     const char *build = getenv("KEEL_BUILD") ? getenv("KEEL_BUILD") : "build";
     char keel[512];
     snprintf(keel, sizeof(keel), "%s/keel", build);
@@ -409,8 +664,13 @@ TEST_TIMEOUT(tok_cli_tokenize, 60) {
     int n_corpus, n_gold;
     cJSON **corpus = read_jsonl(DATA "corpus.jsonl", &n_corpus);
     cJSON **gold = read_jsonl(DATA "ids.jsonl", &n_gold);
-    static const char *const bad[] = {"not json", "{\"text\": 5}", "{\"text\": \"\xff\xfe\"}", "[1, 2]",
-                                      "{\"ids\": [1, 999999999]}", "{\"text\": \"a\\u0000b\"}", ""};
+    static const char *const bad[] = {"not json",
+                                      "{\"text\": 5}",
+                                      "{\"text\": \"\xff\xfe\"}",
+                                      "[1, 2]",
+                                      "{\"ids\": [1, 999999999]}",
+                                      "{\"text\": \"a\\u0000b\"}",
+                                      ""};
     const int n_bad = (int)(sizeof(bad) / sizeof(bad[0]));
     for (int i = 0; i < n_corpus; i++) {
         char *line = cJSON_PrintUnformatted(corpus[i]);
@@ -418,7 +678,8 @@ TEST_TIMEOUT(tok_cli_tokenize, 60) {
         free(line);
         if (i % 50 == 0) fprintf(in, "%s\n", bad[(i / 50) % n_bad]); // bad lines among good ones
     }
-    for (int k = 0; k < n_bad; k++) fprintf(in, "%s\n", bad[k]);
+    for (int k = 0; k < n_bad; k++)
+        fprintf(in, "%s\n", bad[k]);
     fprintf(in, "{\"ids\": [9707, 1879, 151645], \"skip_special_tokens\": true}\n");
     fclose(in);
     char cmd[1024];
@@ -457,8 +718,8 @@ TEST_TIMEOUT(tok_cli_tokenize, 60) {
     int status = pclose(out);
     unlink(in_path);
     int n_bad_lines = n_bad + (n_corpus + 49) / 50;
-    fprintf(stderr, "  %d output lines: %d corpus lines, %d errors, %d id mismatches\n", n_lines, corpus_i, n_errors,
-            bad_ids);
+    fprintf(stderr, "  %d output lines: %d corpus lines, %d errors, %d id mismatches\n", n_lines,
+            corpus_i, n_errors, bad_ids);
     CHECK_EQ(status, 0);
     CHECK_EQ(n_lines, n_corpus + n_bad_lines + 1);
     CHECK_EQ(corpus_i, n_corpus);
@@ -468,7 +729,8 @@ TEST_TIMEOUT(tok_cli_tokenize, 60) {
     CHECK_STR(cJSON_GetObjectItem(last, "text")->valuestring, "Hello world");
     cJSON_Delete(last);
     // A missing model folder is exit status 4 with the reason on stderr.
-    snprintf(cmd, sizeof(cmd), "%s tokenize --model /nonexistent/model </dev/null 2>/dev/null", keel);
+    snprintf(cmd, sizeof(cmd), "%s tokenize --model /nonexistent/model </dev/null 2>/dev/null",
+             keel);
     status = system(cmd);
     CHECK_EQ(WEXITSTATUS(status), 4);
     free_jsonl(corpus, n_corpus);
