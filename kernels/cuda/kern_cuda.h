@@ -59,6 +59,18 @@ int kern_cuda_attention(bf16 *out /* [n_tokens, n_heads * head_dim] */,
                         int n_heads, int n_kv_heads, int head_dim, int block_size, float scale,
                         void *scratch, size_t scratch_bytes, int n_sm, cudaStream_t s);
 
+// The two paths kern_cuda_attention chooses between, for tests and playgrounds: CUDA cores (any
+// supported head_dim; split-KV through scratch) and tensor cores (attention_tc.cu; head_dim 64
+// or 128, no split). Same contract as kern_cuda_attention.
+int kern_cuda__attention_cc(bf16 *out, const bf16 *qkv, const bf16 *k_cache, const bf16 *v_cache,
+                            const struct kern_attn_batch *b, int n_heads, int n_kv_heads,
+                            int head_dim, int block_size, float scale, void *scratch,
+                            size_t scratch_bytes, int n_sm, cudaStream_t s);
+int kern_cuda__attention_tc(bf16 *out, const bf16 *qkv, const bf16 *k_cache, const bf16 *v_cache,
+                            const struct kern_attn_batch *b, int n_heads, int n_kv_heads,
+                            int head_dim, int block_size, float scale, cudaStream_t s);
+int kern_cuda__attention_tc_setup(void);
+
 int kern_cuda_silu_mul(bf16 *out /* [n, h] */, const bf16 *gate_up /* [n, 2h] */, int n, int h,
                        cudaStream_t s);
 

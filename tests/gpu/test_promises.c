@@ -160,7 +160,7 @@ static void promise_run(double util, size_t reserve) {
     size_t used = total - free_end;
     long smi = smi_process_mib();
     printf("  total %zu MiB, budget %zu MiB (util %.2f), overhead at start %zu MiB, arena %zu MiB, "
-           "reserve for kernels loaded on first use %zu MiB\n",
+           "margin for the allocation's own overhead %zu MiB\n",
            total >> 20, budget >> 20, util, overhead >> 20, arena_bytes >> 20, reserve >> 20);
     printf("  free: after arena %zu MiB, after ctx %zu MiB, after warm-up %zu MiB (first steps took "
            "%zd KiB), after 300 steps %zu MiB (%zd KiB); loaded after the arena in all %zd KiB; used "
@@ -177,8 +177,7 @@ static void promise_run(double util, size_t reserve) {
     gt_row_exact("promise", "one device allocation (arena) after 300 steps",
                  (size_t)(mem_device_alloc_count() - 1));
     gt_row_exact("promise", "one cuBLASLt handle after 300 steps", kern_cuda_handle_count() - 1);
-    gt_row_exact("promise", "MiB loaded after the arena over the reserve",
-                 free_arena - free_end > reserve ? (free_arena - free_end - reserve) >> 20 : 0);
+    gt_row_exact("promise", "MiB loaded after the arena", (free_arena - free_end) >> 20);
     gt_row_exact("promise", "MiB used over util x total (cudaMemGetInfo)",
                  used > budget ? (used - budget) >> 20 : 0);
     if (smi >= 0)
@@ -190,8 +189,12 @@ static void promise_run(double util, size_t reserve) {
 
 // With CUDA's default lazy loading (what keel runs with: EAGER would load all of cuBLASLt's
 // kernels, about 340 MiB, at start-up). Measured on an H100: the context's creation takes about
-// 4 MiB and the steps after it nothing more, so with the context made before the overhead is
-// measured the arena can be budget - overhead exactly (reserve 0).
+// 4 MiB and the steps after it nothing more, so the context is made before the overhead is
+// measured. The one margin needed is the arena's own: a cudaMalloc of 72440 MiB took 72443 MiB
+// of the device (2 MiB granularity and page tables), so the arena is budget - overhead -
+// ALLOC_MARGIN; keel's plan must leave the same.
+#define ALLOC_MARGIN (16u << 20)
+
 TEST_TIMEOUT(gpu_promises, 120) {
-    promise_run(0.90, 0);
+    promise_run(0.90, ALLOC_MARGIN);
 }
