@@ -3,9 +3,9 @@
 //   the end;
 // - one cuBLAS(Lt) handle per GPU, made at start-up: kern_cuda_handle_count() is 1 after the
 //   context exists and still 1 after hundreds of steps of changing shapes;
-// - no allocation after start-up: beyond kernels CUDA and cuBLASLt load on first use (measured,
-//   bounded by a reserve the plan must leave), the device's free memory does not move across
-//   those steps (cuBLASLt runs in the workspace it is given; kernels use no memory of their own);
+// - no allocation after start-up: with the context made before the overhead is measured, the
+//   device's free memory does not move from the arena's allocation to the end of those steps
+//   (cuBLASLt runs in the workspace it is given; kernels use no memory of their own);
 // - the budget: with the arena sized as keel sizes it (budget - what the context already uses),
 //   the process never uses more than gpu_memory_utilization x total, read from cudaMemGetInfo and
 //   from nvidia-smi's per-process figure.
@@ -118,7 +118,7 @@ static long smi_process_mib(void) {
     return found;
 }
 
-static void promise_run(double util, size_t reserve) {
+static void promise_run(double util, size_t margin) {
     // Start-up, as the server does it: CUDA context first, then the overhead it costs.
     CHECK_EQ(kern_cuda_handle_count(), 0);
     CHECK(cudaFree(0) == cudaSuccess);
@@ -128,7 +128,7 @@ static void promise_run(double util, size_t reserve) {
     size_t total = 0, free0 = 0;
     CHECK(cudaMemGetInfo(&free0, &total) == cudaSuccess);
     size_t budget = (size_t)(util * (double)total), overhead = total - free0;
-    size_t arena_bytes = budget - overhead - reserve;
+    size_t arena_bytes = budget - overhead - margin;
     size_t ws_bytes = 32u << 20;
     CHECK(arena_bytes > step_bytes() + ws_bytes);
     CHECK_EQ(mem_device_alloc_count(), 0);
@@ -161,7 +161,7 @@ static void promise_run(double util, size_t reserve) {
     long smi = smi_process_mib();
     printf("  total %zu MiB, budget %zu MiB (util %.2f), overhead at start %zu MiB, arena %zu MiB, "
            "margin for the allocation's own overhead %zu MiB\n",
-           total >> 20, budget >> 20, util, overhead >> 20, arena_bytes >> 20, reserve >> 20);
+           total >> 20, budget >> 20, util, overhead >> 20, arena_bytes >> 20, margin >> 20);
     printf("  free: after arena %zu MiB, after ctx %zu MiB, after warm-up %zu MiB (first steps took "
            "%zd KiB), after 300 steps %zu MiB (%zd KiB); loaded after the arena in all %zd KiB; used "
            "%zu MiB; nvidia-smi for this process: %ld MiB\n",
