@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -230,6 +231,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
     log_set_level(LOG_ERROR);
+    // As in keel serve: a write to a client that has gone is EPIPE for that connection, not a
+    // process-killing SIGPIPE.
+    signal(SIGPIPE, SIG_IGN);
     if (uv_loop_init(&fuzz__loop) != 0) abort();
     struct srv_http_config cfg = {
         .host = "127.0.0.1",
