@@ -471,6 +471,8 @@ static int http__on_message_complete(llhttp_t *p) {
     // The path: the url up to '?', as its own string after the headers.
     size_t path_len = strcspn(c->hbuf, "?#");
     size_t path_off = c->hbuf_len;
+    // The copy's source is hbuf itself: grow first so realloc cannot move it mid-copy.
+    if (http__grow(&c->hbuf, &c->hbuf_cap, c->hbuf_len + path_len + 2)) return HPE_USER;
     if (http__append(&c->hbuf, &c->hbuf_len, &c->hbuf_cap, c->hbuf, path_len) ||
         http__append(&c->hbuf, &c->hbuf_len, &c->hbuf_cap, "", 1))
         return HPE_USER;
