@@ -8,8 +8,9 @@
 //  5. malformed requests get a 4xx and the connection either survives or closes cleanly;
 //  6. a few thousand mixed requests, then SIGTERM: exit code 0.
 // Every loop is bounded and every wait has a timeout. Prints the figures (docs/RELIABILITY.md).
+import fs from 'node:fs';
 import {
-  haveServe, startServer, RawConn, request, memory, percentile, sleep,
+  haveServe, keelBin, startServer, RawConn, request, memory, percentile, sleep,
 } from './lib/rel_serve.mjs';
 
 if (!haveServe()) {
@@ -17,6 +18,9 @@ if (!haveServe()) {
   process.exit(0);
 }
 
+// Under `make asan` (a sanitized keel, several times slower) the loops are a quarter as long.
+const ASAN = fs.readFileSync(keelBin).includes('__asan_init');
+const SCALE = ASAN ? 0.25 : 1;
 const T0 = Date.now();
 let failures = 0;
 function check(ok, what, detail = '') {
@@ -78,7 +82,7 @@ async function streamingClient() {
 }
 
 {
-  const N = 1000;
+  const N = Math.round(1000 * SCALE);
   const WINDOW = 64;
   const outcomes = {};
   let next = 0;
@@ -99,7 +103,7 @@ async function streamingClient() {
     if (p.idle) { idleAfter = Date.now() - lastGone; break; }
     await sleep(20);
   }
-  console.log(`     1000 streaming clients in ${((lastGone - t) / 1000).toFixed(1)} s: ${JSON.stringify(outcomes)}`);
+  console.log(`     ${N} streaming clients in ${((lastGone - t) / 1000).toFixed(1)} s: ${JSON.stringify(outcomes)}`);
   check(!outcomes.timeout && !Object.keys(outcomes).some((k) => k.startsWith('error')),
     'every streaming client got its stream or left on its own', JSON.stringify(outcomes));
   check(idleAfter >= 0 && idleAfter <= 1000, `KV pool all free ${idleAfter} ms after the last disconnect (limit 1000 ms)`,
@@ -111,7 +115,7 @@ async function streamingClient() {
 // ---- 2. slow-loris connections while normal clients are served
 
 {
-  const N = 500;
+  const N = Math.round(500 * SCALE);
   const loris = [];
   for (let i = 0; i < N; i++) {
     const c = new RawConn(port);
@@ -254,7 +258,7 @@ async function streamingClient() {
 // ---- 6. a few thousand requests, then SIGTERM and exit 0
 
 {
-  const N = 2000;
+  const N = Math.round(2000 * SCALE);
   const CONNS = 16;
   let next = 0;
   const statuses = {};
