@@ -75,7 +75,9 @@ async function streamingClient() {
       if (c.closed) return 'closed-by-server';
       await c.wait(deadline - Date.now());
     }
-    return 'timeout';
+    // Say how far it got: no bytes at all means the request never started.
+    const got = c.buf.toString('latin1');
+    return `timeout after ${(got.match(/\ndata: /g) || []).length} events (${c.buf.length} bytes, ${mode === 2 || mode === 3 ? 'reading to the end' : 'leaving early'})`;
   } finally {
     c.destroy();
   }
@@ -104,7 +106,7 @@ async function streamingClient() {
     await sleep(20);
   }
   console.log(`     ${N} streaming clients in ${((lastGone - t) / 1000).toFixed(1)} s: ${JSON.stringify(outcomes)}`);
-  check(!outcomes.timeout && !Object.keys(outcomes).some((k) => k.startsWith('error')),
+  check(!Object.keys(outcomes).some((k) => k.startsWith('error') || k.startsWith('timeout')),
     'every streaming client got its stream or left on its own', JSON.stringify(outcomes));
   check(idleAfter >= 0 && idleAfter <= 1000, `KV pool all free ${idleAfter} ms after the last disconnect (limit 1000 ms)`,
     JSON.stringify(last && { kv: last.kv_pool, requests: last.requests }));
@@ -263,6 +265,7 @@ async function streamingClient() {
   let next = 0;
   const statuses = {};
   const lat = [];
+  const byKind = {};
   const t = Date.now();
   await Promise.all(Array.from({ length: CONNS }, async () => {
     let c = new RawConn(port);
@@ -287,12 +290,15 @@ async function streamingClient() {
       }
       statuses[r.status] = (statuses[r.status] || 0) + 1;
       lat.push(Date.now() - s);
+      (byKind[i % 5] ||= []).push(Date.now() - s);
     }
     c.destroy();
   }));
   const secs = (Date.now() - t) / 1000;
   console.log(`     ${N} requests on ${CONNS} keep-alive connections in ${secs.toFixed(1)} s ` +
     `(${(N / secs).toFixed(0)} req/s), p50 ${percentile(lat, 50)} ms, p99 ${percentile(lat, 99)} ms: ${JSON.stringify(statuses)}`);
+  const names = ['health', 'models', 'tokenize', 'chat', 'completion'];
+  console.log(`     p50/p99 by kind (ms): ${names.map((k, j) => `${k} ${percentile(byKind[j] || [], 50)}/${percentile(byKind[j] || [], 99)}`).join(', ')}`);
   check(statuses[200] === N, `all ${N} mixed requests answered 200`, JSON.stringify(statuses));
   const p = await poolIdle();
   check(p.idle, 'KV pool all free after the load', JSON.stringify(p.m.kv_pool));
