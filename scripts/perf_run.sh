@@ -9,7 +9,7 @@
 set -u
 X=${X:-.xfer-perf}
 OUT=${OUT:-/tmp/perf-out}
-PARTS=${PERF_PARTS:-peaks keel serve hf}
+PARTS=${PERF_PARTS:-peaks keel graphs serve hf}
 mkdir -p "$OUT"
 S="$OUT/summary.txt"
 : >"$S"
@@ -46,14 +46,14 @@ fi
 
 # ---- keel generate: decode (steady step time) and prefill, profiler on
 ids() { python3 -c "import random; random.seed($2); print(','.join(str(random.randrange(100, 30000)) for _ in range($1)))"; }
-kgen() { # name model n_prompt max_tokens profile
-    local name=$1 model=$2 np=$3 mt=$4 prof=$5
+kgen() { # name model n_prompt max_tokens profile [graphs]
+    local name=$1 model=$2 np=$3 mt=$4 prof=$5 gr=${6:-1}
     echo "== $name" >>"$OUT/keel.log"
-    KEEL_PROFILE=$prof timeout 150 "$X/keel" generate --model "$model" --load-format dummy --device cuda \
-        --prompt-ids "$(ids "$np" 1)" --max-tokens "$mt" --ignore-eos >"$OUT/$name.out" 2>"$OUT/$name.err"
+    KEEL_CUDA_GRAPHS=$gr KEEL_PROFILE=$prof timeout 150 "$X/keel" generate --model "$model" --load-format dummy --device cuda \
+        --prompt-ids "$(ids "$np" 1)" --max-tokens "$mt" --ignore-eos --json >"$OUT/$name.out" 2>"$OUT/$name.err"
     echo "rc=$?" >>"$OUT/$name.err"
     cat "$OUT/$name.err" >>"$OUT/keel.log"
-    note "-- $name ($model, prompt $np, generate $mt, KEEL_PROFILE=$prof)"
+    note "-- $name ($model, prompt $np, generate $mt, KEEL_PROFILE=$prof, KEEL_CUDA_GRAPHS=$gr)"
     grep -E '^\| (decode|prefill) +\|' "$OUT/$name.err" | tee -a "$S"
     grep -E 'load .* s,|rc=' "$OUT/$name.err" | tail -2 | tee -a "$S"
 }
@@ -64,6 +64,19 @@ kgen "${M7}_prefill4k" "$X/models/$M7" 4096 8 steps
 kgen "${M7}_ops" "$X/models/$M7" 1024 32 1
 kgen "Qwen3-8B_p4k_decode" "$X/models/Qwen3-8B" 4096 128 steps
 grep -A40 'per op' "$OUT/Qwen2.5-7B-Instruct_ops.err" | head -40 >>"$S"
+fi
+
+# ---- CUDA graphs for decode steps: on vs off, same runs; greedy ids compared
+if has graphs; then
+same() { python3 -c "import sys, json; a=json.load(open(sys.argv[1]))['ids']; b=json.load(open(sys.argv[2]))['ids']; n=next((i for i,(x,y) in enumerate(zip(a,b)) if x!=y), min(len(a),len(b))); print(f'ids equal for the first {n} of {len(a)} tokens')" "$1" "$2"; }
+for spec in "Qwen2.5-7B-Instruct 64 256" "Qwen2.5-7B-Instruct 1000 100" "Qwen3-8B 64 256"; do
+    set -- $spec
+    kgen "g1_$1_$2" "$X/models/$1" $2 $3 steps 1
+    kgen "g0_$1_$2" "$X/models/$1" $2 $3 steps 0
+    note "graphs on vs off, $1 prompt $2: $(same "$OUT/g1_$1_$2.out" "$OUT/g0_$1_$2.out")"
+done
+kgen "ops_short_7b" "$X/models/Qwen2.5-7B-Instruct" 64 32 1
+grep -A16 'decode  op' "$OUT/ops_short_7b.err" >>"$S"
 fi
 
 # ---- keel serve + keel-bench (short)
