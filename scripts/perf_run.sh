@@ -9,7 +9,7 @@
 set -u
 X=${X:-.xfer-perf}
 OUT=${OUT:-/tmp/perf-out}
-PARTS=${PERF_PARTS:-peaks keel graphs serve hf}
+PARTS=${PERF_PARTS:-peaks keel graphs serve hf}   # also: full (1000 prompts + sweep), serve_ops
 mkdir -p "$OUT"
 S="$OUT/summary.txt"
 : >"$S"
@@ -98,6 +98,36 @@ done
 kill $SP; wait $SP 2>/dev/null
 grep -E '^\| (decode|prefill) +\|' "$OUT/serve.log" >>"$S"
 tail -5 "$OUT/serve.log" >>"$S"
+fi
+
+# ---- keel serve, longer: the issue's 1000-prompt run, a concurrency sweep, and a per-op
+# breakdown of the server's large decode and prefill steps (KEEL_PROFILE=1, separate server)
+serve_up() { # log profile
+    KEEL_PROFILE=$2 timeout 400 "$X/keel" serve --model "$X/models/Qwen2.5-7B-Instruct" --load-format dummy \
+        --device cuda --port 8077 --max-num-seqs 256 --max-num-batched-tokens 8192 --max-model-len 2048 >"$OUT/$1" 2>&1 &
+    SP=$!
+    local t0=$(date +%s.%N)
+    for i in $(seq 1 120); do curl -sf http://127.0.0.1:8077/health >/dev/null 2>&1 && break; sleep 0.25; done
+    note "serve ($1) ready after $(python3 -c "print(f'{$(date +%s.%N) - $t0:.1f}')") s"
+}
+bench() { # name prompts in out conc
+    timeout 150 "$X/keel-bench" --base-url http://127.0.0.1:8077 --num-prompts $2 --input-len $3 \
+        --output-len $4 --ignore-eos --max-concurrency $5 --no-progress >"$OUT/bench_$1.txt" 2>&1
+    note "-- keel-bench $1: $2 prompts $3/$4 conc $5 (rc $?)"
+    grep -E 'Failed|duration|Total Token|Output token thr|Median TTFT|P99 TTFT|Median TPOT|P99 TPOT' "$OUT/bench_$1.txt" | tr -s ' ' | paste -sd';' >>"$S"
+}
+if has serve_ops; then
+serve_up serve_ops.log 1
+bench ops 96 1024 128 256
+kill $SP; wait $SP 2>/dev/null
+grep -A34 'per op' "$OUT/serve_ops.log" >>"$S"
+fi
+if has full; then
+serve_up serve_full.log steps
+bench full_1024_256 1000 1024 256 256
+for c in 1 16 64 512; do p=$((c * 2)); [ $p -lt 4 ] && p=4; [ $p -gt 512 ] && p=512; bench sweep_c$c $p 1024 128 $c; done
+kill $SP; wait $SP 2>/dev/null
+grep -E '^\| (decode|prefill) +\|' "$OUT/serve_full.log" | tail -2 >>"$S"
 fi
 
 # ---- Hugging Face transformers generate, random 7B weights
