@@ -283,7 +283,7 @@ static int network_graphed(struct model *m, struct fwd_step *st) {
     int rc = model_graphs_replay(m->graphs, m->ctx, st->S, bucket, &seen);
     if (rc) return rc;
     if (seen == 0) return 0; // the first step of a shape warms its plans and kernels eagerly
-    TRY(model_graphs_capture_begin(m->ctx));
+    if (!model_graphs_capture_begin(m->graphs, m->ctx)) return 0;
     struct fwd_step cap_st = *st;
     cap_st.max_len = bucket; // key slices past a sequence's end are empty
     rc = network(m, &cap_st, false);

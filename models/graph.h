@@ -35,8 +35,9 @@ void model_graphs_free(struct model_graphs *g); // NULL-safe; destroys the execu
 int model_graphs_replay(struct model_graphs *g, struct kern_ctx *ctx, int n_seqs, int ctx_bucket,
                         int *seen);
 
-// Starts capturing the context's stream. Returns 0 or an ERR_* code.
-int model_graphs_capture_begin(struct kern_ctx *ctx);
+// Starts capturing the context's stream. Returns 1 when capturing, 0 when it could not start
+// (graphs are then off for the process, logged once, and the caller runs the step eagerly).
+int model_graphs_capture_begin(struct model_graphs *g, struct kern_ctx *ctx);
 
 // Ends the capture; when ok, instantiates it under key and launches it once (the captured
 // work has not run yet). When !ok (the step failed while capturing) the capture is dropped.

@@ -82,13 +82,6 @@ int model_graphs_replay(struct model_graphs *g, struct kern_ctx *ctx, int n_seqs
     return 1;
 }
 
-int model_graphs_capture_begin(struct kern_ctx *ctx) {
-    // Thread-local mode: other threads (the HTTP loop) are not restricted while this one
-    // captures; this thread makes no unsafe calls during the step (no allocation, no sync).
-    CUDA_CHECK(cudaStreamBeginCapture(ctx->stream, cudaStreamCaptureModeThreadLocal));
-    return 0;
-}
-
 // Turns graphs off after a failed capture; the step then runs eagerly, so nothing is lost
 // but speed. The CUDA error left by the failure is cleared so it does not poison the next call.
 static int graph_give_up(struct model_graphs *g, const char *what, cudaError_t e) {
@@ -98,6 +91,14 @@ static int graph_give_up(struct model_graphs *g, const char *what, cudaError_t e
                  cudaGetErrorName(e));
     g->disabled = true;
     return 0;
+}
+
+int model_graphs_capture_begin(struct model_graphs *g, struct kern_ctx *ctx) {
+    // Thread-local mode: other threads (the HTTP loop) are not restricted while this one
+    // captures; this thread makes no unsafe calls during the step (no allocation, no sync).
+    cudaError_t e = cudaStreamBeginCapture(ctx->stream, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) return graph_give_up(g, "cudaStreamBeginCapture", e);
+    return 1;
 }
 
 int model_graphs_capture_end(struct model_graphs *g, struct kern_ctx *ctx, int n_seqs,
