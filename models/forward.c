@@ -12,6 +12,7 @@
 // Only the last position of each sequence is normed and projected to logits: the final norm is
 // per row, so gathering first gives the same numbers for a fraction of the work.
 #include "common/err.h"
+#include "common/log.h"
 #include "models/model.h"
 #include "models/graph.h"
 #include "models/profile.h"
@@ -101,6 +102,14 @@ int model_init(struct model *m, const struct model_config *cfg, const struct ker
 #ifdef KEEL_CUDA
     if (model_graphs_usable(ops) && (rc = model_graphs_init(&m->graphs))) return rc;
 #endif
+    const char *inject = getenv("KEEL_DEBUG_INJECT_FAULT");
+    if (inject && *inject) {
+        m->inject_fault_step = strtoll(inject, NULL, 10);
+        if (m->inject_fault_step > 0)
+            log_warn("KEEL_DEBUG_INJECT_FAULT=%lld: forward step %lld and every later one will "
+                     "fail with a simulated sticky device fault (debugging only)",
+                     (long long)m->inject_fault_step, (long long)m->inject_fault_step);
+    }
     m->host_meta = malloc(m->scratch.meta_bytes);
     if (!m->host_meta)
         return err_set(ERR_NOMEM, "model_init: %zu bytes of metadata staging",
@@ -294,6 +303,11 @@ static int network_graphed(struct model *m, struct fwd_step *st) {
 
 int model_forward(struct model *m, const struct model_batch *b, float *logits) {
     TRY(check_batch(m, b));
+    m->n_steps++;
+    if (m->inject_fault_step > 0 && m->n_steps >= m->inject_fault_step)
+        return err_set(ERR_CUDA_FAULT,
+                       "injected sticky fault at forward step %lld (KEEL_DEBUG_INJECT_FAULT)",
+                       (long long)m->n_steps);
     const bool prof_ops = model_prof_mode() == MODEL_PROF_OPS;
     model_prof_step_begin(b->n_tokens, b->n_seqs);
     const struct kern_ops *op = m->ops;

@@ -66,6 +66,10 @@ struct model {
     float *logits;            // backend memory, float32 [max_seqs, vocab_size]
     int32_t *host_meta;       // host staging for the step's metadata (scratch.meta_bytes)
     struct model_graphs *graphs; // CUDA graphs of small decode steps (models/graph.h) or NULL
+    // Debug-only fault injection (KEEL_DEBUG_INJECT_FAULT=N): forward step N and every later one
+    // fail with ERR_CUDA_FAULT, as a sticky device fault does. 0 = off.
+    int64_t inject_fault_step;
+    int64_t n_steps;
 };
 
 // One scheduled batch: variable-length spans of n_seqs sequences, n_tokens tokens in all. All

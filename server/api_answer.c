@@ -223,7 +223,9 @@ static bool api__req_error(const struct api_req *r, struct api_error *e) {
     for (int i = 0; i < r->n_choices; i++) {
         if (r->ch[i].finish == SRV_FINISH_ERROR) {
             int code = r->ch[i].error_code;
-            api_error_set(e, code == ERR_CUDA_FAULT || code == ERR_BUSY ? 503 : 500, NULL,
+            // A request the engine accepted and then lost (a device fault included) is the
+            // server's failure: 500. New requests to a dead engine get 503 at submit.
+            api_error_set(e, code == ERR_BUSY ? 503 : 500, NULL,
                           "generation failed: %s",
                           r->ch[i].error_msg ? r->ch[i].error_msg : err_name(code));
             return true;
