@@ -9,9 +9,8 @@
 // Prints the completion's text, or with --json one object {"ids": [...], "text": "..."}
 // ("text" is null when the model folder has no tokenizer.json: ids-only mode).
 // The backend is picked in one place (open_backend), so the CUDA backend runs the same path.
-// Generation is a small loop over model_forward (chunked prefill, then one token per step) with
-// the engine's sampler (server/sample.h), so a seed gives what the server gives; the loop can
-// become srv_engine_run_sync once the engine is on main.
+// Generation runs through the engine (srv_engine_run_sync): the same scheduler, KV pool and
+// sampler as `keel serve`, so a seed gives what the server gives.
 #include "common/err.h"
 #include "common/log.h"
 #include "kernels/ops.h"
@@ -21,7 +20,7 @@
 #include "models/model.h"
 #include "models/tokenizer.h"
 #include "server/cli.h"
-#include "server/sample.h"
+#include "server/engine.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -219,70 +218,52 @@ static void close_run(struct gen_run *r) {
 
 // ---- generation
 
-static bool is_eos(const struct model_config *c, int32_t id) {
-    for (int i = 0; i < c->n_eos; i++)
-        if (c->eos_ids[i] == id) return true;
-    return false;
-}
-
-// Runs the prompt in chunks, then one token per step. The sequence owns blocks 0.. in order.
+// One request through the engine, run synchronously on this thread: the scheduler chunks the
+// prompt, the KV pool hands out blocks, and the sampler draws exactly as `keel serve` would.
 static int generate(struct gen_run *r, const struct gen_args *a, const int32_t *prompt,
                     int n_prompt, int32_t *out, int *n_out) {
-    struct model *m = &r->m;
-    int V = r->cfg.vocab_size, total = n_prompt + a->max_tokens;
-    int32_t *toks = malloc(sizeof(int32_t) * total);
-    int32_t *pos = malloc(sizeof(int32_t) * GEN_CHUNK),
-            *slots = malloc(sizeof(int32_t) * GEN_CHUNK);
-    int32_t *table = calloc((size_t)m->max_blocks_per_seq, sizeof(int32_t));
-    float *logits = malloc(sizeof(float) * V);
-    int rc = (toks && pos && slots && table && logits) ? 0 : err_set(ERR_NOMEM, "generate");
-    // Ids past the tokenizer's (padding rows of the embedding) are never sampled.
-    int n_vocab = r->tok && tok_n_vocab(r->tok) < V ? tok_n_vocab(r->tok) : V;
-    struct srv_sampling sp;
-    srv_sampling_defaults(&sp);
-    sp.temperature = a->temperature;
-    struct srv_sample_rng rng;
-    srv_sample_rng_seed(&rng, a->seed);
-    struct srv_sample_scratch scratch = {0};
-    if (!rc) rc = srv_sample_scratch_init(&scratch, V);
-    for (int i = 0; i < m->max_blocks_per_seq && !rc; i++)
-        table[i] = i;
-    if (!rc) memcpy(toks, prompt, sizeof(int32_t) * n_prompt);
-    int done = 0, n_toks = n_prompt;
     *n_out = 0;
-    while (!rc && *n_out < a->max_tokens) {
-        int n = n_toks - done;
-        if (n > GEN_CHUNK) n = GEN_CHUNK;
-        if (n > m->max_tokens) n = m->max_tokens;
-        for (int i = 0; i < n; i++) {
-            pos[i] = done + i;
-            slots[i] = done + i; // block b holds positions [b * bs, (b + 1) * bs)
-        }
-        int32_t qs[2] = {0, n}, len = done + n;
-        struct model_batch b = {.n_tokens = n,
-                                .n_seqs = 1,
-                                .token_ids = toks + done,
-                                .positions = pos,
-                                .slot_mapping = slots,
-                                .query_start = qs,
-                                .seq_lens = &len,
-                                .block_tables = table};
-        if ((rc = model_forward(m, &b, logits))) break;
-        done += n;
-        if (done < n_toks) continue; // more of the prompt to prefill
-        int32_t next;
-        struct srv_sample_input in = {.logits = logits,
-                                      .n_vocab = n_vocab,
-                                      .tokens = toks,
-                                      .n_prompt = n_prompt,
-                                      .n_tokens = n_toks};
-        if ((rc = srv_sample_token(&in, &sp, &rng, &scratch, &next))) break;
-        out[(*n_out)++] = next;
-        toks[n_toks++] = next;
-        if (!a->ignore_eos && is_eos(&r->cfg, next)) break;
+    struct srv_engine_config ec = {.max_num_seqs = r->set.max_num_seqs,
+                                   .max_num_batched_tokens = r->set.max_num_batched_tokens,
+                                   .max_model_len = r->set.max_model_len,
+                                   .max_queue = 1};
+    struct srv_engine *e = NULL;
+    int rc = srv_engine_init(&e, &r->m, r->tok, &ec, NULL, NULL);
+    if (rc) return rc;
+    struct srv_request *req = calloc(1, sizeof *req);
+    if (!req) {
+        srv_engine_free(e);
+        return err_set(ERR_NOMEM, "generate: request");
     }
-    srv_sample_scratch_free(&scratch);
-    free(toks), free(pos), free(slots), free(table), free(logits);
+    srv_sampling_defaults(&req->sp);
+    req->id = 1;
+    req->n = 1;
+    req->n_prompt = n_prompt;
+    req->prompt_ids = malloc(sizeof(int32_t) * n_prompt);
+    req->sp.temperature = a->temperature;
+    req->sp.has_seed = true;
+    req->sp.seed = a->seed;
+    req->sp.max_tokens = a->max_tokens;
+    req->sp.ignore_eos = a->ignore_eos;
+    if (!req->prompt_ids) {
+        srv_request_free(req);
+        srv_engine_free(e);
+        return err_set(ERR_NOMEM, "generate: prompt");
+    }
+    memcpy(req->prompt_ids, prompt, sizeof(int32_t) * n_prompt);
+    struct srv_event *evs = NULL;
+    int n_evs = 0;
+    rc = srv_engine_run_sync(e, req, &evs, &n_evs); // the engine owns req from here
+    for (int i = 0; i < n_evs; i++) {
+        for (int k = 0; k < evs[i].n_tokens && *n_out < a->max_tokens; k++)
+            out[(*n_out)++] = evs[i].token_ids[k];
+        if (!rc && evs[i].finish == SRV_FINISH_ERROR)
+            rc = err_set(evs[i].error_code ? evs[i].error_code : ERR_INTERNAL, "%s",
+                         evs[i].error_msg ? evs[i].error_msg : "the engine failed");
+        srv_event_free(&evs[i]);
+    }
+    free(evs);
+    srv_engine_free(e);
     return rc;
 }
 

@@ -471,11 +471,11 @@ static int http__on_message_complete(llhttp_t *p) {
     // The path: the url up to '?', as its own string after the headers.
     size_t path_len = strcspn(c->hbuf, "?#");
     size_t path_off = c->hbuf_len;
-    // Grow first: the copy's source is hbuf itself, which a realloc may move.
+    // The copy's source is hbuf itself: grow first so realloc cannot move it mid-copy.
     if (http__grow(&c->hbuf, &c->hbuf_cap, c->hbuf_len + path_len + 2)) return HPE_USER;
-    memcpy(c->hbuf + path_off, c->hbuf, path_len);
-    c->hbuf[path_off + path_len] = '\0';
-    c->hbuf_len += path_len + 1;
+    if (http__append(&c->hbuf, &c->hbuf_len, &c->hbuf_cap, c->hbuf, path_len) ||
+        http__append(&c->hbuf, &c->hbuf_len, &c->hbuf_cap, "", 1))
+        return HPE_USER;
     for (int i = 0; i < c->n_spans; i++) {
         char *name = c->hbuf + c->spans[i].name_off;
         for (char *q = name; *q; q++) *q = (char)tolower((unsigned char)*q);

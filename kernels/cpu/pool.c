@@ -1,6 +1,8 @@
 // The CPU backend's context: a persistent pool of worker threads and their scratch, created once
 // in kern_cpu_ctx_init so the ops themselves never allocate or spawn anything. The calling thread
 // runs the first chunk of every loop itself; workers sleep on a condition variable between loops.
+// One caller at a time: like a CUDA stream, a context belongs to one thread (the engine's), so
+// loops never overlap.
 #include "common/err.h"
 #include "kernels/cpu/cpu.h"
 #include "kernels/ops.h"

@@ -20,11 +20,11 @@ for bin in "$build"/fuzzers/fuzz/fuzz_*; do
   scratch=$(mktemp -d)
   seeds=tests/fuzz/corpus/$name
   [ -d "$seeds" ] || seeds=""
-  if "$bin" -runs="$(runs_for "$name")" -max_total_time=60 -max_len=4096 "$scratch" $seeds \
+  if "$bin" -artifact_prefix="$scratch/" -runs="$(runs_for "$name")" -max_total_time=60 -max_len=4096 "$scratch" $seeds \
       >"$scratch.log" 2>&1; then
     echo "fuzz_$name: $(grep -E '^Done' "$scratch.log")"
   else
-    echo "fuzz_$name: FAILED"; tail -n 30 "$scratch.log"; fail=1
+    echo "fuzz_$name: FAILED"; grep -E "ERROR|^    #[0-9]|SUMMARY" "$scratch.log" | head -n 30; fail=1
   fi
   rm -rf "$scratch" "$scratch.log"
 done
