@@ -119,8 +119,9 @@ void model_prof_print(FILE *f) {
     if (prof.mode <= MODEL_PROF_OFF) return;
     fprintf(f, "keel profile (%s): %lld steps\n",
             prof.mode == MODEL_PROF_OPS ? "per op, synchronised" : "step times", prof.n_steps);
-    fprintf(
-        f, "| kind    |  steps |   tokens | tok/step | median ms | mean ms |   tok/s (median) |\n");
+    fprintf(f,
+            "| kind    |  steps |   tokens | tok/step | median ms | mean ms |   tok/s (median) | "
+            "host gap ms/step |\n");
     for (int i = 0; i < PROF_N_KINDS; i++) {
         const struct prof_kind *k = &prof.k[i];
         if (!k->n_steps) continue;

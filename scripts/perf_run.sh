@@ -9,7 +9,7 @@
 set -u
 X=${X:-.xfer-perf}
 OUT=${OUT:-/tmp/perf-out}
-PARTS=${PERF_PARTS:-peaks keel serve hf}
+PARTS=${PERF_PARTS:-peaks keel graphs serve hf}   # also: full (1000 prompts + sweep), serve_ops
 mkdir -p "$OUT"
 S="$OUT/summary.txt"
 : >"$S"
@@ -46,14 +46,14 @@ fi
 
 # ---- keel generate: decode (steady step time) and prefill, profiler on
 ids() { python3 -c "import random; random.seed($2); print(','.join(str(random.randrange(100, 30000)) for _ in range($1)))"; }
-kgen() { # name model n_prompt max_tokens profile
-    local name=$1 model=$2 np=$3 mt=$4 prof=$5
+kgen() { # name model n_prompt max_tokens profile [graphs]
+    local name=$1 model=$2 np=$3 mt=$4 prof=$5 gr=${6:-1}
     echo "== $name" >>"$OUT/keel.log"
-    KEEL_PROFILE=$prof timeout 150 "$X/keel" generate --model "$model" --load-format dummy --device cuda \
-        --prompt-ids "$(ids "$np" 1)" --max-tokens "$mt" --ignore-eos >"$OUT/$name.out" 2>"$OUT/$name.err"
+    KEEL_CUDA_GRAPHS=$gr KEEL_PROFILE=$prof timeout 150 "$X/keel" generate --model "$model" --load-format dummy --device cuda \
+        --prompt-ids "$(ids "$np" 1)" --max-tokens "$mt" --ignore-eos --json >"$OUT/$name.out" 2>"$OUT/$name.err"
     echo "rc=$?" >>"$OUT/$name.err"
     cat "$OUT/$name.err" >>"$OUT/keel.log"
-    note "-- $name ($model, prompt $np, generate $mt, KEEL_PROFILE=$prof)"
+    note "-- $name ($model, prompt $np, generate $mt, KEEL_PROFILE=$prof, KEEL_CUDA_GRAPHS=$gr)"
     grep -E '^\| (decode|prefill) +\|' "$OUT/$name.err" | tee -a "$S"
     grep -E 'load .* s,|rc=' "$OUT/$name.err" | tail -2 | tee -a "$S"
 }
@@ -64,6 +64,19 @@ kgen "${M7}_prefill4k" "$X/models/$M7" 4096 8 steps
 kgen "${M7}_ops" "$X/models/$M7" 1024 32 1
 kgen "Qwen3-8B_p4k_decode" "$X/models/Qwen3-8B" 4096 128 steps
 grep -A40 'per op' "$OUT/Qwen2.5-7B-Instruct_ops.err" | head -40 >>"$S"
+fi
+
+# ---- CUDA graphs for decode steps: on vs off, same runs; greedy ids compared
+if has graphs; then
+same() { python3 -c "import sys, json; a=json.load(open(sys.argv[1]))['ids']; b=json.load(open(sys.argv[2]))['ids']; n=next((i for i,(x,y) in enumerate(zip(a,b)) if x!=y), min(len(a),len(b))); print(f'ids equal for the first {n} of {len(a)} tokens')" "$1" "$2"; }
+for spec in "Qwen2.5-7B-Instruct 64 256" "Qwen2.5-7B-Instruct 1000 100" "Qwen3-8B 64 256"; do
+    set -- $spec
+    kgen "g1_$1_$2" "$X/models/$1" $2 $3 steps 1
+    kgen "g0_$1_$2" "$X/models/$1" $2 $3 steps 0
+    note "graphs on vs off, $1 prompt $2: $(same "$OUT/g1_$1_$2.out" "$OUT/g0_$1_$2.out")"
+done
+kgen "ops_short_7b" "$X/models/Qwen2.5-7B-Instruct" 64 32 1
+grep -A16 'decode  op' "$OUT/ops_short_7b.err" >>"$S"
 fi
 
 # ---- keel serve + keel-bench (short)
@@ -85,6 +98,36 @@ done
 kill $SP; wait $SP 2>/dev/null
 grep -E '^\| (decode|prefill) +\|' "$OUT/serve.log" >>"$S"
 tail -5 "$OUT/serve.log" >>"$S"
+fi
+
+# ---- keel serve, longer: the issue's 1000-prompt run, a concurrency sweep, and a per-op
+# breakdown of the server's large decode and prefill steps (KEEL_PROFILE=1, separate server)
+serve_up() { # log profile
+    KEEL_PROFILE=$2 timeout 400 "$X/keel" serve --model "$X/models/Qwen2.5-7B-Instruct" --load-format dummy \
+        --device cuda --port 8077 --max-num-seqs 256 --max-num-batched-tokens 8192 --max-model-len 2048 >"$OUT/$1" 2>&1 &
+    SP=$!
+    local t0=$(date +%s.%N)
+    for i in $(seq 1 120); do curl -sf http://127.0.0.1:8077/health >/dev/null 2>&1 && break; sleep 0.25; done
+    note "serve ($1) ready after $(python3 -c "print(f'{$(date +%s.%N) - $t0:.1f}')") s"
+}
+bench() { # name prompts in out conc
+    timeout 150 "$X/keel-bench" --base-url http://127.0.0.1:8077 --num-prompts $2 --input-len $3 \
+        --output-len $4 --ignore-eos --max-concurrency $5 --no-progress >"$OUT/bench_$1.txt" 2>&1
+    note "-- keel-bench $1: $2 prompts $3/$4 conc $5 (rc $?)"
+    grep -E 'Failed|duration|Total Token|Output token thr|Median TTFT|P99 TTFT|Median TPOT|P99 TPOT' "$OUT/bench_$1.txt" | tr -s ' ' | paste -sd';' >>"$S"
+}
+if has serve_ops; then
+serve_up serve_ops.log 1
+bench ops 96 1024 128 256
+kill $SP; wait $SP 2>/dev/null
+grep -A34 'per op' "$OUT/serve_ops.log" >>"$S"
+fi
+if has full; then
+serve_up serve_full.log steps
+bench full_1024_256 1000 1024 256 256
+for c in 1 16 64 512; do p=$((c * 2)); [ $p -lt 4 ] && p=4; [ $p -gt 512 ] && p=512; bench sweep_c$c $p 1024 128 $c; done
+kill $SP; wait $SP 2>/dev/null
+grep -E '^\| (decode|prefill) +\|' "$OUT/serve_full.log" | tail -2 >>"$S"
 fi
 
 # ---- Hugging Face transformers generate, random 7B weights
