@@ -13,8 +13,11 @@
 // per row, so gathering first gives the same numbers for a fraction of the work.
 #include "common/err.h"
 #include "models/model.h"
+#include "models/graph.h"
+#include "models/profile.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,6 +98,9 @@ int model_init(struct model *m, const struct model_config *cfg, const struct ker
     m->logits = p;
     if ((rc = mem_arena_carve(arena, "kv_cache", kv_bytes, &p))) return rc;
     m->kv_cache = p;
+#ifdef KEEL_CUDA
+    if (model_graphs_usable(ops) && (rc = model_graphs_init(&m->graphs))) return rc;
+#endif
     m->host_meta = malloc(m->scratch.meta_bytes);
     if (!m->host_meta)
         return err_set(ERR_NOMEM, "model_init: %zu bytes of metadata staging",
@@ -106,6 +112,10 @@ void model_free(struct model *m) {
     if (!m) return;
     free(m->host_meta);
     m->host_meta = NULL;
+#ifdef KEEL_CUDA
+    model_graphs_free(m->graphs);
+#endif
+    m->graphs = NULL;
 }
 
 // ---- batch checks
@@ -163,34 +173,38 @@ static int check_batch(const struct model *m, const struct model_batch *b) {
         if (try__rc) return try__rc;                                                               \
     } while (0)
 
-int model_forward(struct model *m, const struct model_batch *b, float *logits) {
-    TRY(check_batch(m, b));
+// With KEEL_PROFILE=1 the pass waits for the backend after each op group and charges the time
+// to it (models/profile.h); otherwise OP is TRY plus one well-predicted branch.
+#define OP(group, call)                                                                            \
+    do {                                                                                           \
+        TRY(call);                                                                                 \
+        if (prof_ops) {                                                                            \
+            TRY(op->sync(ctx));                                                                    \
+            model_prof_mark(group);                                                                \
+        }                                                                                          \
+    } while (0)
+
+// The step's shape as the device work needs it: the metadata's layout and the host-side hints.
+struct fwd_step {
+    int n, S;           // tokens, sequences
+    struct fwd_meta o;  // where each metadata array sits in the scratch's meta area
+    int max_q, max_len; // longest query span and context (attention launch hints)
+};
+
+// Everything between the metadata copy and the logits copy: embeddings, the layers, the final
+// norm and the logits, on the backend's stream with no wait (unless profiling per op), so a
+// CUDA graph can capture it whole. Every pointer depends only on the model and st->o.
+static int network(struct model *m, const struct fwd_step *st, bool prof_ops) {
     const struct kern_ops *op = m->ops;
     struct kern_ctx *ctx = m->ctx;
     const struct model_config *c = &m->cfg;
-    const int n = b->n_tokens, S = b->n_seqs, dim = c->dim, hid = c->hidden_dim;
+    const int n = st->n, S = st->S, dim = c->dim, hid = c->hidden_dim;
     const int nh = c->n_heads, nkv = c->n_kv_heads, hd = c->head_dim;
     const int q_dim = nh * hd, qkv_dim = model_config_qkv_dim(c), mb = m->max_blocks_per_seq;
     const float eps = c->rms_norm_eps;
+    const struct fwd_meta o = st->o;
 
-    // Pack the metadata into the host staging buffer and send it in one copy.
-    struct fwd_meta o = meta_layout(n, S, mb);
-    int32_t *h = m->host_meta;
-    memcpy(h + o.ids, b->token_ids, sizeof(int32_t) * n);
-    memcpy(h + o.positions, b->positions, sizeof(int32_t) * n);
-    memcpy(h + o.slot_mapping, b->slot_mapping, sizeof(int32_t) * n);
-    memcpy(h + o.query_start, b->query_start, sizeof(int32_t) * (S + 1));
-    memcpy(h + o.seq_lens, b->seq_lens, sizeof(int32_t) * S);
-    memcpy(h + o.block_tables, b->block_tables, sizeof(int32_t) * S * mb);
-    int max_q = 0, max_len = 0;
-    for (int s = 0; s < S; s++) {
-        h[o.rows + s] = b->query_start[s + 1] - 1; // the last token of sequence s
-        int q_len = b->query_start[s + 1] - b->query_start[s];
-        if (q_len > max_q) max_q = q_len;
-        if (b->seq_lens[s] > max_len) max_len = b->seq_lens[s];
-    }
     int32_t *meta = (int32_t *)(m->scratch_base + m->scratch.meta);
-    TRY(op->copy_to_backend(ctx, meta, h, o.n_ints * sizeof(int32_t)));
     const int32_t *ids = meta + o.ids, *pos = meta + o.positions, *slots = meta + o.slot_mapping;
     const int32_t *rows = meta + o.rows;
     struct kern_attn_batch ab = {.n_seqs = S,
@@ -199,8 +213,8 @@ int model_forward(struct model *m, const struct model_batch *b, float *logits) {
                                  .seq_lens = meta + o.seq_lens,
                                  .block_tables = meta + o.block_tables,
                                  .max_blocks_per_seq = mb,
-                                 .max_query_len = max_q,
-                                 .max_seq_len = max_len};
+                                 .max_query_len = st->max_q,
+                                 .max_seq_len = st->max_len};
 
     // Activations, all in the scratch region.
     uint8_t *sb = m->scratch_base;
@@ -216,33 +230,105 @@ int model_forward(struct model *m, const struct model_batch *b, float *logits) {
     size_t cache_elems = (size_t)m->n_kv_blocks * m->block_size * nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
 
-    TRY(op->embed(ctx, residual, ids, m->w.embed, n, dim));
+    OP(MODEL_PROF_EMBED, op->embed(ctx, residual, ids, m->w.embed, n, dim));
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *L = &m->w.layers[l];
         bf16 *k_cache = m->kv_cache + (size_t)l * 2 * cache_elems; // [blocks, bs, nkv, hd]
         bf16 *v_cache = k_cache + cache_elems;
 
         // attention
-        TRY(op->add_rmsnorm(ctx, xb, residual, l == 0 ? NULL : x, L->attn_norm, n, dim, eps));
-        TRY(op->gemm(ctx, qkv, xb, L->wqkv, L->bqkv, n, qkv_dim, dim));
-        if (c->qk_norm) TRY(op->qk_norm(ctx, qkv, L->q_norm, L->k_norm, n, nh, nkv, hd, eps));
-        TRY(op->rope(ctx, qkv, pos, n, nh, nkv, hd, c->rope_theta));
-        TRY(op->kv_write(ctx, k_cache, v_cache, qkv, slots, n, nh, nkv, hd));
-        TRY(op->attention(ctx, attn, qkv, k_cache, v_cache, &ab, nh, nkv, hd, m->block_size,
-                          scale));
-        TRY(op->gemm(ctx, x, attn, L->wo, NULL, n, dim, q_dim));
+        OP(MODEL_PROF_NORM,
+           op->add_rmsnorm(ctx, xb, residual, l == 0 ? NULL : x, L->attn_norm, n, dim, eps));
+        OP(MODEL_PROF_QKV, op->gemm(ctx, qkv, xb, L->wqkv, L->bqkv, n, qkv_dim, dim));
+        if (c->qk_norm)
+            OP(MODEL_PROF_QK_ROPE,
+               op->qk_norm(ctx, qkv, L->q_norm, L->k_norm, n, nh, nkv, hd, eps));
+        OP(MODEL_PROF_QK_ROPE, op->rope(ctx, qkv, pos, n, nh, nkv, hd, c->rope_theta));
+        OP(MODEL_PROF_KV_WRITE, op->kv_write(ctx, k_cache, v_cache, qkv, slots, n, nh, nkv, hd));
+        OP(MODEL_PROF_ATTENTION,
+           op->attention(ctx, attn, qkv, k_cache, v_cache, &ab, nh, nkv, hd, m->block_size, scale));
+        OP(MODEL_PROF_WO, op->gemm(ctx, x, attn, L->wo, NULL, n, dim, q_dim));
 
         // MLP
-        TRY(op->add_rmsnorm(ctx, xb, residual, x, L->ffn_norm, n, dim, eps));
-        TRY(op->gemm(ctx, gate_up, xb, L->w_gate_up, NULL, n, 2 * hid, dim));
-        TRY(op->silu_mul(ctx, hidden, gate_up, n, hid));
-        TRY(op->gemm(ctx, x, hidden, L->w_down, NULL, n, dim, hid));
+        OP(MODEL_PROF_NORM, op->add_rmsnorm(ctx, xb, residual, x, L->ffn_norm, n, dim, eps));
+        OP(MODEL_PROF_GATE_UP, op->gemm(ctx, gate_up, xb, L->w_gate_up, NULL, n, 2 * hid, dim));
+        OP(MODEL_PROF_SILU, op->silu_mul(ctx, hidden, gate_up, n, hid));
+        OP(MODEL_PROF_DOWN, op->gemm(ctx, x, hidden, L->w_down, NULL, n, dim, hid));
     }
 
     // The last position of each sequence: residual + last sublayer output, final norm, logits.
-    TRY(op->gather_rows(ctx, last, residual, rows, S, dim));
-    TRY(op->gather_rows(ctx, xb, x, rows, S, dim));
-    TRY(op->add_rmsnorm(ctx, x, last, xb, m->w.final_norm, S, dim, eps));
-    TRY(op->gemm_f32(ctx, m->logits, x, m->w.lm_head, S, c->vocab_size, dim));
-    return op->copy_to_host(ctx, logits, m->logits, sizeof(float) * S * c->vocab_size);
+    OP(MODEL_PROF_LOGITS, op->gather_rows(ctx, last, residual, rows, S, dim));
+    OP(MODEL_PROF_LOGITS, op->gather_rows(ctx, xb, x, rows, S, dim));
+    OP(MODEL_PROF_LOGITS, op->add_rmsnorm(ctx, x, last, xb, m->w.final_norm, S, dim, eps));
+    OP(MODEL_PROF_LOGITS, op->gemm_f32(ctx, m->logits, x, m->w.lm_head, S, c->vocab_size, dim));
+    return 0;
+}
+
+#ifdef KEEL_CUDA
+// Decode steps of at most this many sequences replay a CUDA graph (models/graph.h); larger
+// batches spend most of a step in GEMMs, where launch gaps matter little.
+#define FWD_GRAPH_MAX_SEQS 8
+// Contexts are bucketed by this many tokens for the graphs' attention launch hint.
+#define FWD_GRAPH_CTX_BUCKET 1024
+
+// Runs the step through a graph when it is a small decode step and a graph exists or can be
+// captured now. Returns 1 when the device work was queued, 0 when the caller must run it.
+static int network_graphed(struct model *m, struct fwd_step *st) {
+    if (!m->graphs || st->n != st->S || st->S > FWD_GRAPH_MAX_SEQS) return 0;
+    int cap = m->max_blocks_per_seq * m->block_size;
+    int bucket =
+        (st->max_len + FWD_GRAPH_CTX_BUCKET - 1) / FWD_GRAPH_CTX_BUCKET * FWD_GRAPH_CTX_BUCKET;
+    if (bucket > cap) bucket = cap;
+    int seen = 0;
+    int rc = model_graphs_replay(m->graphs, m->ctx, st->S, bucket, &seen);
+    if (rc) return rc;
+    if (seen == 0) return 0; // the first step of a shape warms its plans and kernels eagerly
+    if (!model_graphs_capture_begin(m->graphs, m->ctx)) return 0;
+    struct fwd_step cap_st = *st;
+    cap_st.max_len = bucket; // key slices past a sequence's end are empty
+    rc = network(m, &cap_st, false);
+    int ran = model_graphs_capture_end(m->graphs, m->ctx, st->S, bucket, rc == 0);
+    return rc ? rc : ran;
+}
+#endif
+
+int model_forward(struct model *m, const struct model_batch *b, float *logits) {
+    TRY(check_batch(m, b));
+    const bool prof_ops = model_prof_mode() == MODEL_PROF_OPS;
+    model_prof_step_begin(b->n_tokens, b->n_seqs);
+    const struct kern_ops *op = m->ops;
+    struct kern_ctx *ctx = m->ctx;
+    const int n = b->n_tokens, S = b->n_seqs, mb = m->max_blocks_per_seq;
+
+    // Pack the metadata into the host staging buffer and send it in one copy.
+    struct fwd_step st = {.n = n, .S = S, .o = meta_layout(n, S, mb)};
+    const struct fwd_meta o = st.o;
+    int32_t *h = m->host_meta;
+    memcpy(h + o.ids, b->token_ids, sizeof(int32_t) * n);
+    memcpy(h + o.positions, b->positions, sizeof(int32_t) * n);
+    memcpy(h + o.slot_mapping, b->slot_mapping, sizeof(int32_t) * n);
+    memcpy(h + o.query_start, b->query_start, sizeof(int32_t) * (S + 1));
+    memcpy(h + o.seq_lens, b->seq_lens, sizeof(int32_t) * S);
+    memcpy(h + o.block_tables, b->block_tables, sizeof(int32_t) * S * mb);
+    for (int s = 0; s < S; s++) {
+        h[o.rows + s] = b->query_start[s + 1] - 1; // the last token of sequence s
+        int q_len = b->query_start[s + 1] - b->query_start[s];
+        if (q_len > st.max_q) st.max_q = q_len;
+        if (b->seq_lens[s] > st.max_len) st.max_len = b->seq_lens[s];
+    }
+    int32_t *meta = (int32_t *)(m->scratch_base + m->scratch.meta);
+    OP(MODEL_PROF_META, op->copy_to_backend(ctx, meta, h, o.n_ints * sizeof(int32_t)));
+
+    int queued = 0;
+#ifdef KEEL_CUDA
+    if (!prof_ops) {
+        queued = network_graphed(m, &st);
+        if (queued < 0) return queued;
+    }
+#endif
+    if (!queued) TRY(network(m, &st, prof_ops));
+    OP(MODEL_PROF_COPY_OUT,
+       op->copy_to_host(ctx, logits, m->logits, sizeof(float) * S * m->cfg.vocab_size));
+    model_prof_step_end();
+    return 0;
 }

@@ -65,6 +65,7 @@ struct model {
     uint8_t *scratch_base;    // backend memory, scratch.bytes
     float *logits;            // backend memory, float32 [max_seqs, vocab_size]
     int32_t *host_meta;       // host staging for the step's metadata (scratch.meta_bytes)
+    struct model_graphs *graphs; // CUDA graphs of small decode steps (models/graph.h) or NULL
 };
 
 // One scheduled batch: variable-length spans of n_seqs sequences, n_tokens tokens in all. All

@@ -17,6 +17,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,14 +125,23 @@ static void fuzz__handle(struct srv_http_conn *c, const struct srv_http_request 
 static int fuzz__connect(void) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) abort();
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)fuzz__port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    // Loopback connects complete from the listen backlog, before the loop accepts.
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    // Non-blocking, so libFuzzer's SIGALRM (its -timeout check) cannot interrupt it half-way;
+    // loopback connects complete from the listen backlog, before the loop accepts.
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 && errno != EINPROGRESS) {
         perror("fuzz_http: connect");
         abort();
     }
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    int err = 0;
+    socklen_t len = sizeof err;
+    for (int i = 0; i < 1000 && poll(&p, 1, 10) <= 0; i++) uv_run(&fuzz__loop, UV_RUN_NOWAIT);
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+        fprintf(stderr, "fuzz_http: connect: %s\n", strerror(err));
+        abort();
+    }
     return fd;
 }
 
@@ -163,6 +174,8 @@ static void fuzz__send(int fd, const uint8_t *p, size_t n) {
         if (w > 0) {
             p += w;
             n -= (size_t)w;
+        } else if (w < 0 && errno == EINTR) {
+            continue;
         } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             uv_run(&fuzz__loop, UV_RUN_NOWAIT);
             fuzz__drain(fd, NULL, 0, NULL);
@@ -230,6 +243,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
     log_set_level(LOG_ERROR);
+    // As in keel serve: a write to a client that has gone is EPIPE for that connection, not a
+    // process-killing SIGPIPE.
+    signal(SIGPIPE, SIG_IGN);
     if (uv_loop_init(&fuzz__loop) != 0) abort();
     struct srv_http_config cfg = {
         .host = "127.0.0.1",
