@@ -14,8 +14,8 @@ int main(void) {
     struct play_peaks pk = play_measure_peaks(c);
     cudaStream_t s = kern_cuda_stream(c);
     const struct gemm_case cases[] = {
-        {"qwen3-8b qkv", 6144, 4096, 0, 0},      {"qwen3-8b o", 4096, 4096, 0, 0},
-        {"qwen3-8b gate_up", 24576, 4096, 0, 0}, {"qwen3-8b down", 4096, 12288, 0, 0},
+        {"qwen3-8b qkv", 6144, 4096, 0, 0},          {"qwen3-8b o", 4096, 4096, 0, 0},
+        {"qwen3-8b gate_up", 24576, 4096, 0, 0},     {"qwen3-8b down", 4096, 12288, 0, 0},
         {"qwen3-8b logits f32", 151936, 4096, 0, 1}, {"qwen2.5-0.5b qkv+bias", 1152, 896, 1, 0},
         {"qwen2.5-0.5b gate_up", 9728, 896, 0, 0},
     };
@@ -37,8 +37,11 @@ int main(void) {
             play_fill(x, (size_t)m * g.k, 1.0f, 4);
             void *y = play_dev((size_t)m * g.n * (g.f32 ? 4 : 2));
             float t = play_time(s, 3, 20, [&](int i) {
-                if (g.f32) PLAY_OK(kern_cuda_gemm_f32(c, (float *)y, x, w[i % n_w], m, g.n, g.k));
-                else PLAY_OK(kern_cuda_gemm(c, (bf16 *)y, x, w[i % n_w], g.bias ? bias : NULL, m, g.n, g.k));
+                if (g.f32)
+                    PLAY_OK(kern_cuda_gemm_f32(c, (float *)y, x, w[i % n_w], m, g.n, g.k));
+                else
+                    PLAY_OK(kern_cuda_gemm(c, (bf16 *)y, x, w[i % n_w], g.bias ? bias : NULL, m,
+                                           g.n, g.k));
             });
             double bytes = (double)wbytes + (double)m * g.k * 2 + (double)m * g.n * (g.f32 ? 4 : 2);
             char v[96];
@@ -47,7 +50,8 @@ int main(void) {
             cudaFree(x);
             cudaFree(y);
         }
-        for (int i = 0; i < n_w; i++) cudaFree(w[i]);
+        for (int i = 0; i < n_w; i++)
+            cudaFree(w[i]);
         cudaFree(bias);
     }
     kern_cuda_ctx_free(c);

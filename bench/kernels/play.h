@@ -18,23 +18,23 @@ extern "C" {
 #include <cuda_runtime.h>
 #include <vector>
 
-#define PLAY_CUDA(call)                                                                         \
-    do {                                                                                        \
-        cudaError_t play__e = (call);                                                           \
-        if (play__e != cudaSuccess) {                                                           \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call,                       \
-                    cudaGetErrorString(play__e));                                               \
-            exit(1);                                                                            \
-        }                                                                                       \
+#define PLAY_CUDA(call)                                                                            \
+    do {                                                                                           \
+        cudaError_t play__e = (call);                                                              \
+        if (play__e != cudaSuccess) {                                                              \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call,                          \
+                    cudaGetErrorString(play__e));                                                  \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
-#define PLAY_OK(call)                                                                           \
-    do {                                                                                        \
-        int play__rc = (call);                                                                  \
-        if (play__rc) {                                                                         \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, err_msg());           \
-            exit(1);                                                                            \
-        }                                                                                       \
+#define PLAY_OK(call)                                                                              \
+    do {                                                                                           \
+        int play__rc = (call);                                                                     \
+        if (play__rc) {                                                                            \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, err_msg());              \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 static inline void *play_dev(size_t bytes) {
@@ -45,7 +45,8 @@ static inline void *play_dev(size_t bytes) {
 
 // Fills with random bf16 in [-scale, scale) (never zeros: they run faster than real data).
 __global__ void play_fill_kernel(bf16 *p, size_t n, float scale, unsigned seed) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
         unsigned x = (unsigned)i * 2654435761u ^ seed;
         x ^= x >> 13;
         x *= 0x5bd1e995u;
@@ -63,9 +64,9 @@ static inline void play_fill(bf16 *p, size_t n, float scale, unsigned seed) {
 }
 
 // Median milliseconds of `reps` runs of fn(i) on stream s, after `warm` runs.
-template <typename F>
-static float play_time(cudaStream_t s, int warm, int reps, F fn) {
-    for (int i = 0; i < warm; i++) fn(i);
+template <typename F> static float play_time(cudaStream_t s, int warm, int reps, F fn) {
+    for (int i = 0; i < warm; i++)
+        fn(i);
     cudaEvent_t a, b;
     PLAY_CUDA(cudaEventCreate(&a));
     PLAY_CUDA(cudaEventCreate(&b));
@@ -86,7 +87,7 @@ static float play_time(cudaStream_t s, int warm, int reps, F fn) {
 }
 
 struct play_peaks {
-    double copy_gbs;  // device-to-device copy, bytes read + written
+    double copy_gbs; // device-to-device copy, bytes read + written
     double gemm_tflops;
 };
 
@@ -96,7 +97,9 @@ static inline struct play_peaks play_measure_peaks(struct kern_ctx *c) {
     size_t bytes = (size_t)1 << 30;
     void *x = play_dev(bytes), *y = play_dev(bytes);
     PLAY_CUDA(cudaMemsetAsync(x, 0x3c, bytes, s));
-    float ms = play_time(s, 3, 10, [&](int) { PLAY_CUDA(cudaMemcpyAsync(y, x, bytes, cudaMemcpyDeviceToDevice, s)); });
+    float ms = play_time(s, 3, 10, [&](int) {
+        PLAY_CUDA(cudaMemcpyAsync(y, x, bytes, cudaMemcpyDeviceToDevice, s));
+    });
     p.copy_gbs = 2.0 * bytes / (ms * 1e-3) / 1e9;
     cudaFree(x);
     cudaFree(y);
@@ -125,8 +128,8 @@ static inline struct kern_ctx *play_ctx(void) {
 
 static inline void play_header(void) {
     printf("%-52s | %9s | %14s | %s\n", "variant", "time", "rate", "% of measured peak");
-    printf("%-52s-|-%9s-|-%14s-|-%s\n", "----------------------------------------------------", "---------",
-           "--------------", "------------------");
+    printf("%-52s-|-%9s-|-%14s-|-%s\n", "----------------------------------------------------",
+           "---------", "--------------", "------------------");
 }
 
 // One line; the bound (copy or GEMM peak) is whichever the roofline says limits this case.

@@ -29,11 +29,13 @@ __global__ void kc_add_rmsnorm(bf16 *out /* [n, dim] */, bf16 *residual /* [n, d
                 uint4 dv = *reinterpret_cast<const uint4 *>(d + j);
                 const bf16 *dh = reinterpret_cast<const bf16 *>(&dv);
 #pragma unroll
-                for (int e = 0; e < 8; e++) rh[e] = kc_bf(kc_f(rh[e]) + kc_f(dh[e]));
+                for (int e = 0; e < 8; e++)
+                    rh[e] = kc_bf(kc_f(rh[e]) + kc_f(dh[e]));
                 *reinterpret_cast<uint4 *>(r + j) = rv;
             }
 #pragma unroll
-            for (int e = 0; e < 8; e++) ss += kc_f(rh[e]) * kc_f(rh[e]);
+            for (int e = 0; e < 8; e++)
+                ss += kc_f(rh[e]) * kc_f(rh[e]);
         }
     } else {
         for (int j = threadIdx.x; j < dim; j += blockDim.x) {
@@ -55,7 +57,8 @@ __global__ void kc_add_rmsnorm(bf16 *out /* [n, dim] */, bf16 *residual /* [n, d
             uint4 ov;
             bf16 *oh = reinterpret_cast<bf16 *>(&ov);
 #pragma unroll
-            for (int e = 0; e < 8; e++) oh[e] = kc_bf(kc_f(wh[e]) * kc_round(kc_f(rh[e]) * inv));
+            for (int e = 0; e < 8; e++)
+                oh[e] = kc_bf(kc_f(wh[e]) * kc_round(kc_f(rh[e]) * inv));
             *reinterpret_cast<uint4 *>(o + j) = ov;
         }
     } else {

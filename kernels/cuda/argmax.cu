@@ -29,7 +29,8 @@ __global__ void kc_argmax(int32_t *ids /* [m] */, const float *logits /* [m, voc
         }
     }
     for (int o = 16; o > 0; o >>= 1)
-        kc_better(best, idx, __shfl_xor_sync(0xffffffffu, best, o), __shfl_xor_sync(0xffffffffu, idx, o));
+        kc_better(best, idx, __shfl_xor_sync(0xffffffffu, best, o),
+                  __shfl_xor_sync(0xffffffffu, idx, o));
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     if (lane == 0) {
         sv[warp] = best;

@@ -26,14 +26,14 @@
 #include <math.h>
 
 #define KC_ATT_WARPS 4
-#define KC_ATT_RPW 8                              // rows per warp
-#define KC_ATT_ROWS (KC_ATT_WARPS * KC_ATT_RPW)   // query rows per block
-#define KC_ATT_KT 32                              // keys per tile (one per lane)
-#define KC_ATT_MIN_SPLIT_KEYS 256                 // split-KV: fewest keys per slice
+#define KC_ATT_RPW 8                            // rows per warp
+#define KC_ATT_ROWS (KC_ATT_WARPS * KC_ATT_RPW) // query rows per block
+#define KC_ATT_KT 32                            // keys per tile (one per lane)
+#define KC_ATT_MIN_SPLIT_KEYS 256               // split-KV: fewest keys per slice
 
-template <int D>
-static constexpr size_t kc_att_smem() {
-    return (size_t)KC_ATT_ROWS * D * 4 + (size_t)KC_ATT_KT * (D + 2) * 2 + (size_t)KC_ATT_KT * D * 2;
+template <int D> static constexpr size_t kc_att_smem() {
+    return (size_t)KC_ATT_ROWS * D * 4 + (size_t)KC_ATT_KT * (D + 2) * 2 +
+           (size_t)KC_ATT_KT * D * 2;
 }
 
 // ---- kernels
@@ -50,9 +50,9 @@ __global__ void __launch_bounds__(KC_ATT_WARPS * 32)
                  int n_parts, int tq, float scale_log2, int n_splits, int split_len,
                  float *partial /* [n_tokens, n_heads, n_splits, D + 2] or NULL */) {
     extern __shared__ __align__(16) unsigned char kc_att_smem_raw[];
-    float *q_s = reinterpret_cast<float *>(kc_att_smem_raw);                   // [ROWS, D]
-    uint32_t *k_s = reinterpret_cast<uint32_t *>(q_s + KC_ATT_ROWS * D);       // [KT, D/2 + 1]
-    bf16 *v_s = reinterpret_cast<bf16 *>(k_s + KC_ATT_KT * (D / 2 + 1));       // [KT, D]
+    float *q_s = reinterpret_cast<float *>(kc_att_smem_raw);             // [ROWS, D]
+    uint32_t *k_s = reinterpret_cast<uint32_t *>(q_s + KC_ATT_ROWS * D); // [KT, D/2 + 1]
+    bf16 *v_s = reinterpret_cast<bf16 *>(k_s + KC_ATT_KT * (D / 2 + 1)); // [KT, D]
 
     const int seq = blockIdx.y;
     const int kvh = blockIdx.z / n_parts, part = blockIdx.z % n_parts;
@@ -61,11 +61,11 @@ __global__ void __launch_bounds__(KC_ATT_WARPS * 32)
     const int t0 = (blockIdx.x / n_splits) * tq;
     if (t0 >= qlen) return;
     const int group = n_heads / n_kv_heads;
-    const int h0 = kvh * group + part * gp;          // first query head of this block
-    const int gp_here = min(gp, group - part * gp);  // heads of this block's part
+    const int h0 = kvh * group + part * gp;         // first query head of this block
+    const int gp_here = min(gp, group - part * gp); // heads of this block's part
     const int first_pos = seq_lens[seq] - qlen;
     const int t_end = min(t0 + tq, qlen);
-    const int n_keys = first_pos + t_end;            // keys 0 .. last position of the tile
+    const int n_keys = first_pos + t_end; // keys 0 .. last position of the tile
     const int row_stride = (n_heads + 2 * n_kv_heads) * D;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int32_t *table = block_tables + (size_t)seq * max_blocks_per_seq;
@@ -86,11 +86,12 @@ __global__ void __launch_bounds__(KC_ATT_WARPS * 32)
     for (int e = 0; e < KC_ATT_RPW; e++) {
         int r = e * KC_ATT_WARPS + warp, t = t0 + r / gp, hh = r % gp;
         bool ok = r < tq * gp && t < qlen && hh < gp_here;
-        qpos[e] = ok ? first_pos + t : -1;  // -1: no row here
+        qpos[e] = ok ? first_pos + t : -1; // -1: no row here
         m[e] = -INFINITY;
         l[e] = 0.0f;
 #pragma unroll
-        for (int i = 0; i < 2 * NP; i++) o[e][i] = 0.0f;
+        for (int i = 0; i < 2 * NP; i++)
+            o[e][i] = 0.0f;
     }
 
     // This block's slice of the keys: [split * split_len, (split + 1) * split_len) (a multiple of
@@ -161,11 +162,13 @@ __global__ void __launch_bounds__(KC_ATT_WARPS * 32)
         if (qpos[e] < 0) continue;
         int r = e * KC_ATT_WARPS + warp, t = t0 + r / gp, hh = r % gp;
         if (partial) {
-            float *p = partial + (((size_t)(qs + t) * n_heads + h0 + hh) * n_splits + split) * (D + 2);
+            float *p =
+                partial + (((size_t)(qs + t) * n_heads + h0 + hh) * n_splits + split) * (D + 2);
 #pragma unroll
             for (int i = 0; i < NP; i++)
                 if (64 * i + 2 * lane < D)
-                    *reinterpret_cast<float2 *>(p + 64 * i + 2 * lane) = make_float2(o[e][2 * i], o[e][2 * i + 1]);
+                    *reinterpret_cast<float2 *>(p + 64 * i + 2 * lane) =
+                        make_float2(o[e][2 * i], o[e][2 * i + 1]);
             if (lane == 0) {
                 p[D] = m[e];
                 p[D + 1] = l[e];
@@ -177,7 +180,8 @@ __global__ void __launch_bounds__(KC_ATT_WARPS * 32)
 #pragma unroll
         for (int i = 0; i < NP; i++) {
             if (64 * i + 2 * lane >= D) continue;
-            uint32_t w = (uint32_t)kc_bf(o[e][2 * i] * inv) | ((uint32_t)kc_bf(o[e][2 * i + 1] * inv) << 16);
+            uint32_t w =
+                (uint32_t)kc_bf(o[e][2 * i] * inv) | ((uint32_t)kc_bf(o[e][2 * i + 1] * inv) << 16);
             *reinterpret_cast<uint32_t *>(dst + 64 * i + 2 * lane) = w;
         }
     }
@@ -186,12 +190,14 @@ __global__ void __launch_bounds__(KC_ATT_WARPS * 32)
 // Merges the key slices of split-KV: out = sum_s o_s 2^(m_s - M) / sum_s l_s 2^(m_s - M), M the
 // largest slice max. One block of D threads per (token, query head).
 template <int D>
-__global__ void kc_attention_combine(bf16 *out /* [n_tokens, n_heads * D] */,
-                                     const float *partial /* [n_tokens, n_heads, n_splits, D + 2] */,
-                                     int n_heads, int n_splits) {
+__global__ void
+kc_attention_combine(bf16 *out /* [n_tokens, n_heads * D] */,
+                     const float *partial /* [n_tokens, n_heads, n_splits, D + 2] */, int n_heads,
+                     int n_splits) {
     const float *p = partial + ((size_t)blockIdx.x * n_heads + blockIdx.y) * n_splits * (D + 2);
     float mx = -INFINITY;
-    for (int s = 0; s < n_splits; s++) mx = fmaxf(mx, p[s * (D + 2) + D]);
+    for (int s = 0; s < n_splits; s++)
+        mx = fmaxf(mx, p[s * (D + 2) + D]);
     float acc = 0.0f, sum = 0.0f;
     for (int s = 0; s < n_splits; s++) {
         const float *ps = p + s * (D + 2);
@@ -201,13 +207,13 @@ __global__ void kc_attention_combine(bf16 *out /* [n_tokens, n_heads * D] */,
         sum += ps[D + 1] * w;
         acc += ps[threadIdx.x] * w;
     }
-    out[((size_t)blockIdx.x * n_heads + blockIdx.y) * D + threadIdx.x] = kc_bf(sum > 0.0f ? acc / sum : 0.0f);
+    out[((size_t)blockIdx.x * n_heads + blockIdx.y) * D + threadIdx.x] =
+        kc_bf(sum > 0.0f ? acc / sum : 0.0f);
 }
 
 // ---- launchers
 
-template <int D>
-static cudaError_t kc_att_setup_one(void) {
+template <int D> static cudaError_t kc_att_setup_one(void) {
     return cudaFuncSetAttribute(kc_attention<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 (int)kc_att_smem<D>());
 }
@@ -233,7 +239,8 @@ static void kc_att_launch(dim3 grid, cudaStream_t s, bf16 *out, const bf16 *qkv,
         out, qkv, kc, vc, b->query_start, b->seq_lens, b->block_tables, b->max_blocks_per_seq,
         n_heads, n_kv_heads, block_size, gp, n_parts, tq, scale_log2, n_splits, split_len, partial);
     if (partial)
-        kc_attention_combine<D><<<dim3(b->n_tokens, n_heads), D, 0, s>>>(out, partial, n_heads, n_splits);
+        kc_attention_combine<D>
+            <<<dim3(b->n_tokens, n_heads), D, 0, s>>>(out, partial, n_heads, n_splits);
 }
 
 extern "C" size_t kern_cuda_attention_scratch_bytes(int max_tokens, int n_heads, int head_dim) {
@@ -255,8 +262,8 @@ static int kc_att_splits(int blocks, int max_seq_len, int n_tokens, int n_heads,
     return n > 1 ? n : 1;
 }
 
-static int kc_att_check(const struct kern_attn_batch *b, int n_heads, int n_kv_heads,
-                        int head_dim, int block_size) {
+static int kc_att_check(const struct kern_attn_batch *b, int n_heads, int n_kv_heads, int head_dim,
+                        int block_size) {
     if (!b || b->n_seqs < 0 || n_heads <= 0 || n_kv_heads <= 0 || n_heads % n_kv_heads != 0 ||
         block_size <= 0 || b->max_blocks_per_seq <= 0 || b->max_query_len < 0)
         return err_set(ERR_INVAL,
@@ -265,8 +272,8 @@ static int kc_att_check(const struct kern_attn_batch *b, int n_heads, int n_kv_h
                        n_heads, n_kv_heads, block_size, b ? b->max_blocks_per_seq : -1);
     if (head_dim != 16 && head_dim != 32 && head_dim != 64 && head_dim != 96 && head_dim != 128 &&
         head_dim != 256)
-        return err_set(ERR_UNSUPPORTED, "attention: head_dim %d (supported: 16, 32, 64, 96, 128, 256)",
-                       head_dim);
+        return err_set(ERR_UNSUPPORTED,
+                       "attention: head_dim %d (supported: 16, 32, 64, 96, 128, 256)", head_dim);
     return 0;
 }
 
@@ -285,9 +292,9 @@ extern "C" int kern_cuda__attention_cc(bf16 *out, const bf16 *qkv, const bf16 *k
     int q_tiles = (b->max_query_len + tq - 1) / tq;
     int n_splits = kc_att_splits(q_tiles * b->n_seqs * n_kv_heads * n_parts, b->max_seq_len,
                                  b->n_tokens, n_heads, head_dim, n_sm, scratch ? scratch_bytes : 0);
-    int split_len = n_splits > 1
-                        ? ((b->max_seq_len + n_splits - 1) / n_splits + KC_ATT_KT - 1) / KC_ATT_KT * KC_ATT_KT
-                        : 1 << 30;
+    int split_len = n_splits > 1 ? ((b->max_seq_len + n_splits - 1) / n_splits + KC_ATT_KT - 1) /
+                                       KC_ATT_KT * KC_ATT_KT
+                                 : 1 << 30;
     float *partial = n_splits > 1 ? (float *)scratch : NULL;
     dim3 grid(q_tiles * n_splits, b->n_seqs, n_kv_heads * n_parts);
     if (grid.y > KC_MAX_GRID_YZ || grid.z > KC_MAX_GRID_YZ)

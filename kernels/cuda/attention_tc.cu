@@ -20,8 +20,7 @@
 #define KC_TC_KT 64                   // keys per tile
 #define KC_TC_PAD 8                   // bf16 padding per shared row (16 bytes): no bank conflicts
 
-template <int D>
-static constexpr size_t kc_tc_smem() {
+template <int D> static constexpr size_t kc_tc_smem() {
     return (size_t)KC_TC_ROWS * (D + KC_TC_PAD) * 2 + (size_t)KC_TC_KT * (D + KC_TC_PAD) * 2 +
            (size_t)D * (KC_TC_KT + KC_TC_PAD) * 2;
 }
@@ -53,8 +52,8 @@ __global__ void __launch_bounds__(KC_TC_WARPS * 32)
     constexpr int QS = D + KC_TC_PAD, VS = KC_TC_KT + KC_TC_PAD;
     extern __shared__ __align__(16) unsigned char kc_tc_smem_raw[];
     bf16 *q_s = reinterpret_cast<bf16 *>(kc_tc_smem_raw); // [ROWS, QS]
-    bf16 *k_s = q_s + KC_TC_ROWS * QS;                     // [KT, QS]
-    bf16 *vt_s = k_s + KC_TC_KT * QS;                      // [D, VS]: V transposed
+    bf16 *k_s = q_s + KC_TC_ROWS * QS;                    // [KT, QS]
+    bf16 *vt_s = k_s + KC_TC_KT * QS;                     // [D, VS]: V transposed
 
     const int seq = blockIdx.y;
     const int kvh = blockIdx.z / n_parts, part = blockIdx.z % n_parts;
@@ -88,7 +87,8 @@ __global__ void __launch_bounds__(KC_TC_WARPS * 32)
     }
     const int warp_max_pos = [&] {
         int mx = max(qpos[0], qpos[1]);
-        for (int o = 16; o > 0; o >>= 1) mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        for (int o = 16; o > 0; o >>= 1)
+            mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, o));
         return mx;
     }();
     __syncthreads();
@@ -105,7 +105,8 @@ __global__ void __launch_bounds__(KC_TC_WARPS * 32)
 
     float o[D / 8][4];
 #pragma unroll
-    for (int n = 0; n < D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    for (int n = 0; n < D / 8; n++)
+        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
     const int n_tiles = (n_keys + KC_TC_KT - 1) / KC_TC_KT;
@@ -124,7 +125,8 @@ __global__ void __launch_bounds__(KC_TC_WARPS * 32)
             *reinterpret_cast<uint4 *>(k_s + j * QS + c * 8) = kv;
             const bf16 *vh = reinterpret_cast<const bf16 *>(&vv);
 #pragma unroll
-            for (int e = 0; e < 8; e++) vt_s[(c * 8 + e) * VS + j] = vh[e];
+            for (int e = 0; e < 8; e++)
+                vt_s[(c * 8 + e) * VS + j] = vh[e];
         }
         __syncthreads();
         if (warp_max_pos < kb) continue; // every key of this tile is in all this warp's futures
@@ -204,14 +206,14 @@ __global__ void __launch_bounds__(KC_TC_WARPS * 32)
         bf16 *dst = out + (size_t)(qs + t) * n_heads * D + (size_t)(h0 + hh) * D + tg * 2;
 #pragma unroll
         for (int n = 0; n < D / 8; n++)
-            *reinterpret_cast<uint32_t *>(dst + n * 8) = kc_pack(o[n][2 * i] * inv, o[n][2 * i + 1] * inv);
+            *reinterpret_cast<uint32_t *>(dst + n * 8) =
+                kc_pack(o[n][2 * i] * inv, o[n][2 * i + 1] * inv);
     }
 }
 
 // ---- launchers
 
-template <int D>
-static cudaError_t kc_tc_setup_one(void) {
+template <int D> static cudaError_t kc_tc_setup_one(void) {
     return cudaFuncSetAttribute(kc_attention_tc<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 (int)kc_tc_smem<D>());
 }

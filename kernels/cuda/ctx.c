@@ -13,11 +13,17 @@
 
 static int kern_cuda__handles; // cuBLAS(Lt) handles created in this process
 
-int kern_cuda_handle_count(void) { return __atomic_load_n(&kern_cuda__handles, __ATOMIC_SEQ_CST); }
+int kern_cuda_handle_count(void) {
+    return __atomic_load_n(&kern_cuda__handles, __ATOMIC_SEQ_CST);
+}
 
-cudaStream_t kern_cuda_stream(struct kern_ctx *c) { return c ? c->stream : NULL; }
+cudaStream_t kern_cuda_stream(struct kern_ctx *c) {
+    return c ? c->stream : NULL;
+}
 
-int kern_cuda__gemm_plans_built(const struct kern_ctx *c) { return c ? c->n_gemm_plans_built : 0; }
+int kern_cuda__gemm_plans_built(const struct kern_ctx *c) {
+    return c ? c->n_gemm_plans_built : 0;
+}
 
 // ---- lifecycle
 
@@ -33,11 +39,15 @@ static int kern_cuda__ctx_setup(struct kern_ctx *c) {
 static int kern_cuda__check_regions(void *workspace, size_t workspace_bytes, void *op_scratch,
                                     size_t op_scratch_bytes) {
     if ((workspace_bytes && !workspace) || ((uintptr_t)workspace % 256) != 0)
-        return err_set(ERR_INVAL, "CUDA context: the cuBLAS workspace must be a 256-byte aligned "
-                                  "arena region (got %p, %zu bytes)", workspace, workspace_bytes);
+        return err_set(ERR_INVAL,
+                       "CUDA context: the cuBLAS workspace must be a 256-byte aligned "
+                       "arena region (got %p, %zu bytes)",
+                       workspace, workspace_bytes);
     if ((op_scratch_bytes && !op_scratch) || ((uintptr_t)op_scratch % 256) != 0)
-        return err_set(ERR_INVAL, "CUDA context: op_scratch must be a 256-byte aligned arena region "
-                                  "(got %p, %zu bytes)", op_scratch, op_scratch_bytes);
+        return err_set(ERR_INVAL,
+                       "CUDA context: op_scratch must be a 256-byte aligned arena region "
+                       "(got %p, %zu bytes)",
+                       op_scratch, op_scratch_bytes);
     return 0;
 }
 

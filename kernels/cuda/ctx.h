@@ -17,7 +17,11 @@
 #define KERN_CUDA_GEMM_PLANS 512
 #define KERN_CUDA_GEMM_PROBE 8
 
-enum kern_cuda_gemm_kind { KERN_CUDA_GEMM_BF16 = 1, KERN_CUDA_GEMM_BIAS = 2, KERN_CUDA_GEMM_F32 = 3 };
+enum kern_cuda_gemm_kind {
+    KERN_CUDA_GEMM_BF16 = 1,
+    KERN_CUDA_GEMM_BIAS = 2,
+    KERN_CUDA_GEMM_F32 = 3
+};
 
 struct kern_cuda_gemm_plan {
     int m, n, k, kind, align; // the key (m: the bucket, a power of two); kind 0 = empty slot

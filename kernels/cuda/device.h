@@ -31,17 +31,21 @@ __device__ __forceinline__ bf16 kc_bf(float f) {
 }
 
 // Rounds a float to the nearest bf16 value and back: the precision loss a bf16 tensor imposes.
-__device__ __forceinline__ float kc_round(float f) { return kc_f(kc_bf(f)); }
+__device__ __forceinline__ float kc_round(float f) {
+    return kc_f(kc_bf(f));
+}
 
 // ---- reductions
 
 __device__ __forceinline__ float kc_warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
 
 __device__ __forceinline__ float kc_warp_max(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
 

@@ -11,7 +11,8 @@ __global__ void kc_embed_vec(uint4 *out /* [n, dim/8] */, const int32_t *ids /* 
     int i = blockIdx.x;
     const uint4 *src = table + (size_t)ids[i] * dim8;
     uint4 *dst = out + (size_t)i * dim8;
-    for (int j = threadIdx.x; j < dim8; j += blockDim.x) dst[j] = src[j];
+    for (int j = threadIdx.x; j < dim8; j += blockDim.x)
+        dst[j] = src[j];
 }
 
 __global__ void kc_embed_scalar(bf16 *out /* [n, dim] */, const int32_t *ids /* [n] */,
@@ -19,7 +20,8 @@ __global__ void kc_embed_scalar(bf16 *out /* [n, dim] */, const int32_t *ids /* 
     int i = blockIdx.x;
     const bf16 *src = table + (size_t)ids[i] * dim;
     bf16 *dst = out + (size_t)i * dim;
-    for (int j = threadIdx.x; j < dim; j += blockDim.x) dst[j] = src[j];
+    for (int j = threadIdx.x; j < dim; j += blockDim.x)
+        dst[j] = src[j];
 }
 
 // ---- launchers

@@ -10,7 +10,8 @@ __global__ void kc_gather_vec(uint4 *out /* [m, dim/8] */, const uint4 *x /* [*,
     int i = blockIdx.x;
     const uint4 *src = x + (size_t)rows[i] * dim8;
     uint4 *dst = out + (size_t)i * dim8;
-    for (int j = threadIdx.x; j < dim8; j += blockDim.x) dst[j] = src[j];
+    for (int j = threadIdx.x; j < dim8; j += blockDim.x)
+        dst[j] = src[j];
 }
 
 __global__ void kc_gather_scalar(bf16 *out /* [m, dim] */, const bf16 *x /* [*, dim] */,
@@ -18,7 +19,8 @@ __global__ void kc_gather_scalar(bf16 *out /* [m, dim] */, const bf16 *x /* [*, 
     int i = blockIdx.x;
     const bf16 *src = x + (size_t)rows[i] * dim;
     bf16 *dst = out + (size_t)i * dim;
-    for (int j = threadIdx.x; j < dim; j += blockDim.x) dst[j] = src[j];
+    for (int j = threadIdx.x; j < dim; j += blockDim.x)
+        dst[j] = src[j];
 }
 
 // ---- launchers

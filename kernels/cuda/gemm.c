@@ -27,7 +27,8 @@
 static int kern_cuda__align_of(const void *p) {
     uintptr_t a = (uintptr_t)p;
     int al = 256;
-    while (al > 2 && a % (uintptr_t)al) al >>= 1;
+    while (al > 2 && a % (uintptr_t)al)
+        al >>= 1;
     return al;
 }
 
@@ -37,8 +38,10 @@ static int kern_cuda__plan_build(struct kern_ctx *c, struct kern_cuda_gemm_plan 
     cudaDataType_t out_type = kind == KERN_CUDA_GEMM_F32 ? CUDA_R_32F : CUDA_R_16BF;
     CUBLAS_CHECK(cublasLtMatmulDescInit(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(&p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(&p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(&p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(&p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
     CUBLAS_CHECK(cublasLtMatrixLayoutInit(&p->a, CUDA_R_16BF, (uint64_t)k, (uint64_t)n, k));
     cublasLtMatrixLayoutOpaque_t lb, lc; // at the bucket's m, for the heuristic only
     CUBLAS_CHECK(cublasLtMatrixLayoutInit(&lb, CUDA_R_16BF, (uint64_t)k, (uint64_t)m, k));
@@ -48,16 +51,16 @@ static int kern_cuda__plan_build(struct kern_ctx *c, struct kern_cuda_gemm_plan 
     CUBLAS_CHECK(cublasLtMatmulPreferenceInit(&pref));
     uint64_t ws = c->workspace_bytes;
     uint32_t al = (uint32_t)align;
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(&pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                      &ws, sizeof ws));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(&pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
-                                                      &al, sizeof al));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(&pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                                                      &al, sizeof al));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(&pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                                                      &al, sizeof al));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(&pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
-                                                      &al, sizeof al));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        &pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        &pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al, sizeof al));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        &pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        &pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        &pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al));
 
     cublasLtMatmulHeuristicResult_t res;
     int n_res = 0;
@@ -80,8 +83,8 @@ static int kern_cuda__plan_build(struct kern_ctx *c, struct kern_cuda_gemm_plan 
         }
     }
     if (n_res == 0) {
-        CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(c->lt, &p->desc, &p->a, &lb, &lc, &lc, &pref,
-                                                    1, &res, &n_res));
+        CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(c->lt, &p->desc, &p->a, &lb, &lc, &lc, &pref, 1,
+                                                    &res, &n_res));
         if (n_res == 0)
             return err_set(ERR_UNSUPPORTED, "gemm: cuBLASLt has no algorithm for m=%d n=%d k=%d", m,
                            n, k);
@@ -129,7 +132,8 @@ static int kern_cuda__matmul(struct kern_ctx *c, void *y, const bf16 *x, const b
         return err_set(ERR_INVAL, "gemm: bad sizes m=%d n=%d k=%d", m, n, k);
     if (m == 0) return 0;
     int bucket = 1;
-    while (bucket < m) bucket <<= 1;
+    while (bucket < m)
+        bucket <<= 1;
     int align = kern_cuda__align_of(y);
     int ax = kern_cuda__align_of(x), aw = kern_cuda__align_of(w);
     align = ax < align ? ax : align;

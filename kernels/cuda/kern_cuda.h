@@ -79,14 +79,15 @@ int kern_cuda_gather_rows(bf16 *out /* [m, dim] */, const bf16 *x /* [*, dim] */
 
 // Greedy sampling on the GPU: ids[i] = argmax_j logits[i, j] (the lowest index among ties), so
 // only token ids cross to the host.
-int kern_cuda_argmax(int32_t *ids /* [m] */, const float *logits /* [m, vocab] */, int m,
-                     int vocab, cudaStream_t s);
+int kern_cuda_argmax(int32_t *ids /* [m] */, const float *logits /* [m, vocab] */, int m, int vocab,
+                     cudaStream_t s);
 
 // Binds (or re-binds) the context's arena regions. Start-up order that keeps every byte inside
 // the budget: kern_cuda_ctx_init(&c, dev, NULL, 0, NULL, 0) first (the cuBLASLt handle and the
 // kernels' set-up take a few MiB of device memory), then measure the overhead, compute the plan,
 // make the arena, carve the workspace and scratch, and hand them over here. Waits for the stream;
-// start-up only. Returns 0 or ERR_INVAL (a region that is not 256-byte aligned, or NULL with a size).
+// start-up only. Returns 0 or ERR_INVAL (a region that is not 256-byte aligned, or NULL with a
+// size).
 int kern_cuda_ctx_set_regions(struct kern_ctx *c, void *workspace, size_t workspace_bytes,
                               void *op_scratch, size_t op_scratch_bytes);
 

@@ -27,8 +27,8 @@ extern "C" int kern_cuda_kv_write(bf16 *k_cache, bf16 *v_cache, const bf16 *qkv,
                                   const int32_t *slot_mapping, int n, int n_heads, int n_kv_heads,
                                   int head_dim, cudaStream_t s) {
     if (n < 0 || n_heads <= 0 || n_kv_heads <= 0 || head_dim <= 0)
-        return err_set(ERR_INVAL, "kv_write: bad sizes n=%d n_heads=%d n_kv_heads=%d head_dim=%d", n,
-                       n_heads, n_kv_heads, head_dim);
+        return err_set(ERR_INVAL, "kv_write: bad sizes n=%d n_heads=%d n_kv_heads=%d head_dim=%d",
+                       n, n_heads, n_kv_heads, head_dim);
     if (n == 0) return 0;
     int row = (n_heads + 2 * n_kv_heads) * head_dim, q_off = n_heads * head_dim;
     int kv_len = n_kv_heads * head_dim;
@@ -41,8 +41,8 @@ extern "C" int kern_cuda_kv_write(bf16 *k_cache, bf16 *v_cache, const bf16 *qkv,
                                                  (const uint4 *)qkv, slot_mapping, row / 8,
                                                  q_off / 8, kv_len / 8);
     else
-        kc_kv_write<bf16><<<n, threads, 0, s>>>(k_cache, v_cache, qkv, slot_mapping, row, q_off,
-                                                kv_len);
+        kc_kv_write<bf16>
+            <<<n, threads, 0, s>>>(k_cache, v_cache, qkv, slot_mapping, row, q_off, kv_len);
     KC_LAUNCHED();
     return 0;
 }

@@ -30,7 +30,8 @@ __global__ void kc_qk_norm(bf16 *qkv /* [n, (n_heads + 2 n_kv) * head_dim] */,
     float inv = 1.0f / sqrtf(kc_warp_sum(ss) / (float)head_dim + eps);
 #pragma unroll
     for (int e = 0; e < KC_QKN_MAX_PER_LANE; e++)
-        if (e * 32 + lane < head_dim) x[e * 32 + lane] = kc_bf(kc_f(w[e * 32 + lane]) * kc_round(v[e] * inv));
+        if (e * 32 + lane < head_dim)
+            x[e * 32 + lane] = kc_bf(kc_f(w[e * 32 + lane]) * kc_round(v[e] * inv));
 }
 
 // ---- launchers
@@ -46,7 +47,8 @@ extern "C" int kern_cuda_qk_norm(bf16 *qkv, const bf16 *q_w, const bf16 *k_w, in
     if (n == 0) return 0;
     dim3 grid(n, (n_heads + n_kv_heads + KC_QKN_WARPS - 1) / KC_QKN_WARPS);
     if (grid.y > KC_MAX_GRID_YZ) return err_set(ERR_INVAL, "qk_norm: too many heads");
-    kc_qk_norm<<<grid, 32 * KC_QKN_WARPS, 0, s>>>(qkv, q_w, k_w, n_heads, n_kv_heads, head_dim, eps);
+    kc_qk_norm<<<grid, 32 * KC_QKN_WARPS, 0, s>>>(qkv, q_w, k_w, n_heads, n_kv_heads, head_dim,
+                                                  eps);
     KC_LAUNCHED();
     return 0;
 }

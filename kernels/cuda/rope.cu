@@ -34,8 +34,9 @@ extern "C" int kern_cuda_rope(bf16 *qkv, const int32_t *positions, int n, int n_
                               int n_kv_heads, int head_dim, float theta, cudaStream_t s) {
     if (n < 0 || n_heads <= 0 || n_kv_heads < 0 || head_dim <= 0 || head_dim % 2 != 0 ||
         !(theta > 0.0f))
-        return err_set(ERR_INVAL, "rope: bad sizes n=%d n_heads=%d n_kv_heads=%d head_dim=%d theta=%g",
-                       n, n_heads, n_kv_heads, head_dim, (double)theta);
+        return err_set(ERR_INVAL,
+                       "rope: bad sizes n=%d n_heads=%d n_kv_heads=%d head_dim=%d theta=%g", n,
+                       n_heads, n_kv_heads, head_dim, (double)theta);
     if (n == 0) return 0;
     int pairs = (n_heads + n_kv_heads) * head_dim / 2;
     int threads = pairs < 256 ? (pairs + 31) / 32 * 32 : 256;

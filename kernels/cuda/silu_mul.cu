@@ -31,7 +31,8 @@ __global__ void kc_silu_mul_scalar(bf16 *out /* [n, h] */, const bf16 *gate_up /
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
          t += (size_t)gridDim.x * blockDim.x) {
         size_t i = t / h, j = t % h;
-        out[t] = kc_bf(kc_silu_mul1(kc_f(gate_up[i * 2 * h + j]), kc_f(gate_up[i * 2 * h + h + j])));
+        out[t] =
+            kc_bf(kc_silu_mul1(kc_f(gate_up[i * 2 * h + j]), kc_f(gate_up[i * 2 * h + h + j])));
     }
 }
 
@@ -45,7 +46,8 @@ extern "C" int kern_cuda_silu_mul(bf16 *out, const bf16 *gate_up, int n, int h, 
     size_t items = pair ? total / 2 : total;
     int blocks = (int)((items + 255) / 256 < 65536 ? (items + 255) / 256 : 65536);
     if (pair)
-        kc_silu_mul_pair<<<blocks, 256, 0, s>>>((uint32_t *)out, (const uint32_t *)gate_up, n, h / 2);
+        kc_silu_mul_pair<<<blocks, 256, 0, s>>>((uint32_t *)out, (const uint32_t *)gate_up, n,
+                                                h / 2);
     else
         kc_silu_mul_scalar<<<blocks, 256, 0, s>>>(out, gate_up, n, h);
     KC_LAUNCHED();

@@ -7,7 +7,8 @@
 
 static int ref_embed(struct kern_ctx *c, bf16 *out, const int32_t *ids, const bf16 *table, int n,
                      int dim) {
-    for (int i = 0; i < n; i++) memcpy(out + (size_t)i * dim, table + (size_t)ids[i] * dim, dim * 2);
+    for (int i = 0; i < n; i++)
+        memcpy(out + (size_t)i * dim, table + (size_t)ids[i] * dim, dim * 2);
     return 0;
 }
 
@@ -17,13 +18,15 @@ static int ref_add_rmsnorm(struct kern_ctx *c, bf16 *out, bf16 *residual, const 
         bf16 *r = residual + (size_t)i * dim;
         double ss = 0;
         for (int j = 0; j < dim; j++) {
-            if (delta) r[j] = f32_to_bf16(bf16_to_f32(r[j]) + bf16_to_f32(delta[(size_t)i * dim + j]));
+            if (delta)
+                r[j] = f32_to_bf16(bf16_to_f32(r[j]) + bf16_to_f32(delta[(size_t)i * dim + j]));
             double x = bf16_to_f32(r[j]);
             ss += x * x;
         }
         double inv = 1.0 / sqrt(ss / dim + eps);
         for (int j = 0; j < dim; j++)
-            out[(size_t)i * dim + j] = f32_to_bf16((float)(bf16_to_f32(r[j]) * inv * bf16_to_f32(w[j])));
+            out[(size_t)i * dim + j] =
+                f32_to_bf16((float)(bf16_to_f32(r[j]) * inv * bf16_to_f32(w[j])));
     }
     return 0;
 }
@@ -32,15 +35,20 @@ static int ref_gemm_any(bf16 *yb, float *yf, const bf16 *x, const bf16 *w, const
                         int n, int k) {
     float *xf = malloc(sizeof(float) * (size_t)k * (m > 0 ? m : 1));
     float *wf = malloc(sizeof(float) * (size_t)k);
-    for (size_t i = 0; i < (size_t)m * k; i++) xf[i] = bf16_to_f32(x[i]);
+    for (size_t i = 0; i < (size_t)m * k; i++)
+        xf[i] = bf16_to_f32(x[i]);
     for (int j = 0; j < n; j++) {
-        for (int t = 0; t < k; t++) wf[t] = bf16_to_f32(w[(size_t)j * k + t]);
+        for (int t = 0; t < k; t++)
+            wf[t] = bf16_to_f32(w[(size_t)j * k + t]);
         for (int i = 0; i < m; i++) {
             double acc = bias ? bf16_to_f32(bias[j]) : 0.0;
             const float *xr = xf + (size_t)i * k;
-            for (int t = 0; t < k; t++) acc += (double)xr[t] * wf[t];
-            if (yb) yb[(size_t)i * n + j] = f32_to_bf16((float)acc);
-            else yf[(size_t)i * n + j] = (float)acc;
+            for (int t = 0; t < k; t++)
+                acc += (double)xr[t] * wf[t];
+            if (yb)
+                yb[(size_t)i * n + j] = f32_to_bf16((float)acc);
+            else
+                yf[(size_t)i * n + j] = (float)acc;
         }
     }
     free(xf);
@@ -60,9 +68,11 @@ static int ref_gemm_f32(struct kern_ctx *c, float *y, const bf16 *x, const bf16 
 
 static void ref_norm_head(bf16 *x, const bf16 *w, int d, float eps) {
     double ss = 0;
-    for (int j = 0; j < d; j++) ss += (double)bf16_to_f32(x[j]) * bf16_to_f32(x[j]);
+    for (int j = 0; j < d; j++)
+        ss += (double)bf16_to_f32(x[j]) * bf16_to_f32(x[j]);
     double inv = 1.0 / sqrt(ss / d + eps);
-    for (int j = 0; j < d; j++) x[j] = f32_to_bf16((float)(bf16_to_f32(x[j]) * inv * bf16_to_f32(w[j])));
+    for (int j = 0; j < d; j++)
+        x[j] = f32_to_bf16((float)(bf16_to_f32(x[j]) * inv * bf16_to_f32(w[j])));
 }
 
 static int ref_qk_norm(struct kern_ctx *c, bf16 *qkv, const bf16 *q_w, const bf16 *k_w, int n,
@@ -123,20 +133,24 @@ static int ref_attention(struct kern_ctx *c, bf16 *out, const bf16 *qkv, const b
                     size_t slot = (size_t)table[j / block_size] * block_size + j % block_size;
                     const bf16 *k = k_cache + (slot * n_kv_heads + kvh) * head_dim;
                     double d = 0;
-                    for (int e = 0; e < head_dim; e++) d += (double)bf16_to_f32(qv[e]) * bf16_to_f32(k[e]);
+                    for (int e = 0; e < head_dim; e++)
+                        d += (double)bf16_to_f32(qv[e]) * bf16_to_f32(k[e]);
                     s[j] = d * scale;
                     if (s[j] > mx) mx = s[j];
                 }
-                for (int e = 0; e < head_dim; e++) o[e] = 0;
+                for (int e = 0; e < head_dim; e++)
+                    o[e] = 0;
                 for (int j = 0; j <= pos; j++) {
                     double p = exp(s[j] - mx);
                     sum += p;
                     size_t slot = (size_t)table[j / block_size] * block_size + j % block_size;
                     const bf16 *v = v_cache + (slot * n_kv_heads + kvh) * head_dim;
-                    for (int e = 0; e < head_dim; e++) o[e] += p * bf16_to_f32(v[e]);
+                    for (int e = 0; e < head_dim; e++)
+                        o[e] += p * bf16_to_f32(v[e]);
                 }
                 bf16 *dst = out + (size_t)(qs + t) * n_heads * head_dim + (size_t)h * head_dim;
-                for (int e = 0; e < head_dim; e++) dst[e] = f32_to_bf16((float)(o[e] / sum));
+                for (int e = 0; e < head_dim; e++)
+                    dst[e] = f32_to_bf16((float)(o[e] / sum));
             }
         }
     }
@@ -157,7 +171,8 @@ static int ref_silu_mul(struct kern_ctx *c, bf16 *out, const bf16 *gate_up, int 
 
 static int ref_gather_rows(struct kern_ctx *c, bf16 *out, const bf16 *x, const int32_t *rows, int m,
                            int dim) {
-    for (int i = 0; i < m; i++) memcpy(out + (size_t)i * dim, x + (size_t)rows[i] * dim, (size_t)dim * 2);
+    for (int i = 0; i < m; i++)
+        memcpy(out + (size_t)i * dim, x + (size_t)rows[i] * dim, (size_t)dim * 2);
     return 0;
 }
 
@@ -166,7 +181,9 @@ static int ref_copy(struct kern_ctx *c, void *dst, const void *src, size_t bytes
     return 0;
 }
 
-static int ref_sync(struct kern_ctx *c) { return 0; }
+static int ref_sync(struct kern_ctx *c) {
+    return 0;
+}
 
 void gpu_ref_argmax(int32_t *ids, const float *logits, int m, int vocab) {
     for (int i = 0; i < m; i++) {

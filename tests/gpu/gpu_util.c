@@ -9,10 +9,10 @@
 #include <math.h>
 #include <unistd.h>
 
-#define GT_CUDA(call)                                                                           \
-    do {                                                                                        \
-        cudaError_t gt__e = (call);                                                             \
-        if (gt__e != cudaSuccess) TEST__FAIL("%s: %s", #call, cudaGetErrorString(gt__e));       \
+#define GT_CUDA(call)                                                                              \
+    do {                                                                                           \
+        cudaError_t gt__e = (call);                                                                \
+        if (gt__e != cudaSuccess) TEST__FAIL("%s: %s", #call, cudaGetErrorString(gt__e));          \
     } while (0)
 
 // ---- device memory
@@ -46,7 +46,9 @@ void gt_poison(void *dev, size_t bytes) {
     GT_CUDA(cudaDeviceSynchronize());
 }
 
-void gt_sync(void) { GT_CUDA(cudaDeviceSynchronize()); }
+void gt_sync(void) {
+    GT_CUDA(cudaDeviceSynchronize());
+}
 
 // ---- random data
 
@@ -58,12 +60,15 @@ uint64_t gt_rand(uint64_t *s) {
     return *s = x;
 }
 
-float gt_uniform(uint64_t *s) { return (float)((gt_rand(s) >> 40) * (1.0 / (1ull << 24))) * 2.0f - 1.0f; }
+float gt_uniform(uint64_t *s) {
+    return (float)((gt_rand(s) >> 40) * (1.0 / (1ull << 24))) * 2.0f - 1.0f;
+}
 
 bf16 *gt_rand_bf16(size_t n, float scale, uint64_t *s) {
     bf16 *h = malloc(n * 2 + 2);
     CHECK(h != NULL);
-    for (size_t i = 0; i < n; i++) h[i] = f32_to_bf16(gt_uniform(s) * scale);
+    for (size_t i = 0; i < n; i++)
+        h[i] = f32_to_bf16(gt_uniform(s) * scale);
     return h;
 }
 
@@ -109,8 +114,10 @@ struct gt_err gt_cmp_f32(const float *got, const float *want, size_t n) {
 void gt_table_path(char *buf, size_t len) {
     const char *env = getenv("KEEL_GPU_TABLE");
     // The runner forks every test from one parent: its pid names this run's table.
-    if (env && *env) snprintf(buf, len, "%s", env);
-    else snprintf(buf, len, "/tmp/keel-gpu-table.%d", (int)getppid());
+    if (env && *env)
+        snprintf(buf, len, "%s", env);
+    else
+        snprintf(buf, len, "/tmp/keel-gpu-table.%d", (int)getppid());
 }
 
 static void gt__append(const char *line) {
@@ -129,8 +136,8 @@ void gt_row(const char *op, const char *shape, struct gt_err e, double tol) {
     int ok = e.n_nan == 0 && e.rel_l2 <= tol;
     char line[512];
     if (e.n_nan)
-        snprintf(line, sizeof line, "| %-14s | %-44s | %zu NaN/unwritten | %9s | %7.0e | %s |\n", op,
-                 shape, e.n_nan, "-", tol, "FAIL");
+        snprintf(line, sizeof line, "| %-14s | %-44s | %zu NaN/unwritten | %9s | %7.0e | %s |\n",
+                 op, shape, e.n_nan, "-", tol, "FAIL");
     else
         snprintf(line, sizeof line, "| %-14s | %-44s | %9.3e | %9.3e | %7.0e | %s |\n", op, shape,
                  e.max_abs, e.rel_l2, tol, ok ? "ok" : "FAIL");
@@ -141,8 +148,8 @@ void gt_row(const char *op, const char *shape, struct gt_err e, double tol) {
 
 void gt_row_exact(const char *op, const char *shape, size_t mismatches) {
     char line[512];
-    snprintf(line, sizeof line, "| %-14s | %-44s | %9zu | %9s | %7s | %s |\n", op, shape, mismatches,
-             "exact", "0", mismatches ? "FAIL" : "ok");
+    snprintf(line, sizeof line, "| %-14s | %-44s | %9zu | %9s | %7s | %s |\n", op, shape,
+             mismatches, "exact", "0", mismatches ? "FAIL" : "ok");
     gt__append(line);
     CHECK_MSG(mismatches == 0, "%s %s: %zu mismatches", op, shape, mismatches);
 }
@@ -159,7 +166,8 @@ struct kern_ctx *gt_ctx(void) {
     if (gt__ctx) return gt__ctx;
     gt__ws = gt_dev(GT_WORKSPACE_BYTES);
     gt__scratch = gt_dev(GT_SCRATCH_BYTES);
-    CHECK_OK(kern_cuda_ctx_init(&gt__ctx, 0, gt__ws, GT_WORKSPACE_BYTES, gt__scratch, GT_SCRATCH_BYTES));
+    CHECK_OK(
+        kern_cuda_ctx_init(&gt__ctx, 0, gt__ws, GT_WORKSPACE_BYTES, gt__scratch, GT_SCRATCH_BYTES));
     return gt__ctx;
 }
 
@@ -168,7 +176,9 @@ void *gt_scratch(void) {
     return gt__scratch;
 }
 
-size_t gt_scratch_bytes(void) { return GT_SCRATCH_BYTES; }
+size_t gt_scratch_bytes(void) {
+    return GT_SCRATCH_BYTES;
+}
 
 void gt_ctx_free(void) {
     kern_cuda_ctx_free(gt__ctx);

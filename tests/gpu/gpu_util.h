@@ -15,12 +15,12 @@ void *gt_dev(size_t bytes);
 void gt_free(void *d);
 void *gt_up(const void *host, size_t bytes); // new device buffer holding a copy of host
 void gt_down(void *host, const void *dev, size_t bytes);
-void gt_poison(void *dev, size_t bytes);     // 0xff bytes: NaN in bf16 and float32
+void gt_poison(void *dev, size_t bytes); // 0xff bytes: NaN in bf16 and float32
 void gt_sync(void);
 
 // ---- random data (xorshift; fixed seeds keep failures reproducible)
 uint64_t gt_rand(uint64_t *s);
-float gt_uniform(uint64_t *s);                // [-1, 1)
+float gt_uniform(uint64_t *s);                          // [-1, 1)
 bf16 *gt_rand_bf16(size_t n, float scale, uint64_t *s); // malloc'd
 bf16 *gt_copy_bf16(const bf16 *src, size_t n);          // malloc'd copy
 

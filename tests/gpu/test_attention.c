@@ -1,11 +1,11 @@
-// Paged attention against the float64 reference and kern_cpu_ops ("~cpu") on mixed batches: decode tokens (query length
-// 1), whole prompts and prefill chunks that continue a cached context, in one call; GQA ratios
-// 1, 2, 4, 7, 8 and 40 (more query heads per kv head than a block holds rows); head_dim 64, 128
-// and 256; block sizes 16 and 32; block tables a random permutation of the pool, so no sequence's
-// blocks are contiguous. Batches that leave the GPU idle run split-KV through the context (its
-// op_scratch); each batch also runs through each path alone: CUDA cores unsplit ("cc"), CUDA
-// cores split as far as the scratch allows ("split"), tensor cores ("tc", head_dim 64/128).
-// Tolerance: relative L2 1e-2.
+// Paged attention against the float64 reference and kern_cpu_ops ("~cpu") on mixed batches: decode
+// tokens (query length 1), whole prompts and prefill chunks that continue a cached context, in one
+// call; GQA ratios 1, 2, 4, 7, 8 and 40 (more query heads per kv head than a block holds rows);
+// head_dim 64, 128 and 256; block sizes 16 and 32; block tables a random permutation of the pool,
+// so no sequence's blocks are contiguous. Batches that leave the GPU idle run split-KV through the
+// context (its op_scratch); each batch also runs through each path alone: CUDA cores unsplit
+// ("cc"), CUDA cores split as far as the scratch allows ("split"), tensor cores ("tc", head_dim
+// 64/128). Tolerance: relative L2 1e-2.
 #include "common/err.h"
 #include "kernels/cuda/kern_cuda.h"
 #include "tests/gpu/gpu_ref.h"
@@ -36,10 +36,11 @@ static void check_attention(const struct att_case *tc, uint64_t seed) {
         if (tc->qlen[i] > max_q) max_q = tc->qlen[i];
         if (tc->len[i] > max_len) max_len = tc->len[i];
     }
-    max_blocks += 1;  // a wider table than needed: the stride must be honoured
-    n_blocks += 3;    // blocks no sequence owns
+    max_blocks += 1; // a wider table than needed: the stride must be honoured
+    n_blocks += 3;   // blocks no sequence owns
     int32_t *perm = malloc(sizeof(int32_t) * n_blocks);
-    for (int i = 0; i < n_blocks; i++) perm[i] = i;
+    for (int i = 0; i < n_blocks; i++)
+        perm[i] = i;
     for (int i = n_blocks - 1; i > 0; i--) {
         int j = (int)(gt_rand(&seed) % (uint64_t)(i + 1)), t = perm[i];
         perm[i] = perm[j];
@@ -47,7 +48,8 @@ static void check_attention(const struct att_case *tc, uint64_t seed) {
     }
     int32_t *tables = calloc((size_t)tc->n_seqs * max_blocks, sizeof(int32_t));
     for (int i = 0, used = 0; i < tc->n_seqs; i++)
-        for (int b = 0; b < (tc->len[i] + bs - 1) / bs; b++) tables[i * max_blocks + b] = perm[used++];
+        for (int b = 0; b < (tc->len[i] + bs - 1) / bs; b++)
+            tables[i * max_blocks + b] = perm[used++];
 
     size_t row = (size_t)(nh + 2 * nkv) * hd, cache = (size_t)n_blocks * bs * nkv * hd;
     size_t out_n = (size_t)n_tokens * nh * hd;
@@ -55,17 +57,21 @@ static void check_attention(const struct att_case *tc, uint64_t seed) {
     bf16 *kc = gt_rand_bf16(cache, 1.0f, &seed), *vc = gt_rand_bf16(cache, 1.0f, &seed);
     bf16 *want = malloc(out_n * 2), *got = malloc(out_n * 2);
     float scale = 1.0f / sqrtf((float)hd);
-    struct kern_attn_batch hb = {tc->n_seqs, n_tokens, qstart, lens, tables, max_blocks, max_q, max_len};
+    struct kern_attn_batch hb = {tc->n_seqs, n_tokens,   qstart, lens,
+                                 tables,     max_blocks, max_q,  max_len};
     gpu_ref_ops.attention(NULL, want, qkv, kc, vc, &hb, nh, nkv, hd, bs, scale);
 
-    bf16 *d_qkv = gt_up(qkv, n_tokens * row * 2), *d_k = gt_up(kc, cache * 2), *d_v = gt_up(vc, cache * 2);
+    bf16 *d_qkv = gt_up(qkv, n_tokens * row * 2), *d_k = gt_up(kc, cache * 2),
+         *d_v = gt_up(vc, cache * 2);
     bf16 *d_out = gt_dev(out_n * 2);
     int32_t *d_qs = gt_up(qstart, sizeof(int32_t) * (tc->n_seqs + 1));
     int32_t *d_lens = gt_up(lens, sizeof(int32_t) * tc->n_seqs);
     int32_t *d_tab = gt_up(tables, sizeof(int32_t) * tc->n_seqs * max_blocks);
-    struct kern_attn_batch db = {tc->n_seqs, n_tokens, d_qs, d_lens, d_tab, max_blocks, max_q, max_len};
+    struct kern_attn_batch db = {tc->n_seqs, n_tokens,   d_qs,  d_lens,
+                                 d_tab,      max_blocks, max_q, max_len};
     gt_poison(d_out, out_n * 2);
-    CHECK_OK(kern_cuda_ops.attention(gt_ctx(), d_out, d_qkv, d_k, d_v, &db, nh, nkv, hd, bs, scale));
+    CHECK_OK(
+        kern_cuda_ops.attention(gt_ctx(), d_out, d_qkv, d_k, d_v, &db, nh, nkv, hd, bs, scale));
     gt_down(got, d_out, out_n * 2);
 
     char shape[96];
@@ -84,13 +90,14 @@ static void check_attention(const struct att_case *tc, uint64_t seed) {
         if (path == 2 && hd != 64 && hd != 128) break;
         gt_poison(d_out, out_n * 2);
         if (path == 0)
-            CHECK_OK(kern_cuda__attention_cc(d_out, d_qkv, d_k, d_v, &db, nh, nkv, hd, bs, scale, NULL,
-                                             0, 132, st));
+            CHECK_OK(kern_cuda__attention_cc(d_out, d_qkv, d_k, d_v, &db, nh, nkv, hd, bs, scale,
+                                             NULL, 0, 132, st));
         else if (path == 1)
             CHECK_OK(kern_cuda__attention_cc(d_out, d_qkv, d_k, d_v, &db, nh, nkv, hd, bs, scale,
                                              gt_scratch(), gt_scratch_bytes(), 1000, st));
         else
-            CHECK_OK(kern_cuda__attention_tc(d_out, d_qkv, d_k, d_v, &db, nh, nkv, hd, bs, scale, st));
+            CHECK_OK(
+                kern_cuda__attention_tc(d_out, d_qkv, d_k, d_v, &db, nh, nkv, hd, bs, scale, st));
         gt_down(got1, d_out, out_n * 2);
         const char *names[] = {"attention cc", "attention split", "attention tc"};
         gt_row(names[path], shape, gt_cmp_bf16(got1, want, out_n), 1e-2);

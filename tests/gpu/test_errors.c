@@ -15,9 +15,10 @@ TEST(gpu_errors) {
 
     CHECK_EQ(o->gemm(c, buf, buf, buf, NULL, -1, 8, 8), ERR_INVAL);
     CHECK_EQ(o->gemm(c, buf, buf, buf, NULL, 4, 0, 8), ERR_INVAL);
-    CHECK_EQ(o->add_rmsnorm(c, buf, buf, NULL, buf, 1, 8, 1e-6f), ERR_INVAL); // out aliases residual
+    CHECK_EQ(o->add_rmsnorm(c, buf, buf, NULL, buf, 1, 8, 1e-6f),
+             ERR_INVAL); // out aliases residual
     CHECK_EQ(o->qk_norm(c, buf, buf, buf, 1, 2, 1, 288, 1e-6f), ERR_UNSUPPORTED); // > 256
-    CHECK_EQ(o->rope(c, buf, ibuf, 1, 2, 1, 7, 1e4f), ERR_INVAL); // odd head_dim
+    CHECK_EQ(o->rope(c, buf, ibuf, 1, 2, 1, 7, 1e4f), ERR_INVAL);                 // odd head_dim
     CHECK_EQ(o->rope(c, buf, ibuf, 1, 2, 1, 8, 0.0f), ERR_INVAL);
     struct kern_attn_batch b = {1, 1, ibuf, ibuf, ibuf, 1, 1, 1};
     CHECK_EQ(o->attention(c, buf, buf, buf, buf, &b, 4, 4, 80, 16, 0.1f), ERR_UNSUPPORTED);

@@ -54,7 +54,8 @@ static void gfx_open(struct gfx *f, const char *dir, enum model_load_format fmt,
     CHECK_OK(mem_arena_carve(&f->arena, "sampling", f->plan.sampling_bytes, &scratch));
     CHECK_OK(kern_cuda_ctx_set_regions(f->ctx, ws, f->plan.workspace_bytes, scratch,
                                        f->plan.sampling_bytes));
-    CHECK_OK(model_weights_load(&f->m.w, &f->cfg, dir, fmt, 1234, &kern_cuda_ops, f->ctx, &f->arena));
+    CHECK_OK(
+        model_weights_load(&f->m.w, &f->cfg, dir, fmt, 1234, &kern_cuda_ops, f->ctx, &f->arena));
     CHECK_OK(model_init(&f->m, &f->cfg, &kern_cuda_ops, f->ctx, &f->arena, &f->plan, &f->set));
 }
 
@@ -80,7 +81,8 @@ struct gstep {
 
 static void gstep_alloc(struct gstep *st, int max_tokens, int max_seqs, int mb) {
     memset(st, 0, sizeof *st);
-    st->ids = calloc(max_tokens, 4), st->pos = calloc(max_tokens, 4), st->slots = calloc(max_tokens, 4);
+    st->ids = calloc(max_tokens, 4), st->pos = calloc(max_tokens, 4),
+    st->slots = calloc(max_tokens, 4);
     st->qs = calloc(max_seqs + 1, 4), st->lens = calloc(max_seqs, 4);
     st->tables = calloc((size_t)max_seqs * mb, 4);
 }
@@ -114,9 +116,14 @@ static void gstep_add(struct gstep *st, const struct gfx *f, struct gseq *s, int
 }
 
 static void gstep_run(struct gfx *f, struct gstep *st, float *logits) {
-    struct model_batch b = {.n_tokens = st->n_tokens, .n_seqs = st->n_seqs, .token_ids = st->ids,
-                            .positions = st->pos, .slot_mapping = st->slots, .query_start = st->qs,
-                            .seq_lens = st->lens, .block_tables = st->tables};
+    struct model_batch b = {.n_tokens = st->n_tokens,
+                            .n_seqs = st->n_seqs,
+                            .token_ids = st->ids,
+                            .positions = st->pos,
+                            .slot_mapping = st->slots,
+                            .query_start = st->qs,
+                            .seq_lens = st->lens,
+                            .block_tables = st->tables};
     CHECK_OK(model_forward(&f->m, &b, logits));
     st->n_seqs = 0;
 }
@@ -198,9 +205,12 @@ static void check_golden(const char *dir, const char *label) {
                 i++;
             }
             double ratio = max_diff / (max_ref > 0 ? max_ref : 1);
-            if (ratio > worst_ratio) worst_ratio = ratio, worst_diff = max_diff, worst_ref = max_ref;
-            CHECK_MSG(ratio <= 3e-2, "%s prompt %d position %d: max |keel - hf| %.4f at id %d of max "
-                      "|logit| %.3f", label, pi, positions[k], max_diff, at, max_ref);
+            if (ratio > worst_ratio)
+                worst_ratio = ratio, worst_diff = max_diff, worst_ref = max_ref;
+            CHECK_MSG(ratio <= 3e-2,
+                      "%s prompt %d position %d: max |keel - hf| %.4f at id %d of max "
+                      "|logit| %.3f",
+                      label, pi, positions[k], max_diff, at, max_ref);
         }
         CHECK_EQ(s->n_done, n);
         size_t mismatches = 0;
@@ -233,8 +243,12 @@ static void check_golden(const char *dir, const char *label) {
     free(text);
 }
 
-TEST(gpu_model_tiny_qwen2) { check_golden("tests/data/tiny-qwen2", "tiny-qwen2"); }
-TEST(gpu_model_tiny_qwen3) { check_golden("tests/data/tiny-qwen3", "tiny-qwen3"); }
+TEST(gpu_model_tiny_qwen2) {
+    check_golden("tests/data/tiny-qwen2", "tiny-qwen2");
+}
+TEST(gpu_model_tiny_qwen3) {
+    check_golden("tests/data/tiny-qwen3", "tiny-qwen3");
+}
 
 // The checkpoints come from $KEEL_HF_SHAPES, else /tmp/keel-hf-shapes, made there on first use by
 // running tests/gpu/gen_hf_shapes.py (about a minute on an H100), so `make test-gpu` is one
@@ -247,11 +261,13 @@ TEST_TIMEOUT(gpu_model_hf_shapes, 400) {
     snprintf(probe, sizeof probe, "%s/%s/golden.json", root, names[1]);
     if (!test_file_exists(probe)) {
         char cmd[1200];
-        snprintf(cmd, sizeof cmd, "python3 tests/gpu/gen_hf_shapes.py %s > %s.log 2>&1", root, root);
+        snprintf(cmd, sizeof cmd, "python3 tests/gpu/gen_hf_shapes.py %s > %s.log 2>&1", root,
+                 root);
         printf("  generating the checkpoints: %s\n", cmd);
         fflush(stdout);
         if (system(cmd) != 0 || !test_file_exists(probe))
-            TEST_SKIP("gen_hf_shapes.py failed (see %s.log): no torch/transformers/GPU here?", root);
+            TEST_SKIP("gen_hf_shapes.py failed (see %s.log): no torch/transformers/GPU here?",
+                      root);
     }
     for (int i = 0; i < 2; i++) {
         char dir[512];
@@ -290,18 +306,21 @@ static void smoke(const char *name) {
     uint64_t r = 7;
     for (int i = 0; i < S; i++) {
         gseq_init(&seqs[i], &f, i, S);
-        for (int t = 0; t < 4096; t++) seqs[i].toks[t] = (int32_t)(gt_rand(&r) % (uint64_t)V);
+        for (int t = 0; t < 4096; t++)
+            seqs[i].toks[t] = (int32_t)(gt_rand(&r) % (uint64_t)V);
     }
     // Prefill: 32 prompts of 256 tokens in 4 steps of 2048, then 32 decode steps of 32 sequences.
     double t1 = now_s();
     for (int b = 0; b < 4; b++) {
-        for (int i = 0; i < 8; i++) gstep_add(&st, &f, &seqs[b * 8 + i], 256);
+        for (int i = 0; i < 8; i++)
+            gstep_add(&st, &f, &seqs[b * 8 + i], 256);
         gstep_run(&f, &st, logits);
     }
     double t_prefill = now_s() - t1;
     t1 = now_s();
     for (int k = 0; k < 32; k++) {
-        for (int i = 0; i < S; i++) gstep_add(&st, &f, &seqs[i], 1);
+        for (int i = 0; i < S; i++)
+            gstep_add(&st, &f, &seqs[i], 1);
         gstep_run(&f, &st, logits);
     }
     double t_decode = (now_s() - t1) / 32;
@@ -325,7 +344,8 @@ static void smoke(const char *name) {
     gt_row_exact("smoke", shape, bad);
     CHECK(hi > lo);
     snprintf(shape, sizeof shape, "%s dummy: MiB over util x total", name);
-    gt_row_exact("smoke", shape, used > f.plan.budget_bytes ? (used - f.plan.budget_bytes) >> 20 : 0);
+    gt_row_exact("smoke", shape,
+                 used > f.plan.budget_bytes ? (used - f.plan.budget_bytes) >> 20 : 0);
     snprintf(shape, sizeof shape, "%s dummy: extra device allocations", name);
     gt_row_exact("smoke", shape, (size_t)(mem_device_alloc_count() - 1));
     snprintf(shape, sizeof shape, "%s dummy: extra cuBLAS handles", name);

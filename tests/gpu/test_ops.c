@@ -19,7 +19,8 @@ static const struct kern_ops *cpu = &kern_cpu_ops;
 
 static size_t n_diff(const bf16 *a, const bf16 *b, size_t n) {
     size_t bad = 0;
-    for (size_t i = 0; i < n; i++) bad += a[i] != b[i];
+    for (size_t i = 0; i < n; i++)
+        bad += a[i] != b[i];
     return bad;
 }
 
@@ -28,7 +29,8 @@ static size_t n_diff(const bf16 *a, const bf16 *b, size_t n) {
 static void check_embed(int n, int dim, int vocab, uint64_t seed) {
     bf16 *table = gt_rand_bf16((size_t)vocab * dim, 1.0f, &seed);
     int32_t *ids = malloc(sizeof(int32_t) * n);
-    for (int i = 0; i < n; i++) ids[i] = (int32_t)(gt_rand(&seed) % (uint64_t)vocab);
+    for (int i = 0; i < n; i++)
+        ids[i] = (int32_t)(gt_rand(&seed) % (uint64_t)vocab);
     bf16 *want = malloc((size_t)n * dim * 2), *got = malloc((size_t)n * dim * 2);
     ref->embed(NULL, want, ids, table, n, dim);
     bf16 *want_cpu = malloc((size_t)n * dim * 2);
@@ -39,7 +41,8 @@ static void check_embed(int n, int dim, int vocab, uint64_t seed) {
     CHECK_OK(cu->embed(gt_ctx(), d_out, d_ids, d_table, n, dim));
     gt_down(got, d_out, (size_t)n * dim * 2);
     size_t bad = 0;
-    for (size_t i = 0; i < (size_t)n * dim; i++) bad += got[i] != want[i];
+    for (size_t i = 0; i < (size_t)n * dim; i++)
+        bad += got[i] != want[i];
     char shape[64];
     snprintf(shape, sizeof shape, "n=%d dim=%d vocab=%d", n, dim, vocab);
     gt_row_exact("embed", shape, bad);
@@ -57,7 +60,8 @@ TEST(gpu_embed) {
 static void check_gather(int m, int n_rows, int dim, uint64_t seed) {
     bf16 *x = gt_rand_bf16((size_t)n_rows * dim, 1.0f, &seed);
     int32_t *rows = malloc(sizeof(int32_t) * m);
-    for (int i = 0; i < m; i++) rows[i] = (int32_t)(gt_rand(&seed) % (uint64_t)n_rows);
+    for (int i = 0; i < m; i++)
+        rows[i] = (int32_t)(gt_rand(&seed) % (uint64_t)n_rows);
     bf16 *want = malloc((size_t)m * dim * 2), *got = malloc((size_t)m * dim * 2);
     ref->gather_rows(NULL, want, x, rows, m, dim);
     bf16 *want_cpu = malloc((size_t)m * dim * 2);
@@ -68,7 +72,8 @@ static void check_gather(int m, int n_rows, int dim, uint64_t seed) {
     CHECK_OK(cu->gather_rows(gt_ctx(), d_out, d_x, d_rows, m, dim));
     gt_down(got, d_out, (size_t)m * dim * 2);
     size_t bad = 0;
-    for (size_t i = 0; i < (size_t)m * dim; i++) bad += got[i] != want[i];
+    for (size_t i = 0; i < (size_t)m * dim; i++)
+        bad += got[i] != want[i];
     char shape[64];
     snprintf(shape, sizeof shape, "m=%d rows=%d dim=%d", m, n_rows, dim);
     gt_row_exact("gather_rows", shape, bad);
@@ -92,11 +97,13 @@ static void check_rmsnorm(int n, int dim, int with_delta, uint64_t seed) {
          *got_res = malloc(sz * 2);
     ref->add_rmsnorm(NULL, want, res_ref, with_delta ? delta : NULL, w, n, dim, 1e-6f);
     bf16 *res_cpu = gt_copy_bf16(res, sz), *want_cpu = malloc(sz * 2);
-    CHECK_OK(cpu->add_rmsnorm(gt_cpu(), want_cpu, res_cpu, with_delta ? delta : NULL, w, n, dim, 1e-6f));
+    CHECK_OK(
+        cpu->add_rmsnorm(gt_cpu(), want_cpu, res_cpu, with_delta ? delta : NULL, w, n, dim, 1e-6f));
     bf16 *d_res = gt_up(res, sz * 2), *d_delta = gt_up(delta, sz * 2), *d_w = gt_up(w, dim * 2);
     bf16 *d_out = gt_dev(sz * 2);
     gt_poison(d_out, sz * 2);
-    CHECK_OK(cu->add_rmsnorm(gt_ctx(), d_out, d_res, with_delta ? d_delta : NULL, d_w, n, dim, 1e-6f));
+    CHECK_OK(
+        cu->add_rmsnorm(gt_ctx(), d_out, d_res, with_delta ? d_delta : NULL, d_w, n, dim, 1e-6f));
     gt_down(got, d_out, sz * 2);
     gt_down(got_res, d_res, sz * 2);
     char shape[64];
@@ -124,11 +131,13 @@ TEST(gpu_add_rmsnorm) {
 // ---- GEMM
 
 static void check_gemm(int m, int n, int k, int bias, int f32, uint64_t seed) {
-    bf16 *x = gt_rand_bf16((size_t)m * k, 1.0f, &seed), *w = gt_rand_bf16((size_t)n * k, 0.05f, &seed);
+    bf16 *x = gt_rand_bf16((size_t)m * k, 1.0f, &seed),
+         *w = gt_rand_bf16((size_t)n * k, 0.05f, &seed);
     bf16 *b = gt_rand_bf16(n, 0.5f, &seed);
     size_t out_bytes = (size_t)m * n * (f32 ? 4 : 2);
     void *want = malloc(out_bytes), *got = malloc(out_bytes);
-    bf16 *d_x = gt_up(x, (size_t)m * k * 2), *d_w = gt_up(w, (size_t)n * k * 2), *d_b = gt_up(b, n * 2);
+    bf16 *d_x = gt_up(x, (size_t)m * k * 2), *d_w = gt_up(w, (size_t)n * k * 2),
+         *d_b = gt_up(b, n * 2);
     void *d_y = gt_dev(out_bytes);
     gt_poison(d_y, out_bytes);
     char shape[80];
@@ -161,7 +170,8 @@ TEST(gpu_gemm) {
     check_gemm(3, 151936, 896, 0, 1, 25); // logits at the real vocabulary
     check_gemm(2, 1001, 72, 0, 1, 26);
     // Every m of a bucket shares its plan: m = 65..128 run the algorithm chosen for 128.
-    for (int m = 65; m <= 128; m += 21) check_gemm(m, 896, 896, 1, 0, 27 + m);
+    for (int m = 65; m <= 128; m += 21)
+        check_gemm(m, 896, 896, 1, 0, 27 + m);
 }
 
 // ---- qk_norm, rope
@@ -197,7 +207,8 @@ static void check_rope(int n, int nh, int nkv, int hd, float theta, int max_pos,
     size_t sz = (size_t)n * (nh + 2 * nkv) * hd;
     bf16 *qkv = gt_rand_bf16(sz, 2.0f, &seed);
     int32_t *pos = malloc(sizeof(int32_t) * n);
-    for (int i = 0; i < n; i++) pos[i] = (int32_t)(gt_rand(&seed) % (uint64_t)max_pos);
+    for (int i = 0; i < n; i++)
+        pos[i] = (int32_t)(gt_rand(&seed) % (uint64_t)max_pos);
     bf16 *want = gt_copy_bf16(qkv, sz), *got = malloc(sz * 2);
     ref->rope(NULL, want, pos, n, nh, nkv, hd, theta);
     bf16 *d_qkv = gt_up(qkv, sz * 2);
@@ -232,7 +243,8 @@ static void check_kv_write(int n, int nh, int nkv, int hd, int bs, int n_blocks,
     for (int i = 0; i < n; i++) { // distinct slots, some negative (padding)
         slots[i] = i % 5 == 3 ? -1 : (int32_t)((i * 7919 + (int)(seed % 13)) % n_slots);
     }
-    bf16 *kc = malloc(cache * 2), *vc = malloc(cache * 2), *gk = malloc(cache * 2), *gv = malloc(cache * 2);
+    bf16 *kc = malloc(cache * 2), *vc = malloc(cache * 2), *gk = malloc(cache * 2),
+         *gv = malloc(cache * 2);
     memset(kc, 0xff, cache * 2);
     memset(vc, 0xff, cache * 2);
     ref->kv_write(NULL, kc, vc, qkv, slots, n, nh, nkv, hd);
@@ -244,7 +256,8 @@ static void check_kv_write(int n, int nh, int nkv, int hd, int bs, int n_blocks,
     gt_down(gk, d_k, cache * 2);
     gt_down(gv, d_v, cache * 2);
     size_t bad = 0;
-    for (size_t i = 0; i < cache; i++) bad += (gk[i] != kc[i]) + (gv[i] != vc[i]);
+    for (size_t i = 0; i < cache; i++)
+        bad += (gk[i] != kc[i]) + (gv[i] != vc[i]);
     char shape[80];
     snprintf(shape, sizeof shape, "n=%d heads=%d/%d hd=%d bs=%d", n, nh, nkv, hd, bs);
     gt_row_exact("kv_write", shape, bad);
@@ -293,7 +306,8 @@ TEST(gpu_argmax) {
     uint64_t seed = 70;
     int m = 5, vocab = 151936;
     float *logits = malloc(sizeof(float) * (size_t)m * vocab);
-    for (size_t i = 0; i < (size_t)m * vocab; i++) logits[i] = gt_uniform(&seed) * 10.0f;
+    for (size_t i = 0; i < (size_t)m * vocab; i++)
+        logits[i] = gt_uniform(&seed) * 10.0f;
     logits[1 * (size_t)vocab + 77] = 50.0f; // a tie: the lower index wins
     logits[1 * (size_t)vocab + 90000] = 50.0f;
     logits[3 * (size_t)vocab + vocab - 1] = 60.0f; // the last column
@@ -305,7 +319,8 @@ TEST(gpu_argmax) {
     CHECK_OK(kern_cuda_argmax(d_ids, d_l, m, vocab, kern_cuda_stream(gt_ctx())));
     gt_down(got, d_ids, sizeof got);
     size_t bad = 0;
-    for (int i = 0; i < m; i++) bad += got[i] != want[i];
+    for (int i = 0; i < m; i++)
+        bad += got[i] != want[i];
     CHECK_EQ(got[1], 77);
     CHECK_EQ(got[3], vocab - 1);
     gt_row_exact("argmax", "m=5 vocab=151936 (ties, last column)", bad);

@@ -43,11 +43,22 @@ static uint8_t *carve(uint8_t **p, size_t bytes) {
 static size_t step_bytes(void) {
     size_t qkvd = (NH + 2 * NKV) * HD;
     size_t b = 0;
-    size_t sizes[] = {MAXT * DIM * 2, MAXT * DIM * 2, qkvd * DIM * 2, qkvd * 2, MAXT * qkvd * 2,
-                      MAXT * NH * HD * 2, DIM * NH * HD * 2, (size_t)NBLK * BS * NKV * HD * 2,
-                      (size_t)NBLK * BS * NKV * HD * 2, DIM * 2, 64 * VOCAB * 4,
-                      (size_t)VOCAB * DIM * 2, MAXT * 4, META_N * 4};
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) b += (sizes[i] + 255) & ~(size_t)255;
+    size_t sizes[] = {MAXT * DIM * 2,
+                      MAXT * DIM * 2,
+                      qkvd * DIM * 2,
+                      qkvd * 2,
+                      MAXT * qkvd * 2,
+                      MAXT * NH * HD * 2,
+                      DIM * NH * HD * 2,
+                      (size_t)NBLK * BS * NKV * HD * 2,
+                      (size_t)NBLK * BS * NKV * HD * 2,
+                      DIM * 2,
+                      64 * VOCAB * 4,
+                      (size_t)VOCAB * DIM * 2,
+                      MAXT * 4,
+                      META_N * 4};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        b += (sizes[i] + 255) & ~(size_t)255;
     return b;
 }
 
@@ -76,17 +87,21 @@ static void run_step(struct kern_ctx *c, struct step_bufs *s, int n_seqs, int ql
     const struct kern_ops *o = &kern_cuda_ops;
     int n = n_seqs * qlen, qkvd = (NH + 2 * NKV) * HD, mbps = (ctx_len + BS - 1) / BS;
     static int32_t meta[META_N];
-    int32_t *qs = meta, *lens = meta + META_LENS, *tab = meta + META_TAB, *slots = meta + META_SLOTS;
+    int32_t *qs = meta, *lens = meta + META_LENS, *tab = meta + META_TAB,
+            *slots = meta + META_SLOTS;
     CHECK(n_seqs <= 64 && n <= MAXT && META_TAB + n_seqs * mbps <= META_SLOTS);
-    for (int i = 0; i <= n_seqs; i++) qs[i] = i * qlen;
+    for (int i = 0; i <= n_seqs; i++)
+        qs[i] = i * qlen;
     for (int i = 0; i < n_seqs; i++) {
         lens[i] = ctx_len;
-        for (int b = 0; b < mbps; b++) tab[i * mbps + b] = (i * mbps + b) % NBLK;
+        for (int b = 0; b < mbps; b++)
+            tab[i * mbps + b] = (i * mbps + b) % NBLK;
     }
-    for (int i = 0; i < n; i++) slots[i] = (i * 13) % (NBLK * BS);
+    for (int i = 0; i < n; i++)
+        slots[i] = (i * 13) % (NBLK * BS);
     CHECK_OK(o->copy_to_backend(c, s->meta, meta, sizeof meta));
-    struct kern_attn_batch b = {n_seqs,  n,    s->meta, s->meta + META_LENS, s->meta + META_TAB,
-                                mbps,    qlen, ctx_len};
+    struct kern_attn_batch b = {n_seqs, n,    s->meta, s->meta + META_LENS, s->meta + META_TAB,
+                                mbps,   qlen, ctx_len};
     CHECK_OK(o->add_rmsnorm(c, s->x, s->res, s->attn, s->norm_w, n, DIM, 1e-6f));
     CHECK_OK(o->gemm(c, s->qkv, s->x, s->w_qkv, s->b_qkv, n, qkvd, DIM));
     CHECK_OK(o->rope(c, s->qkv, s->meta, n, NH, NKV, HD, 1e6f));
@@ -109,7 +124,8 @@ static size_t free_now(void) {
 // nvidia-smi's figure for this process in MiB, or -1 when it does not list us.
 static long smi_process_mib(void) {
     FILE *p = popen("nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits "
-                    "2>/dev/null", "r");
+                    "2>/dev/null",
+                    "r");
     if (!p) return -1;
     long pid, mib, found = -1;
     while (fscanf(p, "%ld, %ld", &pid, &mib) == 2)
@@ -162,13 +178,14 @@ static void promise_run(double util, size_t margin) {
     printf("  total %zu MiB, budget %zu MiB (util %.2f), overhead at start %zu MiB, arena %zu MiB, "
            "margin for the allocation's own overhead %zu MiB\n",
            total >> 20, budget >> 20, util, overhead >> 20, arena_bytes >> 20, margin >> 20);
-    printf("  free: after arena %zu MiB, after ctx %zu MiB, after warm-up %zu MiB (first steps took "
-           "%zd KiB), after 300 steps %zu MiB (%zd KiB); loaded after the arena in all %zd KiB; used "
-           "%zu MiB; nvidia-smi for this process: %ld MiB\n",
-           free_arena >> 20, free_ctx >> 20, free_warm >> 20,
-           ((ssize_t)free_ctx - (ssize_t)free_warm) / 1024, free_end >> 20,
-           ((ssize_t)free_warm - (ssize_t)free_end) / 1024,
-           ((ssize_t)free_arena - (ssize_t)free_end) / 1024, used >> 20, smi);
+    printf(
+        "  free: after arena %zu MiB, after ctx %zu MiB, after warm-up %zu MiB (first steps took "
+        "%zd KiB), after 300 steps %zu MiB (%zd KiB); loaded after the arena in all %zd KiB; used "
+        "%zu MiB; nvidia-smi for this process: %ld MiB\n",
+        free_arena >> 20, free_ctx >> 20, free_warm >> 20,
+        ((ssize_t)free_ctx - (ssize_t)free_warm) / 1024, free_end >> 20,
+        ((ssize_t)free_warm - (ssize_t)free_end) / 1024,
+        ((ssize_t)free_arena - (ssize_t)free_end) / 1024, used >> 20, smi);
     printf("  cuBLASLt handles %d, GEMM plans built %d\n", kern_cuda_handle_count(),
            kern_cuda__gemm_plans_built(c));
     CHECK_EQ(kern_cuda_handle_count(), 1);

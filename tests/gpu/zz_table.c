@@ -10,8 +10,10 @@ TEST(gpu_table) {
     gt_table_path(path, sizeof path);
     FILE *f = fopen(path, "r");
     if (!f) TEST_SKIP("no table rows at %s (no GPU test ran before this one)", path);
-    printf("\n| op             | shape                                        | max err   | rel err   | tol     | ok |\n");
-    printf("|----------------|----------------------------------------------|-----------|-----------|---------|----|\n");
+    printf("\n| op             | shape                                        | max err   | rel "
+           "err   | tol     | ok |\n");
+    printf("|----------------|----------------------------------------------|-----------|----------"
+           "-|---------|----|\n");
     char line[512];
     int rows = 0, bad = 0;
     while (fgets(line, sizeof line, f)) {
