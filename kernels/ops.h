@@ -125,6 +125,11 @@ extern const struct kern_ops kern_cuda_ops;
 int kern_cuda_ctx_init(struct kern_ctx **c, int device, void *workspace, size_t workspace_bytes,
                        void *op_scratch, size_t op_scratch_bytes);
 void kern_cuda_ctx_free(struct kern_ctx *c); // NULL-safe
+// Start-up order that keeps every byte inside the budget: kern_cuda_ctx_init(&c, dev, NULL, 0,
+// NULL, 0) first (the handle and kernel set-up take a few MiB), then measure free memory, plan,
+// make the arena, and bind its regions here (kernels/cuda/kern_cuda.h has the details).
+int kern_cuda_ctx_set_regions(struct kern_ctx *c, void *workspace, size_t workspace_bytes,
+                              void *op_scratch, size_t op_scratch_bytes);
 // Number of cuBLAS handles this process has created (the one-handle promise's test).
 int kern_cuda_handle_count(void);
 #endif

@@ -45,7 +45,12 @@ int mem_arena_carve(struct mem_arena *a, const char *name, size_t bytes, void **
 // arena), for the one-allocation promise's test.
 int mem_device_alloc_count(void);
 
-// Total and free memory of a CUDA device (cudaMemGetInfo). ERR_UNSUPPORTED without CUDA.
+// Device memory a cudaMalloc costs beyond its size (page rounding, driver bookkeeping); counted
+// as used in mem_device_info()'s free figure.
+#define MEM_DEVICE_ALLOC_SLACK_BYTES ((size_t)16 << 20)
+
+// Total and free memory of a CUDA device (cudaMemGetInfo, free less the allocation slack).
+// ERR_UNSUPPORTED without CUDA.
 int mem_device_info(int device, size_t *total, size_t *free_bytes);
 
 #endif

@@ -186,8 +186,14 @@ static int open_backend(struct gen_run *r, const struct gen_args *a) {
         return kern_cpu_ctx_init(&r->ctx, a->threads);
     }
 #ifdef KEEL_CUDA
+    // The context first (its handle and kernels take device memory), so the free memory the
+    // plan sees already accounts for it; the arena regions are bound after the arena exists.
+    r->ops = &kern_cuda_ops;
+    r->cuda = true;
+    int rc = kern_cuda_ctx_init(&r->ctx, 0, NULL, 0, NULL, 0);
+    if (rc) return rc;
     size_t total = 0, free_bytes = 0;
-    int rc = mem_device_info(0, &total, &free_bytes);
+    rc = mem_device_info(0, &total, &free_bytes);
     if (rc) return rc;
     if ((rc = mem_plan_compute(&shape, &r->set, total, free_bytes, &r->plan))) return rc;
     if ((rc = mem_arena_init(&r->arena, MEM_DEVICE, 0, r->plan.arena_bytes, (size_t)64 << 20)))
@@ -196,10 +202,8 @@ static int open_backend(struct gen_run *r, const struct gen_args *a) {
     if ((rc = mem_arena_carve(&r->arena, "workspace", r->plan.workspace_bytes, &ws))) return rc;
     if ((rc = mem_arena_carve(&r->arena, "sampling", r->plan.sampling_bytes, &op_scratch)))
         return rc;
-    r->ops = &kern_cuda_ops;
-    r->cuda = true;
-    return kern_cuda_ctx_init(&r->ctx, 0, ws, r->plan.workspace_bytes, op_scratch,
-                              r->plan.sampling_bytes);
+    return kern_cuda_ctx_set_regions(r->ctx, ws, r->plan.workspace_bytes, op_scratch,
+                                     r->plan.sampling_bytes);
 #else
     return err_set(ERR_UNSUPPORTED, "--device cuda: this keel was built without CUDA (CUDA=0)");
 #endif

@@ -191,6 +191,11 @@ static int serve__prepare(struct serve *s) {
 
     size_t total, free_b;
     if (s->cuda) {
+#ifdef KEEL_CUDA
+        // The context first (its handle and kernels take device memory), so the free memory the
+        // plan sees already accounts for it; the arena regions are bound after the arena exists.
+        if ((rc = kern_cuda_ctx_init(&s->ctx, s->set.devices[0], NULL, 0, NULL, 0))) goto fail;
+#endif
         if ((rc = mem_device_info(s->set.devices[0], &total, &free_b))) goto fail;
     } else {
         total = free_b = (size_t)s->set.cpu_memory; // the CPU backend's "device" (cpu_memory)
@@ -232,8 +237,8 @@ static int serve__load(struct serve *s) {
         void *ws = NULL, *scratch = NULL;
         if ((rc = mem_arena_carve(&s->arena, "workspace", s->plan.workspace_bytes, &ws))) goto fail;
         if ((rc = mem_arena_carve(&s->arena, "op_scratch", s->plan.sampling_bytes, &scratch))) goto fail;
-        if ((rc = kern_cuda_ctx_init(&s->ctx, s->set.devices[0], ws, s->plan.workspace_bytes,
-                                     scratch, s->plan.sampling_bytes)))
+        if ((rc = kern_cuda_ctx_set_regions(s->ctx, ws, s->plan.workspace_bytes, scratch,
+                                            s->plan.sampling_bytes)))
             goto fail;
         s->ops = &kern_cuda_ops;
 #endif

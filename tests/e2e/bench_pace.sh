@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# keel-bench against a server whose timing is known (tests/e2e/pace_server.mjs: first token
+# keel-bench against a server whose timing is known (tests/e2e/lib/pace_server.mjs: first token
 # after FIRST ms, then one every ITL ms): the reported TTFT, TPOT, ITL, E2EL and throughputs
 # must match that timing within 15%, the token counts must equal the server's usage, the
 # concurrency limit must hold, connections must be reused, and failures (503s, dropped
@@ -23,7 +23,7 @@ trap cleanup EXIT
 start_pace() {
   local out="$tmp/pace.${#pids[@]}.out"
   : >"$out" # the background job creates it only once it runs
-  node tests/e2e/pace_server.mjs serve "$@" >"$out" 2>&1 &
+  node tests/e2e/lib/pace_server.mjs serve "$@" >"$out" 2>&1 &
   pids+=($!)
   port=""
   for _ in $(seq 100); do
