@@ -126,6 +126,20 @@ static int serve__probe_port(const struct srv_settings *set) {
     return 0;
 }
 
+// Prints a start-up failure and, for missing or broken model files, how to fix them; returns
+// the exit code.
+static int serve__fail(const struct serve *s, int rc) {
+    fprintf(stderr, "keel serve: %s\n", err_msg());
+    if (rc == ERR_NOT_FOUND || rc == ERR_FORMAT)
+        fprintf(stderr,
+                "keel serve: fix: --model must name a complete Hugging Face model folder "
+                "(config.json, tokenizer.json, tokenizer_config.json and the *.safetensors "
+                "files); download it again if a file is missing, truncated or corrupt, or use "
+                "--load-format dummy to run its shapes with random weights (folder: %s)\n",
+                s->model_dir[0] ? s->model_dir : s->set.model);
+    return srv_exit_code(rc);
+}
+
 // Settings, model folder, device, config, tokenizer, plan. Returns an exit code.
 static int serve__prepare(struct serve *s) {
     int rc;
@@ -215,8 +229,7 @@ static int serve__prepare(struct serve *s) {
     }
     return 0;
 fail:
-    fprintf(stderr, "keel serve: %s\n", err_msg());
-    return srv_exit_code(rc);
+    return serve__fail(s, rc);
 }
 
 // Arena, backend, weights, model. Returns an exit code.
@@ -256,8 +269,7 @@ static int serve__load(struct serve *s) {
     s->model_ok = true;
     return 0;
 fail:
-    fprintf(stderr, "keel serve: %s\n", err_msg());
-    return srv_exit_code(rc);
+    return serve__fail(s, rc);
 }
 
 // ---- shutdown
