@@ -3,6 +3,8 @@
 #include "bench/bench.h"
 
 #include "common/err.h"
+#include "common/rng.h"
+#include "common/file.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -12,37 +14,11 @@
 
 // ---- the random generator
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
+void bench_rng_seed(struct bench_rng *rng, uint64_t seed) { rng_seed(rng->s, seed); }
 
-void bench_rng_seed(struct bench_rng *rng, uint64_t seed) {
-    for (int i = 0; i < 4; i++)
-        rng->s[i] = splitmix64(&seed);
-}
+uint64_t bench_rng_next(struct bench_rng *rng) { return rng_next(rng->s); }
 
-static uint64_t rotl(uint64_t x, int k) {
-    return (x << k) | (x >> (64 - k));
-}
-
-uint64_t bench_rng_next(struct bench_rng *rng) {
-    uint64_t *s = rng->s;
-    uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
-}
-
-double bench_rng_uniform(struct bench_rng *rng) {
-    return (double)(bench_rng_next(rng) >> 11) * (1.0 / 9007199254740992.0);
-}
+double bench_rng_uniform(struct bench_rng *rng) { return rng_uniform(rng->s); }
 
 int bench_rng_range(struct bench_rng *rng, int lo, int hi) {
     if (hi <= lo) return lo;
@@ -353,31 +329,11 @@ int bench_dataset_parse(const char *text, size_t len, const char *what, int n, i
 int bench_dataset_load(const char *path, int n, int output_len, struct bench_rng *rng,
                        struct bench_dataset *out) {
     memset(out, 0, sizeof(*out));
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return err_set(errno == ENOENT ? ERR_NOT_FOUND : ERR_IO, "cannot open dataset %s: %s", path,
-                       strerror(errno));
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (!buf) {
-            fclose(f);
-            return err_set(ERR_NOMEM, "out of memory reading %s", path);
-        }
-        len += fread(buf + len, 1, cap - len, f);
-        if (len < cap) break;
-        cap *= 2;
-        char *nb = realloc(buf, cap);
-        if (!nb) free(buf);
-        buf = nb;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return err_set(ERR_IO, "cannot read %s", path);
-    }
-    int rc = bench_dataset_parse(buf, len, path, n, output_len, rng, out);
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = file_read_all(path, (size_t)4 << 30, &buf, &len);
+    if (rc) return rc;
+    rc = bench_dataset_parse(buf, len, path, n, output_len, rng, out);
     free(buf);
     return rc;
 }

@@ -8,6 +8,7 @@
 #include "models/config.h"
 
 #include "common/err.h"
+#include "common/file.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -332,42 +333,7 @@ int model_config_parse_generation(const char *json, size_t len, struct model_con
 
 // Reads a whole file into a malloc'd buffer. Returns 0, ERR_NOT_FOUND or ERR_IO.
 static int cfg__read_file(const char *path, char **out, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (errno == ENOENT) return err_set(ERR_NOT_FOUND, "%s: no such file", path);
-        return err_set(ERR_IO, "%s: %s", path, strerror(errno));
-    }
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16384;
-            if (cap > (64u << 20)) {
-                free(buf);
-                fclose(f);
-                return err_set(ERR_FORMAT, "%s: larger than 64 MiB, not a config file", path);
-            }
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return err_set(ERR_NOMEM, "%s: out of memory reading it", path);
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return err_set(ERR_IO, "%s: read error", path);
-    }
-    *out = buf;
-    *len = n;
-    return 0;
+    return file_read_all(path, (size_t)64 << 20, out, len);
 }
 
 // Prefixes the current error message with the file's path.

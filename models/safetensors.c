@@ -7,6 +7,7 @@
 #include "models/safetensors.h"
 
 #include "common/err.h"
+#include "common/file.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -336,32 +337,7 @@ const struct st_tensor *st_find(const struct st_checkpoint *ck, const char *name
 
 // Reads a small text file (the index) into a malloc'd buffer.
 static int st__slurp(const char *path, char **out, size_t *len) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return err_set(errno == ENOENT ? ERR_NOT_FOUND : ERR_IO, "%s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, fp);
-        if (n < cap) break;
-        if (cap >= ((size_t)ST_MAX_HEADER_BYTES)) {
-            free(buf);
-            fclose(fp);
-            return err_set(ERR_FORMAT, "%s: larger than %u bytes", path, ST_MAX_HEADER_BYTES);
-        }
-        char *nb = realloc(buf, cap *= 2);
-        if (!nb) free(buf);
-        buf = nb;
-    }
-    int bad = ferror(fp);
-    fclose(fp);
-    if (!buf) return err_set(ERR_NOMEM, "%s: out of memory", path);
-    if (bad) {
-        free(buf);
-        return err_set(ERR_IO, "%s: read error", path);
-    }
-    *out = buf;
-    *len = n;
-    return 0;
+    return file_read_all(path, ST_MAX_HEADER_BYTES, out, len);
 }
 
 // The sharded form: the index's weight_map names, for each tensor, the file that holds it.

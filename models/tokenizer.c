@@ -8,6 +8,7 @@
 #include "models/tok_internal.h"
 
 #include "common/err.h"
+#include "common/file.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -68,34 +69,7 @@ int32_t tok__utf8_cp(const uint8_t *s, int len) {
 }
 
 static int read_file(const char *path, char **out, size_t *out_len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (errno == ENOENT) return err_set(ERR_NOT_FOUND, "%s: no such file", path);
-        return err_set(ERR_IO, "%s: %s", path, strerror(errno));
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (!buf) {
-            fclose(f);
-            return err_set(ERR_NOMEM, "%s: out of memory", path);
-        }
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap) break;
-        cap *= 2;
-        char *nb = realloc(buf, cap);
-        if (!nb) free(buf);
-        buf = nb;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return err_set(ERR_IO, "%s: read error", path);
-    }
-    *out = buf;
-    *out_len = n;
-    return 0;
+    return file_read_all(path, (size_t)1 << 30, out, out_len);
 }
 
 static int load_json(const char *dir, const char *name, cJSON **out) {

@@ -7,6 +7,7 @@
 // A line that cannot be handled gets {"error": "..."} and the tool goes on, so output line i
 // always answers input line i. `--bench FILE` encodes FILE and prints the speed instead.
 #include "common/err.h"
+#include "common/file.h"
 #include "models/tokenizer.h"
 #include "server/cli.h"
 
@@ -139,18 +140,13 @@ static void handle_line(const struct tok_tokenizer *t, const char *line, size_t 
 // ---- --bench ------------------------------------------------------------------------------------
 
 static int bench(const struct tok_tokenizer *t, const char *path, int repeat) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "keel tokenize: cannot open %s\n", path);
-        return SRV_EXIT_USAGE;
+    char *text = NULL;
+    size_t len = 0;
+    int rc = file_read_all(path, (size_t)1 << 30, &text, &len);
+    if (rc) {
+        fprintf(stderr, "keel tokenize: %s\n", err_msg());
+        return srv_exit_code(rc);
     }
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = malloc(size > 0 ? (size_t)size : 1);
-    size_t len = text ? fread(text, 1, (size_t)(size > 0 ? size : 0), f) : 0;
-    fclose(f);
-    if (!text) return SRV_EXIT_FAILURE;
     double best = 1e30, best_cpu = 1e30;
     int n_ids = 0;
     for (int r = 0; r < repeat; r++) {

@@ -3,6 +3,7 @@
 #include "server/sample.h"
 
 #include "common/err.h"
+#include "common/rng.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -27,36 +28,11 @@ void srv_sampling_defaults(struct srv_sampling *sp) {
 
 // ---- the RNG
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+void srv_sample_rng_seed(struct srv_sample_rng *r, uint64_t seed) { rng_seed(r->s, seed); }
 
-void srv_sample_rng_seed(struct srv_sample_rng *r, uint64_t seed) {
-    for (int i = 0; i < 4; i++)
-        r->s[i] = splitmix64(&seed);
-}
+uint64_t srv_sample_rng_next(struct srv_sample_rng *r) { return rng_next(r->s); }
 
-static uint64_t rotl(uint64_t x, int k) {
-    return (x << k) | (x >> (64 - k));
-}
-
-uint64_t srv_sample_rng_next(struct srv_sample_rng *r) {
-    uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
-}
-
-double srv_sample_uniform(struct srv_sample_rng *r) {
-    return (double)(srv_sample_rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
-}
+double srv_sample_uniform(struct srv_sample_rng *r) { return rng_uniform(r->s); }
 
 // ---- scratch
 

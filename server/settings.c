@@ -2,6 +2,7 @@
 #include "server/settings.h"
 
 #include "common/err.h"
+#include "common/file.h"
 #include "common/log.h"
 
 #include <cjson/cJSON.h>
@@ -266,39 +267,15 @@ out:
 }
 
 int srv_settings_load_file(struct srv_settings *s, const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return err_set(errno == ENOENT ? ERR_NOT_FOUND : ERR_IO, "cannot open config %s: %s",
-                       path, strerror(errno));
     char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 4096 > cap) {
-            cap = cap ? cap * 2 : 8192;
-            if (cap > (16u << 20)) {
-                free(buf);
-                fclose(f);
-                return err_set(ERR_FORMAT, "config %s is larger than 16 MiB", path);
-            }
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return err_set(ERR_NOMEM, "out of memory reading %s", path);
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0) break;
+    size_t len = 0;
+    int rc = file_read_all(path, (size_t)16 << 20, &buf, &len);
+    if (rc) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", err_msg());
+        return err_set(rc, "cannot read config file: %s", msg);
     }
-    bool bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return err_set(ERR_IO, "cannot read config %s", path);
-    }
-    int rc = srv_settings_parse_json(s, buf, len);
+    rc = srv_settings_parse_json(s, buf, len);
     free(buf);
     if (rc) {
         char msg[1024];

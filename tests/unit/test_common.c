@@ -96,3 +96,46 @@ TEST(log_levels_parse_and_filter) {
     CHECK(strstr(buf, "ERROR also shown") != NULL);
     CHECK(buf[4] == '-' && strchr(buf, 'T') != NULL); // ISO timestamp first
 }
+
+#include "common/file.h"
+#include "common/rng.h"
+
+TEST(file_read_all_reads_whole_files_and_refuses_the_rest) {
+    char path[] = "/tmp/keel-file-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    char data[200000];
+    for (size_t i = 0; i < sizeof data; i++) data[i] = (char)('a' + i % 26);
+    CHECK_EQ(write(fd, data, sizeof data), (long long)sizeof data);
+    close(fd);
+    char *buf = NULL;
+    size_t len = 0;
+    CHECK_OK(file_read_all(path, 1 << 20, &buf, &len));
+    CHECK_EQ(len, sizeof data);
+    CHECK(memcmp(buf, data, len) == 0);
+    CHECK_EQ(buf[len], '\0');
+    free(buf);
+    CHECK_EQ(file_read_all(path, 1000, &buf, &len), ERR_FORMAT);
+    CHECK(buf == NULL);
+    CHECK(strstr(err_msg(), "larger than 1000 bytes") != NULL);
+    unlink(path);
+    CHECK_EQ(file_read_all(path, 1 << 20, &buf, &len), ERR_NOT_FOUND);
+    CHECK(strstr(err_msg(), "no such file") != NULL);
+    CHECK_EQ(file_read_all("/", 1 << 20, &buf, &len), ERR_IO); // a folder cannot be read
+}
+
+TEST(rng_repeats_from_a_seed_and_is_uniform) {
+    uint64_t a[4], b[4];
+    rng_seed(a, 42);
+    rng_seed(b, 42);
+    for (int i = 0; i < 1000; i++) CHECK_EQ(rng_next(a), rng_next(b));
+    rng_seed(b, 43);
+    CHECK(rng_next(a) != rng_next(b));
+    double sum = 0;
+    for (int i = 0; i < 100000; i++) {
+        double u = rng_uniform(a);
+        CHECK(u >= 0 && u < 1);
+        sum += u;
+    }
+    CHECK_NEAR(sum / 100000, 0.5, 0.01);
+}
