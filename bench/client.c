@@ -41,7 +41,7 @@ struct client {
     uv_timer_t arrival_timer, tick_timer;
     uv_signal_t sigint;
     bool interrupted;
-    bool finished;
+    bool finished, dispatching;
     llhttp_settings_t settings;
     char read_buf[READ_BUF_BYTES];
 };
@@ -267,6 +267,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     struct conn *k = s->data;
     if (k->closing) return;
     k->read_ns = uv_hrtime(); // before parsing: the client's own work is not the server's time
+    if (nread > 0 && k->req < 0) { // bytes on an idle connection answer nobody: drop it
+        conn_close(k);
+        return;
+    }
     if (nread > 0) {
         llhttp_errno_t e = llhttp_execute(&k->parser, buf->base, (size_t)nread);
         if (e != HPE_OK) {
@@ -449,13 +453,22 @@ static void request_start(struct client *c, int i) {
     }
     int rc =
         uv_tcp_connect(&k->connect_req, &k->tcp, (const struct sockaddr *)&c->addr, on_connect);
-    if (rc < 0) conn_fail(k, "connect", rc);
+    if (rc == UV_EMFILE || rc == UV_ENFILE)
+        conn_fail(
+            k, "connect: out of file descriptors (raise `ulimit -n` or set --max-concurrency)", 0);
+    else if (rc < 0)
+        conn_fail(k, "connect", rc);
 }
 
 static void client_dispatch(struct client *c) {
+    // A request that fails at once (no file descriptor left) ends inside request_start and
+    // dispatches again; the loop below takes that slot instead, so the stack stays flat.
+    if (c->dispatching) return;
+    c->dispatching = true;
     int maxc = c->o->max_concurrency;
     while (!c->finished && c->n_started < c->n_arrived && (maxc <= 0 || c->in_flight < maxc))
         request_start(c, c->n_started++);
+    c->dispatching = false;
 }
 
 static void on_arrival(uv_timer_t *t) {

@@ -133,7 +133,14 @@ static int parse_args(int argc, char **argv, struct options *o) {
                           .pcts = {90, 99}};
     o->api_key = getenv("OPENAI_API_KEY");
     for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
+        const char *a = argv[i], *v = NULL;
+        char name[64];
+        const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
+        if (eq) { // --name=value, as argparse (and so vLLM) allows
+            snprintf(name, sizeof(name), "%.*s", (int)(eq - a), a);
+            a = name;
+            v = eq + 1;
+        }
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return 1;
         if (!strcmp(a, "--ignore-eos")) {
             o->ignore_eos = true;
@@ -144,8 +151,8 @@ static int parse_args(int argc, char **argv, struct options *o) {
             continue;
         }
         if (strncmp(a, "--", 2) != 0) return err_set(ERR_INVAL, "unexpected argument '%s'", a);
-        if (i + 1 >= argc) return err_set(ERR_INVAL, "%s needs a value", a);
-        const char *v = argv[++i];
+        if (!v && i + 1 >= argc) return err_set(ERR_INVAL, "%s needs a value", a);
+        if (!v) v = argv[++i];
         int rc = 0;
         if (!strcmp(a, "--base-url"))
             o->base_url = v;

@@ -366,13 +366,13 @@ static int jp_value(struct jp *p, struct sbuf *b, int depth) {
     }
     if (c == '"') return jp_string(p, b);
     if (c == '-' || (c >= '0' && c <= '9')) return jp_number(p, b);
+    // json.dumps writes Python's True, False and None back as the same JSON literals.
     static const char *const lits[] = {"true", "false", "null"};
-    static const char *const py[] = {"true", "false", "null"};
     for (int k = 0; k < 3; k++) {
         size_t n = strlen(lits[k]);
         if (strncmp(p->s + p->i, lits[k], n) == 0) {
             p->i += n;
-            puts_(b, py[k]);
+            puts_(b, lits[k]);
             return 0;
         }
     }

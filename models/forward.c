@@ -13,8 +13,10 @@
 // per row, so gathering first gives the same numbers for a fraction of the work.
 #include "common/err.h"
 #include "models/model.h"
+#include "models/profile.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -163,8 +165,21 @@ static int check_batch(const struct model *m, const struct model_batch *b) {
         if (try__rc) return try__rc;                                                               \
     } while (0)
 
+// With KEEL_PROFILE=1 the pass waits for the backend after each op group and charges the time
+// to it (models/profile.h); otherwise OP is TRY plus one well-predicted branch.
+#define OP(group, call)                                                                            \
+    do {                                                                                           \
+        TRY(call);                                                                                 \
+        if (prof_ops) {                                                                            \
+            TRY(op->sync(ctx));                                                                    \
+            model_prof_mark(group);                                                                \
+        }                                                                                          \
+    } while (0)
+
 int model_forward(struct model *m, const struct model_batch *b, float *logits) {
     TRY(check_batch(m, b));
+    const bool prof_ops = model_prof_mode() == MODEL_PROF_OPS;
+    model_prof_step_begin(b->n_tokens, b->n_seqs);
     const struct kern_ops *op = m->ops;
     struct kern_ctx *ctx = m->ctx;
     const struct model_config *c = &m->cfg;
@@ -190,7 +205,7 @@ int model_forward(struct model *m, const struct model_batch *b, float *logits) {
         if (b->seq_lens[s] > max_len) max_len = b->seq_lens[s];
     }
     int32_t *meta = (int32_t *)(m->scratch_base + m->scratch.meta);
-    TRY(op->copy_to_backend(ctx, meta, h, o.n_ints * sizeof(int32_t)));
+    OP(MODEL_PROF_META, op->copy_to_backend(ctx, meta, h, o.n_ints * sizeof(int32_t)));
     const int32_t *ids = meta + o.ids, *pos = meta + o.positions, *slots = meta + o.slot_mapping;
     const int32_t *rows = meta + o.rows;
     struct kern_attn_batch ab = {.n_seqs = S,
@@ -216,33 +231,39 @@ int model_forward(struct model *m, const struct model_batch *b, float *logits) {
     size_t cache_elems = (size_t)m->n_kv_blocks * m->block_size * nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
 
-    TRY(op->embed(ctx, residual, ids, m->w.embed, n, dim));
+    OP(MODEL_PROF_EMBED, op->embed(ctx, residual, ids, m->w.embed, n, dim));
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *L = &m->w.layers[l];
         bf16 *k_cache = m->kv_cache + (size_t)l * 2 * cache_elems; // [blocks, bs, nkv, hd]
         bf16 *v_cache = k_cache + cache_elems;
 
         // attention
-        TRY(op->add_rmsnorm(ctx, xb, residual, l == 0 ? NULL : x, L->attn_norm, n, dim, eps));
-        TRY(op->gemm(ctx, qkv, xb, L->wqkv, L->bqkv, n, qkv_dim, dim));
-        if (c->qk_norm) TRY(op->qk_norm(ctx, qkv, L->q_norm, L->k_norm, n, nh, nkv, hd, eps));
-        TRY(op->rope(ctx, qkv, pos, n, nh, nkv, hd, c->rope_theta));
-        TRY(op->kv_write(ctx, k_cache, v_cache, qkv, slots, n, nh, nkv, hd));
-        TRY(op->attention(ctx, attn, qkv, k_cache, v_cache, &ab, nh, nkv, hd, m->block_size,
-                          scale));
-        TRY(op->gemm(ctx, x, attn, L->wo, NULL, n, dim, q_dim));
+        OP(MODEL_PROF_NORM,
+           op->add_rmsnorm(ctx, xb, residual, l == 0 ? NULL : x, L->attn_norm, n, dim, eps));
+        OP(MODEL_PROF_QKV, op->gemm(ctx, qkv, xb, L->wqkv, L->bqkv, n, qkv_dim, dim));
+        if (c->qk_norm)
+            OP(MODEL_PROF_QK_ROPE,
+               op->qk_norm(ctx, qkv, L->q_norm, L->k_norm, n, nh, nkv, hd, eps));
+        OP(MODEL_PROF_QK_ROPE, op->rope(ctx, qkv, pos, n, nh, nkv, hd, c->rope_theta));
+        OP(MODEL_PROF_KV_WRITE, op->kv_write(ctx, k_cache, v_cache, qkv, slots, n, nh, nkv, hd));
+        OP(MODEL_PROF_ATTENTION,
+           op->attention(ctx, attn, qkv, k_cache, v_cache, &ab, nh, nkv, hd, m->block_size, scale));
+        OP(MODEL_PROF_WO, op->gemm(ctx, x, attn, L->wo, NULL, n, dim, q_dim));
 
         // MLP
-        TRY(op->add_rmsnorm(ctx, xb, residual, x, L->ffn_norm, n, dim, eps));
-        TRY(op->gemm(ctx, gate_up, xb, L->w_gate_up, NULL, n, 2 * hid, dim));
-        TRY(op->silu_mul(ctx, hidden, gate_up, n, hid));
-        TRY(op->gemm(ctx, x, hidden, L->w_down, NULL, n, dim, hid));
+        OP(MODEL_PROF_NORM, op->add_rmsnorm(ctx, xb, residual, x, L->ffn_norm, n, dim, eps));
+        OP(MODEL_PROF_GATE_UP, op->gemm(ctx, gate_up, xb, L->w_gate_up, NULL, n, 2 * hid, dim));
+        OP(MODEL_PROF_SILU, op->silu_mul(ctx, hidden, gate_up, n, hid));
+        OP(MODEL_PROF_DOWN, op->gemm(ctx, x, hidden, L->w_down, NULL, n, dim, hid));
     }
 
     // The last position of each sequence: residual + last sublayer output, final norm, logits.
-    TRY(op->gather_rows(ctx, last, residual, rows, S, dim));
-    TRY(op->gather_rows(ctx, xb, x, rows, S, dim));
-    TRY(op->add_rmsnorm(ctx, x, last, xb, m->w.final_norm, S, dim, eps));
-    TRY(op->gemm_f32(ctx, m->logits, x, m->w.lm_head, S, c->vocab_size, dim));
-    return op->copy_to_host(ctx, logits, m->logits, sizeof(float) * S * c->vocab_size);
+    OP(MODEL_PROF_LOGITS, op->gather_rows(ctx, last, residual, rows, S, dim));
+    OP(MODEL_PROF_LOGITS, op->gather_rows(ctx, xb, x, rows, S, dim));
+    OP(MODEL_PROF_LOGITS, op->add_rmsnorm(ctx, x, last, xb, m->w.final_norm, S, dim, eps));
+    OP(MODEL_PROF_LOGITS, op->gemm_f32(ctx, m->logits, x, m->w.lm_head, S, c->vocab_size, dim));
+    OP(MODEL_PROF_COPY_OUT,
+       op->copy_to_host(ctx, logits, m->logits, sizeof(float) * S * c->vocab_size));
+    model_prof_step_end();
+    return 0;
 }

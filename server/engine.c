@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 // ---- state
 
@@ -25,21 +26,26 @@ struct eng_choice {
     int index;
     struct srv_sample_rng rng;
     struct tok_stream ts;
-    char *text;           // the decoded output so far (tok_stream appends here)
+    char *text; // the decoded output so far (tok_stream appends here)
     size_t text_len;
-    size_t n_emitted;     // bytes of text already sent in events
+    size_t n_emitted; // bytes of text already sent in events
     bool done;
     double first_token_time;
+    // this step's draw, made on a sampling thread
+    int32_t s_token;
+    int s_rc;
+    float s_logprob;
+    struct srv_top_logprob s_top[20];
 };
 
 struct eng_req {
     struct srv_request *r;
-    struct eng_choice *ch;  // [r->n]
-    int n_live;             // choices not yet finished
-    int32_t *banned;        // [n_banned] eos (unless ignore_eos) and stop ids, for min_tokens
+    struct eng_choice *ch; // [r->n]
+    int n_live;            // choices not yet finished
+    int32_t *banned;       // [n_banned] eos (unless ignore_eos) and stop ids, for min_tokens
     int n_banned;
-    int cap_tokens;         // prompt + generated tokens at most
-    struct eng_req *next;   // intake queue, then the active list
+    int cap_tokens;       // prompt + generated tokens at most
+    struct eng_req *next; // intake queue, then the active list
     struct eng_req *prev;
 };
 
@@ -55,8 +61,9 @@ struct srv_engine {
     struct mem_kv_pool pool;
     struct sched sched;
     struct sched_plan plan;
-    struct srv_sample_scratch scratch;
-    float *logits;          // [max_num_seqs, vocab_size] host
+    struct srv_sample_pool *pool_threads; // the sampling phase's threads
+    int *jobs;                            // [max_num_seqs] plan rows that sample this step
+    float *logits;                        // [max_num_seqs, vocab_size] host
     int vocab_size, n_sample_vocab;
     struct eng_req *active; // requests given to the scheduler
     struct eng_req *ended;  // requests whose last choice finished, freed at the end of a step
@@ -89,7 +96,8 @@ static double now_s(void) {
 void srv_request_free(struct srv_request *r) {
     if (!r) return;
     free(r->prompt_ids);
-    for (int i = 0; i < r->sp.n_stop; i++) free(r->sp.stop[i]);
+    for (int i = 0; i < r->sp.n_stop; i++)
+        free(r->sp.stop[i]);
     free(r->sp.stop);
     free(r->sp.stop_token_ids);
     free(r);
@@ -143,7 +151,8 @@ static void publish(struct srv_engine *e) {
     pthread_mutex_lock(&e->mu);
     if (e->n_out + e->n_pend > e->cap_out) {
         int cap = e->cap_out ? e->cap_out : 256;
-        while (cap < e->n_out + e->n_pend) cap *= 2;
+        while (cap < e->n_out + e->n_pend)
+            cap *= 2;
         struct srv_event *o = realloc(e->out, (size_t)cap * sizeof(*o));
         if (o) {
             e->out = o;
@@ -157,7 +166,8 @@ static void publish(struct srv_engine *e) {
         e->n_out += e->n_pend;
     } else {
         log_error("engine: out of memory publishing %d events", e->n_pend);
-        for (int i = 0; i < e->n_pend; i++) srv_event_free(&e->pend[i]);
+        for (int i = 0; i < e->n_pend; i++)
+            srv_event_free(&e->pend[i]);
     }
     e->n_pend = 0;
     e->st.n_running = e->sched.n_running;
@@ -182,13 +192,17 @@ static void event_base(struct srv_event *ev, const struct eng_choice *c) {
     ev->first_token_time = c->first_token_time;
 }
 
-static void count_finish(struct srv_engine *e, enum srv_finish f) { e->requests_finished[f]++; }
+static void count_finish(struct srv_engine *e, enum srv_finish f) {
+    e->requests_finished[f]++;
+}
 
 // Moves a request from the active list to the ended list: the step may still hold pointers to
 // its choices, so it is freed only when the step is over (free_ended).
 static void req_retire(struct srv_engine *e, struct eng_req *q) {
-    if (q->prev) q->prev->next = q->next;
-    else if (e->active == q) e->active = q->next;
+    if (q->prev)
+        q->prev->next = q->next;
+    else if (e->active == q)
+        e->active = q->next;
     if (q->next) q->next->prev = q->prev;
     q->prev = NULL;
     q->next = e->ended;
@@ -254,8 +268,10 @@ static int req_setup(struct srv_engine *e, struct eng_req *q) {
     q->ch = calloc((size_t)r->n, sizeof(*q->ch));
     if (!q->banned || !q->ch) return err_set(ERR_NOMEM, "out of memory for a request");
     if (!sp->ignore_eos)
-        for (int i = 0; i < mc->n_eos; i++) q->banned[q->n_banned++] = mc->eos_ids[i];
-    for (int i = 0; i < sp->n_stop_token_ids; i++) q->banned[q->n_banned++] = sp->stop_token_ids[i];
+        for (int i = 0; i < mc->n_eos; i++)
+            q->banned[q->n_banned++] = mc->eos_ids[i];
+    for (int i = 0; i < sp->n_stop_token_ids; i++)
+        q->banned[q->n_banned++] = sp->stop_token_ids[i];
     uint64_t seed = sp->has_seed ? sp->seed : srv_sample_rng_next(&e->seed_rng);
     for (int i = 0; i < r->n; i++) {
         struct eng_choice *c = &q->ch[i];
@@ -279,8 +295,8 @@ static int req_setup(struct srv_engine *e, struct eng_req *q) {
 
 // Ends a request that never reached the scheduler (its setup failed, or it was still queued):
 // one event per choice, built without choice state.
-static void req_end_unadmitted(struct srv_engine *e, struct eng_req *q, enum srv_finish f,
-                               int code, const char *msg) {
+static void req_end_unadmitted(struct srv_engine *e, struct eng_req *q, enum srv_finish f, int code,
+                               const char *msg) {
     for (int i = 0; i < q->r->n; i++) {
         if (q->ch) sched_finish(&e->sched, &q->ch[i].seq);
         struct srv_event ev;
@@ -344,18 +360,44 @@ static bool has_id(const int32_t *ids, int n, int32_t id) {
     return false;
 }
 
-static int choice_token(struct srv_engine *e, struct eng_choice *c, const float *logits) {
+// The draw of one choice from its logits row. Runs on any sampling thread: it touches only the
+// choice's own RNG and draw fields, the scratch it is given, and read-only request state.
+static void choice_draw(struct eng_choice *c, const float *logits, int n_vocab,
+                        struct srv_sample_scratch *scratch) {
+    struct eng_req *q = c->req;
+    const struct srv_sampling *sp = &q->r->sp;
+    struct sched_seq *seq = &c->seq;
+    bool suppress = seq->n_tokens - seq->n_prompt < sp->min_tokens;
+    struct srv_sample_input in = {logits,
+                                  n_vocab,
+                                  seq->token_ids,
+                                  seq->n_prompt,
+                                  seq->n_tokens,
+                                  suppress ? q->banned : NULL,
+                                  suppress ? q->n_banned : 0};
+    c->s_token = -1;
+    c->s_rc = srv_sample_token(&in, sp, &c->rng, scratch, &c->s_token);
+    if (c->s_rc == 0 && sp->logprobs >= 0)
+        srv_sample_logprobs(logits, n_vocab, c->s_token, sp->logprobs, &c->s_logprob, c->s_top);
+}
+
+static void draw_cb(void *arg, int j, struct srv_sample_scratch *scratch) {
+    struct srv_engine *e = arg;
+    int i = e->jobs[j];
+    choice_draw(e->plan.seqs[i]->user, e->logits + (size_t)i * e->vocab_size, e->n_sample_vocab,
+                scratch);
+}
+
+// What follows a choice's draw, on the engine thread: the token joins the sequence, is
+// detokenized and checked against the stop rules, and an event goes out.
+static int choice_token(struct srv_engine *e, struct eng_choice *c) {
     struct eng_req *q = c->req;
     const struct srv_sampling *sp = &q->r->sp;
     struct sched_seq *seq = &c->seq;
     int n_out = seq->n_tokens - seq->n_prompt;
-    bool suppress = n_out < sp->min_tokens;
-    struct srv_sample_input in = {logits, e->n_sample_vocab, seq->token_ids, seq->n_prompt,
-                                  seq->n_tokens, suppress ? q->banned : NULL,
-                                  suppress ? q->n_banned : 0};
-    int32_t tok = -1;
-    int rc = srv_sample_token(&in, sp, &c->rng, &e->scratch, &tok);
-    if (rc != 0) return rc;
+    int32_t tok = c->s_token;
+    int rc = c->s_rc;
+    if (rc != 0) return err_set(rc, "nothing can be sampled: every token is suppressed");
     struct srv_event ev;
     event_base(&ev, c);
     ev.token_ids = malloc(sizeof(int32_t));
@@ -370,7 +412,8 @@ static int choice_token(struct srv_engine *e, struct eng_choice *c, const float 
             srv_event_free(&ev);
             return err_set(ERR_NOMEM, "out of memory for logprobs");
         }
-        srv_sample_logprobs(logits, e->n_sample_vocab, tok, ev.n_top, ev.logprobs, ev.top);
+        ev.logprobs[0] = c->s_logprob;
+        if (ev.n_top) memcpy(ev.top, c->s_top, (size_t)ev.n_top * sizeof(*ev.top));
     }
     if ((rc = sched_seq_append(seq, tok)) != 0) {
         srv_event_free(&ev);
@@ -402,7 +445,8 @@ static int choice_token(struct srv_engine *e, struct eng_choice *c, const float 
         if (at >= 0) {
             fin = SRV_FINISH_STOP;
             ev.stop_str = strdup(sp->stop[which]);
-            size_t cut = (size_t)at + (sp->include_stop_str_in_output ? strlen(sp->stop[which]) : 0);
+            size_t cut =
+                (size_t)at + (sp->include_stop_str_in_output ? strlen(sp->stop[which]) : 0);
             c->text_len = cut > c->n_emitted ? cut : c->n_emitted;
         }
     }
@@ -452,7 +496,8 @@ static void end_all(struct srv_engine *e, enum srv_finish f, int code, const cha
         e->active = q;
         req_end_unadmitted(e, q, f, code, msg);
     }
-    while (e->active) req_end(e, e->active, f, code, msg);
+    while (e->active)
+        req_end(e, e->active, f, code, msg);
 }
 
 static void notify(struct srv_engine *e, int n_events) {
@@ -492,11 +537,14 @@ static bool eng_step(struct srv_engine *e) {
             }
         } else if (ran) {
             sched_commit(&e->sched, p);
-            for (int i = 0; i < p->n_seqs; i++) {
-                if (!p->sample[i]) continue;
-                struct eng_choice *c = p->seqs[i]->user;
+            int n_jobs = 0;
+            for (int i = 0; i < p->n_seqs; i++)
+                if (p->sample[i]) e->jobs[n_jobs++] = i;
+            srv_sample_pool_run(e->pool_threads, n_jobs, draw_cb, e);
+            for (int j = 0; j < n_jobs; j++) {
+                struct eng_choice *c = p->seqs[e->jobs[j]]->user;
                 if (c->done) continue; // its request ended earlier in this loop
-                rc = choice_token(e, c, e->logits + (size_t)i * e->vocab_size);
+                rc = choice_token(e, c);
                 if (rc != 0) req_end(e, c->req, SRV_FINISH_ERROR, rc, err_msg());
             }
             e->n_steps++;
@@ -557,14 +605,15 @@ int srv_engine_init(struct srv_engine **out, struct model *m, const struct tok_t
     if (tok && tok_n_vocab(tok) < e->n_sample_vocab) e->n_sample_vocab = tok_n_vocab(tok);
     // The step's limits are the smaller of the settings and what the model was planned for.
     int model_len = m->max_blocks_per_seq * m->block_size;
-    if (e->cfg.max_model_len <= 0 || e->cfg.max_model_len > model_len) e->cfg.max_model_len = model_len;
+    if (e->cfg.max_model_len <= 0 || e->cfg.max_model_len > model_len)
+        e->cfg.max_model_len = model_len;
     struct sched_config sc = {
         .max_num_seqs = cfg->max_num_seqs > 0 && cfg->max_num_seqs < m->max_seqs ? cfg->max_num_seqs
                                                                                  : m->max_seqs,
-        .max_num_batched_tokens = cfg->max_num_batched_tokens > 0 &&
-                                          cfg->max_num_batched_tokens < m->max_tokens
-                                      ? cfg->max_num_batched_tokens
-                                      : m->max_tokens,
+        .max_num_batched_tokens =
+            cfg->max_num_batched_tokens > 0 && cfg->max_num_batched_tokens < m->max_tokens
+                ? cfg->max_num_batched_tokens
+                : m->max_tokens,
         .max_blocks_per_seq = m->max_blocks_per_seq,
     };
     e->cfg.max_num_seqs = sc.max_num_seqs;
@@ -575,11 +624,22 @@ int srv_engine_init(struct srv_engine **out, struct model *m, const struct tok_t
     int rc = mem_kv_pool_init(&e->pool, m->n_kv_blocks, m->block_size);
     if (rc == 0) rc = sched_init(&e->sched, &e->pool, &sc);
     if (rc == 0) rc = sched_plan_init(&e->plan, &sc);
-    if (rc == 0) rc = srv_sample_scratch_init(&e->scratch, e->vocab_size);
+    if (rc == 0) {
+        // Sampling a 152k row takes a fraction of a millisecond; a batch of hundreds is worth
+        // spreading over the cores, which sit idle while the engine thread samples.
+        long n_cpu = sysconf(_SC_NPROCESSORS_ONLN);
+        int n_threads = n_cpu < 1 ? 1 : n_cpu > 16 ? 16 : (int)n_cpu;
+        rc = srv_sample_pool_init(&e->pool_threads, n_threads, e->vocab_size);
+    }
+    if (rc == 0) {
+        e->jobs = malloc((size_t)sc.max_num_seqs * sizeof(int));
+        if (!e->jobs) rc = err_set(ERR_NOMEM, "out of memory for the engine");
+    }
     if (rc == 0) {
         e->logits = malloc((size_t)sc.max_num_seqs * (size_t)e->vocab_size * sizeof(float));
-        if (!e->logits) rc = err_set(ERR_NOMEM, "out of memory for %d x %d logits",
-                                     sc.max_num_seqs, e->vocab_size);
+        if (!e->logits)
+            rc = err_set(ERR_NOMEM, "out of memory for %d x %d logits", sc.max_num_seqs,
+                         e->vocab_size);
     }
     if (rc != 0) {
         srv_engine_free(e);
@@ -591,7 +651,8 @@ int srv_engine_init(struct srv_engine **out, struct model *m, const struct tok_t
 }
 
 void srv_engine_set_forward(struct srv_engine *e,
-                            int (*forward_cb)(void *arg, const struct model_batch *b, float *logits),
+                            int (*forward_cb)(void *arg, const struct model_batch *b,
+                                              float *logits),
                             void *arg) {
     e->forward_cb = forward_cb;
     e->forward_arg = arg;
@@ -612,8 +673,10 @@ int srv_engine_validate(struct srv_engine *e, const struct srv_request *r) {
     if (r->n < 1 || r->n > 128) return err_set(ERR_INVAL, "n must be 1..128, got %d", r->n);
     for (int i = 0; i < r->n_prompt; i++)
         if (r->prompt_ids[i] < 0 || r->prompt_ids[i] >= e->vocab_size)
-            return err_set(ERR_INVAL, "prompt token %d at position %d is outside the vocabulary "
-                           "(0..%d)", r->prompt_ids[i], i, e->vocab_size - 1);
+            return err_set(ERR_INVAL,
+                           "prompt token %d at position %d is outside the vocabulary "
+                           "(0..%d)",
+                           r->prompt_ids[i], i, e->vocab_size - 1);
     if (!(sp->temperature >= 0)) return err_set(ERR_INVAL, "temperature must be >= 0");
     if (!(sp->top_p > 0 && sp->top_p <= 1)) return err_set(ERR_INVAL, "top_p must be in (0, 1]");
     if (!(sp->min_p >= 0 && sp->min_p <= 1)) return err_set(ERR_INVAL, "min_p must be in [0, 1]");
@@ -625,24 +688,26 @@ int srv_engine_validate(struct srv_engine *e, const struct srv_request *r) {
     if (sp->logprobs > 20) return err_set(ERR_INVAL, "logprobs must be at most 20");
     if (sp->min_tokens < 0) return err_set(ERR_INVAL, "min_tokens must be >= 0");
     if (sp->max_tokens > 0 && sp->min_tokens > sp->max_tokens)
-        return err_set(ERR_INVAL, "min_tokens (%d) must not exceed max_tokens (%d)",
-                       sp->min_tokens, sp->max_tokens);
+        return err_set(ERR_INVAL, "min_tokens (%d) must not exceed max_tokens (%d)", sp->min_tokens,
+                       sp->max_tokens);
     for (int i = 0; i < sp->n_stop_token_ids; i++)
         if (sp->stop_token_ids[i] < 0 || sp->stop_token_ids[i] >= e->vocab_size)
             return err_set(ERR_INVAL, "stop_token_ids: %d is outside the vocabulary",
                            sp->stop_token_ids[i]);
     int want = r->n_prompt + (sp->max_tokens > 0 ? sp->max_tokens : 1);
     if (want > max_len)
-        return err_set(ERR_INVAL, "This model's maximum context length is %d tokens. However, "
+        return err_set(ERR_INVAL,
+                       "This model's maximum context length is %d tokens. However, "
                        "you requested %d tokens (%d in the prompt, %d for the completion). Please "
-                       "reduce the prompt or max_tokens.", max_len, want, r->n_prompt,
-                       want - r->n_prompt);
+                       "reduce the prompt or max_tokens.",
+                       max_len, want, r->n_prompt, want - r->n_prompt);
     int cap = sp->max_tokens > 0 ? want : max_len;
     if (mem_kv_pool_can_admit(&e->pool, cap) == MEM_ADMIT_NEVER)
-        return err_set(ERR_INVAL, "the request needs up to %d tokens of KV cache (%d blocks) but "
+        return err_set(ERR_INVAL,
+                       "the request needs up to %d tokens of KV cache (%d blocks) but "
                        "the whole pool holds %d blocks of %d tokens; reduce the prompt or "
-                       "max_tokens", cap, mem_kv_blocks_for(&e->pool, cap), e->pool.n_blocks,
-                       e->pool.block_size);
+                       "max_tokens",
+                       cap, mem_kv_blocks_for(&e->pool, cap), e->pool.n_blocks, e->pool.block_size);
     return 0;
 }
 
@@ -666,8 +731,10 @@ int srv_engine_submit(struct srv_engine *e, struct srv_request *r) {
         return err_set(ERR_BUSY, "too many requests are waiting (max_queue %d); retry later",
                        e->cfg.max_queue);
     }
-    if (e->in_tail) e->in_tail->next = q;
-    else e->in_head = q;
+    if (e->in_tail)
+        e->in_tail->next = q;
+    else
+        e->in_head = q;
     e->in_tail = q;
     e->n_in++;
     e->st.n_waiting++;
@@ -738,13 +805,16 @@ void srv_engine_stop(struct srv_engine *e) {
 void srv_engine_free(struct srv_engine *e) {
     if (!e) return;
     if (e->sched.running) srv_engine_stop(e);
-    for (int i = 0; i < e->n_out; i++) srv_event_free(&e->out[i]);
-    for (int i = 0; i < e->n_pend; i++) srv_event_free(&e->pend[i]);
+    for (int i = 0; i < e->n_out; i++)
+        srv_event_free(&e->out[i]);
+    for (int i = 0; i < e->n_pend; i++)
+        srv_event_free(&e->pend[i]);
     free(e->out);
     free(e->pend);
     free(e->cancels);
     free(e->logits);
-    srv_sample_scratch_free(&e->scratch);
+    srv_sample_pool_free(e->pool_threads);
+    free(e->jobs);
     sched_plan_free(&e->plan);
     sched_free(&e->sched);
     mem_kv_pool_free(&e->pool);
@@ -769,7 +839,8 @@ int srv_engine_run_sync(struct srv_engine *e, struct srv_request *r, struct srv_
             if (n == cap) {
                 struct srv_event *g = realloc(evs, (size_t)(cap *= 2) * sizeof(*evs));
                 if (!g) {
-                    for (int i = 0; i < n; i++) srv_event_free(&evs[i]);
+                    for (int i = 0; i < n; i++)
+                        srv_event_free(&evs[i]);
                     free(evs);
                     return err_set(ERR_NOMEM, "out of memory for events");
                 }

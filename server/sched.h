@@ -30,17 +30,17 @@ enum sched_seq_state {
 
 struct sched_seq {
     uint64_t seq_id;
-    int32_t *token_ids;          // [cap]: the prompt, then the generated tokens
+    int32_t *token_ids; // [cap]: the prompt, then the generated tokens
     int n_prompt, n_tokens, cap;
-    int num_computed_tokens;     // tokens whose K/V are in the cache
+    int num_computed_tokens; // tokens whose K/V are in the cache
     struct mem_block_table block_table;
     enum sched_seq_state state;
-    int64_t arrival;             // order of arrival (set by sched_add); smaller = older
+    int64_t arrival; // order of arrival (set by sched_add); smaller = older
     // n > 1: a sibling with the same prompt whose full prompt blocks this sequence shares by
     // reference when admitted (NULL: none). It must outlive this sequence.
     struct sched_seq *share_from;
     int n_preemptions;
-    void *user;                  // the caller's cookie
+    void *user; // the caller's cookie
 };
 
 // Initialises a sequence over a copy of the prompt. cap_tokens bounds prompt + generated tokens
@@ -71,16 +71,16 @@ struct sched {
 // One step's work, and the model_batch arrays built from it.
 struct sched_plan {
     int n_seqs, n_tokens;
-    struct sched_seq **seqs; // [max_num_seqs]
-    int32_t *n_new;          // [max_num_seqs] tokens of each sequence in this step
-    bool *sample;            // [max_num_seqs] whether the step reaches its last known token
-    int32_t *token_ids;      // [max_num_batched_tokens]
-    int32_t *positions;      // [max_num_batched_tokens]
-    int32_t *slot_mapping;   // [max_num_batched_tokens]
-    int32_t *query_start;    // [max_num_seqs + 1]
-    int32_t *seq_lens;       // [max_num_seqs]
-    int32_t *block_tables;   // [max_num_seqs, max_blocks_per_seq], unused entries 0
-    int n_preempted;         // sequences preempted while building this plan
+    struct sched_seq **seqs;  // [max_num_seqs]
+    int32_t *n_new;           // [max_num_seqs] tokens of each sequence in this step
+    bool *sample;             // [max_num_seqs] whether the step reaches its last known token
+    int32_t *token_ids;       // [max_num_batched_tokens]
+    int32_t *positions;       // [max_num_batched_tokens]
+    int32_t *slot_mapping;    // [max_num_batched_tokens]
+    int32_t *query_start;     // [max_num_seqs + 1]
+    int32_t *seq_lens;        // [max_num_seqs]
+    int32_t *block_tables;    // [max_num_seqs, max_blocks_per_seq], unused entries 0
+    int n_preempted;          // sequences preempted while building this plan
     struct model_batch batch; // points into the arrays above
 };
 
@@ -104,6 +104,8 @@ void sched_commit(struct sched *s, const struct sched_plan *p);
 // NULL-safe and idempotent.
 void sched_finish(struct sched *s, struct sched_seq *seq);
 
-static inline bool sched_idle(const struct sched *s) { return s->n_waiting + s->n_running == 0; }
+static inline bool sched_idle(const struct sched *s) {
+    return s->n_waiting + s->n_running == 0;
+}
 
 #endif

@@ -1,4 +1,5 @@
-// Attention playground: the paged attention kernel for decode batches (bytes = the K and V of
+// Attention playground: the paged attention kernels (CUDA cores, with and without split-KV;
+// tensor cores for prefill) for decode batches (bytes = the K and V of
 // every context read once; memory-bound) and prefill (FLOPs = 4 * n_heads * head_dim * causal
 // pairs; the GEMM peak is the ceiling tensor cores could reach), Qwen3-8B heads (32 query, 8 kv,
 // head_dim 128) and Qwen2.5-0.5B (14/2, 64), block size 16.
@@ -27,18 +28,24 @@ static void run_case(struct kern_ctx *c, const struct play_peaks *pk, int nh, in
     void *scratch = play_dev(scratch_bytes);
     int n_sm = 0;
     PLAY_CUDA(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, 0));
-    for (int split = 0; split < 2; split++) {
-    float t = play_time(s, 3, 20, [&](int) {
-        PLAY_OK(kern_cuda_attention(out, qkv, kc, vc, &b, nh, nkv, hd, bs, 0.0884f,
-                                    split ? scratch : NULL, split ? scratch_bytes : 0, n_sm, s));
-    });
-    double pairs = (double)n_seqs * ((double)qlen * (ctx - qlen) + (double)qlen * (qlen + 1) / 2);
-    double flops = 4.0 * nh * hd * pairs;
-    double bytes = (double)n_seqs * ctx * nkv * hd * 2 * 2 + (double)n_tok * (row + nh * hd) * 2;
-    char v[96];
-    snprintf(v, sizeof v, "%s%s h=%d/%d hd=%d seqs=%d q=%d ctx=%d", qlen == 1 ? "decode" : "prefill",
-             split ? " split-kv" : "", nh, nkv, hd, n_seqs, qlen, ctx);
-    play_line(v, t, bytes, flops, pk);
+    // Paths: CUDA cores unsplit, CUDA cores split-KV (through scratch), tensor cores (prefill).
+    const char *names[] = {"cc", "cc split-kv", "tc"};
+    for (int path = 0; path < 3; path++) {
+        if (path == 2 && (qlen == 1 || (hd != 64 && hd != 128))) break;
+        float t = play_time(s, 3, 20, [&](int) {
+            if (path == 2)
+                PLAY_OK(kern_cuda__attention_tc(out, qkv, kc, vc, &b, nh, nkv, hd, bs, 0.0884f, s));
+            else
+                PLAY_OK(kern_cuda__attention_cc(out, qkv, kc, vc, &b, nh, nkv, hd, bs, 0.0884f,
+                                                path ? scratch : NULL, path ? scratch_bytes : 0, n_sm, s));
+        });
+        double pairs = (double)n_seqs * ((double)qlen * (ctx - qlen) + (double)qlen * (qlen + 1) / 2);
+        double flops = 4.0 * nh * hd * pairs;
+        double bytes = (double)n_seqs * ctx * nkv * hd * 2 * 2 + (double)n_tok * (row + nh * hd) * 2;
+        char v[96];
+        snprintf(v, sizeof v, "%s %s h=%d/%d hd=%d seqs=%d q=%d ctx=%d", qlen == 1 ? "decode" : "prefill",
+                 names[path], nh, nkv, hd, n_seqs, qlen, ctx);
+        play_line(v, t, bytes, flops, pk);
     }
     cudaFree(scratch);
     cudaFree(kc);

@@ -213,6 +213,8 @@ static cudaError_t kc_att_setup_one(void) {
 }
 
 extern "C" int kern_cuda_attention_setup(void) {
+    int rc = kern_cuda__attention_tc_setup();
+    if (rc) return rc;
     CUDA_CHECK(kc_att_setup_one<16>());
     CUDA_CHECK(kc_att_setup_one<32>());
     CUDA_CHECK(kc_att_setup_one<64>());
@@ -253,11 +255,8 @@ static int kc_att_splits(int blocks, int max_seq_len, int n_tokens, int n_heads,
     return n > 1 ? n : 1;
 }
 
-extern "C" int kern_cuda_attention(bf16 *out, const bf16 *qkv, const bf16 *k_cache,
-                                   const bf16 *v_cache, const struct kern_attn_batch *b,
-                                   int n_heads, int n_kv_heads, int head_dim, int block_size,
-                                   float scale, void *scratch, size_t scratch_bytes, int n_sm,
-                                   cudaStream_t s) {
+static int kc_att_check(const struct kern_attn_batch *b, int n_heads, int n_kv_heads,
+                        int head_dim, int block_size) {
     if (!b || b->n_seqs < 0 || n_heads <= 0 || n_kv_heads <= 0 || n_heads % n_kv_heads != 0 ||
         block_size <= 0 || b->max_blocks_per_seq <= 0 || b->max_query_len < 0)
         return err_set(ERR_INVAL,
@@ -268,7 +267,17 @@ extern "C" int kern_cuda_attention(bf16 *out, const bf16 *qkv, const bf16 *k_cac
         head_dim != 256)
         return err_set(ERR_UNSUPPORTED, "attention: head_dim %d (supported: 16, 32, 64, 96, 128, 256)",
                        head_dim);
-    if (b->n_seqs == 0 || b->n_tokens == 0 || b->max_query_len == 0) return 0;
+    return 0;
+}
+
+// The CUDA-core path (any supported head_dim, split-KV when the scratch allows).
+extern "C" int kern_cuda__attention_cc(bf16 *out, const bf16 *qkv, const bf16 *k_cache,
+                                       const bf16 *v_cache, const struct kern_attn_batch *b,
+                                       int n_heads, int n_kv_heads, int head_dim, int block_size,
+                                       float scale, void *scratch, size_t scratch_bytes, int n_sm,
+                                       cudaStream_t s) {
+    int rc = kc_att_check(b, n_heads, n_kv_heads, head_dim, block_size);
+    if (rc || b->n_seqs == 0 || b->n_tokens == 0 || b->max_query_len == 0) return rc;
     int group = n_heads / n_kv_heads;
     int gp = group < KC_ATT_ROWS ? group : KC_ATT_ROWS;
     int n_parts = (group + gp - 1) / gp;
@@ -312,4 +321,22 @@ extern "C" int kern_cuda_attention(bf16 *out, const bf16 *qkv, const bf16 *k_cac
     }
     KC_LAUNCHED();
     return 0;
+}
+
+// The dispatcher: batches with query spans long enough to fill the tensor cores' 16-row tiles
+// (at least a 64-row block of (token, head) rows) take the tensor-core path (attention_tc.cu);
+// decode-only batches take the CUDA-core path, with split-KV when they leave the GPU idle.
+extern "C" int kern_cuda_attention(bf16 *out, const bf16 *qkv, const bf16 *k_cache,
+                                   const bf16 *v_cache, const struct kern_attn_batch *b,
+                                   int n_heads, int n_kv_heads, int head_dim, int block_size,
+                                   float scale, void *scratch, size_t scratch_bytes, int n_sm,
+                                   cudaStream_t s) {
+    int rc = kc_att_check(b, n_heads, n_kv_heads, head_dim, block_size);
+    if (rc || b->n_seqs == 0 || b->n_tokens == 0 || b->max_query_len == 0) return rc;
+    int group = n_heads / n_kv_heads;
+    if ((head_dim == 64 || head_dim == 128) && (long)b->max_query_len * group >= 64)
+        return kern_cuda__attention_tc(out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, head_dim,
+                                       block_size, scale, s);
+    return kern_cuda__attention_cc(out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, head_dim,
+                                   block_size, scale, scratch, scratch_bytes, n_sm, s);
 }

@@ -9,6 +9,7 @@
 #include "kernels/cuda/kern_cuda.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static int kern_cuda__handles; // cuBLAS(Lt) handles created in this process
 
@@ -29,13 +30,23 @@ static int kern_cuda__ctx_setup(struct kern_ctx *c) {
     return kern_cuda_attention_setup();
 }
 
+static int kern_cuda__check_regions(void *workspace, size_t workspace_bytes, void *op_scratch,
+                                    size_t op_scratch_bytes) {
+    if ((workspace_bytes && !workspace) || ((uintptr_t)workspace % 256) != 0)
+        return err_set(ERR_INVAL, "CUDA context: the cuBLAS workspace must be a 256-byte aligned "
+                                  "arena region (got %p, %zu bytes)", workspace, workspace_bytes);
+    if ((op_scratch_bytes && !op_scratch) || ((uintptr_t)op_scratch % 256) != 0)
+        return err_set(ERR_INVAL, "CUDA context: op_scratch must be a 256-byte aligned arena region "
+                                  "(got %p, %zu bytes)", op_scratch, op_scratch_bytes);
+    return 0;
+}
+
 int kern_cuda_ctx_init(struct kern_ctx **out, int device, void *workspace, size_t workspace_bytes,
                        void *op_scratch, size_t op_scratch_bytes) {
     *out = NULL;
     if (device < 0) return err_set(ERR_INVAL, "CUDA context: bad device %d", device);
-    if ((workspace_bytes && !workspace) || ((uintptr_t)workspace % 256) != 0)
-        return err_set(ERR_INVAL, "CUDA context: the cuBLAS workspace must be a 256-byte aligned "
-                                  "arena region (got %p, %zu bytes)", workspace, workspace_bytes);
+    int rc = kern_cuda__check_regions(workspace, workspace_bytes, op_scratch, op_scratch_bytes);
+    if (rc) return rc;
     struct kern_ctx *c = calloc(1, sizeof *c);
     if (!c) return err_set(ERR_NOMEM, "CUDA context: out of host memory");
     c->device = device;
@@ -43,12 +54,26 @@ int kern_cuda_ctx_init(struct kern_ctx **out, int device, void *workspace, size_
     c->workspace_bytes = workspace_bytes;
     c->op_scratch = op_scratch;
     c->op_scratch_bytes = op_scratch_bytes;
-    int rc = kern_cuda__ctx_setup(c);
+    rc = kern_cuda__ctx_setup(c);
     if (rc) {
         kern_cuda_ctx_free(c);
         return rc;
     }
     *out = c;
+    return 0;
+}
+
+int kern_cuda_ctx_set_regions(struct kern_ctx *c, void *workspace, size_t workspace_bytes,
+                              void *op_scratch, size_t op_scratch_bytes) {
+    int rc = kern_cuda__check_regions(workspace, workspace_bytes, op_scratch, op_scratch_bytes);
+    if (rc) return rc;
+    CUDA_CHECK(cudaStreamSynchronize(c->stream)); // nothing queued may still use the old regions
+    c->workspace = workspace;
+    c->workspace_bytes = workspace_bytes;
+    c->op_scratch = op_scratch;
+    c->op_scratch_bytes = op_scratch_bytes;
+    // Plans were chosen for the old workspace size: choose again.
+    memset(c->plans, 0, sizeof c->plans);
     return 0;
 }
 

@@ -59,6 +59,18 @@ int kern_cuda_attention(bf16 *out /* [n_tokens, n_heads * head_dim] */,
                         int n_heads, int n_kv_heads, int head_dim, int block_size, float scale,
                         void *scratch, size_t scratch_bytes, int n_sm, cudaStream_t s);
 
+// The two paths kern_cuda_attention chooses between, for tests and playgrounds: CUDA cores (any
+// supported head_dim; split-KV through scratch) and tensor cores (attention_tc.cu; head_dim 64
+// or 128, no split). Same contract as kern_cuda_attention.
+int kern_cuda__attention_cc(bf16 *out, const bf16 *qkv, const bf16 *k_cache, const bf16 *v_cache,
+                            const struct kern_attn_batch *b, int n_heads, int n_kv_heads,
+                            int head_dim, int block_size, float scale, void *scratch,
+                            size_t scratch_bytes, int n_sm, cudaStream_t s);
+int kern_cuda__attention_tc(bf16 *out, const bf16 *qkv, const bf16 *k_cache, const bf16 *v_cache,
+                            const struct kern_attn_batch *b, int n_heads, int n_kv_heads,
+                            int head_dim, int block_size, float scale, cudaStream_t s);
+int kern_cuda__attention_tc_setup(void);
+
 int kern_cuda_silu_mul(bf16 *out /* [n, h] */, const bf16 *gate_up /* [n, 2h] */, int n, int h,
                        cudaStream_t s);
 
@@ -69,6 +81,14 @@ int kern_cuda_gather_rows(bf16 *out /* [m, dim] */, const bf16 *x /* [*, dim] */
 // only token ids cross to the host.
 int kern_cuda_argmax(int32_t *ids /* [m] */, const float *logits /* [m, vocab] */, int m,
                      int vocab, cudaStream_t s);
+
+// Binds (or re-binds) the context's arena regions. Start-up order that keeps every byte inside
+// the budget: kern_cuda_ctx_init(&c, dev, NULL, 0, NULL, 0) first (the cuBLASLt handle and the
+// kernels' set-up take a few MiB of device memory), then measure the overhead, compute the plan,
+// make the arena, carve the workspace and scratch, and hand them over here. Waits for the stream;
+// start-up only. Returns 0 or ERR_INVAL (a region that is not 256-byte aligned, or NULL with a size).
+int kern_cuda_ctx_set_regions(struct kern_ctx *c, void *workspace, size_t workspace_bytes,
+                              void *op_scratch, size_t op_scratch_bytes);
 
 // The context's stream and cuBLASLt GEMMs (kernels/cuda/ctx.c, gemm.c), for tests and tools.
 cudaStream_t kern_cuda_stream(struct kern_ctx *c);

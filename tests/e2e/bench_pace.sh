@@ -199,9 +199,9 @@ eq('reason', [...new Set(r.errors)], ['timed out after 0.3 s']);
 near('duration', r.duration, 0.3, 0.5);
 "
 
-# ---- 7. no server at all, and bad options.
+# ---- 7. no server at all (options spelled --name=value too), and bad options.
 rc=0
-"$bench" --base-url http://127.0.0.1:1 --model m --num-prompts 2 --input-len 4 --output-len 2 \
+"$bench" --base-url=http://127.0.0.1:1 --model=m --num-prompts 2 --input-len=4 --output-len 2 \
   --no-progress >"$tmp/f.txt" 2>&1 || rc=$?
 [ $rc -eq 1 ] && grep -q "connect: connection refused (2 requests)" "$tmp/f.txt" ||
   { echo "FAIL: no-server run (rc $rc)"; cat "$tmp/f.txt"; exit 1; }

@@ -163,6 +163,13 @@ struct kern_ctx *gt_ctx(void) {
     return gt__ctx;
 }
 
+void *gt_scratch(void) {
+    gt_ctx();
+    return gt__scratch;
+}
+
+size_t gt_scratch_bytes(void) { return GT_SCRATCH_BYTES; }
+
 void gt_ctx_free(void) {
     kern_cuda_ctx_free(gt__ctx);
     gt__ctx = NULL;

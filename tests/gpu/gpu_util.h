@@ -40,6 +40,8 @@ void gt_row_exact(const char *op, const char *shape, size_t mismatches);
 // ---- the context under test: one per test process, workspace from a test allocation
 struct kern_ctx *gt_ctx(void);
 void gt_ctx_free(void);
+void *gt_scratch(void); // the context's op_scratch (device) and its size
+size_t gt_scratch_bytes(void);
 // The CPU backend's context (kern_cpu_ops), all cores, one per test process.
 struct kern_ctx *gt_cpu(void);
 

@@ -3,7 +3,9 @@
 // 1, 2, 4, 7, 8 and 40 (more query heads per kv head than a block holds rows); head_dim 64, 128
 // and 256; block sizes 16 and 32; block tables a random permutation of the pool, so no sequence's
 // blocks are contiguous. Batches that leave the GPU idle run split-KV through the context (its
-// op_scratch); each batch also runs unsplit ("1-split" rows). Tolerance: relative L2 1e-2.
+// op_scratch); each batch also runs through each path alone: CUDA cores unsplit ("cc"), CUDA
+// cores split as far as the scratch allows ("split"), tensor cores ("tc", head_dim 64/128).
+// Tolerance: relative L2 1e-2.
 #include "common/err.h"
 #include "kernels/cuda/kern_cuda.h"
 #include "tests/gpu/gpu_ref.h"
@@ -73,14 +75,26 @@ static void check_attention(const struct att_case *tc, uint64_t seed) {
     gt_row("attention", shape, gt_cmp_bf16(got, want, out_n), 1e-2);
     CHECK_OK(kern_cpu_ops.attention(gt_cpu(), want, qkv, kc, vc, &hb, nh, nkv, hd, bs, scale));
     gt_row("attention ~cpu", shape, gt_cmp_bf16(got, want, out_n), 1e-2);
-    // The same batch without scratch: never split-KV (the context's call may have split).
-    gt_poison(d_out, out_n * 2);
+    // Each path on its own: CUDA cores without scratch (never split-KV), CUDA cores with split-KV
+    // forced on (as many slices as the scratch allows on a pretend 1000-SM GPU), tensor cores.
     bf16 *got1 = malloc(out_n * 2);
-    CHECK_OK(kern_cuda_attention(d_out, d_qkv, d_k, d_v, &db, nh, nkv, hd, bs, scale, NULL, 0, 132,
-                                 kern_cuda_stream(gt_ctx())));
-    gt_down(got1, d_out, out_n * 2);
     gpu_ref_ops.attention(NULL, want, qkv, kc, vc, &hb, nh, nkv, hd, bs, scale);
-    gt_row("attention 1-split", shape, gt_cmp_bf16(got1, want, out_n), 1e-2);
+    cudaStream_t st = kern_cuda_stream(gt_ctx());
+    for (int path = 0; path < 3; path++) {
+        if (path == 2 && hd != 64 && hd != 128) break;
+        gt_poison(d_out, out_n * 2);
+        if (path == 0)
+            CHECK_OK(kern_cuda__attention_cc(d_out, d_qkv, d_k, d_v, &db, nh, nkv, hd, bs, scale, NULL,
+                                             0, 132, st));
+        else if (path == 1)
+            CHECK_OK(kern_cuda__attention_cc(d_out, d_qkv, d_k, d_v, &db, nh, nkv, hd, bs, scale,
+                                             gt_scratch(), gt_scratch_bytes(), 1000, st));
+        else
+            CHECK_OK(kern_cuda__attention_tc(d_out, d_qkv, d_k, d_v, &db, nh, nkv, hd, bs, scale, st));
+        gt_down(got1, d_out, out_n * 2);
+        const char *names[] = {"attention cc", "attention split", "attention tc"};
+        gt_row(names[path], shape, gt_cmp_bf16(got1, want, out_n), 1e-2);
+    }
     free(got1);
 
     gt_free(d_qkv), gt_free(d_k), gt_free(d_v), gt_free(d_out), gt_free(d_qs), gt_free(d_lens),

@@ -43,6 +43,8 @@ TEST(gpu_errors) {
     CHECK_EQ(kern_cuda_ctx_init(&c2, 0, (uint8_t *)buf + 8, 4096, NULL, 0), ERR_INVAL);
     CHECK(c2 == NULL);
     CHECK_EQ(kern_cuda_ctx_init(&c2, -1, buf, 4096, NULL, 0), ERR_INVAL);
+    CHECK_EQ(kern_cuda_ctx_set_regions(c, (uint8_t *)buf + 64, 4096, NULL, 0), ERR_INVAL);
+    CHECK_EQ(kern_cuda_ctx_set_regions(c, NULL, 4096, NULL, 0), ERR_INVAL);
     kern_cuda_ctx_free(NULL); // NULL-safe
     gt_free(buf);
     gt_free(ibuf);

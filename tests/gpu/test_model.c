@@ -36,7 +36,8 @@ static void gfx_open(struct gfx *f, const char *dir, enum model_load_format fmt,
                      int max_model_len, int max_seqs, int max_tokens, int block_size) {
     memset(f, 0, sizeof *f);
     CHECK_OK(model_config_load(dir, &f->cfg));
-    CHECK(cudaFree(0) == cudaSuccess); // the CUDA context, before measuring what it costs
+    CHECK(cudaFree(0) == cudaSuccess); // the CUDA context and the kernel context, before
+    CHECK_OK(kern_cuda_ctx_init(&f->ctx, 0, NULL, 0, NULL, 0)); // measuring what they cost
     size_t total = 0, free_b = 0;
     CHECK_OK(mem_device_info(0, &total, &free_b));
     f->set = (struct mem_plan_settings){.gpu_memory_utilization = util,
@@ -51,8 +52,8 @@ static void gfx_open(struct gfx *f, const char *dir, enum model_load_format fmt,
     void *ws = NULL, *scratch = NULL;
     CHECK_OK(mem_arena_carve(&f->arena, "cublas_workspace", f->plan.workspace_bytes, &ws));
     CHECK_OK(mem_arena_carve(&f->arena, "sampling", f->plan.sampling_bytes, &scratch));
-    CHECK_OK(kern_cuda_ctx_init(&f->ctx, 0, ws, f->plan.workspace_bytes, scratch,
-                                f->plan.sampling_bytes));
+    CHECK_OK(kern_cuda_ctx_set_regions(f->ctx, ws, f->plan.workspace_bytes, scratch,
+                                       f->plan.sampling_bytes));
     CHECK_OK(model_weights_load(&f->m.w, &f->cfg, dir, fmt, 1234, &kern_cuda_ops, f->ctx, &f->arena));
     CHECK_OK(model_init(&f->m, &f->cfg, &kern_cuda_ops, f->ctx, &f->arena, &f->plan, &f->set));
 }
@@ -235,10 +236,23 @@ static void check_golden(const char *dir, const char *label) {
 TEST(gpu_model_tiny_qwen2) { check_golden("tests/data/tiny-qwen2", "tiny-qwen2"); }
 TEST(gpu_model_tiny_qwen3) { check_golden("tests/data/tiny-qwen3", "tiny-qwen3"); }
 
-TEST_TIMEOUT(gpu_model_hf_shapes, 300) {
-    const char *root = getenv("KEEL_HF_SHAPES");
-    if (!root || !*root) TEST_SKIP("KEEL_HF_SHAPES is not set (tests/gpu/gen_hf_shapes.py output)");
+// The checkpoints come from $KEEL_HF_SHAPES, else /tmp/keel-hf-shapes, made there on first use by
+// running tests/gpu/gen_hf_shapes.py (about a minute on an H100), so `make test-gpu` is one
+// command. Skipped where transformers cannot run.
+TEST_TIMEOUT(gpu_model_hf_shapes, 400) {
     const char *names[] = {"Qwen2.5-0.5B-Instruct", "Qwen3-0.6B"};
+    const char *root = getenv("KEEL_HF_SHAPES");
+    if (!root || !*root) root = "/tmp/keel-hf-shapes";
+    char probe[512];
+    snprintf(probe, sizeof probe, "%s/%s/golden.json", root, names[1]);
+    if (!test_file_exists(probe)) {
+        char cmd[1200];
+        snprintf(cmd, sizeof cmd, "python3 tests/gpu/gen_hf_shapes.py %s > %s.log 2>&1", root, root);
+        printf("  generating the checkpoints: %s\n", cmd);
+        fflush(stdout);
+        if (system(cmd) != 0 || !test_file_exists(probe))
+            TEST_SKIP("gen_hf_shapes.py failed (see %s.log): no torch/transformers/GPU here?", root);
+    }
     for (int i = 0; i < 2; i++) {
         char dir[512];
         snprintf(dir, sizeof dir, "%s/%s", root, names[i]);

@@ -24,21 +24,25 @@ struct fake {
     int n_script, script_prompt;
     int fail_at_step, fail_code; // make step fail_at_step (1-based) return fail_code
     int n_steps;
-    int64_t n_tokens_total;      // tokens computed
+    int64_t n_tokens_total; // tokens computed
     int usleep_per_step;
 };
 
-static uint64_t mix(uint64_t h, uint64_t v) { return (h ^ (v + 0x9e3779b97f4a7c15ull)) * 1099511628211ull; }
+static uint64_t mix(uint64_t h, uint64_t v) {
+    return (h ^ (v + 0x9e3779b97f4a7c15ull)) * 1099511628211ull;
+}
 
 static int fake_forward(void *arg, const struct model_batch *b, float *logits) {
     struct fake *f = arg;
     f->n_steps++;
     if (f->usleep_per_step) usleep((useconds_t)f->usleep_per_step);
-    if (f->fail_at_step == f->n_steps) return err_set(f->fail_code, "fake failure at step %d", f->n_steps);
+    if (f->fail_at_step == f->n_steps)
+        return err_set(f->fail_code, "fake failure at step %d", f->n_steps);
     int bs = f->m.block_size, stride = f->m.max_blocks_per_seq, V = f->m.cfg.vocab_size;
     if (b->n_tokens > f->m.max_tokens || b->n_seqs > f->m.max_seqs)
         return err_set(ERR_INVAL, "batch beyond the fake's limits");
-    for (int t = 0; t < b->n_tokens; t++) f->cache[b->slot_mapping[t]] = b->token_ids[t];
+    for (int t = 0; t < b->n_tokens; t++)
+        f->cache[b->slot_mapping[t]] = b->token_ids[t];
     f->n_tokens_total += b->n_tokens;
     for (int i = 0; i < b->n_seqs; i++) {
         uint64_t h = 1469598103934665603ull;
@@ -74,7 +78,8 @@ static void fake_init(struct fake *f, int vocab, int n_blocks, int block_size, i
     f->m.max_tokens = max_tokens;
     f->m.max_blocks_per_seq = (max_model_len + block_size - 1) / block_size;
     f->cache = malloc((size_t)n_blocks * block_size * sizeof(int32_t));
-    for (int i = 0; i < n_blocks * block_size; i++) f->cache[i] = -1;
+    for (int i = 0; i < n_blocks * block_size; i++)
+        f->cache[i] = -1;
 }
 
 static struct srv_engine *engine_new(struct fake *f, const struct tok_tokenizer *tok,
@@ -127,10 +132,12 @@ static void take_event(struct result *res, struct srv_event *ev) {
               (unsigned long long)ev->req_id);
     CHECK(ev->text != NULL);
     CHECK_EQ(strlen(ev->text), ev->text_len);
-    for (int i = 0; i < ev->n_tokens; i++) res->ids[res->n_ids++] = ev->token_ids[i];
+    for (int i = 0; i < ev->n_tokens; i++)
+        res->ids[res->n_ids++] = ev->token_ids[i];
     if (ev->logprobs && res->n_ids == ev->n_tokens) {
         res->logprob0 = ev->logprobs[0];
-        for (int k = 0; k < ev->n_top && k < 4; k++) res->top0[k] = ev->top[k];
+        for (int k = 0; k < ev->n_top && k < 4; k++)
+            res->top0[k] = ev->top[k];
     }
     memcpy(res->text + res->text_len, ev->text, ev->text_len);
     res->text_len += ev->text_len;
@@ -154,7 +161,8 @@ static void run_one(struct srv_engine *e, struct srv_request *r, struct result *
         take_event(&res[evs[i].index], &evs[i]);
     }
     free(evs);
-    for (int i = 0; i < n; i++) CHECK(res[i].finish != SRV_FINISH_NONE);
+    for (int i = 0; i < n; i++)
+        CHECK(res[i].finish != SRV_FINISH_NONE);
 }
 
 // Polls a started engine until `n_want` results of ids [0, n_want) have finished.
@@ -243,9 +251,15 @@ TEST(engine_seed_reproduces_whatever_the_batch) {
     struct result alone, again, other;
     run_one(solo, r, &alone, 1);
     r = request(0, prompt, 12, 20);
-    r->sp = (struct srv_sampling){.temperature = 0.9f, .top_p = 0.95f, .top_k = 50,
-                                  .repetition_penalty = 1, .has_seed = true, .seed = 1234,
-                                  .max_tokens = 20, .ignore_eos = true, .logprobs = -1};
+    r->sp = (struct srv_sampling){.temperature = 0.9f,
+                                  .top_p = 0.95f,
+                                  .top_k = 50,
+                                  .repetition_penalty = 1,
+                                  .has_seed = true,
+                                  .seed = 1234,
+                                  .max_tokens = 20,
+                                  .ignore_eos = true,
+                                  .logprobs = -1};
     run_one(solo, r, &again, 1);
     CHECK_EQ(again.n_ids, alone.n_ids);
     CHECK(memcmp(again.ids, alone.ids, sizeof(int32_t) * (size_t)alone.n_ids) == 0);
@@ -268,7 +282,8 @@ TEST(engine_seed_reproduces_whatever_the_batch) {
     }
     wait_all(e, res, N);
     CHECK_EQ(res[7].n_ids, alone.n_ids);
-    for (int t = 0; t < alone.n_ids; t++) CHECK_EQ(res[7].ids[t], alone.ids[t]);
+    for (int t = 0; t < alone.n_ids; t++)
+        CHECK_EQ(res[7].ids[t], alone.ids[t]);
     struct srv_engine_stats st;
     srv_engine_stats(e, &st);
     CHECK(st.n_preemptions > 0);
@@ -452,8 +467,10 @@ TEST(engine_cancel_frees_blocks) {
     struct srv_event ev;
     int spins = 0;
     while (res[0].n_ids < 3 && spins++ < 100000) {
-        if (srv_engine_poll(e, &ev, 1) == 1) take_event(&res[0], &ev);
-        else usleep(100);
+        if (srv_engine_poll(e, &ev, 1) == 1)
+            take_event(&res[0], &ev);
+        else
+            usleep(100);
     }
     struct srv_engine_stats st;
     srv_engine_stats(e, &st);
@@ -587,8 +604,8 @@ struct cpu_model {
     struct model m;
 };
 
-static void cpu_open(struct cpu_model *c, const char *dir, enum model_load_format fmt,
-                     int n_blocks, int block_size, int max_seqs, int max_tokens, int max_model_len) {
+static void cpu_open(struct cpu_model *c, const char *dir, enum model_load_format fmt, int n_blocks,
+                     int block_size, int max_seqs, int max_tokens, int max_model_len) {
     memset(c, 0, sizeof(*c));
     struct model_config cfg;
     CHECK_OK(model_config_load(dir, &cfg));
@@ -612,7 +629,8 @@ static void cpu_open(struct cpu_model *c, const char *dir, enum model_load_forma
     size_t kv = (size_t)2 * cfg.n_layers * n_blocks * block_size * cfg.n_kv_heads * cfg.head_dim *
                 sizeof(bf16);
     size_t bytes = (size_t)model_weights_bytes(&cfg) + lay.bytes + kv +
-                   (size_t)max_seqs * cfg.vocab_size * 4 + (8 + 16 * cfg.n_layers) * MEM_ARENA_ALIGN;
+                   (size_t)max_seqs * cfg.vocab_size * 4 +
+                   (8 + 16 * cfg.n_layers) * MEM_ARENA_ALIGN;
     CHECK_OK(mem_arena_init(&c->arena, MEM_HOST, 0, bytes, 1 << 20));
     CHECK_OK(kern_cpu_ctx_init(&c->ctx, 1));
     CHECK_OK(model_weights_load(&c->m.w, &cfg, dir, fmt, 1234, &kern_cpu_ops, c->ctx, &c->arena));
@@ -707,7 +725,8 @@ TEST_TIMEOUT(engine_cpu_default_model_text_and_seed, 60) {
     }
     CHECK_EQ(a.n_ids, 6);
     CHECK(memcmp(a.ids, b.ids, sizeof(int32_t) * 6) == 0);
-    for (int i = 0; i < a.n_ids; i++) CHECK(a.ids[i] < tok_n_vocab(tok));
+    for (int i = 0; i < a.n_ids; i++)
+        CHECK(a.ids[i] < tok_n_vocab(tok));
     char *dec;
     size_t dec_len;
     CHECK_OK(tok_decode(tok, a.ids, a.n_ids, true, &dec, &dec_len));
@@ -719,7 +738,9 @@ TEST_TIMEOUT(engine_cpu_default_model_text_and_seed, 60) {
     tok_free(tok);
 }
 
-static void count_cb(void *arg) { __atomic_add_fetch((int *)arg, 1, __ATOMIC_SEQ_CST); }
+static void count_cb(void *arg) {
+    __atomic_add_fetch((int *)arg, 1, __ATOMIC_SEQ_CST);
+}
 
 TEST(engine_notifies_and_counts) {
     enum { V = 200, N = 5 };

@@ -6,8 +6,8 @@
 
 #include <time.h>
 
-static int32_t draw(const float *logits, int n, const int32_t *tokens, int n_prompt,
-                    int n_tokens, const struct srv_sampling *sp, struct srv_sample_rng *rng,
+static int32_t draw(const float *logits, int n, const int32_t *tokens, int n_prompt, int n_tokens,
+                    const struct srv_sampling *sp, struct srv_sample_rng *rng,
                     struct srv_sample_scratch *s) {
     struct srv_sample_input in = {logits, n, tokens, n_prompt, n_tokens, NULL, 0};
     int32_t t = -1;
@@ -73,7 +73,8 @@ TEST(sample_penalties_follow_vllm) {
     sp.presence_penalty = 0.2f;
     CHECK_EQ(draw(flat, 4, toks, 3, 5, &sp, &rng, &s), 2);
     // The scratch counters are zero again afterwards.
-    for (int i = 0; i < 4; i++) CHECK_EQ(s.counts[i], 0);
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ(s.counts[i], 0);
     srv_sample_scratch_free(&s);
 }
 
@@ -86,11 +87,11 @@ static void check_freqs(const float *logits, int n, const struct srv_sampling *s
     srv_sample_rng_seed(&rng, 12345);
     enum { DRAWS = 40000 };
     int counts[16] = {0};
-    for (int i = 0; i < DRAWS; i++) counts[draw(logits, n, NULL, 0, 0, sp, &rng, &s)]++;
+    for (int i = 0; i < DRAWS; i++)
+        counts[draw(logits, n, NULL, 0, 0, sp, &rng, &s)]++;
     for (int i = 0; i < n; i++) {
         double f = (double)counts[i] / DRAWS;
-        CHECK_MSG(fabs(f - expect[i]) < 0.012, "id %d: drawn %.4f, expected %.4f", i, f,
-                  expect[i]);
+        CHECK_MSG(fabs(f - expect[i]) < 0.012, "id %d: drawn %.4f, expected %.4f", i, f, expect[i]);
     }
     srv_sample_scratch_free(&s);
 }
@@ -124,7 +125,8 @@ TEST(sample_seed_reproduces) {
     float *logits = malloc(V * sizeof(float));
     struct srv_sample_rng r0;
     srv_sample_rng_seed(&r0, 7);
-    for (int i = 0; i < V; i++) logits[i] = (float)(srv_sample_uniform(&r0) * 4.0);
+    for (int i = 0; i < V; i++)
+        logits[i] = (float)(srv_sample_uniform(&r0) * 4.0);
     struct srv_sample_scratch s;
     CHECK_OK(srv_sample_scratch_init(&s, V));
     struct srv_sampling sp;
@@ -136,9 +138,12 @@ TEST(sample_seed_reproduces) {
     srv_sample_rng_seed(&ra, 42);
     srv_sample_rng_seed(&rb, 42);
     srv_sample_rng_seed(&rc, 43);
-    for (int i = 0; i < N; i++) a[i] = draw(logits, V, NULL, 0, 0, &sp, &ra, &s);
-    for (int i = 0; i < N; i++) b[i] = draw(logits, V, NULL, 0, 0, &sp, &rb, &s);
-    for (int i = 0; i < N; i++) c[i] = draw(logits, V, NULL, 0, 0, &sp, &rc, &s);
+    for (int i = 0; i < N; i++)
+        a[i] = draw(logits, V, NULL, 0, 0, &sp, &ra, &s);
+    for (int i = 0; i < N; i++)
+        b[i] = draw(logits, V, NULL, 0, 0, &sp, &rb, &s);
+    for (int i = 0; i < N; i++)
+        c[i] = draw(logits, V, NULL, 0, 0, &sp, &rc, &s);
     int same_ab = 0, same_ac = 0;
     for (int i = 0; i < N; i++) {
         same_ab += a[i] == b[i];
@@ -164,12 +169,15 @@ TEST(sample_top_p_large_vocab_matches_full_sort) {
     float *logits = malloc(V * sizeof(float));
     struct srv_sample_rng r0;
     srv_sample_rng_seed(&r0, 3);
-    for (int i = 0; i < V; i++) logits[i] = (float)(srv_sample_uniform(&r0) * 12.0);
+    for (int i = 0; i < V; i++)
+        logits[i] = (float)(srv_sample_uniform(&r0) * 12.0);
     // The exact nucleus for top_p 0.5, by a full sort.
     struct srv_sample_cand *all = malloc(V * sizeof(*all));
     double z = 0;
-    for (int i = 0; i < V; i++) z += exp(logits[i] - 12.0);
-    for (int i = 0; i < V; i++) all[i] = (struct srv_sample_cand){logits[i], i};
+    for (int i = 0; i < V; i++)
+        z += exp(logits[i] - 12.0);
+    for (int i = 0; i < V; i++)
+        all[i] = (struct srv_sample_cand){logits[i], i};
     qsort(all, V, sizeof(*all), cand_desc);
     bool *in_nucleus = calloc(V, sizeof(bool));
     double cum = 0;
@@ -208,7 +216,8 @@ TEST(sample_top_p_large_vocab_matches_full_sort) {
 TEST(sample_logprobs_are_raw_log_softmax) {
     float logits[5] = {1.0f, 3.0f, -2.0f, 3.0f, 0.5f};
     double z = 0;
-    for (int i = 0; i < 5; i++) z += exp(logits[i]);
+    for (int i = 0; i < 5; i++)
+        z += exp(logits[i]);
     float lp = 0;
     struct srv_top_logprob top[3];
     srv_sample_logprobs(logits, 5, 4, 3, &lp, top);
@@ -257,4 +266,70 @@ TEST(sample_stop_strings_find_and_hold_back) {
     sp.n_stop = 0;
     CHECK_EQ(srv_sample_find_stop(&sp, "END", 3, 0, &which), -1);
     CHECK_EQ(srv_sample_stop_holdback(&sp, "EN", 2), 0);
+}
+
+// The draw walks blocks of ids and then one block: mass spread over several blocks (and ids
+// with no mass at all) must come out in proportion.
+TEST(sample_draw_across_blocks) {
+    enum { V = 1000, DRAWS = 40000 };
+    float logits[V];
+    for (int i = 0; i < V; i++)
+        logits[i] = -INFINITY;
+    logits[10] = logf(0.25f);
+    logits[300] = logf(0.25f);
+    logits[511] = logf(0.125f);
+    logits[999] = logf(0.375f);
+    struct srv_sample_scratch s;
+    CHECK_OK(srv_sample_scratch_init(&s, V));
+    struct srv_sampling sp;
+    srv_sampling_defaults(&sp);
+    struct srv_sample_rng rng;
+    srv_sample_rng_seed(&rng, 77);
+    int c10 = 0, c300 = 0, c511 = 0, c999 = 0;
+    for (int i = 0; i < DRAWS; i++) {
+        int32_t t = draw(logits, V, NULL, 0, 0, &sp, &rng, &s);
+        CHECK_MSG(t == 10 || t == 300 || t == 511 || t == 999, "drew %d, which has no mass", t);
+        c10 += t == 10, c300 += t == 300, c511 += t == 511, c999 += t == 999;
+    }
+    CHECK_NEAR((double)c10 / DRAWS, 0.25, 0.012);
+    CHECK_NEAR((double)c300 / DRAWS, 0.25, 0.012);
+    CHECK_NEAR((double)c511 / DRAWS, 0.125, 0.012);
+    CHECK_NEAR((double)c999 / DRAWS, 0.375, 0.012);
+    srv_sample_scratch_free(&s);
+}
+
+struct pool_job {
+    int *out;
+    int vocab;
+};
+
+static void pool_job_cb(void *arg, int i, struct srv_sample_scratch *s) {
+    struct pool_job *j = arg;
+    if (s->vocab != j->vocab || !s->w) return; // leaves out[i] unset: caught below
+    s->w[i % j->vocab] = (float)i;             // each thread's own scratch: no race
+    j->out[i] = i * 3 + 1;
+}
+
+TEST(sample_pool_runs_every_item_once) {
+    enum { N = 5000 };
+    int *out = calloc(N, sizeof(int));
+    for (int threads = 1; threads <= 4; threads += 3) {
+        struct srv_sample_pool *p;
+        CHECK_OK(srv_sample_pool_init(&p, threads, 64));
+        struct pool_job j = {out, 64};
+        for (int round = 0; round < 20; round++) {
+            int n = round == 0 ? 1 : N - round;
+            memset(out, 0, N * sizeof(int));
+            srv_sample_pool_run(p, n, pool_job_cb, &j);
+            for (int i = 0; i < n; i++)
+                CHECK_MSG(out[i] == i * 3 + 1, "%d threads, round %d: item %d = %d", threads, round,
+                          i, out[i]);
+            for (int i = n; i < N; i++)
+                CHECK_EQ(out[i], 0);
+        }
+        srv_sample_pool_run(p, 0, pool_job_cb, &j); // nothing to do is fine
+        srv_sample_pool_free(p);
+    }
+    srv_sample_pool_free(NULL);
+    free(out);
 }

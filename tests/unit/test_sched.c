@@ -25,7 +25,8 @@ static void sim_init(struct sim *m, int n_blocks, int block_size, int max_seqs, 
     CHECK_OK(sched_init(&m->s, &m->pool, &cfg));
     CHECK_OK(sched_plan_init(&m->p, &cfg));
     m->cache = malloc((size_t)n_blocks * block_size * sizeof(int32_t));
-    for (int i = 0; i < n_blocks * block_size; i++) m->cache[i] = -1;
+    for (int i = 0; i < n_blocks * block_size; i++)
+        m->cache[i] = -1;
 }
 
 static void sim_free(struct sim *m) {
@@ -38,7 +39,8 @@ static void sim_free(struct sim *m) {
 // The fake model's next token: a hash of the whole context.
 static int32_t next_token(const int32_t *ctx, int n) {
     uint64_t h = 1469598103934665603ull;
-    for (int i = 0; i < n; i++) h = (h ^ (uint64_t)(ctx[i] + 7)) * 1099511628211ull;
+    for (int i = 0; i < n; i++)
+        h = (h ^ (uint64_t)(ctx[i] + 7)) * 1099511628211ull;
     return (int32_t)(h % 1000);
 }
 
@@ -49,7 +51,8 @@ static void sim_forward(struct sim *m, int32_t *next) {
     int bs = m->pool.block_size, stride = m->s.cfg.max_blocks_per_seq;
     CHECK(p->n_tokens <= m->s.cfg.max_num_batched_tokens);
     CHECK(p->n_seqs <= m->s.cfg.max_num_seqs);
-    for (int t = 0; t < p->n_tokens; t++) m->cache[p->slot_mapping[t]] = p->token_ids[t];
+    for (int t = 0; t < p->n_tokens; t++)
+        m->cache[p->slot_mapping[t]] = p->token_ids[t];
     int32_t *ctx = malloc(4096 * sizeof(int32_t));
     for (int i = 0; i < p->n_seqs; i++) {
         struct sched_seq *seq = p->seqs[i];
@@ -175,9 +178,9 @@ TEST(sched_fcfs_admission_does_not_starve_big_requests) {
     int32_t prompt[24], next[8];
     make_prompt(prompt, 24, 3);
     struct sched_seq a, big, small;
-    CHECK_OK(sched_seq_init(&a, 1, prompt, 8, 9));      // 2 blocks, then 3
-    CHECK_OK(sched_seq_init(&big, 2, prompt, 16, 17));  // needs 4 (5 with its token)
-    CHECK_OK(sched_seq_init(&small, 3, prompt, 2, 3));  // would fit now
+    CHECK_OK(sched_seq_init(&a, 1, prompt, 8, 9));     // 2 blocks, then 3
+    CHECK_OK(sched_seq_init(&big, 2, prompt, 16, 17)); // needs 4 (5 with its token)
+    CHECK_OK(sched_seq_init(&small, 3, prompt, 2, 3)); // would fit now
     CHECK_OK(sched_add(&m.s, &a));
     CHECK_OK(sched_step(&m.s, &m.p));
     sim_forward(&m, next);
@@ -285,7 +288,8 @@ TEST(sched_siblings_share_prompt_blocks) {
     sched_finish(&m.s, &c[2]);
     CHECK_EQ(m.pool.n_free, 32);
     CHECK_OK(mem_kv_pool_check(&m.pool));
-    for (int i = 0; i < 3; i++) sched_seq_free(&c[i]);
+    for (int i = 0; i < 3; i++)
+        sched_seq_free(&c[i]);
     sim_free(&m);
 }
 
@@ -317,7 +321,8 @@ TEST(sched_stress_tiny_pool_matches_solo) {
     int added = 0, done = 0, steps = 0;
     while (done < N) {
         // Requests keep arriving while others run.
-        for (int k = 0; k < 7 && added < N; k++) CHECK_OK(sched_add(&m.s, &seqs[added++]));
+        for (int k = 0; k < 7 && added < N; k++)
+            CHECK_OK(sched_add(&m.s, &seqs[added++]));
         CHECK_OK(sched_step(&m.s, &m.p));
         CHECK_MSG(m.p.n_seqs > 0, "step %d planned nothing with %d waiting", steps, m.s.n_waiting);
         sim_forward(&m, next);
@@ -348,7 +353,8 @@ TEST(sched_stress_tiny_pool_matches_solo) {
     CHECK_EQ(preempted, m.s.n_preemptions);
     CHECK_EQ(m.pool.n_free, 24);
     CHECK(sched_idle(&m.s));
-    for (int i = 0; i < N; i++) sched_seq_free(&seqs[i]);
+    for (int i = 0; i < N; i++)
+        sched_seq_free(&seqs[i]);
     free(seqs);
     free(max_new);
     sim_free(&m);

@@ -522,9 +522,9 @@ TEST(tok_encode_decode_errors) {
 
 // ---- speed --------------------------------------------------------------------------------------
 
-static double now_s(void) {
+static double clock_s(clockid_t clock) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clock, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
@@ -625,12 +625,23 @@ TEST_TIMEOUT(tok_encode_speed, 120) {
     int n;
     CHECK_OK(tok_encode(t, text, 4096, true, &ids, &n)); // warm up
     free(ids);
-    double t0 = now_s();
-    CHECK_OK(tok_encode(t, text, len, true, &ids, &n));
-    double secs = now_s() - t0;
+    // The best of three; CPU time of this thread too, which a loaded machine (CI runs other
+    // tests beside this one) distorts far less than wall time.
+    double secs = 1e30, cpu = 1e30;
+    for (int r = 0; r < 3; r++) {
+        double w0 = clock_s(CLOCK_MONOTONIC), c0 = clock_s(CLOCK_THREAD_CPUTIME_ID);
+        CHECK_OK(tok_encode(t, text, len, true, &ids, &n));
+        double w = clock_s(CLOCK_MONOTONIC) - w0, c = clock_s(CLOCK_THREAD_CPUTIME_ID) - c0;
+        if (w < secs) secs = w;
+        if (c < cpu) cpu = c;
+        if (r < 2) free(ids);
+    }
     double mbps = (double)len / 1e6 / secs;
-    fprintf(stderr, "  encoded %.2f MB of English in %.3f s: %.1f MB/s, %d ids (%.2f bytes/id)\n",
-            len / 1e6, secs, mbps, n, (double)len / n);
+    fprintf(
+        stderr,
+        "  encoded %.2f MB of English: %.1f MB/s wall (%.3f s), %.1f MB/s of one core's CPU time, "
+        "%d ids (%.2f bytes/id)\n",
+        len / 1e6, mbps, secs, (double)len / 1e6 / cpu, n, (double)len / n);
     CHECK(n > (int)(len / 10) && n < (int)(len / 2));
     // The ids decode back to the text exactly.
     char *back;
