@@ -31,6 +31,10 @@ expect() {
   # The message: the command's own lines and errors, not the plan's info lines.
   msg=$(grep -E '^keel|ERROR|error' "$out" | head -n 3)
   [ -n "$msg" ] || msg=$(tail -n 2 "$out")
+  # Under `make asan` every failing start-up is also a leak check of its error path.
+  if grep -Eq 'ERROR: (LeakSanitizer|AddressSanitizer)|runtime error:' "$out"; then
+    echo "FAIL $name: sanitizer report"; grep -E -A 20 'Sanitizer|runtime error' "$out" | head -n 40; exit 1
+  fi
   if [ "$rc" -ne "$want" ]; then
     echo "FAIL $name: exit code $rc, expected $want"; sed 's/^/     | /' "$out" | tail -n 15; exit 1
   fi

@@ -1,5 +1,5 @@
-// A bounded mixed load for the reliability scripts: `node tests/e2e/lib/rel_load.mjs PORT N`
-// sends N requests over 8 keep-alive connections, covering every endpoint and the paths that
+// A bounded mixed load for the reliability scripts: `node tests/e2e/lib/rel_load.mjs PORT N [CONNS]`
+// sends N requests over CONNS (8) keep-alive connections, covering every endpoint and the paths that
 // free things early: streams read to the end, streams dropped after their first event, bad JSON
 // (400), unknown routes (404), bodies past the limit (413, needs --max-body-bytes 65536). Prints
 // one JSON line of counts and exits 1 on an unexpected status.
@@ -7,7 +7,7 @@ import { RawConn, percentile } from './rel_serve.mjs';
 
 const port = Number(process.argv[2]);
 const N = Number(process.argv[3] || 3000);
-const CONNS = 8;
+const CONNS = Number(process.argv[4] || 8);
 if (!port) { console.error('usage: rel_load.mjs PORT [N]'); process.exit(2); }
 
 function req(method, path, body = null) {
