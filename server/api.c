@@ -200,6 +200,8 @@ static int api__render_chat(struct api_req *r, char **text) {
         msgs[i].role = g->msgs[i].role;
         msgs[i].content = g->msgs[i].content;
         msgs[i].reasoning_content = g->msgs[i].reasoning_content;
+        msgs[i].tool_calls = g->msgs[i].tool_calls;
+        msgs[i].n_tool_calls = g->msgs[i].n_tool_calls;
     }
     int rc = tok_chat_render(r->a->tok, msgs, g->n_msgs, g->add_generation_prompt,
                              g->enable_thinking, g->tools_json, text);

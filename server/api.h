@@ -13,6 +13,7 @@
 #ifndef KEEL_SERVER_API_H
 #define KEEL_SERVER_API_H
 
+#include "models/tokenizer.h"
 #include "server/engine.h"
 #include "server/http.h"
 #include "server/metrics.h"
@@ -54,6 +55,8 @@ struct api_prompt {
 // One chat message; the strings are malloc'd.
 struct api_msg {
     char *role, *content, *reasoning_content;
+    struct tok_chat_tool_call *tool_calls; // [n_tool_calls], names and arguments owned here
+    int n_tool_calls;
 };
 
 struct api_gen {

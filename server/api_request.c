@@ -413,6 +413,46 @@ static int api__content(const cJSON *c, int i, char **out, struct api_error *e) 
     return 0;
 }
 
+
+// An assistant message's "tool_calls": [{"id", "type": "function", "function": {"name",
+// "arguments"}}], as OpenAI clients send them back in the history. "arguments" is JSON text (a
+// string, as OpenAI sends it) or a JSON object (printed compactly).
+static int api__tool_calls(const cJSON *calls, int i, struct api_msg *msg, struct api_error *e) {
+    if (!cJSON_IsArray(calls))
+        return api_error_set(e, 400, "messages", "'messages[%d].tool_calls' must be an array", i);
+    int n = cJSON_GetArraySize(calls);
+    if (n == 0) return 0;
+    msg->tool_calls = calloc((size_t)n, sizeof *msg->tool_calls);
+    if (!msg->tool_calls) return api_error_set(e, 500, NULL, "out of memory");
+    const cJSON *c;
+    cJSON_ArrayForEach(c, calls) {
+        int k = msg->n_tool_calls;
+        const cJSON *fn = cJSON_IsObject(c) ? cJSON_GetObjectItemCaseSensitive(c, "function") : NULL;
+        const cJSON *name = fn ? cJSON_GetObjectItemCaseSensitive(fn, "name") : NULL;
+        const cJSON *args = fn ? cJSON_GetObjectItemCaseSensitive(fn, "arguments") : NULL;
+        if (!cJSON_IsString(name))
+            return api_error_set(e, 400, "messages", "'messages[%d].tool_calls[%d].function.name' "
+                                 "must be a string", i, k);
+        char *a = NULL;
+        if (!args || cJSON_IsNull(args)) a = strdup("{}");
+        else if (cJSON_IsString(args)) a = strdup(args->valuestring);
+        else if (cJSON_IsObject(args)) a = cJSON_PrintUnformatted(args);
+        else
+            return api_error_set(e, 400, "messages", "'messages[%d].tool_calls[%d].function."
+                                 "arguments' must be a JSON string or object", i, k);
+        char *nm = strdup(name->valuestring);
+        if (!a || !nm) {
+            free(a);
+            free(nm);
+            return api_error_set(e, 500, NULL, "out of memory");
+        }
+        msg->tool_calls[k].name = nm;
+        msg->tool_calls[k].arguments = a;
+        msg->n_tool_calls++;
+    }
+    return 0;
+}
+
 static int api__messages(const cJSON *root, struct api_gen *g, struct api_error *e) {
     const cJSON *v = api__field(root, "messages");
     if (!v) return api_error_set(e, 400, "messages", "'messages' is required");
@@ -446,6 +486,11 @@ static int api__messages(const cJSON *root, struct api_gen *g, struct api_error 
             if (rc) return rc;
         } else if (strcmp(r, "assistant") != 0) {
             return api_error_set(e, 400, "messages", "'messages[%d].content' is required", i);
+        }
+        const cJSON *calls = api__field(m, "tool_calls");
+        if (calls) {
+            int rc = api__tool_calls(calls, i, &g->msgs[i], e);
+            if (rc) return rc;
         }
         const cJSON *rc_ = api__field(m, "reasoning_content");
         if (rc_ && cJSON_IsString(rc_) && !(g->msgs[i].reasoning_content = strdup(rc_->valuestring)))
@@ -595,6 +640,11 @@ void api_gen_free(struct api_gen *g) {
         free(g->msgs[i].role);
         free(g->msgs[i].content);
         free(g->msgs[i].reasoning_content);
+        for (int k = 0; k < g->msgs[i].n_tool_calls; k++) {
+            free((char *)g->msgs[i].tool_calls[k].name);
+            free((char *)g->msgs[i].tool_calls[k].arguments);
+        }
+        free(g->msgs[i].tool_calls);
     }
     free(g->msgs);
     free(g->tools_json);

@@ -215,3 +215,41 @@ TEST(api_error_json_shape) {
     CHECK_MSG(strstr(j, "\"param\":null") && strstr(j, "bad \\\"quote\\\""), "%s", j);
     free(j);
 }
+
+TEST(api_chat_tool_calls_reach_the_template) {
+    struct api_gen g;
+    struct api_error e;
+    const char *body =
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":"
+        "\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":"
+        "\"{\\\"city\\\": \\\"Paris\\\"}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"18C\"}]}";
+    CHECK_EQ(parse(API_CHAT, body, &g, &e), 0);
+    CHECK_EQ(g.n_msgs, 3);
+    CHECK_EQ(g.msgs[1].n_tool_calls, 1);
+    CHECK_STR(g.msgs[1].tool_calls[0].name, "get_weather");
+    CHECK_STR(g.msgs[1].tool_calls[0].arguments, "{\"city\": \"Paris\"}");
+
+    struct tok_tokenizer *tok;
+    if (tok_load(&tok, ".cache/qwen3-tokenizer") != 0) TEST_SKIP("no tokenizer: %s", err_msg());
+    struct tok_chat_msg msgs[3];
+    for (int i = 0; i < 3; i++)
+        msgs[i] = (struct tok_chat_msg){g.msgs[i].role, g.msgs[i].content,
+                                        g.msgs[i].reasoning_content, g.msgs[i].tool_calls,
+                                        g.msgs[i].n_tool_calls};
+    char *text = NULL;
+    CHECK_OK(tok_chat_render(tok, msgs, 3, true, -1, NULL, &text));
+    CHECK_MSG(strstr(text, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": "
+                           "\"Paris\"}}\n</tool_call>") != NULL, "rendered:\n%s", text);
+    CHECK_MSG(strstr(text, "<tool_response>\n18C\n</tool_response>") != NULL, "rendered:\n%s", text);
+    free(text);
+    tok_free(tok);
+    api_gen_free(&g);
+
+    const char *bad = "{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":"
+                      "[{\"function\":{\"name\":7}}]}]}";
+    CHECK_EQ(parse(API_CHAT, bad, &g, &e), 400);
+    CHECK(strstr(e.message, "tool_calls[0].function.name") != NULL);
+    api_gen_free(&g);
+}
