@@ -85,8 +85,9 @@ struct http__write {
 };
 
 static void http__conn_close(struct srv_http_conn *c);
-static void http__process(struct srv_http_conn *c);
+static void http__timer_cb(uv_timer_t *t);
 static void http__start_reading(struct srv_http_conn *c);
+static void http__process(struct srv_http_conn *c);
 
 // ---- small helpers
 
@@ -186,17 +187,27 @@ static int http__write(struct srv_http_conn *c, const char *a, size_t na, const 
     return 0;
 }
 
+// Lingering close: once our answer and FIN are out, keep reading (and discarding) until the client
+// closes too, at most HTTP__LINGER_MS. Closing with unread bytes in the socket (a body past
+// max_body_bytes, say) would make the kernel send a reset, which can destroy the 413 before the
+// client reads it.
+#define HTTP__LINGER_MS 2000
+
 static void http__shutdown_cb(uv_shutdown_t *req, int status) {
     struct srv_http_conn *c = req->data;
     free(req);
-    http__conn_close(c);
+    if (status < 0 || uv_is_closing((uv_handle_t *)&c->tcp)) {
+        http__conn_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, http__timer_cb, HTTP__LINGER_MS, 0); // closes when it fires
 }
 
-// Closes after everything queued has been written.
+// Closes after everything queued has been written (see the lingering close above).
 static void http__close_after_writes(struct srv_http_conn *c) {
     if (c->closing) return;
-    uv_read_stop((uv_stream_t *)&c->tcp);
-    c->reading = false;
+    c->in_len = 0; // what is still buffered is discarded, and reads land at the start
+    if (!c->reading) http__start_reading(c);
     uv_shutdown_t *req = malloc(sizeof *req);
     if (!req || uv_shutdown(req, (uv_stream_t *)&c->tcp, http__shutdown_cb) < 0) {
         free(req);
@@ -576,7 +587,7 @@ static void http__read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
         http__conn_close(c);
         return;
     }
-    if (nread == 0 || c->closing) return;
+    if (nread == 0 || c->closing) return; // closing: lingering, what arrives is discarded
     c->in_len += (size_t)nread;
     if (c->state == HTTP__BUSY) {
         if (c->in_len >= HTTP__INFLIGHT_BUFFER) {
