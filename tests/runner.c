@@ -3,6 +3,9 @@
 // `unit --list` prints the names. Exit status is 1 when any test failed.
 #include "tests/test.h"
 
+#include "common/err.h"
+#include "common/file.h"
+
 #include <errno.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -35,6 +38,14 @@ void test_register(const char *name, test_fn fn, const char *file, int timeout_s
 int test_file_exists(const char *path) {
     struct stat st;
     return path && stat(path, &st) == 0;
+}
+
+char *test_read_file(const char *path) {
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = file_read_all(path, (size_t)1 << 30, &buf, &len);
+    CHECK_MSG(rc == 0, "cannot read %s: %s", path, err_msg());
+    return buf;
 }
 
 static double test__now(void) {

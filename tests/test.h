@@ -12,8 +12,12 @@
 typedef void (*test_fn)(void);
 void test_register(const char *name, test_fn fn, const char *file, int timeout_s);
 
-// Path of a file under tests/data, or under .cache (prepared by scripts/setup); NULL-safe helper.
+// Whether a file exists (test data, or .cache prepared by scripts/setup).
 int test_file_exists(const char *path);
+
+// A whole file as a malloc'd, NUL-terminated string (the caller frees it); fails the test, naming
+// the file, when it cannot be read.
+char *test_read_file(const char *path);
 
 #define TEST__REG(name, secs)                                                                   \
     static void test_##name(void);                                                              \

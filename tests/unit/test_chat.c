@@ -15,19 +15,6 @@
 
 // ---- helpers ------------------------------------------------------------------------------------
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    CHECK_MSG(f != NULL, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    CHECK_EQ(fread(s, 1, (size_t)n, f), n);
-    s[n] = 0;
-    fclose(f);
-    return s;
-}
-
 // A temporary model folder: the real tokenizer.json (linked) and a tokenizer_config.json whose
 // chat_template is `tmpl` (no config at all when tmpl is NULL).
 static void make_dir(char *dir, const char *tmpl) {
@@ -116,7 +103,7 @@ static void free_msgs(struct tok_chat_msg *msgs, int n) {
 
 TEST(chat_matches_transformers) {
     struct tok_tokenizer *qwen3 = load_real();
-    char *t25 = slurp(DATA "qwen25_template.jinja"), *t2 = slurp(DATA "qwen2_template.jinja");
+    char *t25 = test_read_file(DATA "qwen25_template.jinja"), *t2 = test_read_file(DATA "qwen2_template.jinja");
     struct tok_tokenizer *qwen25 = load_with_template(t25), *qwen2 = load_with_template(t2);
     CHECK(tok_chat_supported(qwen3) && tok_chat_supported(qwen25) && tok_chat_supported(qwen2));
     FILE *f = fopen(DATA "chat.jsonl", "rb");

@@ -189,19 +189,6 @@ static int argmax(const float *v, int n) {
     return best;
 }
 
-static char *read_text(const char *path) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    size_t got = fread(buf, 1, (size_t)n, fp);
-    buf[got] = '\0';
-    fclose(fp);
-    return buf;
-}
-
 static int json_ints(const cJSON *arr, int32_t *out, int cap) {
     int n = 0;
     const cJSON *v;
@@ -217,8 +204,7 @@ static int json_ints(const cJSON *arr, int32_t *out, int cap) {
 static void check_golden(const char *dir) {
     char path[256];
     snprintf(path, sizeof path, "%s/golden.json", dir);
-    char *text = read_text(path);
-    CHECK_MSG(text != NULL, "cannot read %s", path);
+    char *text = test_read_file(path);
     cJSON *g = cJSON_Parse(text);
     CHECK_MSG(g != NULL, "%s is not JSON", path);
     struct model_config cfg;
