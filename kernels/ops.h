@@ -109,6 +109,11 @@ struct kern_ops {
 
     // Waits for all queued work (start-up, tests). Returns the first pending error.
     int (*sync)(struct kern_ctx *c);
+
+    // Debugging only (KEEL_DEBUG_INJECT_FAULT): fails the way a sticky device fault does. CUDA
+    // launches a kernel that traps, so the context really dies and the backend's own check
+    // reports it (ERR_CUDA_FAULT); the CPU backend returns ERR_CUDA_FAULT as that check would.
+    int (*debug_fault)(struct kern_ctx *c);
 };
 
 // The CPU reference backend (kernels/cpu). n_threads <= 0 means "all cores".

@@ -304,10 +304,13 @@ static int network_graphed(struct model *m, struct fwd_step *st) {
 int model_forward(struct model *m, const struct model_batch *b, float *logits) {
     TRY(check_batch(m, b));
     m->n_steps++;
-    if (m->inject_fault_step > 0 && m->n_steps >= m->inject_fault_step)
-        return err_set(ERR_CUDA_FAULT,
-                       "injected sticky fault at forward step %lld (KEEL_DEBUG_INJECT_FAULT)",
-                       (long long)m->n_steps);
+    if (m->inject_fault_step > 0 && m->n_steps >= m->inject_fault_step) {
+        int rc = m->ops->debug_fault(m->ctx);
+        log_error("KEEL_DEBUG_INJECT_FAULT: fault injected at forward step %lld",
+                  (long long)m->n_steps);
+        return rc ? rc : err_set(ERR_CUDA_FAULT, "injected fault at forward step %lld",
+                                 (long long)m->n_steps);
+    }
     const bool prof_ops = model_prof_mode() == MODEL_PROF_OPS;
     model_prof_step_begin(b->n_tokens, b->n_seqs);
     const struct kern_ops *op = m->ops;

@@ -194,6 +194,11 @@ static int cpu_sync(struct kern_ctx *c) {
     return 0;
 }
 
+static int cpu_debug_fault(struct kern_ctx *c) {
+    return err_set(ERR_CUDA_FAULT, "simulated sticky device fault (KEEL_DEBUG_INJECT_FAULT, cpu "
+                                   "backend)");
+}
+
 const struct kern_ops kern_cpu_ops = {
     .name = "cpu",
     .embed = cpu_embed,
@@ -209,4 +214,5 @@ const struct kern_ops kern_cpu_ops = {
     .copy_to_backend = cpu_copy,
     .copy_to_host = cpu_copy,
     .sync = cpu_sync,
+    .debug_fault = cpu_debug_fault,
 };

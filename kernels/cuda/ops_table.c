@@ -6,6 +6,7 @@
 int kern_cuda__copy_to_backend(struct kern_ctx *c, void *dst, const void *src, size_t bytes);
 int kern_cuda__copy_to_host(struct kern_ctx *c, void *dst, const void *src, size_t bytes);
 int kern_cuda__sync(struct kern_ctx *c);
+int kern_cuda__debug_fault(struct kern_ctx *c); // debug_fault.cu
 
 static int op_embed(struct kern_ctx *c, bf16 *out, const int32_t *ids, const bf16 *table, int n,
                     int dim) {
@@ -66,4 +67,5 @@ const struct kern_ops kern_cuda_ops = {
     .copy_to_backend = kern_cuda__copy_to_backend,
     .copy_to_host = kern_cuda__copy_to_host,
     .sync = kern_cuda__sync,
+    .debug_fault = kern_cuda__debug_fault,
 };

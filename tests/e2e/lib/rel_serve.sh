@@ -7,6 +7,8 @@
 #   rel_stop [SIGNAL] [SECS]  -> sends SIGNAL (TERM), waits up to SECS (20); sets REL_RC
 #   rel_fail MESSAGE          -> prints MESSAGE and the server log's tail, exits 1
 REL_MODEL=${REL_MODEL:-.cache/keel-default}
+# The backend (cpu here and in CI; KEEL_REL_DEVICE=cuda on the GPU machine).
+REL_DEVICE=${KEEL_REL_DEVICE:-cpu}
 REL_PID=""
 REL_PORT=""
 REL_URL=""
@@ -37,7 +39,7 @@ rel_start() {
   local bin=$1
   REL_LOG=$2
   shift 2
-  "$bin" serve --model "$REL_MODEL" --load-format dummy --device cpu --port 0 "$@" >"$REL_LOG" 2>&1 &
+  "$bin" serve --model "$REL_MODEL" --load-format dummy --device "$REL_DEVICE" --port 0 "$@" >"$REL_LOG" 2>&1 &
   REL_PID=$!
   REL_PORT=""
   local i
