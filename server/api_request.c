@@ -2,6 +2,7 @@
 // and range, with a message that says what was wrong and what is allowed, and `param` naming it.
 // Pure: cJSON only, so tests need neither a tokenizer nor an engine.
 #include "server/api.h"
+#include "server/settings.h"
 
 #include "common/err.h"
 #include "common/log.h"
@@ -81,16 +82,6 @@ bool api_utf8_valid(const char *str, size_t len) {
 
 // ---- typed field readers
 
-static const char *api__type_name(const cJSON *v) {
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsArray(v)) return "an array";
-    if (cJSON_IsObject(v)) return "an object";
-    return "an unknown value";
-}
-
 // Absent and null mean "not given" for every optional field, as OpenAI's clients send nulls.
 static const cJSON *api__field(const cJSON *o, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
@@ -101,7 +92,7 @@ int api_json_bool(const cJSON *o, const char *key, bool *out, struct api_error *
     const cJSON *v = api__field(o, key);
     if (!v) return 0;
     if (!cJSON_IsBool(v))
-        return api_error_set(e, 400, key, "'%s' must be a boolean, got %s", key, api__type_name(v));
+        return api_error_set(e, 400, key, "'%s' must be a boolean, got %s", key, srv_json_type_name(v));
     *out = cJSON_IsTrue(v);
     return 0;
 }
@@ -113,7 +104,7 @@ int api_json_int(const cJSON *o, const char *key, int64_t lo, int64_t hi, int64_
     if (!v) return 0;
     if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble))
         return api_error_set(e, 400, key, "'%s' must be an integer, got %s", key,
-                             cJSON_IsNumber(v) ? "a fraction" : api__type_name(v));
+                             cJSON_IsNumber(v) ? "a fraction" : srv_json_type_name(v));
     if (!(v->valuedouble >= (double)lo && v->valuedouble <= (double)hi))
         return api_error_set(e, 400, key, "'%s' must be in [%lld, %lld], got %.17g", key,
                              (long long)lo, (long long)hi, v->valuedouble);
@@ -126,7 +117,7 @@ int api_json_num(const cJSON *o, const char *key, double lo, double hi, double *
     const cJSON *v = api__field(o, key);
     if (!v) return 0;
     if (!cJSON_IsNumber(v))
-        return api_error_set(e, 400, key, "'%s' must be a number, got %s", key, api__type_name(v));
+        return api_error_set(e, 400, key, "'%s' must be a number, got %s", key, srv_json_type_name(v));
     if (!(v->valuedouble >= lo && v->valuedouble <= hi))
         return api_error_set(e, 400, key, "'%s' must be in [%g, %g], got %.17g", key, lo, hi,
                              v->valuedouble);
@@ -163,7 +154,7 @@ static int api__stop(const cJSON *root, struct srv_sampling *sp, struct api_erro
     int n = cJSON_IsString(v) ? 1 : cJSON_IsArray(v) ? cJSON_GetArraySize(v) : -1;
     if (n < 0)
         return api_error_set(e, 400, "stop", "'stop' must be a string or an array of strings, got %s",
-                             api__type_name(v));
+                             srv_json_type_name(v));
     if (n > API__MAX_STOP)
         return api_error_set(e, 400, "stop", "'stop' has %d strings, at most %d are allowed", n,
                              API__MAX_STOP);
@@ -174,7 +165,7 @@ static int api__stop(const cJSON *root, struct srv_sampling *sp, struct api_erro
         const cJSON *s = cJSON_IsString(v) ? v : cJSON_GetArrayItem(v, i);
         if (!cJSON_IsString(s))
             return api_error_set(e, 400, "stop", "'stop[%d]' must be a string, got %s", i,
-                                 api__type_name(s));
+                                 srv_json_type_name(s));
         if (s->valuestring[0] == '\0')
             return api_error_set(e, 400, "stop", "'stop[%d]' must not be empty", i);
         if (!(sp->stop[i] = strdup(s->valuestring)))
@@ -190,7 +181,7 @@ static int api__stop_ids(const cJSON *root, int n_vocab, struct srv_sampling *sp
     if (!v) return 0;
     if (!cJSON_IsArray(v))
         return api_error_set(e, 400, "stop_token_ids", "'stop_token_ids' must be an array of "
-                             "integers, got %s", api__type_name(v));
+                             "integers, got %s", srv_json_type_name(v));
     int n = cJSON_GetArraySize(v);
     if (n > API__MAX_STOP)
         return api_error_set(e, 400, "stop_token_ids", "'stop_token_ids' has %d ids, at most %d",
@@ -273,7 +264,7 @@ static int api__sampling(const cJSON *root, enum api_kind kind, int n_vocab, str
     if (so) {
         if (!cJSON_IsObject(so))
             return api_error_set(e, 400, "stream_options", "'stream_options' must be an object, "
-                                 "got %s", api__type_name(so));
+                                 "got %s", srv_json_type_name(so));
         if (!g->stream)
             return api_error_set(e, 400, "stream_options", "'stream_options' is only allowed "
                                  "when 'stream' is true");
@@ -297,7 +288,7 @@ static int api__sampling(const cJSON *root, enum api_kind kind, int n_vocab, str
     sp->logprobs = g->logprobs;
     const cJSON *user = api__field(root, "user");
     if (user && !cJSON_IsString(user))
-        return api_error_set(e, 400, "user", "'user' must be a string, got %s", api__type_name(user));
+        return api_error_set(e, 400, "user", "'user' must be a string, got %s", srv_json_type_name(user));
     return 0;
 }
 
@@ -314,7 +305,7 @@ static int api__ids(const cJSON *arr, int n_vocab, const char *param, struct api
     cJSON_ArrayForEach(it, arr) {
         if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble))
             return api_error_set(e, 400, param, "'%s' token %d must be an integer, got %s", param,
-                                 i, api__type_name(it));
+                                 i, srv_json_type_name(it));
         if (it->valuedouble < 0 || it->valuedouble >= n_vocab)
             return api_error_set(e, 400, param, "'%s' token %d is %.17g, outside the vocabulary "
                                  "[0, %d)", param, i, it->valuedouble, n_vocab);
@@ -346,7 +337,7 @@ static int api__prompts(const cJSON *root, int n_vocab, struct api_gen *g, struc
     if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0)
         return api_error_set(e, 400, "prompt", "'prompt' must be a string, a list of strings, a "
                              "list of token ids or a list of such lists, got %s",
-                             cJSON_IsArray(v) ? "an empty list" : api__type_name(v));
+                             cJSON_IsArray(v) ? "an empty list" : srv_json_type_name(v));
     const cJSON *first = cJSON_GetArrayItem(v, 0);
     if (cJSON_IsNumber(first)) { // one prompt of token ids
         g->prompts = calloc(1, sizeof *g->prompts);
@@ -367,7 +358,7 @@ static int api__prompts(const cJSON *root, int n_vocab, struct api_gen *g, struc
         else if (cJSON_IsArray(it)) rc = api__ids(it, n_vocab, "prompt", &g->prompts[i], e);
         else
             rc = api_error_set(e, 400, "prompt", "'prompt[%d]' must be a string or a list of "
-                               "token ids, got %s", i, api__type_name(it));
+                               "token ids, got %s", i, srv_json_type_name(it));
         if (rc) return rc;
         i++;
     }
@@ -386,7 +377,7 @@ static int api__content(const cJSON *c, int i, char **out, struct api_error *e) 
     }
     if (!cJSON_IsArray(c))
         return api_error_set(e, 400, "messages", "'messages[%d].content' must be a string or a "
-                             "list of text parts, got %s", i, api__type_name(c));
+                             "list of text parts, got %s", i, srv_json_type_name(c));
     size_t len = 0;
     const cJSON *part;
     cJSON_ArrayForEach(part, c) {
@@ -458,7 +449,7 @@ static int api__messages(const cJSON *root, struct api_gen *g, struct api_error 
     if (!v) return api_error_set(e, 400, "messages", "'messages' is required");
     if (!cJSON_IsArray(v))
         return api_error_set(e, 400, "messages", "'messages' must be an array, got %s",
-                             api__type_name(v));
+                             srv_json_type_name(v));
     int n = cJSON_GetArraySize(v);
     if (n == 0) return api_error_set(e, 400, "messages", "'messages' must not be empty");
     g->msgs = calloc((size_t)n, sizeof *g->msgs);
@@ -469,7 +460,7 @@ static int api__messages(const cJSON *root, struct api_gen *g, struct api_error 
     cJSON_ArrayForEach(m, v) {
         if (!cJSON_IsObject(m))
             return api_error_set(e, 400, "messages", "'messages[%d]' must be an object, got %s", i,
-                                 api__type_name(m));
+                                 srv_json_type_name(m));
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
         if (!cJSON_IsString(role))
             return api_error_set(e, 400, "messages", "'messages[%d].role' must be a string", i);
@@ -517,7 +508,7 @@ static int api__messages(const cJSON *root, struct api_gen *g, struct api_error 
     if (tools) {
         if (!cJSON_IsArray(tools))
             return api_error_set(e, 400, "tools", "'tools' must be an array, got %s",
-                                 api__type_name(tools));
+                                 srv_json_type_name(tools));
         if (cJSON_GetArraySize(tools) > 0 && !(g->tools_json = cJSON_PrintUnformatted(tools)))
             return api_error_set(e, 500, NULL, "out of memory");
     }
@@ -554,14 +545,14 @@ int api_parse_gen(enum api_kind kind, const char *body, size_t len, int n_vocab,
     int rc = 0;
     if (!cJSON_IsObject(root)) {
         rc = api_error_set(e, 400, NULL, "the request body must be a JSON object, got %s",
-                           api__type_name(root));
+                           srv_json_type_name(root));
         goto out;
     }
     const cJSON *model = api__field(root, "model");
     if (model) {
         if (!cJSON_IsString(model)) {
             rc = api_error_set(e, 400, "model", "'model' must be a string, got %s",
-                               api__type_name(model));
+                               srv_json_type_name(model));
             goto out;
         }
         if (!(g->model = strdup(model->valuestring))) {

@@ -318,6 +318,15 @@ static void req_end_unadmitted(struct srv_engine *e, struct eng_req *q, enum srv
     req_retire(e, q);
 }
 
+
+// Links a request taken from the intake queue into the engine's active list.
+static void activate(struct srv_engine *e, struct eng_req *q) {
+    q->next = e->active;
+    q->prev = NULL;
+    if (e->active) e->active->prev = q;
+    e->active = q;
+}
+
 static void intake(struct srv_engine *e) {
     pthread_mutex_lock(&e->mu);
     struct eng_req *list = e->in_head;
@@ -331,10 +340,7 @@ static void intake(struct srv_engine *e) {
     while (list) {
         struct eng_req *q = list;
         list = q->next;
-        q->next = e->active;
-        q->prev = NULL;
-        if (e->active) e->active->prev = q;
-        e->active = q;
+        activate(e, q);
         int rc = req_setup(e, q);
         if (rc != 0) {
             req_end_unadmitted(e, q, SRV_FINISH_ERROR, rc, err_msg());
@@ -490,10 +496,7 @@ static void end_all(struct srv_engine *e, enum srv_finish f, int code, const cha
     while (list) {
         struct eng_req *q = list;
         list = q->next;
-        q->next = e->active;
-        q->prev = NULL;
-        if (e->active) e->active->prev = q;
-        e->active = q;
+        activate(e, q);
         req_end_unadmitted(e, q, f, code, msg);
     }
     while (e->active)

@@ -178,7 +178,7 @@ static int set__devices(struct srv_settings *s, const struct set_def *d, const i
 
 // ---- JSON
 
-static const char *set__json_type(const cJSON *v) {
+const char *srv_json_type_name(const cJSON *v) {
     if (cJSON_IsString(v)) return "a string";
     if (cJSON_IsNumber(v)) return "a number";
     if (cJSON_IsBool(v)) return "a boolean";
@@ -202,7 +202,7 @@ static int set__apply_json(struct srv_settings *s, const struct set_def *d, cons
     }
     if (!ok)
         return err_set(ERR_INVAL, "setting '%s': expected %s, got %s", d->key, want[d->type],
-                       set__json_type(v));
+                       srv_json_type_name(v));
     switch (d->type) {
     case SET_STR: return set__string(s, d, cJSON_IsNull(v) ? "" : v->valuestring);
     case SET_BOOL: *(bool *)((char *)s + d->offset) = cJSON_IsTrue(v); return 0;
@@ -215,7 +215,7 @@ static int set__apply_json(struct srv_settings *s, const struct set_def *d, cons
             cJSON_ArrayForEach(it, v) {
                 if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble))
                     return err_set(ERR_INVAL, "setting '%s': expected an array of integers, "
-                                              "found %s", d->key, set__json_type(it));
+                                              "found %s", d->key, srv_json_type_name(it));
                 if (n == SRV_SETTINGS_MAX_DEVICES)
                     return err_set(ERR_INVAL, "setting '%s': more than %d devices", d->key,
                                    SRV_SETTINGS_MAX_DEVICES);
@@ -237,7 +237,7 @@ int srv_settings_parse_json(struct srv_settings *s, const char *json, size_t len
     }
     int rc = 0;
     if (!cJSON_IsObject(root)) {
-        rc = err_set(ERR_FORMAT, "config must be a JSON object, got %s", set__json_type(root));
+        rc = err_set(ERR_FORMAT, "config must be a JSON object, got %s", srv_json_type_name(root));
         goto out;
     }
     const cJSON *item;

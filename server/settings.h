@@ -79,4 +79,9 @@ void srv_settings_help(FILE *f);
 // The settings as a JSON object (api_key redacted), malloc'd; the caller frees it.
 char *srv_settings_json(const struct srv_settings *s);
 
+// "a string", "a number", "an array", ... for error messages about JSON values (config file and
+// API requests alike).
+struct cJSON;
+const char *srv_json_type_name(const struct cJSON *v);
+
 #endif

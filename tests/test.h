@@ -12,6 +12,14 @@
 typedef void (*test_fn)(void);
 void test_register(const char *name, test_fn fn, const char *file, int timeout_s);
 
+// Index of the largest value (the first among equals), for greedy checks.
+static inline int test_argmax(const float *v, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;
+    return best;
+}
+
 // Whether a file exists (test data, or .cache prepared by scripts/setup).
 int test_file_exists(const char *path);
 

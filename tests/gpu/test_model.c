@@ -128,13 +128,6 @@ static void gstep_run(struct gfx *f, struct gstep *st, float *logits) {
     st->n_seqs = 0;
 }
 
-static int argmax_f(const float *v, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[best]) best = i;
-    return best;
-}
-
 // ---- goldens from transformers (tests/data/tiny-qwen*/golden.json and gen_hf_shapes.py's)
 
 static int json_ints(const cJSON *arr, int32_t *out, int cap) {
@@ -202,7 +195,7 @@ static void check_golden(const char *dir, const char *label) {
         size_t mismatches = 0;
         int first_bad = -1;
         for (int k = 0; k < n_greedy; k++) {
-            int got = argmax_f(logits, V);
+            int got = test_argmax(logits, V);
             if (got != want[k]) {
                 if (first_bad < 0) first_bad = k;
                 mismatches++;

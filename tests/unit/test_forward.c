@@ -182,13 +182,6 @@ static int step_run(struct fx *f, const struct step *st, float *logits) {
 
 // ---- goldens from transformers
 
-static int argmax(const float *v, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[best]) best = i;
-    return best;
-}
-
 static int json_ints(const cJSON *arr, int32_t *out, int cap) {
     int n = 0;
     const cJSON *v;
@@ -256,7 +249,7 @@ static void check_golden(const char *dir) {
         CHECK_EQ(s.n_done, n);
         int32_t got[16];
         for (int k = 0; k < 16; k++) {
-            got[k] = argmax(logits, V);
+            got[k] = test_argmax(logits, V);
             CHECK_MSG(got[k] == want_greedy[k],
                       "%s prompt %d greedy token %d: keel %d (logit %.4f), hf %d (logit %.4f)", dir,
                       pi, k, got[k], logits[got[k]], want_greedy[k], logits[want_greedy[k]]);
