@@ -15,8 +15,8 @@
 // Choosing a plan is measured, not guessed: cuBLASLt's first heuristic pick ran the thin decode
 // matrices at a third of the copy rate, and its BIAS epilogue ran the prefill qkv GEMM at half the
 // rate of the plain GEMM. So on a plan's first call made outside a graph capture the tuner times,
-// on the call's own buffers, the heuristic's first few algorithms (with the BIAS epilogue and
-// plain + kern_cuda_bias_add, for a bias) and, for m <= 8, the gemv kernel, and keeps the fastest;
+// on the call's own buffers, the heuristic's first algorithm (for a bias: with the BIAS epilogue
+// and plain + kern_cuda_bias_add) and, for m <= 8, the gemv kernel, and keeps the fastest;
 // the heuristic's first pick stays unless another is at least 3% faster (so that noise does not
 // flip a choice between runs). A gemv must also agree with cuBLASLt on that call (relative L2
 // error) before it is chosen. This costs a few milliseconds per shape, once, with a wait for the
@@ -26,7 +26,8 @@
 //
 // Switches, read when a plan is chosen: KEEL_GEMV=0 never uses the gemv kernel, KEEL_GEMV=force
 // always does for m <= 8 (no timing, no check); KEEL_GEMM_TUNE=0 takes the heuristic's first pick
-// (the behaviour before the tuner) and no gemv unless forced.
+// (the behaviour before the tuner) and no gemv unless forced; KEEL_GEMM_TUNE=N (1 by default, at
+// most 8) times the heuristic's first N algorithms per epilogue.
 #include "common/cuda_check.h"
 #include "common/err.h"
 #include "common/log.h"
@@ -37,7 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KERN_CUDA__TUNE_ALGOS 4 // heuristic results timed per epilogue
+#define KERN_CUDA__TUNE_ALGOS_MAX 8 // heuristic results timed per epilogue, at most
 #define KERN_CUDA__TUNE_MARGIN 0.97f
 
 // One call's operands: what the tuner times and what a plan runs on.
@@ -302,17 +303,17 @@ static bool kern_cuda__env_is(const char *name, const char *value) {
 
 // Times the candidates on this call and settles the plan (see the file's header).
 static int kern_cuda__tune_run(struct kern_ctx *c, struct kern_cuda_gemm_plan *p,
-                               const struct kern_cuda__call *a, struct kern_cuda__cand *cand,
-                               int *n_cand, cudaEvent_t e0, cudaEvent_t e1) {
+                               const struct kern_cuda__call *a, int n_algos,
+                               struct kern_cuda__cand *cand, cudaEvent_t e0, cudaEvent_t e1) {
     // Candidate 0 is the heuristic's pick, as built.
     int n = 0, rc;
     cand[n++] = (struct kern_cuda__cand){.fused = p->fused_bias, .algo = p->algo};
     for (int pass = 0; pass < (a->kind == KERN_CUDA_GEMM_BIAS ? 2 : 1); pass++) {
         bool fused = a->kind == KERN_CUDA_GEMM_BIAS && pass == 0;
-        cublasLtMatmulHeuristicResult_t res[KERN_CUDA__TUNE_ALGOS];
+        cublasLtMatmulHeuristicResult_t res[KERN_CUDA__TUNE_ALGOS_MAX];
         int n_res = 0;
         if ((rc = kern_cuda__set_epilogue(p, fused))) return rc;
-        if ((rc = kern_cuda__heuristic(c, p, KERN_CUDA__TUNE_ALGOS, res, &n_res))) return rc;
+        if ((rc = kern_cuda__heuristic(c, p, n_algos, res, &n_res))) return rc;
         for (int i = 0; i < n_res; i++) {
             if (fused == cand[0].fused && !memcmp(&res[i].algo, &cand[0].algo, sizeof res[i].algo))
                 continue;
@@ -324,7 +325,7 @@ static int kern_cuda__tune_run(struct kern_ctx *c, struct kern_cuda_gemm_plan *p
         cand[n++] = (struct kern_cuda__cand){.gemv = true, .warps = w};
         if (w > 4) cand[n++] = (struct kern_cuda__cand){.gemv = true, .warps = 4};
     }
-    *n_cand = n;
+    if (n == 1) return kern_cuda__set_epilogue(p, cand[0].fused); // nothing to compare
     for (int i = 0; i < n; i++)
         if ((rc = kern_cuda__time(c, p, &cand[i], a, e0, e1))) return rc;
 
@@ -379,16 +380,21 @@ static int kern_cuda__tune(struct kern_ctx *c, struct kern_cuda_gemm_plan *p,
         p->gemv_warps = 0;
         return kern_cuda__set_epilogue(p, false);
     }
-    if (kern_cuda__env_is("KEEL_GEMM_TUNE", "0")) return 0;
-    struct kern_cuda__cand cand[1 + 2 * KERN_CUDA__TUNE_ALGOS + 2];
-    int n_cand = 0;
+    // Each cuBLASLt algorithm timed loads its kernel (lazy loading: device memory outside the
+    // arena, which the memory plan does not budget), so by default only the heuristic's first
+    // pick of each epilogue is timed; KEEL_GEMM_TUNE=N times its first N (at most 8).
+    const char *env = getenv("KEEL_GEMM_TUNE");
+    int n_algos = env ? atoi(env) : 1;
+    if (n_algos <= 0) return 0;
+    if (n_algos > KERN_CUDA__TUNE_ALGOS_MAX) n_algos = KERN_CUDA__TUNE_ALGOS_MAX;
+    struct kern_cuda__cand cand[1 + 2 * KERN_CUDA__TUNE_ALGOS_MAX + 2];
     cudaEvent_t e0, e1;
     CUDA_CHECK(cudaEventCreate(&e0));
     if (cudaEventCreate(&e1) != cudaSuccess) {
         cudaEventDestroy(e0);
         return err_set(ERR_CUDA, "gemm: cudaEventCreate failed");
     }
-    int rc = kern_cuda__tune_run(c, p, a, cand, &n_cand, e0, e1);
+    int rc = kern_cuda__tune_run(c, p, a, n_algos, cand, e0, e1);
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
     return rc;
