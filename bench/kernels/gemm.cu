@@ -8,11 +8,15 @@
 //          for a bias, the BIAS epilogue
 //   lt+ba  (bias shapes) that pick for the plain GEMM, then kern_cuda_bias_add
 //   gemv   kern_cuda_gemv directly (m <= 8), default warps and 4 warps
-//   tuned  kern_cuda_gemm as keel runs it now: the plan the tuner chose on the first call
+//   tuned  kern_cuda_gemm as keel runs it now: the plan the tuner chose on the first call (the
+//          first call's wall time, tuning included, is printed before it)
+//   tuned8 the same with KEEL_GEMM_TUNE=8: the heuristic's first 8 algorithms per epilogue timed
 // The tuner's choices are printed (log level debug) as they are made, during the warm-up.
 // Weights are rotated among several copies when they would fit in L2, so decode figures are
 // device memory's, not the cache's. Run: make playgrounds && build/playgrounds/gemm
 #include "bench/kernels/play.h"
+
+#include <chrono>
 
 extern "C" {
 #include "common/log.h"
@@ -43,7 +47,7 @@ static void run_variant(const char *label, const gemm_case &g, int m, cudaStream
 }
 
 int main(void) {
-    struct kern_ctx *c_lt = play_ctx(), *c_new = play_ctx();
+    struct kern_ctx *c_lt = play_ctx(), *c_new = play_ctx(), *c_t8 = play_ctx();
     struct play_peaks pk = play_measure_peaks(c_new);
     cudaStream_t s_lt = kern_cuda_stream(c_lt), s = kern_cuda_stream(c_new);
     log_set_level(LOG_DEBUG);
@@ -102,7 +106,19 @@ int main(void) {
                         kern_cuda_gemv(b.y, g.f32, b.x, b.w[i % b.n_w], bias, m, g.n, g.k, 4, s));
                 });
             }
+            PLAY_CUDA(cudaStreamSynchronize(s));
+            auto t0 = std::chrono::steady_clock::now();
+            gemm(c_new, 0, bias);
+            PLAY_CUDA(cudaStreamSynchronize(s));
+            double first_ms =
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                    .count();
+            printf("%-14s m=%-4d first call (plan + tuning) %.1f ms\n", g.name, m, first_ms);
             run_variant("tuned", g, m, s, pk, [&](int i) { gemm(c_new, i, bias); });
+            setenv("KEEL_GEMM_TUNE", "8", 1);
+            run_variant("tuned8", g, m, kern_cuda_stream(c_t8), pk,
+                        [&](int i) { gemm(c_t8, i, bias); });
+            unsetenv("KEEL_GEMM_TUNE");
             cudaFree(b.x);
             cudaFree(b.y);
         }
@@ -113,5 +129,6 @@ int main(void) {
     }
     kern_cuda_ctx_free(c_lt);
     kern_cuda_ctx_free(c_new);
+    kern_cuda_ctx_free(c_t8);
     return 0;
 }
