@@ -25,6 +25,10 @@
 // The vector path needs k % 8 == 0 and 16-byte aligned w and x; otherwise (odd shapes, tests) the
 // same kernel loads element by element. The partial chunk at the end of k always goes through the
 // guarded loads.
+//
+// Which wins is measured, not assumed: kern_cuda_gemm (gemm.c) times this kernel against
+// cuBLASLt's pick per shape on first use and keeps the faster; bench/kernels/gemm.cu prints both
+// at every 7B/8B decode shape.
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/kern_cuda.h"
 
@@ -32,7 +36,7 @@
 
 #define KC_GEMV_ROWS 16   // weight rows per warp tile (the mma's M)
 #define KC_GEMV_U 4       // 16-byte loads per row per lane per chunk
-#define KC_GEMV_CHUNK 128 // k columns per chunk: 32 lanes / 4 lanes per row * 8 * KC_GEMV_U
+#define KC_GEMV_CHUNK 128 // k columns per chunk: 4 lanes per row x 8 columns x KC_GEMV_U
 #define KC_GEMV_MAX_WARPS 8
 
 __device__ __forceinline__ uint4 kc_gemv_ld_stream(const bf16 *p) {
