@@ -210,7 +210,7 @@ static int refuse_free(const struct mem_plan *p, double util) {
 // The fixed regions alone exceed the budget.
 static int refuse_fixed(const struct mem_plan *p, const struct mem_plan_settings *set,
                         size_t fixed) {
-    char hb[11][32], fixmsg[256];
+    char hb[11][32], fixmsg[320];
     size_t need = fixed + (size_t)p->max_blocks_per_seq * p->kv_block_bytes;
     double u;
     if (util_for(need, p, &u))
@@ -221,7 +221,8 @@ static int refuse_fixed(const struct mem_plan *p, const struct mem_plan_settings
     else
         snprintf(fixmsg, sizeof fixmsg,
                  "this device cannot hold the model with one sequence of max_model_len %d "
-                 "(%s needed): use a GPU with more memory, or lower --max-num-seqs / "
+                 "(%s needed): use a GPU with more memory or more GPUs "
+                 "(--tensor-parallel-size), or lower --max-num-seqs / "
                  "--max-num-batched-tokens",
                  set->max_model_len, H(10, need));
     return err_set(ERR_NOSPACE,
@@ -609,9 +610,9 @@ static void row_tp(struct sbuf *b, const char *name, const struct mem_plan *p, i
     for (int r = 0; r < tp; r++) {
         size_t v = *(const size_t *)((const char *)&p[r] + offset);
         sum += v;
-        sb_printf(b, " %10.3f GiB", (double)v / GIB);
+        sb_printf(b, " %12.3f GiB", (double)v / GIB);
     }
-    sb_printf(b, " %10.3f GiB\n", (double)sum / GIB);
+    sb_printf(b, " %12.3f GiB\n", (double)sum / GIB);
 }
 
 char *mem_plan_table_tp(const struct mem_plan *p, int tp_size,
@@ -625,9 +626,9 @@ char *mem_plan_table_tp(const struct mem_plan *p, int tp_size,
     for (int r = 0; r < tp_size; r++) {
         char h[32];
         snprintf(h, sizeof h, "GPU %d (index %d)", r, p[r].device_id);
-        sb_printf(&b, " %14s", h);
+        sb_printf(&b, " %16s", h);
     }
-    sb_printf(&b, " %14s\n", "total");
+    sb_printf(&b, " %16s\n", "total");
 #define ROW(name, field) row_tp(&b, name, p, tp_size, offsetof(struct mem_plan, field))
     ROW("device memory", device_total_bytes);
     ROW("free at start", device_free_bytes);
@@ -636,7 +637,7 @@ char *mem_plan_table_tp(const struct mem_plan *p, int tp_size,
     ROW("weights (shard)", weights_bytes);
     ROW("cuBLAS workspace", workspace_bytes);
     ROW("activation scratch", activation_bytes);
-    ROW("logits (local + gathered)", logits_bytes);
+    ROW("logits (full + gather)", logits_bytes);
     ROW("sampling scratch", sampling_bytes);
     ROW("KV cache (its heads)", kv_bytes);
     ROW("unused", unused_bytes);
@@ -644,7 +645,7 @@ char *mem_plan_table_tp(const struct mem_plan *p, int tp_size,
     ROW("other processes", other_bytes);
 #undef ROW
     sb_printf(&b, "  %-26s", "KV blocks it could hold");
-    for (int r = 0; r < tp_size; r++) sb_printf(&b, " %14lld", (long long)p[r].kv_blocks_fit);
+    for (int r = 0; r < tp_size; r++) sb_printf(&b, " %16lld", (long long)p[r].kv_blocks_fit);
     sb_printf(&b, "\n");
     sb_printf(&b,
               "\nKV pool: %lld blocks on every GPU (the fewest any GPU holds) x %d tokens = %lld "

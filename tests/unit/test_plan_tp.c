@@ -431,8 +431,8 @@ TEST(plan_tp_table_and_json_per_gpu) {
     CHECK_HAS(t, "GPU 0 (index 2)");
     CHECK_HAS(t, "GPU 1 (index 5)");
     CHECK_HAS(t, "total");
-    CHECK_HAS(t, "13.756 GiB     13.756 GiB     27.512 GiB"); // weights 14770530304 each
-    CHECK_HAS(t, "38629           4223");                     // blocks each could hold
+    CHECK_HAS(t, "13.756 GiB       13.756 GiB       27.512 GiB"); // weights 14770530304 each
+    CHECK_HAS(t, "38629             4223");                    // blocks each could hold
     CHECK_HAS(t, "4223 blocks on every GPU");
     CHECK_HAS(t, "67568 tokens");
     free(t);
