@@ -36,13 +36,14 @@ static const struct set_def set__defs[] = {
     {"load_format", STR_(load_format), false, "|auto|safetensors|dummy",
      "weights: safetensors files, or dummy random values (auto: dummy for the default model)"},
     {"seed", SET_I64, S_(seed), 0, 0, 9.2e18, false, NULL, "seed of dummy weights and of sampling"},
-    {"device", STR_(device), false, "|cpu|cuda", "backend: cpu or cuda; empty: cuda when a GPU is present"},
+    {"device", STR_(device), false, "|cpu|cuda",
+     "backend: cpu or cuda; empty: cuda when a GPU is present (a number N means devices [N])"},
     {"devices", SET_INT_LIST, S_(devices), 0, 0, 1024, false, NULL,
      "CUDA device ordinals, one per tensor-parallel rank, e.g. 0,1 (JSON: [0, 1]); sets "
      "tensor_parallel_size to their count"},
     {"tensor_parallel_size", SET_INT, S_(tensor_parallel_size), 0, 1, SRV_SETTINGS_MAX_TP, false,
      NULL, "GPUs the model is split over (Megatron: heads, MLP and vocab); alone it means "
-           "devices 0..N-1"},
+           "devices 0..N-1; 0: the number of devices"},
     {"gpu_memory_utilization", SET_DOUBLE, S_(gpu_memory_utilization), 0, 0.01, 1.0, false, NULL,
      "fraction of the GPU's memory keel reserves (context included)"},
     {"cpu_memory", SET_I64, S_(cpu_memory), 0, 1 << 20, 1.0e15, false, NULL,
@@ -311,9 +312,18 @@ static int set__parse_number(const struct set_def *d, const char *v, double *out
     return 0;
 }
 
+// `--device N` (a GPU ordinal rather than a backend name) keeps its old meaning: devices [N].
+static bool set__device_ordinal(const struct set_def *d, const char *value) {
+    if (strcmp(d->key, "device") != 0 || !*value) return false;
+    for (const char *c = value; *c; c++)
+        if (*c < '0' || *c > '9') return false;
+    return true;
+}
+
 int srv_settings_set(struct srv_settings *s, const char *name, const char *value) {
     const struct set_def *d = set__find(name);
     if (!d) return err_set(ERR_INVAL, "unknown setting '%s'", name);
+    if (set__device_ordinal(d, value)) d = set__find("devices");
     switch (d->type) {
     case SET_STR: return set__string(s, d, value);
     case SET_BOOL:

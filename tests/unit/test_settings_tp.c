@@ -148,3 +148,18 @@ TEST(settings_tp_help_and_dump) {
     CHECK_HAS(j, "\"tensor_parallel_size\":2");
     free(j);
 }
+
+TEST(settings_tp_device_number_means_one_gpu) {
+    // `--device N` names a GPU (devices [N]); `--device cuda` still names the backend.
+    struct srv_settings s;
+    CHECK_OK(args(&s, 2, (char *[]){"--device", "3"}));
+    check_devices(&s, 1, (int[]){3});
+    CHECK_STR(s.device, "");
+    CHECK_OK(args(&s, 4, (char *[]){"--device", "cuda", "--devices", "0,1"}));
+    CHECK_STR(s.device, "cuda");
+    check_devices(&s, 2, (int[]){0, 1});
+    CHECK_EQ(args(&s, 4, (char *[]){"--device", "1", "--tensor-parallel-size", "2"}), ERR_INVAL);
+    CHECK_HAS(err_msg(), "disagree");
+    CHECK_EQ(args(&s, 2, (char *[]){"--device", "gpu1"}), ERR_INVAL);
+    CHECK_HAS(err_msg(), "'device'");
+}
