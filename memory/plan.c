@@ -101,9 +101,12 @@ int64_t mem_plan_weights_from_shape(const struct mem_plan_shape *s) {
                    (s->qkv_bias ? bf16_tensor(qkv_dim) : 0) +
                    (s->qk_norm ? 2 * bf16_tensor(hd) : 0) + bf16_tensor(dim * q_dim) +
                    bf16_tensor(dim) + bf16_tensor(2 * hid * dim) + bf16_tensor(dim * hid);
-    size_t embed = bf16_tensor((size_t)s->vocab_size * dim);
+    // A shard's embedding has one more row, all zeros, that token ids outside its vocab slice
+    // map to (so the embedding op needs no range check); the LM head has just the slice.
+    size_t vocab = (size_t)s->vocab_size;
+    size_t embed = bf16_tensor((vocab + (s->tp_size > 1 ? 1 : 0)) * dim);
     size_t total = embed + (size_t)s->n_layers * layer + bf16_tensor(dim) +
-                   (s->tie_word_embeddings ? 0 : embed);
+                   (s->tie_word_embeddings ? 0 : bf16_tensor(vocab * dim));
     return (int64_t)total;
 }
 

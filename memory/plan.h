@@ -63,9 +63,10 @@ struct mem_plan_shape {
 // hidden_dim / tp; vocab_size = vocab_local = ceil(vocab / tp) rows of the embedding and the LM
 // head (rank r holds global rows [r * vocab_local, (r + 1) * vocab_local); the last rank's rows
 // past vocab, up to vocab_padded = tp * vocab_local, are zero in the embedding and masked out
-// of the logits); dim, head_dim, n_layers and the flags unchanged; weights_bytes = exactly the
-// shard's bytes as the loader carves it (mem_plan_weights_from_shape of the local shape:
-// replicated norms, q_norm and k_norm). tp_size 1 (or 0) copies *full with weights_bytes kept.
+// of the logits; the embedding has one more zero row for ids outside the slice); dim, head_dim,
+// n_layers and the flags unchanged; weights_bytes = exactly the shard's bytes as the loader
+// (models/weights.c, wt__layout) carves it: mem_plan_weights_from_shape of the local shape,
+// with replicated norms, q_norm and k_norm. tp_size 1 (or 0) copies *full, weights_bytes kept.
 // Returns 0 or ERR_INVAL naming the numbers: tp_size outside 1..MEM_PLAN_MAX_TP, rank outside
 // 0..tp_size-1, or n_heads, n_kv_heads or hidden_dim not divisible by tp_size.
 int mem_plan_shape_shard(const struct mem_plan_shape *full, int tp_size, int rank,
@@ -206,7 +207,9 @@ int mem_plan_compute_tp(const struct mem_plan_shape *full, const struct mem_plan
 // rounded up to 256 bytes as the loader carves it: embed [vocab, dim]; per layer attn_norm [dim],
 // wqkv [qkv_dim, dim], bqkv [qkv_dim] (qkv_bias), q_norm and k_norm [head_dim] (qk_norm),
 // wo [dim, n_heads * head_dim], ffn_norm [dim], w_gate_up [2 * hidden_dim, dim],
-// w_down [dim, hidden_dim]; final_norm [dim]; lm_head [vocab, dim] unless tied.
+// w_down [dim, hidden_dim]; final_norm [dim]; lm_head [vocab, dim] unless tied. Of a shard
+// (tp_size > 1) the local shapes, and the embedding has vocab_local + 1 rows: the last, zeros,
+// is where token ids outside the rank's slice look up (tied, the LM head is that same tensor).
 int64_t mem_plan_weights_from_shape(const struct mem_plan_shape *s);
 
 // The human-readable table (GiB and % of budget), and the JSON form (bytes, integers).

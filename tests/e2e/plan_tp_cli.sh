@@ -40,14 +40,14 @@ has "$out" "--device-memory 24GiB on every GPU"
 run 0 --model "$cfg/Qwen2.5-14B-Instruct" --device-memory 24GiB --tensor-parallel-size 2 --json
 json_is tensor_parallel_size 2
 json_is num_kv_blocks 4223
-json_is weights_bytes 14770530304
+json_is weights_bytes 14770540544
 json_is fits true
 has "$out" '"total":{'
 
 # Qwen2.5-32B on two 80 GiB GPUs (the default size): 20230 blocks.
 run 0 --model "$cfg/Qwen2.5-32B-Instruct" --tensor-parallel-size 2 --json
 json_is num_kv_blocks 20230
-json_is weights_bytes 32764536832
+json_is weights_bytes 32764547072
 has "$out" "assumed 2 GPUs of 80 GiB"
 
 # Mixed sizes: the 20 GiB GPU limits the pool, and the refusal names it with its index.

@@ -55,8 +55,8 @@ TEST(plan_tp_shard_of_qwen25_14b) {
     // qkv_dim = (20 + 2*4) * 128 = 3584, q_dim = 2560. Per layer: attn_norm 5120*2 = 10240,
     // wqkv 3584*5120*2 = 36700160, bqkv 3584*2 = 7168, wo 5120*2560*2 = 26214400, ffn_norm
     // 10240, w_gate_up 2*6912*5120*2 = 141557760, w_down 5120*6912*2 = 70778880: 275278848.
-    // embed = lm_head = 76032*5120*2 = 778567680. Total = 2*778567680 + 48*275278848 + 10240
-    // (final norm) = 14770530304.
+    // lm_head 76032*5120*2 = 778567680; embed has one more (zero) row: 76033*5120*2 = 778577920.
+    // Total = 778577920 + 778567680 + 48*275278848 + 10240 (final norm) = 14770540544.
     struct mem_plan_shape full = qwen25_14b(), sh;
     full.weights_bytes = 29540067328; // the whole model's (test_plan.c): not the shard's
     for (int r = 0; r < 2; r++) {
@@ -71,13 +71,17 @@ TEST(plan_tp_shard_of_qwen25_14b) {
         CHECK_EQ(sh.tp_size, 2);
         CHECK_EQ(sh.tp_rank, r);
         CHECK_EQ(sh.full_vocab_size, 152064);
-        CHECK_EQ(sh.weights_bytes, 14770530304LL);
-        CHECK_EQ(mem_plan_weights_from_shape(&sh), 14770530304LL);
+        CHECK_EQ(sh.weights_bytes, 14770540544LL);
+        CHECK_EQ(mem_plan_weights_from_shape(&sh), 14770540544LL);
         CHECK_EQ(mem_plan_vocab_padded(&sh), 152064);
     }
-    // The two shards hold the whole model plus one more copy of the replicated norms:
-    // 2 * 14770530304 - 29540067328 = 993280 = 48 layers * 2 norms * 10240 + 10240.
-    CHECK_EQ(2 * 14770530304LL - 29540067328LL, 48 * 2 * 10240 + 10240);
+    // The two shards hold the whole model plus one more copy of the replicated norms and a zero
+    // embedding row each: 2 * 14770540544 - 29540067328 = 1013760 = 48 layers * 2 norms * 10240
+    // + 10240 (final norm) + 2 * 10240.
+    struct mem_plan_shape s0, s1, whole = qwen25_14b();
+    CHECK_OK(mem_plan_shape_shard(&whole, 2, 0, &s0));
+    CHECK_OK(mem_plan_shape_shard(&whole, 2, 1, &s1));
+    CHECK_EQ(s0.weights_bytes + s1.weights_bytes - mem_plan_weights_from_shape(&whole), 1013760);
 
     // TP=1 is the whole model, its exact weights kept.
     CHECK_OK(mem_plan_shape_shard(&full, 1, 0, &sh));
@@ -89,20 +93,21 @@ TEST(plan_tp_shard_of_qwen25_14b) {
 
 TEST(plan_tp_shard_of_qwen25_32b_at_2_4_8) {
     // TP=2: per layer 10240 + 36700160 + 7168 + 26214400 + 10240 + 2*13824*5120*2 = 283115520
-    // + 5120*13824*2 = 141557760: 487615488. Total = 2*778567680 + 64*487615488 + 10240 =
-    // 32764536832.
+    // + 5120*13824*2 = 141557760: 487615488. Total = 778577920 + 778567680 + 64*487615488 +
+    // 10240 = 32764547072.
     struct mem_plan_shape full = qwen25_32b(), sh;
     CHECK_OK(mem_plan_shape_shard(&full, 2, 1, &sh));
-    CHECK_EQ(sh.weights_bytes, 32764536832LL);
+    CHECK_EQ(sh.weights_bytes, 32764547072LL);
     // TP=4: 10 heads, 2 KV heads, hidden 6912, vocab 38016. qkv_dim (10 + 4) * 128 = 1792.
     // Per layer: 10240 + 1792*5120*2 = 18350080 + 1792*2 = 3584 + 5120*1280*2 = 13107200
     // + 10240 + 2*6912*5120*2 = 141557760 + 5120*6912*2 = 70778880: 243817984.
-    // embed 38016*5120*2 = 389283840. Total = 2*389283840 + 64*243817984 + 10240 = 16382928896.
+    // lm_head 38016*5120*2 = 389283840, embed 38017*5120*2 = 389294080. Total = 389294080 +
+    // 389283840 + 64*243817984 + 10240 = 16382939136.
     CHECK_OK(mem_plan_shape_shard(&full, 4, 3, &sh));
     CHECK_EQ(sh.n_heads, 10);
     CHECK_EQ(sh.n_kv_heads, 2);
     CHECK_EQ(sh.vocab_size, 38016);
-    CHECK_EQ(sh.weights_bytes, 16382928896LL);
+    CHECK_EQ(sh.weights_bytes, 16382939136LL);
     // TP=8: 5 heads, 1 KV head (every GPU holds one), hidden 3456, vocab 19008.
     CHECK_OK(mem_plan_shape_shard(&full, 8, 7, &sh));
     CHECK_EQ(sh.n_heads, 5);
@@ -114,7 +119,8 @@ TEST(plan_tp_shard_of_qwen25_32b_at_2_4_8) {
 TEST(plan_tp_shard_pads_an_uneven_vocab) {
     // A vocabulary of 151655 over 4 GPUs: ceil(151655 / 4) = 37914 rows each, padded to
     // 4 * 37914 = 151656 (the last rank's last row is padding). The tied embedding is the LM
-    // head, so it is counted once: 37914*896*2 = 67941888 bytes (a multiple of 256).
+    // head, so it is counted once, with its zero row: 37915*896*2 = 67943680 bytes (a multiple
+    // of 256).
     struct mem_plan_shape full = {.dim = 896, .hidden_dim = 4864, .n_layers = 1, .n_heads = 16,
                                   .n_kv_heads = 4, .head_dim = 64, .vocab_size = 151655,
                                   .tie_word_embeddings = true};
@@ -125,7 +131,7 @@ TEST(plan_tp_shard_pads_an_uneven_vocab) {
     CHECK_EQ(mem_plan_vocab_padded(&full), 151655);
     // Layer: 1792 + (4 + 2) * 64 * 896 * 2 = 688128 + 896*256*2 = 458752 + 1792
     // + 2*1216*896*2 = 4358144 + 896*1216*2 = 2179072: 7687680; + final norm 1792.
-    CHECK_EQ(sh.weights_bytes, 67941888LL + 7687680 + 1792);
+    CHECK_EQ(sh.weights_bytes, 67943680LL + 7687680 + 1792);
 
     // Logits of S = 256: full [256, 151655] f32 = 155294720 (1024 * 151655, a multiple of 256),
     // then the gather buffer [4, 256, 37914] f32 = 256 * 151656 * 4 = 155295744.
@@ -191,18 +197,18 @@ TEST(plan_tp_qwen25_14b_fits_2x24gib_not_1x24gib) {
     //   (256*20*16*130 + 8192*20*2) * 4 = 43909120 + meta 2198784 = 740789504.
     // logits: full 256*152064*4 = 155713536 + gather 256*2*76032*4 = 155713536 = 311427072.
     // sampling (full vocab) 155713536 + 256*4096 = 156762112.
-    // fixed = 536870912 + 14770530304 + 33554432 + 740789504 + 311427072 + 156762112
-    //       = 16549934336. budget = floor(0.9 * 25769803776) = 23192823398.
+    // fixed = 536870912 + 14770540544 + 33554432 + 740789504 + 311427072 + 156762112
+    //       = 16549944576. budget = floor(0.9 * 25769803776) = 23192823398.
     // kv_block (4 KV heads) = 2*48*4*128*16*2 = 1572864.
-    // blocks = (23192823398 - 16549934336) / 1572864 = 4223 (6642889062 / 1572864 = 4223.4).
-    // arena = 16549934336 - 536870912 + 4223*1572864 = 22655268096; unused =
-    // 23192823398 - 536870912 - 22655268096 = 684390.
+    // blocks = (23192823398 - 16549944576) / 1572864 = 4223 (6642878822 / 1572864 = 4223.4).
+    // arena = 16549944576 - 536870912 + 4223*1572864 = 22655278336; unused =
+    // 23192823398 - 536870912 - 22655278336 = 674150.
     CHECK_OK(plan_tp(&m, &s, 2, totals, p));
     for (int r = 0; r < 2; r++) {
         CHECK_EQ(p[r].tp_size, 2);
         CHECK_EQ(p[r].tp_rank, r);
         CHECK_EQ(p[r].device_id, r);
-        CHECK_EQ(p[r].weights_bytes, 14770530304ULL);
+        CHECK_EQ(p[r].weights_bytes, 14770540544ULL);
         CHECK_EQ(p[r].activation_bytes, 740789504);
         CHECK_EQ(p[r].logits_bytes, 311427072);
         CHECK_EQ(p[r].sampling_bytes, 156762112);
@@ -210,8 +216,8 @@ TEST(plan_tp_qwen25_14b_fits_2x24gib_not_1x24gib) {
         CHECK_EQ(p[r].num_kv_blocks, 4223);
         CHECK_EQ(p[r].kv_blocks_fit, 4223);
         CHECK_EQ(p[r].kv_tokens, 67568);
-        CHECK_EQ(p[r].arena_bytes, 22655268096ULL);
-        CHECK_EQ(p[r].unused_bytes, 684390);
+        CHECK_EQ(p[r].arena_bytes, 22655278336ULL);
+        CHECK_EQ(p[r].unused_bytes, 674150);
         CHECK_NEAR(p[r].max_concurrency, 67568.0 / 32768.0, 1e-12);
     }
 
@@ -231,17 +237,17 @@ TEST(plan_tp_qwen25_32b_on_2x80gib) {
     struct mem_plan p[2];
     // Activations: 251658240 + 58720256 + 41943040 + gate_up 8192*27648*2 = 452984832 + hidden
     //   226492416 + 2621440 + 43909120 + 2198784 = 1080528128.
-    // fixed = 536870912 + 32764536832 + 33554432 + 1080528128 + 311427072 + 156762112
-    //       = 34883679488; budget = floor(0.9 * 85899345920) = 77309411328.
-    // kv_block = 2*64*4*128*16*2 = 2097152; blocks = 42425731840 / 2097152 = 20230 (.4).
+    // fixed = 536870912 + 32764547072 + 33554432 + 1080528128 + 311427072 + 156762112
+    //       = 34883689728; budget = floor(0.9 * 85899345920) = 77309411328.
+    // kv_block = 2*64*4*128*16*2 = 2097152; blocks = 42425721600 / 2097152 = 20230 (.4).
     CHECK_OK(plan_tp(&m, &s, 2, totals, p));
-    CHECK_EQ(p[1].weights_bytes, 32764536832ULL);
+    CHECK_EQ(p[1].weights_bytes, 32764547072ULL);
     CHECK_EQ(p[1].activation_bytes, 1080528128);
     CHECK_EQ(p[1].kv_block_bytes, 2097152);
     CHECK_EQ(p[0].num_kv_blocks, 20230);
     CHECK_EQ(p[1].num_kv_blocks, 20230);
     CHECK_EQ(p[1].kv_tokens, 323680);
-    CHECK_EQ(p[1].arena_bytes, 34883679488ULL - 536870912 + 20230ULL * 2097152);
+    CHECK_EQ(p[1].arena_bytes, 34883689728ULL - 536870912 + 20230ULL * 2097152);
 
     // On one 80 GiB GPU it barely fits: weights 2*1557135360 + 64*975210496 + 10240 =
     // 65527752704, activations 1904577792, fixed 68315231488, kv_block 4194304:
@@ -264,8 +270,8 @@ TEST(plan_tp_mixed_gpus_the_smallest_sizes_the_pool) {
     size_t totals[2] = {GiB(80), GiB(24)};
     struct mem_plan p[2];
     // GPU 1 (24 GiB) holds 4223 blocks (as above); GPU 0 could hold
-    // (77309411328 - 16549934336) / 1572864 = 38629 (.7). Both carve 4223, and GPU 0's
-    // unused = 77309411328 - 536870912 - 22655268096 = 54117272320 (50.4 GiB).
+    // (77309411328 - 16549944576) / 1572864 = 38629 (.7). Both carve 4223, and GPU 0's
+    // unused = 77309411328 - 536870912 - 22655278336 = 54117262080 (50.4 GiB).
     CHECK_OK(plan_tp(&m, &s, 2, totals, p));
     CHECK_EQ(p[0].device_id, 2);
     CHECK_EQ(p[1].device_id, 5);
@@ -273,13 +279,13 @@ TEST(plan_tp_mixed_gpus_the_smallest_sizes_the_pool) {
     CHECK_EQ(p[1].kv_blocks_fit, 4223);
     CHECK_EQ(p[0].num_kv_blocks, 4223);
     CHECK_EQ(p[1].num_kv_blocks, 4223);
-    CHECK_EQ(p[0].arena_bytes, 22655268096ULL);
-    CHECK_EQ(p[0].unused_bytes, 54117272320ULL);
-    CHECK_EQ(p[1].unused_bytes, 684390);
+    CHECK_EQ(p[0].arena_bytes, 22655278336ULL);
+    CHECK_EQ(p[0].unused_bytes, 54117262080ULL);
+    CHECK_EQ(p[1].unused_bytes, 674150);
 
     // A 20 GiB GPU 1: budget floor(0.9 * 21474836480) = 19327352832, (19327352832 -
-    // 16549934336) / 1572864 = 1765 blocks = 28240 tokens < 32768. The hints come from it:
-    // utilization (16549934336 + 2048 * 1572864) / 21474836480 = 0.9207 -> 0.93.
+    // 16549944576) / 1572864 = 1765 blocks = 28240 tokens < 32768. The hints come from it:
+    // utilization (16549944576 + 2048 * 1572864) / 21474836480 = 0.9207 -> 0.93.
     totals[1] = GiB(20);
     CHECK_EQ(plan_tp(&m, &s, 2, totals, p), ERR_NOSPACE);
     const char *msg = err_msg();
@@ -298,11 +304,11 @@ TEST(plan_tp_mixed_gpus_the_smallest_sizes_the_pool) {
     CHECK_HAS(err_msg(), "1765 blocks");
 
     // A 16 GiB GPU cannot hold its share at all: budget floor(0.9 * 17179869184) =
-    // 15461882265 < fixed 16549934336.
+    // 15461882265 < fixed 16549944576.
     totals[1] = GiB(16);
     CHECK_EQ(plan_tp(&m, &s, 2, totals, p), ERR_NOSPACE);
     CHECK_HAS(err_msg(), "GPU 1 (index 5): the model does not fit");
-    CHECK_HAS(err_msg(), "weights 13.76 GiB"); // 14770530304 / 2^30
+    CHECK_HAS(err_msg(), "weights 13.76 GiB"); // 14770540544 / 2^30
     CHECK_HAS(err_msg(), "budget 14.40 GiB");  // 15461882265 / 2^30
 }
 
@@ -326,7 +332,7 @@ TEST(plan_tp_refuses_a_gpu_others_hold) {
     CHECK_HAS(msg, "--gpu-memory-utilization to 0.51");
     CHECK_EQ(p[1].other_bytes, GiB(39));
     CHECK_EQ(p[0].other_bytes, 0);
-    CHECK_EQ(p[0].weights_bytes, 14770530304ULL); // filled as far as it got
+    CHECK_EQ(p[0].weights_bytes, 14770540544ULL); // filled as far as it got
 
     // Bad memory numbers name the GPU too.
     free_b[1] = GiB(81);
@@ -340,12 +346,12 @@ TEST(plan_tp_cap_applies_to_every_gpu) {
     s.num_kv_blocks = 3000;
     size_t totals[2] = {GiB(24), GiB(24)};
     struct mem_plan p[2];
-    // 3000 of the 4223 blocks: unused grows by 1223 * 1572864 = 1923612672 to 1924297062.
+    // 3000 of the 4223 blocks: unused grows by 1223 * 1572864 = 1923612672 to 1924286822.
     CHECK_OK(plan_tp(&m, &s, 2, totals, p));
     CHECK_EQ(p[0].num_kv_blocks, 3000);
     CHECK_EQ(p[1].num_kv_blocks, 3000);
     CHECK_EQ(p[1].kv_blocks_fit, 4223);
-    CHECK_EQ(p[1].unused_bytes, 684390 + 1223ULL * 1572864);
+    CHECK_EQ(p[1].unused_bytes, 674150 + 1223ULL * 1572864);
     // A cap below one sequence says which cap would do.
     s.num_kv_blocks = 1000;
     CHECK_EQ(plan_tp(&m, &s, 2, totals, p), ERR_NOSPACE);
@@ -431,7 +437,7 @@ TEST(plan_tp_table_and_json_per_gpu) {
     CHECK_HAS(t, "GPU 0 (index 2)");
     CHECK_HAS(t, "GPU 1 (index 5)");
     CHECK_HAS(t, "total");
-    CHECK_HAS(t, "13.756 GiB       13.756 GiB       27.512 GiB"); // weights 14770530304 each
+    CHECK_HAS(t, "13.756 GiB       13.756 GiB       27.512 GiB"); // weights 14770540544 each
     CHECK_HAS(t, "38629             4223");                    // blocks each could hold
     CHECK_HAS(t, "4223 blocks on every GPU");
     CHECK_HAS(t, "67568 tokens");
@@ -452,14 +458,14 @@ TEST(plan_tp_table_and_json_per_gpu) {
     CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(g1, "device_total_bytes")), GiB(24));
     CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(g1, "kv_blocks_fit")), 4223);
     cJSON *g0 = cJSON_GetArrayItem(gpus, 0);
-    CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(g0, "unused_bytes")), 54117272320.0);
+    CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(g0, "unused_bytes")), 54117262080.0);
     cJSON *tot = cJSON_GetObjectItem(o, "total");
     CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(tot, "weights_bytes")),
-             2 * 14770530304.0);
+             2 * 14770540544.0);
     CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(tot, "device_total_bytes")),
              (double)(GiB(80) + GiB(24)));
     CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(tot, "arena_bytes")),
-             2 * 22655268096.0);
+             2 * 22655278336.0);
     cJSON_Delete(o);
     free(j);
 }
