@@ -206,6 +206,8 @@ const char *srv_json_type_name(const cJSON *v) {
 static int set__apply_json(struct srv_settings *s, const struct set_def *d, const cJSON *v) {
     static const char *want[] = {"a string", "an integer", "an integer", "a number", "a boolean",
                                  "an array of integers"};
+    // "device": N names a GPU, as --device N does.
+    if (!strcmp(d->key, "device") && cJSON_IsNumber(v)) d = set__find("devices");
     bool ok = false;
     switch (d->type) {
     case SET_STR: ok = cJSON_IsString(v) || cJSON_IsNull(v); break;

@@ -162,4 +162,9 @@ TEST(settings_tp_device_number_means_one_gpu) {
     CHECK_HAS(err_msg(), "disagree");
     CHECK_EQ(args(&s, 2, (char *[]){"--device", "gpu1"}), ERR_INVAL);
     CHECK_HAS(err_msg(), "'device'");
+    // The config file's "device": N is the same.
+    CHECK_OK(json(&s, "{\"device\": 2}"));
+    check_devices(&s, 1, (int[]){2});
+    CHECK_EQ(json(&s, "{\"device\": -1}"), ERR_INVAL);
+    CHECK_HAS(err_msg(), "'devices': device id -1 is negative");
 }
