@@ -394,8 +394,9 @@ TEST(plan_tp_size_1_is_the_single_gpu_plan) {
 TEST(plan_tp_rejects_disagreeing_sizes) {
     struct mem_plan_shape m = qwen25_14b();
     struct mem_plan_settings s = defaults();
-    size_t totals[4] = {GiB(80), GiB(80), GiB(80), GiB(80)};
-    struct mem_plan p[4];
+    size_t totals[MEM_PLAN_MAX_TP] = {GiB(80), GiB(80), GiB(80), GiB(80), GiB(80), GiB(80),
+                                      GiB(80), GiB(80)};
+    struct mem_plan p[MEM_PLAN_MAX_TP];
     s.tensor_parallel_size = 4;
     CHECK_EQ(plan_tp(&m, &s, 2, totals, p), ERR_INVAL);
     CHECK_HAS(err_msg(), "the settings say 4");
