@@ -14,24 +14,39 @@
 #define GiB(n) ((size_t)(n) << 30)
 #define MiB(n) ((size_t)(n) << 20)
 
-#define CHECK_HAS(hay, needle) CHECK_MSG(strstr((hay), (needle)) != NULL, \
-                                         "\"%s\" not in: %s", (needle), (hay))
+#define CHECK_HAS(hay, needle)                                                                     \
+    CHECK_MSG(strstr((hay), (needle)) != NULL, "\"%s\" not in: %s", (needle), (hay))
 
 static struct mem_plan_shape qwen25_7b(void) {
-    return (struct mem_plan_shape){.dim = 3584, .hidden_dim = 18944, .n_layers = 28,
-                                   .n_heads = 28, .n_kv_heads = 4, .head_dim = 128,
-                                   .vocab_size = 152064, .qkv_bias = true};
+    return (struct mem_plan_shape){.dim = 3584,
+                                   .hidden_dim = 18944,
+                                   .n_layers = 28,
+                                   .n_heads = 28,
+                                   .n_kv_heads = 4,
+                                   .head_dim = 128,
+                                   .vocab_size = 152064,
+                                   .qkv_bias = true};
 }
 static struct mem_plan_shape qwen25_14b(void) {
-    return (struct mem_plan_shape){.dim = 5120, .hidden_dim = 13824, .n_layers = 48,
-                                   .n_heads = 40, .n_kv_heads = 8, .head_dim = 128,
-                                   .vocab_size = 152064, .qkv_bias = true};
+    return (struct mem_plan_shape){.dim = 5120,
+                                   .hidden_dim = 13824,
+                                   .n_layers = 48,
+                                   .n_heads = 40,
+                                   .n_kv_heads = 8,
+                                   .head_dim = 128,
+                                   .vocab_size = 152064,
+                                   .qkv_bias = true};
 }
 // tests/data/configs/Qwen2.5-32B-Instruct/config.json
 static struct mem_plan_shape qwen25_32b(void) {
-    return (struct mem_plan_shape){.dim = 5120, .hidden_dim = 27648, .n_layers = 64,
-                                   .n_heads = 40, .n_kv_heads = 8, .head_dim = 128,
-                                   .vocab_size = 152064, .qkv_bias = true};
+    return (struct mem_plan_shape){.dim = 5120,
+                                   .hidden_dim = 27648,
+                                   .n_layers = 64,
+                                   .n_heads = 40,
+                                   .n_kv_heads = 8,
+                                   .head_dim = 128,
+                                   .vocab_size = 152064,
+                                   .qkv_bias = true};
 }
 
 static struct mem_plan_settings defaults(void) {
@@ -44,7 +59,8 @@ static struct mem_plan_settings defaults(void) {
 static int plan_tp(const struct mem_plan_shape *m, const struct mem_plan_settings *s, int tp,
                    const size_t *totals, struct mem_plan *p) {
     size_t free_b[MEM_PLAN_MAX_TP];
-    for (int r = 0; r < tp && r < MEM_PLAN_MAX_TP; r++) free_b[r] = totals[r] - MiB(512);
+    for (int r = 0; r < tp && r < MEM_PLAN_MAX_TP; r++)
+        free_b[r] = totals[r] - MiB(512);
     return mem_plan_compute_tp(m, s, tp, totals, free_b, p);
 }
 
@@ -121,8 +137,13 @@ TEST(plan_tp_shard_pads_an_uneven_vocab) {
     // 4 * 37914 = 151656 (the last rank's last row is padding). The tied embedding is the LM
     // head, so it is counted once, with its zero row: 37915*896*2 = 67943680 bytes (a multiple
     // of 256).
-    struct mem_plan_shape full = {.dim = 896, .hidden_dim = 4864, .n_layers = 1, .n_heads = 16,
-                                  .n_kv_heads = 4, .head_dim = 64, .vocab_size = 151655,
+    struct mem_plan_shape full = {.dim = 896,
+                                  .hidden_dim = 4864,
+                                  .n_layers = 1,
+                                  .n_heads = 16,
+                                  .n_kv_heads = 4,
+                                  .head_dim = 64,
+                                  .vocab_size = 151655,
                                   .tie_word_embeddings = true};
     struct mem_plan_shape sh;
     CHECK_OK(mem_plan_shape_shard(&full, 4, 0, &sh));
@@ -376,8 +397,8 @@ TEST(plan_tp_size_1_is_the_single_gpu_plan) {
             int rc_b = mem_plan_compute_tp(&shapes[i], &s, 1, &tot, &fr, &b);
             CHECK_EQ(rc_a, rc_b);
             if (rc_a) CHECK_STR(msg_a, err_msg());
-            CHECK_MSG(memcmp(&a, &b, sizeof a) == 0, "plans differ for shape %d on %zu bytes",
-                      i, tot);
+            CHECK_MSG(memcmp(&a, &b, sizeof a) == 0, "plans differ for shape %d on %zu bytes", i,
+                      tot);
             CHECK_EQ(a.tp_size, 1);
             char *ta = mem_plan_table(&a, &s), *tb = mem_plan_table_tp(&b, 1, &s);
             CHECK_STR(ta, tb);
@@ -394,8 +415,8 @@ TEST(plan_tp_size_1_is_the_single_gpu_plan) {
 TEST(plan_tp_rejects_disagreeing_sizes) {
     struct mem_plan_shape m = qwen25_14b();
     struct mem_plan_settings s = defaults();
-    size_t totals[MEM_PLAN_MAX_TP] = {GiB(80), GiB(80), GiB(80), GiB(80), GiB(80), GiB(80),
-                                      GiB(80), GiB(80)};
+    size_t totals[MEM_PLAN_MAX_TP] = {GiB(80), GiB(80), GiB(80), GiB(80),
+                                      GiB(80), GiB(80), GiB(80), GiB(80)};
     struct mem_plan p[MEM_PLAN_MAX_TP];
     s.tensor_parallel_size = 4;
     CHECK_EQ(plan_tp(&m, &s, 2, totals, p), ERR_INVAL);
@@ -439,7 +460,7 @@ TEST(plan_tp_table_and_json_per_gpu) {
     CHECK_HAS(t, "GPU 1 (index 5)");
     CHECK_HAS(t, "total");
     CHECK_HAS(t, "13.756 GiB       13.756 GiB       27.512 GiB"); // weights 14770540544 each
-    CHECK_HAS(t, "38629             4223");                    // blocks each could hold
+    CHECK_HAS(t, "38629             4223");                       // blocks each could hold
     CHECK_HAS(t, "4223 blocks on every GPU");
     CHECK_HAS(t, "67568 tokens");
     free(t);
@@ -461,12 +482,10 @@ TEST(plan_tp_table_and_json_per_gpu) {
     cJSON *g0 = cJSON_GetArrayItem(gpus, 0);
     CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(g0, "unused_bytes")), 54117262080.0);
     cJSON *tot = cJSON_GetObjectItem(o, "total");
-    CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(tot, "weights_bytes")),
-             2 * 14770540544.0);
+    CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(tot, "weights_bytes")), 2 * 14770540544.0);
     CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(tot, "device_total_bytes")),
              (double)(GiB(80) + GiB(24)));
-    CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(tot, "arena_bytes")),
-             2 * 22655278336.0);
+    CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(tot, "arena_bytes")), 2 * 22655278336.0);
     cJSON_Delete(o);
     free(j);
 }

@@ -8,8 +8,8 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#define CHECK_HAS(hay, needle) CHECK_MSG(strstr((hay), (needle)) != NULL, \
-                                         "\"%s\" not in: %s", (needle), (hay))
+#define CHECK_HAS(hay, needle)                                                                     \
+    CHECK_MSG(strstr((hay), (needle)) != NULL, "\"%s\" not in: %s", (needle), (hay))
 
 // Parses a flag list the way `keel serve` does (argv without the program and subcommand).
 static int args(struct srv_settings *s, int argc, char **argv) {
@@ -30,8 +30,7 @@ static void check_devices(const struct srv_settings *s, int n, const int *want) 
     CHECK_EQ(s->n_devices, n);
     CHECK_EQ(s->tensor_parallel_size, n);
     for (int i = 0; i < n; i++)
-        CHECK_MSG(s->devices[i] == want[i], "devices[%d] = %d, want %d", i, s->devices[i],
-                  want[i]);
+        CHECK_MSG(s->devices[i] == want[i], "devices[%d] = %d, want %d", i, s->devices[i], want[i]);
 }
 
 TEST(settings_tp_defaults_to_one_gpu) {
@@ -67,8 +66,7 @@ TEST(settings_tp_both_given_must_agree) {
     struct srv_settings s;
     CHECK_OK(args(&s, 4, (char *[]){"--devices", "1,3", "--tensor-parallel-size", "2"}));
     check_devices(&s, 2, (int[]){1, 3});
-    CHECK_EQ(args(&s, 4, (char *[]){"--devices", "1,3", "--tensor-parallel-size", "4"}),
-             ERR_INVAL);
+    CHECK_EQ(args(&s, 4, (char *[]){"--devices", "1,3", "--tensor-parallel-size", "4"}), ERR_INVAL);
     CHECK_HAS(err_msg(), "'tensor_parallel_size' (4) and 'devices' (2 ids) disagree");
     CHECK_EQ(json(&s, "{\"devices\": [0], \"tensor_parallel_size\": 2}"), ERR_INVAL);
     CHECK_HAS(err_msg(), "'tensor_parallel_size' (2) and 'devices' (1 ids) disagree");
