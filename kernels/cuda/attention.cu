@@ -20,10 +20,13 @@
 // This is the correct general kernel for both phases; it runs on CUDA cores. Known limits, for
 // the speed issue: no tensor cores for prefill, no software pipelining of the tile loads.
 // head_dim: 16, 32, 64, 96, 128 or 256 (a template each; lanes own output pairs 2*lane + 64*i).
+#include "kernels/cuda/attention_dec.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/kern_cuda.h"
 
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define KC_ATT_WARPS 4
 #define KC_ATT_RPW 8                            // rows per warp
@@ -218,9 +221,21 @@ template <int D> static cudaError_t kc_att_setup_one(void) {
                                 (int)kc_att_smem<D>());
 }
 
+// Whether short query spans take the decode path (attention_dec.cu): set once at start-up from
+// KEEL_ATTN_DECODE ("old" or "0": the CUDA-core kernel, for A/B runs and as a fallback), read by
+// the dispatcher like a setting, never written per step.
+static int kc_att_dec_on = 1;
+
+extern "C" int kern_cuda__attention_dec_enabled(void) {
+    return kc_att_dec_on;
+}
+
 extern "C" int kern_cuda_attention_setup(void) {
+    const char *env = getenv("KEEL_ATTN_DECODE");
+    kc_att_dec_on = !(env && (!strcmp(env, "old") || !strcmp(env, "0")));
     int rc = kern_cuda__attention_tc_setup();
     if (rc) return rc;
+    if ((rc = kern_cuda__attention_dec_setup())) return rc;
     CUDA_CHECK(kc_att_setup_one<16>());
     CUDA_CHECK(kc_att_setup_one<32>());
     CUDA_CHECK(kc_att_setup_one<64>());
@@ -241,6 +256,42 @@ static void kc_att_launch(dim3 grid, cudaStream_t s, bf16 *out, const bf16 *qkv,
     if (partial)
         kc_attention_combine<D>
             <<<dim3(b->n_tokens, n_heads), D, 0, s>>>(out, partial, n_heads, n_splits);
+}
+
+extern "C" int kern_cuda__attention_combine(bf16 *out, const float *partial, int n_tokens,
+                                            int n_heads, int head_dim, int n_splits,
+                                            cudaStream_t s) {
+    if (n_tokens <= 0 || n_heads <= 0 || n_heads > KC_MAX_GRID_YZ || n_splits <= 0)
+        return n_tokens == 0 ? 0
+                             : err_set(ERR_INVAL,
+                                       "attention combine: n_tokens=%d n_heads=%d "
+                                       "n_splits=%d",
+                                       n_tokens, n_heads, n_splits);
+    dim3 grid(n_tokens, n_heads);
+    switch (head_dim) {
+    case 16:
+        kc_attention_combine<16><<<grid, 16, 0, s>>>(out, partial, n_heads, n_splits);
+        break;
+    case 32:
+        kc_attention_combine<32><<<grid, 32, 0, s>>>(out, partial, n_heads, n_splits);
+        break;
+    case 64:
+        kc_attention_combine<64><<<grid, 64, 0, s>>>(out, partial, n_heads, n_splits);
+        break;
+    case 96:
+        kc_attention_combine<96><<<grid, 96, 0, s>>>(out, partial, n_heads, n_splits);
+        break;
+    case 128:
+        kc_attention_combine<128><<<grid, 128, 0, s>>>(out, partial, n_heads, n_splits);
+        break;
+    case 256:
+        kc_attention_combine<256><<<grid, 256, 0, s>>>(out, partial, n_heads, n_splits);
+        break;
+    default:
+        return err_set(ERR_UNSUPPORTED, "attention combine: head_dim %d", head_dim);
+    }
+    KC_LAUNCHED();
+    return 0;
 }
 
 extern "C" size_t kern_cuda_attention_scratch_bytes(int max_tokens, int n_heads, int head_dim) {
@@ -332,7 +383,8 @@ extern "C" int kern_cuda__attention_cc(bf16 *out, const bf16 *qkv, const bf16 *k
 
 // The dispatcher: batches with query spans long enough to fill the tensor cores' 16-row tiles
 // (at least a 64-row block of (token, head) rows) take the tensor-core path (attention_tc.cu);
-// decode-only batches take the CUDA-core path, with split-KV when they leave the GPU idle.
+// decode batches and short spans take the decode path (attention_dec.cu, head_dim 64/128) unless
+// KEEL_ATTN_DECODE=old, else the CUDA-core path; both split the keys when the GPU would idle.
 extern "C" int kern_cuda_attention(bf16 *out, const bf16 *qkv, const bf16 *k_cache,
                                    const bf16 *v_cache, const struct kern_attn_batch *b,
                                    int n_heads, int n_kv_heads, int head_dim, int block_size,
@@ -344,6 +396,10 @@ extern "C" int kern_cuda_attention(bf16 *out, const bf16 *qkv, const bf16 *k_cac
     if ((head_dim == 64 || head_dim == 128) && (long)b->max_query_len * group >= 64)
         return kern_cuda__attention_tc(out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, head_dim,
                                        block_size, scale, s);
+    if (kc_att_dec_on && (head_dim == 64 || head_dim == 128))
+        return kern_cuda__attention_dec(out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads,
+                                        head_dim, block_size, scale, scratch, scratch_bytes, n_sm,
+                                        s);
     return kern_cuda__attention_cc(out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, head_dim,
                                    block_size, scale, scratch, scratch_bytes, n_sm, s);
 }
