@@ -18,7 +18,10 @@
 // of slices is chosen on the host from the batch's size hints, bounded by the scratch given.
 //
 // This is the correct general kernel for both phases; it runs on CUDA cores. Known limits, for
-// the speed issue: no tensor cores for prefill, no software pipelining of the tile loads.
+// the speed issue: no tensor cores for prefill, no software pipelining of the tile loads. The
+// dispatcher (end of file) now sends long query spans to attention_tc.cu and short ones (decode)
+// to attention_dec.cu for head_dim 64/128; this kernel takes the other head dims, and every short
+// span when KEEL_ATTN_DECODE=old (the A/B baseline and the fallback).
 // head_dim: 16, 32, 64, 96, 128 or 256 (a template each; lanes own output pairs 2*lane + 64*i).
 #include "kernels/cuda/attention_dec.h"
 #include "kernels/cuda/device.h"

@@ -15,6 +15,8 @@
 #include "tests/gpu/gpu_util.h"
 #include "tests/test.h"
 
+#include <stdlib.h>
+
 #define MAX_SEQS 8
 
 struct att_case {
@@ -166,6 +168,20 @@ TEST(gpu_attention_short_spans) {
     check_attention(&b, 161);
     struct att_case c = {4, 4, 64, 16, 2, {40, 1}, {140, 41}}; // GQA 1: 16 tokens a tile
     check_attention(&c, 162);
+}
+
+TEST(gpu_attention_decode_switch) {
+    // KEEL_ATTN_DECODE=old (read at setup) sends decode batches back to the CUDA-core kernel,
+    // still correct; unset, the decode path is on again.
+    gt_ctx();
+    setenv("KEEL_ATTN_DECODE", "old", 1);
+    CHECK_OK(kern_cuda_attention_setup());
+    CHECK_EQ(kern_cuda__attention_dec_enabled(), 0);
+    struct att_case a = {28, 4, 128, 16, 3, {1, 1, 1}, {9, 200, 1100}};
+    check_attention(&a, 190);
+    unsetenv("KEEL_ATTN_DECODE");
+    CHECK_OK(kern_cuda_attention_setup());
+    CHECK_EQ(kern_cuda__attention_dec_enabled(), 1);
 }
 
 TEST_TIMEOUT(gpu_attention_decode_32k, 120) {
