@@ -69,8 +69,7 @@ static __device__ __forceinline__ uint32_t kc_dec_ld32(const bf16 *p) {
 static __device__ __forceinline__ void kc_dec_cp16(bf16 *dst, const bf16 *src, int src_bytes) {
     unsigned d = (unsigned)__cvta_generic_to_shared(dst);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
-                 "r"(src_bytes)
-                 : "memory");
+                 "r"(src_bytes));
 }
 
 static __device__ __forceinline__ void kc_dec_commit(void) {
@@ -147,22 +146,27 @@ __global__ void __launch_bounds__(KC_DEC_WARPS * 32)
     // Copies this warp's i-th sub-tile (keys kb .. kb + 15) into stage i % STAGES: K rows, then
     // V rows, 16 bytes a copy; keys past the slice become zeros, so P V never meets garbage.
     auto load = [&](int i) {
+        constexpr int N_CP = KC_DEC_SUB * (D / 8) / 32; // 16-byte copies per lane per tensor
         bf16 *ks = my_ring + (i % KC_DEC_STAGES) * STAGE, *vs = ks + KC_DEC_SUB * QS;
         const int kb = k_first + (warp + KC_DEC_WARPS * i) * KC_DEC_SUB;
+        // Every block-table read first, then every copy: the reads go out together instead of
+        // one dependent round trip per copy. off < 0: a key past the slice (zero-filled).
+        long off[N_CP];
 #pragma unroll
-        for (int idx = lane; idx < KC_DEC_SUB * (D / 8); idx += 32) {
-            int j = idx / (D / 8), c = idx % (D / 8), kpos = kb + j;
-            const bf16 *ksrc = k_cache, *vsrc = v_cache;
-            int n = 0;
+        for (int it = 0; it < N_CP; it++) {
+            int idx = lane + 32 * it, j = idx / (D / 8), c = idx % (D / 8), kpos = kb + j;
+            off[it] = -1;
             if (kpos < k_last) {
-                size_t slot = (size_t)table[kpos / block_size] * block_size + kpos % block_size;
-                size_t off = (slot * n_kv_heads + kvh) * D + (size_t)c * 8;
-                ksrc += off;
-                vsrc += off;
-                n = 16;
+                long slot = (long)table[kpos / block_size] * block_size + kpos % block_size;
+                off[it] = (slot * n_kv_heads + kvh) * D + (long)c * 8;
             }
-            kc_dec_cp16(ks + j * QS + c * 8, ksrc, n);
-            kc_dec_cp16(vs + j * QS + c * 8, vsrc, n);
+        }
+#pragma unroll
+        for (int it = 0; it < N_CP; it++) {
+            int idx = lane + 32 * it, j = idx / (D / 8), c = idx % (D / 8);
+            bool ok = off[it] >= 0;
+            kc_dec_cp16(ks + j * QS + c * 8, ok ? k_cache + off[it] : k_cache, ok ? 16 : 0);
+            kc_dec_cp16(vs + j * QS + c * 8, ok ? v_cache + off[it] : v_cache, ok ? 16 : 0);
         }
     };
 
