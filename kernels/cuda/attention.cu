@@ -261,42 +261,6 @@ static void kc_att_launch(dim3 grid, cudaStream_t s, bf16 *out, const bf16 *qkv,
             <<<dim3(b->n_tokens, n_heads), D, 0, s>>>(out, partial, n_heads, n_splits);
 }
 
-extern "C" int kern_cuda__attention_combine(bf16 *out, const float *partial, int n_tokens,
-                                            int n_heads, int head_dim, int n_splits,
-                                            cudaStream_t s) {
-    if (n_tokens <= 0 || n_heads <= 0 || n_heads > KC_MAX_GRID_YZ || n_splits <= 0)
-        return n_tokens == 0 ? 0
-                             : err_set(ERR_INVAL,
-                                       "attention combine: n_tokens=%d n_heads=%d "
-                                       "n_splits=%d",
-                                       n_tokens, n_heads, n_splits);
-    dim3 grid(n_tokens, n_heads);
-    switch (head_dim) {
-    case 16:
-        kc_attention_combine<16><<<grid, 16, 0, s>>>(out, partial, n_heads, n_splits);
-        break;
-    case 32:
-        kc_attention_combine<32><<<grid, 32, 0, s>>>(out, partial, n_heads, n_splits);
-        break;
-    case 64:
-        kc_attention_combine<64><<<grid, 64, 0, s>>>(out, partial, n_heads, n_splits);
-        break;
-    case 96:
-        kc_attention_combine<96><<<grid, 96, 0, s>>>(out, partial, n_heads, n_splits);
-        break;
-    case 128:
-        kc_attention_combine<128><<<grid, 128, 0, s>>>(out, partial, n_heads, n_splits);
-        break;
-    case 256:
-        kc_attention_combine<256><<<grid, 256, 0, s>>>(out, partial, n_heads, n_splits);
-        break;
-    default:
-        return err_set(ERR_UNSUPPORTED, "attention combine: head_dim %d", head_dim);
-    }
-    KC_LAUNCHED();
-    return 0;
-}
-
 extern "C" size_t kern_cuda_attention_scratch_bytes(int max_tokens, int n_heads, int head_dim) {
     return (size_t)max_tokens * n_heads * KERN_CUDA_ATT_MAX_SPLITS * (head_dim + 2) * sizeof(float);
 }

@@ -18,7 +18,8 @@
 //
 // Split-KV: the host picks the number of key slices from the batch's size hints so the grid fills
 // the multiprocessors about KERN_CUDA_DEC_WAVES times (kern_cuda_dec_splits in attention_dec.h);
-// slices write unnormalised partials to op_scratch and attention.cu's combine kernel merges them.
+// slices write unnormalised partials to op_scratch and kc_dec_combine merges them (a warp per
+// output row, all slices' weights in one round of loads).
 // head_dim 64 or 128 (registers: Q is head_dim/4 words, O head_dim/2 floats per thread).
 #include "kernels/cuda/attention_dec.h"
 #include "kernels/cuda/device.h"
@@ -296,6 +297,49 @@ __global__ void __launch_bounds__(KC_DEC_WARPS * 32)
     }
 }
 
+// Merges the key slices (attention.cu's combine, reorganised for many slices): one warp per
+// (token, query head); lane s holds slices s and s + 32's max and sum, so the softmax weights
+// 2^(m_s - M) and the total come from one round of loads and two warp reductions; then each lane
+// accumulates its head_dim / 32 output dims over the slices, whose loads are independent.
+template <int D>
+__global__ void __launch_bounds__(128)
+    kc_dec_combine(bf16 *out /* [n_tokens, n_heads * D] */,
+                   const float *partial /* [n_tokens, n_heads, n_splits, D + 2] */, int n_heads,
+                   int n_splits) {
+    static_assert(KERN_CUDA_DEC_MAX_SPLITS <= 64, "two slices a lane");
+    constexpr int PER = D / 32; // output dims per lane
+    const int lane = threadIdx.x & 31, head = blockIdx.y * 4 + (threadIdx.x >> 5);
+    if (head >= n_heads) return;
+    const size_t row = (size_t)blockIdx.x * n_heads + head;
+    const float *p = partial + row * n_splits * (D + 2);
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+    if (lane < n_splits) m0 = p[lane * (D + 2) + D], l0 = p[lane * (D + 2) + D + 1];
+    if (lane + 32 < n_splits)
+        m1 = p[(lane + 32) * (D + 2) + D], l1 = p[(lane + 32) * (D + 2) + D + 1];
+    const float mx = kc_warp_max(fmaxf(m0, m1));
+    // A slice with no visible key (max -inf) weighs nothing.
+    const float w0 = m0 == -INFINITY ? 0.0f : exp2f(m0 - mx);
+    const float w1 = m1 == -INFINITY ? 0.0f : exp2f(m1 - mx);
+    const float sum = kc_warp_sum(l0 * w0 + l1 * w1);
+    float acc[PER];
+#pragma unroll
+    for (int e = 0; e < PER; e++)
+        acc[e] = 0.0f;
+#pragma unroll 4
+    for (int sl = 0; sl < n_splits; sl++) {
+        float w = __shfl_sync(0xffffffffu, sl < 32 ? w0 : w1, sl & 31);
+        const float *ps = p + (size_t)sl * (D + 2) + lane * PER;
+#pragma unroll
+        for (int e = 0; e < PER; e++)
+            acc[e] += ps[e] * w;
+    }
+    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    bf16 *dst = out + row * D + lane * PER;
+#pragma unroll
+    for (int e = 0; e < PER; e++)
+        dst[e] = kc_bf(acc[e] * inv);
+}
+
 // ---- launchers
 
 template <int D> static cudaError_t kc_dec_setup_one(void) {
@@ -357,8 +401,12 @@ extern "C" int kern_cuda__attention_dec(bf16 *out, const bf16 *qkv, const bf16 *
         kc_dec_launch<128>(grid, s, out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, block_size,
                            gp, n_parts, tq, sl, n_splits, split_len, partial);
     KC_LAUNCHED();
-    if (partial)
-        return kern_cuda__attention_combine(out, partial, b->n_tokens, n_heads, head_dim, n_splits,
-                                            s);
+    if (!partial) return 0;
+    dim3 cgrid(b->n_tokens, (n_heads + 3) / 4);
+    if (head_dim == 64)
+        kc_dec_combine<64><<<cgrid, 128, 0, s>>>(out, partial, n_heads, n_splits);
+    else
+        kc_dec_combine<128><<<cgrid, 128, 0, s>>>(out, partial, n_heads, n_splits);
+    KC_LAUNCHED();
     return 0;
 }

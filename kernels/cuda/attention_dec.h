@@ -62,13 +62,6 @@ int kern_cuda__attention_dec(bf16 *out /* [n_tokens, n_heads * head_dim] */,
                              void *scratch, size_t scratch_bytes, int n_sm, cudaStream_t s);
 int kern_cuda__attention_dec_setup(void);
 
-// Merges split-KV partials into out (attention.cu's combine kernel): partial rows are
-// [o (head_dim floats, unnormalised), max (log2 domain), sum] per (token, head, slice).
-int kern_cuda__attention_combine(bf16 *out /* [n_tokens, n_heads * head_dim] */,
-                                 const float *partial /* [n_tokens, n_heads, n_splits, hd + 2] */,
-                                 int n_tokens, int n_heads, int head_dim, int n_splits,
-                                 cudaStream_t s);
-
 // Whether kern_cuda_attention uses the decode path (1) or the CUDA-core kernel (0) for short
 // query spans: read once from KEEL_ATTN_DECODE at kern_cuda_attention_setup ("old" turns it off).
 int kern_cuda__attention_dec_enabled(void);
