@@ -98,6 +98,24 @@ struct kern_ops {
     int (*silu_mul)(struct kern_ctx *c, bf16 *out /* [n, h] */, const bf16 *gate_up /* [n, 2h] */,
                     int n, int h);
 
+    // ---- fused ops (optional: NULL in a table means "run the composition instead")
+
+    // y = silu_mul(gate_up) . w^T: the composition silu_mul then gemm (no bias), with the same
+    // roundings (the bf16 hidden row). `hidden` [m, h] is scratch the op may use for the
+    // intermediate; its contents afterwards are unspecified. The CUDA op fuses the two for
+    // m <= 8 (decode), so the hidden row is never written and one launch goes.
+    int (*gemm_silu)(struct kern_ctx *c, bf16 *y /* [m, n] */, bf16 *hidden /* [m, h] */,
+                     const bf16 *gate_up /* [m, 2h] */, const bf16 *w /* [n, h] */, int m, int n,
+                     int h);
+
+    // qk_norm (only when q_w != NULL; k_w must then be set too), then rope, then kv_write: the
+    // composition of the three ops, same results bit for bit, in one op (one launch on CUDA).
+    int (*qk_rope_kv)(struct kern_ctx *c, bf16 *qkv /* [n, (n_heads + 2 n_kv) * head_dim] */,
+                      bf16 *k_cache, bf16 *v_cache, const bf16 *q_w /* [head_dim] or NULL */,
+                      const bf16 *k_w /* [head_dim] or NULL */, const int32_t *positions /* [n] */,
+                      const int32_t *slot_mapping /* [n] */, int n, int n_heads, int n_kv_heads,
+                      int head_dim, float eps, float theta);
+
     // out[i, :] = x[rows[i], :] (the last position of each sequence, before the final norm).
     int (*gather_rows)(struct kern_ctx *c, bf16 *out /* [m, dim] */, const bf16 *x /* [*, dim] */,
                        const int32_t *rows /* [m] */, int m, int dim);

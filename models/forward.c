@@ -249,11 +249,19 @@ static int network(struct model *m, const struct fwd_step *st, bool prof_ops) {
         OP(MODEL_PROF_NORM,
            op->add_rmsnorm(ctx, xb, residual, l == 0 ? NULL : x, L->attn_norm, n, dim, eps));
         OP(MODEL_PROF_QKV, op->gemm(ctx, qkv, xb, L->wqkv, L->bqkv, n, qkv_dim, dim));
-        if (c->qk_norm)
+        if (op->qk_rope_kv) { // fused: qk_norm (Qwen3) + rope + kv_write
             OP(MODEL_PROF_QK_ROPE,
-               op->qk_norm(ctx, qkv, L->q_norm, L->k_norm, n, nh, nkv, hd, eps));
-        OP(MODEL_PROF_QK_ROPE, op->rope(ctx, qkv, pos, n, nh, nkv, hd, c->rope_theta));
-        OP(MODEL_PROF_KV_WRITE, op->kv_write(ctx, k_cache, v_cache, qkv, slots, n, nh, nkv, hd));
+               op->qk_rope_kv(ctx, qkv, k_cache, v_cache, c->qk_norm ? L->q_norm : NULL,
+                              c->qk_norm ? L->k_norm : NULL, pos, slots, n, nh, nkv, hd, eps,
+                              c->rope_theta));
+        } else {
+            if (c->qk_norm)
+                OP(MODEL_PROF_QK_ROPE,
+                   op->qk_norm(ctx, qkv, L->q_norm, L->k_norm, n, nh, nkv, hd, eps));
+            OP(MODEL_PROF_QK_ROPE, op->rope(ctx, qkv, pos, n, nh, nkv, hd, c->rope_theta));
+            OP(MODEL_PROF_KV_WRITE,
+               op->kv_write(ctx, k_cache, v_cache, qkv, slots, n, nh, nkv, hd));
+        }
         OP(MODEL_PROF_ATTENTION,
            op->attention(ctx, attn, qkv, k_cache, v_cache, &ab, nh, nkv, hd, m->block_size, scale));
         OP(MODEL_PROF_WO, op->gemm(ctx, x, attn, L->wo, NULL, n, dim, q_dim));
@@ -261,8 +269,12 @@ static int network(struct model *m, const struct fwd_step *st, bool prof_ops) {
         // MLP
         OP(MODEL_PROF_NORM, op->add_rmsnorm(ctx, xb, residual, x, L->ffn_norm, n, dim, eps));
         OP(MODEL_PROF_GATE_UP, op->gemm(ctx, gate_up, xb, L->w_gate_up, NULL, n, 2 * hid, dim));
-        OP(MODEL_PROF_SILU, op->silu_mul(ctx, hidden, gate_up, n, hid));
-        OP(MODEL_PROF_DOWN, op->gemm(ctx, x, hidden, L->w_down, NULL, n, dim, hid));
+        if (op->gemm_silu) { // fused: silu_mul + down
+            OP(MODEL_PROF_DOWN, op->gemm_silu(ctx, x, hidden, gate_up, L->w_down, n, dim, hid));
+        } else {
+            OP(MODEL_PROF_SILU, op->silu_mul(ctx, hidden, gate_up, n, hid));
+            OP(MODEL_PROF_DOWN, op->gemm(ctx, x, hidden, L->w_down, NULL, n, dim, hid));
+        }
     }
 
     // The last position of each sequence: residual + last sublayer output, final norm, logits.

@@ -26,10 +26,20 @@
 // same kernel loads element by element. The partial chunk at the end of k always goes through the
 // guarded loads.
 //
+// Fused down projection (kern_cuda_gemv_silu): y = silu_mul(gate_up) . w^T, with x computed
+// while it is staged instead of read. Per chunk, each warp first issues its weight loads, then
+// computes its m x 128 tile of bf16(silu(gate) * up) once (lane L: columns 4L..4L+3 of every row,
+// the same arithmetic as silu_mul.cu through kernels/cuda/fused_act.h) into a per-warp
+// shared-memory tile, and feeds the mma from the tile exactly as it would feed x. So each block
+// evaluates m * k activations (not the 8 * k a lane-per-row layout would, which at m = 1 is 8x the
+// special-function work), the [m, h] hidden row is never written or read, one launch per layer
+// goes, and the result equals silu_mul followed by kern_cuda_gemv with the same warps, bit for bit.
+//
 // Which wins is measured, not assumed: kern_cuda_gemm (gemm.c) times this kernel against
 // cuBLASLt's pick per shape on first use and keeps the faster; bench/kernels/gemm.cu prints both
 // at every 7B/8B decode shape.
 #include "kernels/cuda/device.h"
+#include "kernels/cuda/fused_act.h"
 #include "kernels/cuda/kern_cuda.h"
 
 // ---- kernels
@@ -74,17 +84,63 @@ __device__ __forceinline__ void kc_gemv_step(float acc[4], uint4 w0, uint4 w1, u
     kc_gemv_mma(acc, w0.z, w1.z, w0.w, w1.w, xv.z, xv.w);
 }
 
+// Four bf16 from p[0..3] as two packed pairs, those at or past `left` as zero.
+__device__ __forceinline__ uint2 kc_gemv_ld4_guarded(const bf16 *p, int left) {
+    uint32_t r[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        uint32_t lo = 2 * i < left ? (uint32_t)p[2 * i] : 0u;
+        uint32_t hi = 2 * i + 1 < left ? (uint32_t)p[2 * i + 1] : 0u;
+        r[i] = lo | (hi << 16);
+    }
+    return make_uint2(r[0], r[1]);
+}
+
+// The fused down projection's staging: tile[r][4 lane .. 4 lane + 3] = bf16(silu(gate) * up) of
+// hidden row r (< m), columns kc + 4 lane.. of the [m, 2k] gate_up rows; zero past k (so the
+// guarded weights meet zeros, as in the unfused kernel). All loads are issued before any math.
 template <bool VEC>
+__device__ __forceinline__ void kc_gemv_stage_silu(bf16 (*tile)[KC_GEMV_CHUNK],
+                                                   const bf16 *gate_up /* [m, 2k] */, int m, int k,
+                                                   int kc, int lane, bool full) {
+    const int col = kc + 4 * lane;
+    uint2 gv[KC_GEMV_ROWS / 2], uv[KC_GEMV_ROWS / 2];
+#pragma unroll
+    for (int r = 0; r < KC_GEMV_ROWS / 2; r++) {
+        if (r >= m) break;
+        const bf16 *gp = gate_up + (size_t)r * 2 * k + col;
+        if (VEC && full) {
+            gv[r] = __ldg(reinterpret_cast<const uint2 *>(gp));
+            uv[r] = __ldg(reinterpret_cast<const uint2 *>(gp + k));
+        } else {
+            gv[r] = kc_gemv_ld4_guarded(gp, k - col);
+            uv[r] = kc_gemv_ld4_guarded(gp + k, k - col);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < KC_GEMV_ROWS / 2; r++) {
+        if (r >= m) break;
+        *reinterpret_cast<uint2 *>(&tile[r][4 * lane]) =
+            make_uint2(kc_silu_mul2(gv[r].x, uv[r].x), kc_silu_mul2(gv[r].y, uv[r].y));
+    }
+}
+
+// SILU = false: x is [m, k]. SILU = true: x is gate_up [m, 2k], and the kernel multiplies by
+// bf16(silu(gate) * up) instead (the fused down projection; y bf16, no bias).
+template <bool VEC, bool SILU>
 __global__ void __launch_bounds__(256)
-    kc_gemv(void *y /* [m, n] bf16 or f32 */, int y_f32, const bf16 *x /* [m, k] */,
+    kc_gemv(void *y /* [m, n] bf16 or f32 */, int y_f32, const bf16 *x /* [m, k] or [m, 2k] */,
             const bf16 *w /* [n, k] */, const bf16 *bias /* [n] or NULL */, int m, int n, int k) {
     __shared__ float red[KC_GEMV_MAX_WARPS][32][4];
+    // SILU: each warp's tile of the hidden rows for its current chunk (unused otherwise).
+    __shared__ __align__(16) bf16 hid[SILU ? KC_GEMV_MAX_WARPS : 1][SILU ? KC_GEMV_ROWS / 2 : 1]
+                                     [KC_GEMV_CHUNK];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int r0 = blockIdx.x * KC_GEMV_ROWS;
     const bf16 *w0 = w + (size_t)min(r0 + g, n - 1) * k;
     const bf16 *w1 = w + (size_t)min(r0 + g + 8, n - 1) * k;
-    const bf16 *xr = x + (size_t)min(g, m - 1) * k;
+    const bf16 *xr = x + (size_t)min(g, m - 1) * k; // !SILU only
 
     // Two accumulator chains halve the dependent mma latency per chunk.
     float acc0[4] = {0.f, 0.f, 0.f, 0.f}, acc1[4] = {0.f, 0.f, 0.f, 0.f};
@@ -99,17 +155,28 @@ __global__ void __launch_bounds__(256)
                 a[u] = kc_gemv_ld_stream(w0 + k0 + 32 * u);
                 b[u] = kc_gemv_ld_stream(w1 + k0 + 32 * u);
             }
+            if (!SILU) {
 #pragma unroll
-            for (int u = 0; u < KC_GEMV_U; u++)
-                xv[u] = __ldg(reinterpret_cast<const uint4 *>(xr + k0 + 32 * u));
+                for (int u = 0; u < KC_GEMV_U; u++)
+                    xv[u] = __ldg(reinterpret_cast<const uint4 *>(xr + k0 + 32 * u));
+            }
         } else {
 #pragma unroll
             for (int u = 0; u < KC_GEMV_U; u++) {
                 int left = k - (k0 + 32 * u);
                 a[u] = kc_gemv_ld_guarded(w0 + k0 + 32 * u, left);
                 b[u] = kc_gemv_ld_guarded(w1 + k0 + 32 * u, left);
-                xv[u] = kc_gemv_ld_guarded(xr + k0 + 32 * u, left);
+                if (!SILU) xv[u] = kc_gemv_ld_guarded(xr + k0 + 32 * u, left);
             }
+        }
+        if (SILU) {
+            kc_gemv_stage_silu<VEC>(hid[warp], x, m, k, c * KC_GEMV_CHUNK, lane, c < n_full);
+            __syncwarp();
+            const bf16 *hr = &hid[warp][min(g, m - 1)][8 * t];
+#pragma unroll
+            for (int u = 0; u < KC_GEMV_U; u++)
+                xv[u] = *reinterpret_cast<const uint4 *>(hr + 32 * u);
+            __syncwarp(); // the tile is rewritten by the next chunk
         }
 #pragma unroll
         for (int u = 0; u < KC_GEMV_U; u += 2) {
@@ -179,9 +246,29 @@ extern "C" int kern_cuda_gemv(void *y, int y_f32, const bf16 *x, const bf16 *w, 
     bool vec = k % 8 == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)w % 16 == 0;
     unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
     if (vec)
-        kc_gemv<true><<<blocks, 32 * warps, 0, s>>>(y, y_f32, x, w, bias, m, n, k);
+        kc_gemv<true, false><<<blocks, 32 * warps, 0, s>>>(y, y_f32, x, w, bias, m, n, k);
     else
-        kc_gemv<false><<<blocks, 32 * warps, 0, s>>>(y, y_f32, x, w, bias, m, n, k);
+        kc_gemv<false, false><<<blocks, 32 * warps, 0, s>>>(y, y_f32, x, w, bias, m, n, k);
+    KC_LAUNCHED();
+    return 0;
+}
+
+extern "C" int kern_cuda_gemv_silu(bf16 *y, const bf16 *gate_up, const bf16 *w, int m, int n,
+                                   int h, int warps, cudaStream_t s) {
+    if (m < 0 || m > KERN_CUDA_GEMV_MAX_M || n <= 0 || h <= 0)
+        return err_set(ERR_INVAL, "gemv_silu: bad sizes m=%d n=%d h=%d (m at most %d)", m, n, h,
+                       KERN_CUDA_GEMV_MAX_M);
+    if (warps < 0 || warps > KC_GEMV_MAX_WARPS)
+        return err_set(ERR_INVAL, "gemv_silu: bad warp count %d (0 = default, at most %d)", warps,
+                       KC_GEMV_MAX_WARPS);
+    if (m == 0) return 0;
+    if (warps == 0) warps = kern_cuda_gemv_default_warps(h);
+    bool vec = h % 8 == 0 && (uintptr_t)gate_up % 16 == 0 && (uintptr_t)w % 16 == 0;
+    unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
+    if (vec)
+        kc_gemv<true, true><<<blocks, 32 * warps, 0, s>>>(y, 0, gate_up, w, NULL, m, n, h);
+    else
+        kc_gemv<false, true><<<blocks, 32 * warps, 0, s>>>(y, 0, gate_up, w, NULL, m, n, h);
     KC_LAUNCHED();
     return 0;
 }
