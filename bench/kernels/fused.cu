@@ -1,0 +1,94 @@
+// Fused-op playground: each fused kernel against the op sequence it replaces, at the decode
+// shapes of Qwen2.5-7B and Qwen3-8B, timed the way a decode step runs them (28 or 36 layers back
+// to back on one stream, so launch gaps count; the figure is per layer).
+//   down   silu_mul + kern_cuda_gemv (old)  vs  kern_cuda_gemv_silu (new), m = 1, 2, 4, 8:
+//          the down weights (136 / 101 MB) do not fit in L2, so this is the weight stream
+//   rope   [qk_norm +] rope + kv_write (old)  vs  kern_cuda_qk_rope_kv (new), n = 1, 8, 512
+// Run: make playgrounds && build/playgrounds/fused
+#include "bench/kernels/play.h"
+
+#define FZ_LAYERS 28
+
+int main(void) {
+    struct kern_ctx *c = play_ctx();
+    struct play_peaks pk = play_measure_peaks(c);
+    cudaStream_t s = kern_cuda_stream(c);
+    play_header();
+
+    // ---- down projection
+    struct {
+        const char *name;
+        int n, h;
+    } downs[] = {{"7b down", 3584, 18944}, {"8b down", 4096, 12288}};
+    for (auto &d : downs) {
+        bf16 *w = (bf16 *)play_dev((size_t)d.n * d.h * 2);
+        bf16 *gu = (bf16 *)play_dev((size_t)8 * 2 * d.h * 2), *hid = (bf16 *)play_dev(8 * d.h * 2);
+        bf16 *y = (bf16 *)play_dev((size_t)8 * d.n * 2);
+        play_fill(w, (size_t)d.n * d.h, 0.05f, 11);
+        play_fill(gu, (size_t)8 * 2 * d.h, 3.0f, 12);
+        for (int m = 1; m <= 8; m *= 2) {
+            double bytes = (double)d.n * d.h * 2 + (double)m * 2 * d.h * 2 + (double)m * d.n * 2;
+            char v[96];
+            float t_old = play_time(s, 2, 10, [&](int) {
+                for (int l = 0; l < FZ_LAYERS; l++) {
+                    PLAY_OK(kern_cuda_silu_mul(hid, gu, m, d.h, s));
+                    PLAY_OK(kern_cuda_gemv(y, 0, hid, w, NULL, m, d.n, d.h, 0, s));
+                }
+            });
+            snprintf(v, sizeof v, "%-8s m=%d old silu_mul + gemv", d.name, m);
+            play_line(v, t_old / FZ_LAYERS, bytes, 2.0 * m * d.n * (double)d.h, &pk);
+            float t_new = play_time(s, 2, 10, [&](int) {
+                for (int l = 0; l < FZ_LAYERS; l++)
+                    PLAY_OK(kern_cuda_gemv_silu(y, gu, w, m, d.n, d.h, 0, s));
+            });
+            snprintf(v, sizeof v, "%-8s m=%d new gemv_silu (%.2fx)", d.name, m, t_old / t_new);
+            play_line(v, t_new / FZ_LAYERS, bytes, 2.0 * m * d.n * (double)d.h, &pk);
+        }
+        cudaFree(w), cudaFree(gu), cudaFree(hid), cudaFree(y);
+    }
+
+    // ---- qk_norm + rope + kv_write
+    struct {
+        const char *name;
+        int nh, nkv, norm;
+    } ropes[] = {{"7b rope+kv", 28, 4, 0}, {"8b norm+rope+kv", 32, 8, 1}};
+    const int hd = 128, max_n = 512;
+    for (auto &r : ropes) {
+        size_t row = (size_t)(r.nh + 2 * r.nkv) * hd, cache = (size_t)4096 * r.nkv * hd;
+        bf16 *qkv = (bf16 *)play_dev(max_n * row * 2), *kc = (bf16 *)play_dev(cache * 2),
+             *vc = (bf16 *)play_dev(cache * 2), *w = (bf16 *)play_dev(2 * hd * 2);
+        play_fill(qkv, max_n * row, 2.0f, 21);
+        play_fill(w, 2 * hd, 1.0f, 22);
+        int32_t hpos[max_n], hslot[max_n];
+        for (int i = 0; i < max_n; i++)
+            hpos[i] = 1000 + i, hslot[i] = (i * 7) % 4096;
+        int32_t *pos = (int32_t *)play_dev(sizeof hpos), *slot = (int32_t *)play_dev(sizeof hslot);
+        PLAY_CUDA(cudaMemcpy(pos, hpos, sizeof hpos, cudaMemcpyHostToDevice));
+        PLAY_CUDA(cudaMemcpy(slot, hslot, sizeof hslot, cudaMemcpyHostToDevice));
+        const bf16 *qw = r.norm ? w : NULL, *kw = r.norm ? w + hd : NULL;
+        int ns[] = {1, 8, 512};
+        for (int n : ns) {
+            double bytes = (double)n * (row + 2 * (r.nh + r.nkv) * hd + 2 * r.nkv * hd) * 2;
+            char v[96];
+            float t_old = play_time(s, 2, 10, [&](int) {
+                for (int l = 0; l < FZ_LAYERS; l++) {
+                    if (r.norm)
+                        PLAY_OK(kern_cuda_qk_norm(qkv, qw, kw, n, r.nh, r.nkv, hd, 1e-6f, s));
+                    PLAY_OK(kern_cuda_rope(qkv, pos, n, r.nh, r.nkv, hd, 1e6f, s));
+                    PLAY_OK(kern_cuda_kv_write(kc, vc, qkv, slot, n, r.nh, r.nkv, hd, s));
+                }
+            });
+            snprintf(v, sizeof v, "%-15s n=%-3d old", r.name, n);
+            play_line(v, t_old / FZ_LAYERS, bytes, 0, &pk);
+            float t_new = play_time(s, 2, 10, [&](int) {
+                for (int l = 0; l < FZ_LAYERS; l++)
+                    PLAY_OK(kern_cuda_qk_rope_kv(qkv, kc, vc, qw, kw, pos, slot, n, r.nh, r.nkv,
+                                                 hd, 1e-6f, 1e6f, s));
+            });
+            snprintf(v, sizeof v, "%-15s n=%-3d new fused (%.2fx)", r.name, n, t_old / t_new);
+            play_line(v, t_new / FZ_LAYERS, bytes, 0, &pk);
+        }
+        cudaFree(qkv), cudaFree(kc), cudaFree(vc), cudaFree(w), cudaFree(pos), cudaFree(slot);
+    }
+    return 0;
+}
