@@ -4,8 +4,13 @@
 //   down   silu_mul + kern_cuda_gemv (old)  vs  kern_cuda_gemv_silu (new), m = 1, 2, 4, 8:
 //          the down weights (136 / 101 MB) do not fit in L2, so this is the weight stream
 //   rope   [qk_norm +] rope + kv_write (old)  vs  kern_cuda_qk_rope_kv (new), n = 1, 8, 512
+//   attn   decode attention (attention_dec.cu) at batch 1, h=28/4 hd=128, ctx 128..4096: the split
+//          plan (threshold 0, the old behaviour) vs one slice and no combine; "default" marks
+//          which one the KERN_CUDA_DEC_MIN_SPLIT_CTX threshold picks. The crossover is where the
+//          threshold belongs.
 // Run: make playgrounds && build/playgrounds/fused
 #include "bench/kernels/play.h"
+#include "kernels/cuda/attention_dec.h"
 
 #define FZ_LAYERS 28
 
@@ -89,6 +94,57 @@ int main(void) {
             play_line(v, t_new / FZ_LAYERS, bytes, 0, &pk);
         }
         cudaFree(qkv), cudaFree(kc), cudaFree(vc), cudaFree(w), cudaFree(pos), cudaFree(slot);
+    }
+
+    // ---- decode attention at batch 1: split plan vs one slice
+    {
+        const int nh = 28, nkv = 4, bs = 16, max_ctx = 4096, n_sm = 132;
+        int nb = max_ctx / bs;
+        size_t row = (size_t)(nh + 2 * nkv) * hd, cache = (size_t)nb * bs * nkv * hd;
+        bf16 *qkv = (bf16 *)play_dev(row * 2), *kc = (bf16 *)play_dev(cache * 2),
+             *vc = (bf16 *)play_dev(cache * 2), *out = (bf16 *)play_dev((size_t)nh * hd * 2);
+        play_fill(qkv, row, 2.0f, 31);
+        play_fill(kc, cache, 1.0f, 32);
+        play_fill(vc, cache, 1.0f, 33);
+        size_t scratch_bytes = 16u << 20;
+        void *scratch = play_dev(scratch_bytes);
+        int32_t htab[max_ctx / bs];
+        for (int i = 0; i < nb; i++)
+            htab[i] = nb - 1 - i;
+        int32_t *tab = (int32_t *)play_dev(sizeof htab), *qs = (int32_t *)play_dev(8),
+                *len = (int32_t *)play_dev(4);
+        PLAY_CUDA(cudaMemcpy(tab, htab, sizeof htab, cudaMemcpyHostToDevice));
+        int32_t hqs[2] = {0, 1};
+        PLAY_CUDA(cudaMemcpy(qs, hqs, sizeof hqs, cudaMemcpyHostToDevice));
+        int saved = kern_cuda__attention_dec_min_split_ctx();
+        for (int ctx = 128; ctx <= max_ctx; ctx *= 2) {
+            PLAY_CUDA(cudaMemcpy(len, &ctx, 4, cudaMemcpyHostToDevice));
+            struct kern_attn_batch b = {1, 1, qs, len, tab, nb, 1, ctx};
+            double bytes = 2.0 * ctx * nkv * hd * 2;
+            float t[2];
+            for (int one = 0; one < 2; one++) {
+                kern_cuda__attention_dec_set_min_split_ctx(one ? ctx : 0);
+                t[one] = play_time(s, 2, 10, [&](int) {
+                    for (int l = 0; l < FZ_LAYERS; l++)
+                        PLAY_OK(kern_cuda__attention_dec(out, qkv, kc, vc, &b, nh, nkv, hd, bs,
+                                                         0.088f, scratch, scratch_bytes, n_sm, s));
+                });
+            }
+            int split_len, n = kern_cuda_dec_splits(nkv, ctx, (size_t)nh * (hd + 2) * 4,
+                                                    scratch_bytes, n_sm, &split_len);
+            int dflt_one = ctx <= saved;
+            for (int one = 0; one < 2; one++) {
+                char v[96];
+                snprintf(v, sizeof v, "attn h=28/4 ctx=%-5d %-10s%s", ctx,
+                         one ? "1 slice" : (n > 1 ? "split" : "split(=1)"),
+                         one == dflt_one ? " default" : "");
+                if (!one) snprintf(v + strlen(v), sizeof v - strlen(v), " (%d slices)", n);
+                play_line(v, t[one] / FZ_LAYERS, bytes, 0, &pk);
+            }
+        }
+        kern_cuda__attention_dec_set_min_split_ctx(saved);
+        cudaFree(qkv), cudaFree(kc), cudaFree(vc), cudaFree(out), cudaFree(scratch);
+        cudaFree(tab), cudaFree(qs), cudaFree(len);
     }
     return 0;
 }

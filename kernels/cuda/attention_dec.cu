@@ -26,6 +26,7 @@
 #include "kernels/cuda/kern_cuda.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 #define KC_DEC_WARPS 4
 #define KC_DEC_ROWS 16  // query rows per block: one m16 tile
@@ -347,10 +348,23 @@ template <int D> static cudaError_t kc_dec_setup_one(void) {
                                 (int)kc_dec_smem<D>());
 }
 
+// Contexts this short run as one slice (attention_dec.h); set once at setup, read per launch.
+static int kc_dec_min_split_ctx = KERN_CUDA_DEC_MIN_SPLIT_CTX;
+
 extern "C" int kern_cuda__attention_dec_setup(void) {
     CUDA_CHECK(kc_dec_setup_one<64>());
     CUDA_CHECK(kc_dec_setup_one<128>());
+    const char *env = getenv("KEEL_ATTN_SPLIT_MIN_CTX");
+    if (env && *env) kc_dec_min_split_ctx = atoi(env);
     return 0;
+}
+
+extern "C" int kern_cuda__attention_dec_min_split_ctx(void) {
+    return kc_dec_min_split_ctx;
+}
+
+extern "C" void kern_cuda__attention_dec_set_min_split_ctx(int keys) {
+    kc_dec_min_split_ctx = keys;
 }
 
 template <int D>
@@ -389,6 +403,10 @@ extern "C" int kern_cuda__attention_dec(bf16 *out, const bf16 *qkv, const bf16 *
     int n_splits =
         kern_cuda_dec_splits(blocks > (1 << 30) ? (1 << 30) : (int)blocks, b->max_seq_len,
                              per_split, scratch ? scratch_bytes : 0, n_sm, &split_len);
+    if (b->max_seq_len <= kc_dec_min_split_ctx) { // one slice covering every key, no combine
+        n_splits = 1;
+        split_len = 1 << 30;
+    }
     float *partial = n_splits > 1 ? (float *)scratch : NULL;
     dim3 grid(q_tiles * n_splits, b->n_seqs, n_kv_heads * n_parts);
     if (grid.y > KC_MAX_GRID_YZ || grid.z > KC_MAX_GRID_YZ)

@@ -6,16 +6,20 @@
 //   places, e.g. rope's cos and sin);
 // - the op table's entries (kern_cuda_ops.gemm_silu / qk_rope_kv), including their fallbacks
 //   (m > 8; head_dim not a multiple of 64) and the env switches that turn the fused kernels off;
-// - bad arguments.
+// - bad arguments;
+// - decode attention at short contexts, now one slice without the combine kernel, against the
+//   CPU op and against the split path it replaces.
 // Shapes: the decode shapes of Qwen2.5-7B and Qwen3-8B at m = 1..8, odd shapes (h % 8 != 0:
 // the element-wise path; a partial last chunk; misaligned gate_up; n not a multiple of 16).
 // Outputs and caches are poisoned (NaN) first, so an unwritten element fails, and cache slots
 // the batch does not own must stay poisoned.
 #include "common/err.h"
+#include "kernels/cuda/attention_dec.h"
 #include "kernels/cuda/kern_cuda.h"
 #include "tests/gpu/gpu_util.h"
 #include "tests/test.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -241,4 +245,66 @@ TEST(gpu_fused_qk_rope_kv_errors) {
              ERR_INVAL);
     gt_sync();
     gt_free(d), gt_free(di);
+}
+
+// ---- decode attention: short contexts run as one slice (attention_dec.h)
+
+// Decode tokens of three sequences with short contexts through kern_cuda__attention_dec, with
+// the no-split threshold at its default (one slice, no combine) and at 0 (split as before), each
+// against the CPU op; the two must also agree closely with each other.
+static void check_dec_short(int nh, int nkv, int hd, int l0, int l1, int l2, uint64_t seed) {
+    const int S = 3, bs = 16, lens_h[3] = {l0, l1, l2};
+    int max_len = 0, max_blocks = 0, n_blocks = 0;
+    for (int i = 0; i < S; i++) {
+        if (lens_h[i] > max_len) max_len = lens_h[i];
+        int nb = (lens_h[i] + bs - 1) / bs;
+        n_blocks += nb;
+        if (nb > max_blocks) max_blocks = nb;
+    }
+    int32_t qs[4] = {0, 1, 2, 3}, lens[3] = {l0, l1, l2};
+    int32_t *tab = calloc((size_t)S * max_blocks, sizeof(int32_t));
+    for (int i = 0, used = 0; i < S; i++) // blocks handed out back to front: not contiguous
+        for (int b = 0; b < (lens[i] + bs - 1) / bs; b++)
+            tab[i * max_blocks + b] = n_blocks - 1 - used++;
+    size_t row = (size_t)(nh + 2 * nkv) * hd, cache = (size_t)n_blocks * bs * nkv * hd;
+    size_t out_n = (size_t)S * nh * hd;
+    bf16 *qkv = gt_rand_bf16(S * row, 3.0f, &seed);
+    bf16 *kc = gt_rand_bf16(cache, 1.0f, &seed), *vc = gt_rand_bf16(cache, 1.0f, &seed);
+    bf16 *want = malloc(out_n * 2), *one = malloc(out_n * 2), *split = malloc(out_n * 2);
+    float scale = 1.0f / sqrtf((float)hd);
+    struct kern_attn_batch hb = {S, S, qs, lens, tab, max_blocks, 1, max_len};
+    CHECK_OK(kern_cpu_ops.attention(gt_cpu(), want, qkv, kc, vc, &hb, nh, nkv, hd, bs, scale));
+    bf16 *d_qkv = gt_up(qkv, S * row * 2), *d_k = gt_up(kc, cache * 2), *d_v = gt_up(vc, cache * 2);
+    bf16 *d_out = gt_dev(out_n * 2);
+    int32_t *d_qs = gt_up(qs, sizeof qs), *d_lens = gt_up(lens, sizeof lens);
+    int32_t *d_tab = gt_up(tab, sizeof(int32_t) * S * max_blocks);
+    struct kern_attn_batch db = {S, S, d_qs, d_lens, d_tab, max_blocks, 1, max_len};
+    cudaStream_t st = kern_cuda_stream(gt_ctx());
+    int saved = kern_cuda__attention_dec_min_split_ctx();
+    for (int pass = 0; pass < 2; pass++) {
+        kern_cuda__attention_dec_set_min_split_ctx(pass == 0 ? KERN_CUDA_DEC_MIN_SPLIT_CTX : 0);
+        gt_poison(d_out, out_n * 2);
+        // A pretend 1000-SM GPU: the plan wants as many slices as the contexts allow.
+        CHECK_OK(kern_cuda__attention_dec(d_out, d_qkv, d_k, d_v, &db, nh, nkv, hd, bs, scale,
+                                          gt_scratch(), gt_scratch_bytes(), 1000, st));
+        gt_sync();
+        gt_down(pass == 0 ? one : split, d_out, out_n * 2);
+    }
+    kern_cuda__attention_dec_set_min_split_ctx(saved);
+    char shape[96];
+    snprintf(shape, sizeof shape, "h=%d/%d hd=%d ctx %d/%d/%d", nh, nkv, hd, l0, l1, l2);
+    gt_row(max_len <= KERN_CUDA_DEC_MIN_SPLIT_CTX ? "attn dec 1 slice ~cpu" : "attn dec ~cpu",
+           shape, gt_cmp_bf16(one, want, out_n), 1e-2);
+    gt_row("attn dec split ~cpu", shape, gt_cmp_bf16(split, want, out_n), 1e-2);
+    gt_row("attn dec 1 slice ~split", shape, gt_cmp_bf16(one, split, out_n), 1e-2);
+    gt_free(d_qkv), gt_free(d_k), gt_free(d_v), gt_free(d_out), gt_free(d_qs), gt_free(d_lens),
+        gt_free(d_tab);
+    free(tab), free(qkv), free(kc), free(vc), free(want), free(one), free(split);
+}
+
+TEST(gpu_fused_attention_dec_short) {
+    check_dec_short(28, 4, 128, 1, 100, 256, 300); // Qwen2.5-7B; 256 = the threshold
+    check_dec_short(32, 8, 128, 64, 129, 17, 301); // Qwen3-8B
+    check_dec_short(14, 2, 64, 255, 3, 200, 302);  // head_dim 64
+    check_dec_short(28, 4, 128, 257, 40, 90, 303); // just past the threshold: split
 }
