@@ -108,6 +108,19 @@ struct kern_ops {
                      const bf16 *gate_up /* [m, 2h] */, const bf16 *w /* [n, h] */, int m, int n,
                      int h);
 
+    // The residual add + RMSNorm of the next sublayer's input, then its projection:
+    //   res_out = bf16(residual + delta) (a copy of residual when delta is NULL)
+    //   xn = add_rmsnorm's out (HF's roundings), y = xn . w^T (+ bias)
+    // res_out is a different buffer from residual and delta (the forward pass ping-pongs the
+    // residual stream between two buffers, so no kernel reads what another block writes);
+    // `xn` [m, k] is scratch the op may use for the normed rows. The CUDA op fuses it all into
+    // the gemv for m <= 8; elsewhere it is add_rmsnorm then gemm.
+    int (*add_rmsnorm_gemm)(struct kern_ctx *c, bf16 *y /* [m, n] */, bf16 *res_out /* [m, k] */,
+                            const bf16 *residual /* [m, k] */,
+                            const bf16 *delta /* [m, k] or NULL */, const bf16 *norm_w /* [k] */,
+                            const bf16 *w /* [n, k] */, const bf16 *bias /* [n] or NULL */,
+                            bf16 *xn /* [m, k] */, int m, int n, int k, float eps);
+
     // qk_norm (only when q_w != NULL; k_w must then be set too), then rope, then kv_write: the
     // composition of the three ops, same results bit for bit, in one op (one launch on CUDA).
     int (*qk_rope_kv)(struct kern_ctx *c, bf16 *qkv /* [n, (n_heads + 2 n_kv) * head_dim] */,

@@ -239,6 +239,12 @@ static int network(struct model *m, const struct fwd_step *st, bool prof_ops) {
     size_t cache_elems = (size_t)m->n_kv_blocks * m->block_size * nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
 
+    // With the fused norm + projection op (kernels/ops.h add_rmsnorm_gemm) the normed rows are
+    // never stored, so xb is free and the residual stream ping-pongs: the attention norm writes
+    // the new residual to xb, the MLP norm writes it back to `residual`, so it is in `residual`
+    // after every layer. `hidden` (hid >= dim) is the op's scratch for batches it does not fuse.
+    const bool fuse_norm = op->add_rmsnorm_gemm && hid >= dim;
+
     OP(MODEL_PROF_EMBED, op->embed(ctx, residual, ids, m->w.embed, n, dim));
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *L = &m->w.layers[l];
@@ -246,9 +252,15 @@ static int network(struct model *m, const struct fwd_step *st, bool prof_ops) {
         bf16 *v_cache = k_cache + cache_elems;
 
         // attention
-        OP(MODEL_PROF_NORM,
-           op->add_rmsnorm(ctx, xb, residual, l == 0 ? NULL : x, L->attn_norm, n, dim, eps));
-        OP(MODEL_PROF_QKV, op->gemm(ctx, qkv, xb, L->wqkv, L->bqkv, n, qkv_dim, dim));
+        if (fuse_norm) { // the residual moves to xb (see fuse_norm)
+            OP(MODEL_PROF_QKV,
+               op->add_rmsnorm_gemm(ctx, qkv, xb, residual, l == 0 ? NULL : x, L->attn_norm,
+                                    L->wqkv, L->bqkv, hidden, n, qkv_dim, dim, eps));
+        } else {
+            OP(MODEL_PROF_NORM,
+               op->add_rmsnorm(ctx, xb, residual, l == 0 ? NULL : x, L->attn_norm, n, dim, eps));
+            OP(MODEL_PROF_QKV, op->gemm(ctx, qkv, xb, L->wqkv, L->bqkv, n, qkv_dim, dim));
+        }
         if (op->qk_rope_kv) { // fused: qk_norm (Qwen3) + rope + kv_write
             OP(MODEL_PROF_QK_ROPE,
                op->qk_rope_kv(ctx, qkv, k_cache, v_cache, c->qk_norm ? L->q_norm : NULL,
@@ -267,8 +279,15 @@ static int network(struct model *m, const struct fwd_step *st, bool prof_ops) {
         OP(MODEL_PROF_WO, op->gemm(ctx, x, attn, L->wo, NULL, n, dim, q_dim));
 
         // MLP
-        OP(MODEL_PROF_NORM, op->add_rmsnorm(ctx, xb, residual, x, L->ffn_norm, n, dim, eps));
-        OP(MODEL_PROF_GATE_UP, op->gemm(ctx, gate_up, xb, L->w_gate_up, NULL, n, 2 * hid, dim));
+        if (fuse_norm) { // and back to residual
+            OP(MODEL_PROF_GATE_UP,
+               op->add_rmsnorm_gemm(ctx, gate_up, residual, xb, x, L->ffn_norm, L->w_gate_up, NULL,
+                                    hidden, n, 2 * hid, dim, eps));
+        } else {
+            OP(MODEL_PROF_NORM, op->add_rmsnorm(ctx, xb, residual, x, L->ffn_norm, n, dim, eps));
+            OP(MODEL_PROF_GATE_UP,
+               op->gemm(ctx, gate_up, xb, L->w_gate_up, NULL, n, 2 * hid, dim));
+        }
         if (op->gemm_silu) { // fused: silu_mul + down
             OP(MODEL_PROF_DOWN, op->gemm_silu(ctx, x, hidden, gate_up, L->w_down, n, dim, hid));
         } else {

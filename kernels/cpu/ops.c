@@ -194,6 +194,19 @@ static int cpu_gemm_silu(struct kern_ctx *c, bf16 *y, bf16 *hidden, const bf16 *
     return kern__cpu_gemm(c, y, hidden, w, NULL, m, n, h);
 }
 
+static int cpu_add_rmsnorm_gemm(struct kern_ctx *c, bf16 *y, bf16 *res_out, const bf16 *residual,
+                                const bf16 *delta, const bf16 *norm_w, const bf16 *w,
+                                const bf16 *bias, bf16 *xn, int m, int n, int k, float eps) {
+    if (m < 0 || n <= 0 || k <= 0)
+        return err_set(ERR_INVAL, "cpu add_rmsnorm_gemm: bad shape m=%d n=%d k=%d", m, n, k);
+    if (res_out == residual || (delta && res_out == delta))
+        return err_set(ERR_INVAL, "cpu add_rmsnorm_gemm: res_out may not alias residual or delta");
+    memcpy(res_out, residual, (size_t)m * k * sizeof(bf16));
+    int rc = cpu_add_rmsnorm(c, xn, res_out, delta, norm_w, m, k, eps);
+    if (rc) return rc;
+    return kern__cpu_gemm(c, y, xn, w, bias, m, n, k);
+}
+
 static int cpu_qk_rope_kv(struct kern_ctx *c, bf16 *qkv, bf16 *k_cache, bf16 *v_cache,
                           const bf16 *q_w, const bf16 *k_w, const int32_t *positions,
                           const int32_t *slot_mapping, int n, int n_heads, int n_kv_heads,
@@ -236,6 +249,7 @@ const struct kern_ops kern_cpu_ops = {
     .attention = kern__cpu_attention,
     .silu_mul = cpu_silu_mul,
     .gemm_silu = cpu_gemm_silu,
+    .add_rmsnorm_gemm = cpu_add_rmsnorm_gemm,
     .qk_rope_kv = cpu_qk_rope_kv,
     .gather_rows = cpu_gather_rows,
     .copy_to_backend = cpu_copy,

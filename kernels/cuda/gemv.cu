@@ -125,22 +125,138 @@ __device__ __forceinline__ void kc_gemv_stage_silu(bf16 (*tile)[KC_GEMV_CHUNK],
     }
 }
 
-// SILU = false: x is [m, k]. SILU = true: x is gate_up [m, 2k], and the kernel multiplies by
-// bf16(silu(gate) * up) instead (the fused down projection; y bf16, no bias).
-template <bool VEC, bool SILU>
+// The fused add + RMSNorm staging: tile[r][4 lane ..] = bf16(nw * bf16(v * inv[r])) with
+// v = bf16(residual + delta) (add_rmsnorm.cu's roundings), columns kc + 4 lane.. of row r < m;
+// zero past k.
+template <bool VEC>
+__device__ __forceinline__ void kc_gemv_stage_norm(bf16 (*tile)[KC_GEMV_CHUNK],
+                                                   const bf16 *res /* [m, k] */,
+                                                   const bf16 *delta /* [m, k] or NULL */,
+                                                   const bf16 *nw /* [k] */, const float *inv,
+                                                   int m, int k, int kc, int lane, bool full) {
+    const int col = kc + 4 * lane;
+    const bool fast = VEC && full;
+    uint2 rv[KC_GEMV_ROWS / 2], dv[KC_GEMV_ROWS / 2];
+    uint2 wv = fast ? __ldg(reinterpret_cast<const uint2 *>(nw + col))
+                    : kc_gemv_ld4_guarded(nw + col, k - col);
+#pragma unroll
+    for (int r = 0; r < KC_GEMV_ROWS / 2; r++) {
+        if (r >= m) break;
+        const bf16 *rp = res + (size_t)r * k + col;
+        rv[r] = fast ? __ldg(reinterpret_cast<const uint2 *>(rp)) : kc_gemv_ld4_guarded(rp, k - col);
+        dv[r] = make_uint2(0u, 0u);
+        if (delta) {
+            const bf16 *dp = delta + (size_t)r * k + col;
+            dv[r] = fast ? __ldg(reinterpret_cast<const uint2 *>(dp))
+                         : kc_gemv_ld4_guarded(dp, k - col);
+        }
+    }
+    const uint32_t wp[2] = {wv.x, wv.y};
+#pragma unroll
+    for (int r = 0; r < KC_GEMV_ROWS / 2; r++) {
+        if (r >= m) break;
+        const uint32_t rp[2] = {rv[r].x, rv[r].y}, dp[2] = {dv[r].x, dv[r].y};
+        uint32_t o[2];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            uint32_t packed = 0;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                float v = kc_f((bf16)(rp[i] >> (16 * h)));
+                if (delta) v = kc_round(v + kc_f((bf16)(dp[i] >> (16 * h))));
+                float wf = kc_f((bf16)(wp[i] >> (16 * h)));
+                packed |= (uint32_t)kc_bf(wf * kc_round(v * inv[r])) << (16 * h);
+            }
+            o[i] = packed;
+        }
+        *reinterpret_cast<uint2 *>(&tile[r][4 * lane]) = make_uint2(o[0], o[1]);
+    }
+}
+
+// The fused norm's pre-pass, by the whole block: inv[r] = 1 / sqrt(mean(v^2) + eps) for each row
+// r < m of v = bf16(residual + delta), every block computing it for itself (the rows are a few KiB
+// each and hot in L2); block 0 also stores v into res_out. Ends with a barrier.
+template <bool VEC>
+__device__ __forceinline__ void kc_gemv_norm_prepass(float *inv /* [8] */,
+                                                     float (*part)[KC_GEMV_ROWS / 2],
+                                                     const bf16 *res, const bf16 *delta,
+                                                     bf16 *res_out, int m, int k, float eps) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    const bool writer = blockIdx.x == 0;
+    float ss[KC_GEMV_ROWS / 2];
+#pragma unroll
+    for (int r = 0; r < KC_GEMV_ROWS / 2; r++) {
+        ss[r] = 0.f;
+        if (r >= m) continue;
+        const bf16 *rp = res + (size_t)r * k, *dp = delta ? delta + (size_t)r * k : nullptr;
+        bf16 *op = res_out + (size_t)r * k;
+        if (VEC) {
+            for (int j = threadIdx.x * 8; j < k; j += blockDim.x * 8) {
+                uint4 rv = __ldg(reinterpret_cast<const uint4 *>(rp + j));
+                bf16 *rh = reinterpret_cast<bf16 *>(&rv);
+                if (dp) {
+                    uint4 dv = __ldg(reinterpret_cast<const uint4 *>(dp + j));
+                    const bf16 *dh = reinterpret_cast<const bf16 *>(&dv);
+#pragma unroll
+                    for (int e = 0; e < 8; e++)
+                        rh[e] = kc_bf(kc_f(rh[e]) + kc_f(dh[e]));
+                }
+                if (writer) *reinterpret_cast<uint4 *>(op + j) = rv;
+#pragma unroll
+                for (int e = 0; e < 8; e++)
+                    ss[r] += kc_f(rh[e]) * kc_f(rh[e]);
+            }
+        } else {
+            for (int j = threadIdx.x; j < k; j += blockDim.x) {
+                float v = kc_f(rp[j]);
+                if (dp) v = kc_round(v + kc_f(dp[j]));
+                if (writer) op[j] = kc_bf(v);
+                ss[r] += v * v;
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < KC_GEMV_ROWS / 2; r++) {
+        float t = kc_warp_sum(ss[r]);
+        if (lane == 0) part[warp][r] = t;
+    }
+    __syncthreads();
+    if (threadIdx.x < KC_GEMV_ROWS / 2) {
+        float t = 0.f;
+        for (int v = 0; v < n_warps; v++)
+            t += part[v][threadIdx.x];
+        inv[threadIdx.x] = 1.0f / sqrtf(t / (float)k + eps);
+    }
+    __syncthreads();
+}
+
+#define KC_GEMV_PLAIN 0 // x is [m, k]
+#define KC_GEMV_SILU 1  // x is gate_up [m, 2k]: multiply by bf16(silu(gate) * up)
+#define KC_GEMV_NORM 2  // x is the residual [m, k]: multiply by add_rmsnorm(x, delta) * nw
+
+// MODE says what x is (above). SILU: y bf16, no bias (the fused down projection). NORM: the
+// fused residual add + RMSNorm before the qkv or gate_up projection; block 0 writes the new
+// residual to res_out (a different buffer, so no block reads what another writes).
+template <bool VEC, int MODE>
 __global__ void __launch_bounds__(256)
     kc_gemv(void *y /* [m, n] bf16 or f32 */, int y_f32, const bf16 *x /* [m, k] or [m, 2k] */,
-            const bf16 *w /* [n, k] */, const bf16 *bias /* [n] or NULL */, int m, int n, int k) {
+            const bf16 *w /* [n, k] */, const bf16 *bias /* [n] or NULL */, int m, int n, int k,
+            const bf16 *delta /* NORM: [m, k] or NULL */, const bf16 *nw /* NORM: [k] */,
+            bf16 *res_out /* NORM: [m, k] */, float eps) {
+    constexpr bool SILU = MODE == KC_GEMV_SILU, NORM = MODE == KC_GEMV_NORM, STAGED = SILU || NORM;
     __shared__ float red[KC_GEMV_MAX_WARPS][32][4];
-    // SILU: each warp's tile of the hidden rows for its current chunk (unused otherwise).
-    __shared__ __align__(16) bf16 hid[SILU ? KC_GEMV_MAX_WARPS : 1][SILU ? KC_GEMV_ROWS / 2 : 1]
-                                     [KC_GEMV_CHUNK];
+    // SILU, NORM: each warp's tile of the (computed) x rows for its current chunk.
+    __shared__ __align__(16) bf16 hid[STAGED ? KC_GEMV_MAX_WARPS : 1]
+                                     [STAGED ? KC_GEMV_ROWS / 2 : 1][KC_GEMV_CHUNK];
+    __shared__ float inv_rms[KC_GEMV_ROWS / 2];
+    __shared__ float part[NORM ? KC_GEMV_MAX_WARPS : 1][KC_GEMV_ROWS / 2];
+    if (NORM) kc_gemv_norm_prepass<VEC>(inv_rms, part, x, delta, res_out, m, k, eps);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int r0 = blockIdx.x * KC_GEMV_ROWS;
     const bf16 *w0 = w + (size_t)min(r0 + g, n - 1) * k;
     const bf16 *w1 = w + (size_t)min(r0 + g + 8, n - 1) * k;
-    const bf16 *xr = x + (size_t)min(g, m - 1) * k; // !SILU only
+    const bf16 *xr = x + (size_t)min(g, m - 1) * k; // PLAIN only
 
     // Two accumulator chains halve the dependent mma latency per chunk.
     float acc0[4] = {0.f, 0.f, 0.f, 0.f}, acc1[4] = {0.f, 0.f, 0.f, 0.f};
@@ -155,7 +271,7 @@ __global__ void __launch_bounds__(256)
                 a[u] = kc_gemv_ld_stream(w0 + k0 + 32 * u);
                 b[u] = kc_gemv_ld_stream(w1 + k0 + 32 * u);
             }
-            if (!SILU) {
+            if (!STAGED) {
 #pragma unroll
                 for (int u = 0; u < KC_GEMV_U; u++)
                     xv[u] = __ldg(reinterpret_cast<const uint4 *>(xr + k0 + 32 * u));
@@ -166,11 +282,15 @@ __global__ void __launch_bounds__(256)
                 int left = k - (k0 + 32 * u);
                 a[u] = kc_gemv_ld_guarded(w0 + k0 + 32 * u, left);
                 b[u] = kc_gemv_ld_guarded(w1 + k0 + 32 * u, left);
-                if (!SILU) xv[u] = kc_gemv_ld_guarded(xr + k0 + 32 * u, left);
+                if (!STAGED) xv[u] = kc_gemv_ld_guarded(xr + k0 + 32 * u, left);
             }
         }
-        if (SILU) {
-            kc_gemv_stage_silu<VEC>(hid[warp], x, m, k, c * KC_GEMV_CHUNK, lane, c < n_full);
+        if (STAGED) {
+            if (SILU)
+                kc_gemv_stage_silu<VEC>(hid[warp], x, m, k, c * KC_GEMV_CHUNK, lane, c < n_full);
+            else
+                kc_gemv_stage_norm<VEC>(hid[warp], x, delta, nw, inv_rms, m, k, c * KC_GEMV_CHUNK,
+                                        lane, c < n_full);
             __syncwarp();
             const bf16 *hr = &hid[warp][min(g, m - 1)][8 * t];
 #pragma unroll
@@ -246,9 +366,11 @@ extern "C" int kern_cuda_gemv(void *y, int y_f32, const bf16 *x, const bf16 *w, 
     bool vec = k % 8 == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)w % 16 == 0;
     unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
     if (vec)
-        kc_gemv<true, false><<<blocks, 32 * warps, 0, s>>>(y, y_f32, x, w, bias, m, n, k);
+        kc_gemv<true, KC_GEMV_PLAIN><<<blocks, 32 * warps, 0, s>>>(y, y_f32, x, w, bias, m, n, k,
+                                                                    NULL, NULL, NULL, 0.f);
     else
-        kc_gemv<false, false><<<blocks, 32 * warps, 0, s>>>(y, y_f32, x, w, bias, m, n, k);
+        kc_gemv<false, KC_GEMV_PLAIN><<<blocks, 32 * warps, 0, s>>>(y, y_f32, x, w, bias, m, n, k,
+                                                                     NULL, NULL, NULL, 0.f);
     KC_LAUNCHED();
     return 0;
 }
@@ -266,9 +388,39 @@ extern "C" int kern_cuda_gemv_silu(bf16 *y, const bf16 *gate_up, const bf16 *w, 
     bool vec = h % 8 == 0 && (uintptr_t)gate_up % 16 == 0 && (uintptr_t)w % 16 == 0;
     unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
     if (vec)
-        kc_gemv<true, true><<<blocks, 32 * warps, 0, s>>>(y, 0, gate_up, w, NULL, m, n, h);
+        kc_gemv<true, KC_GEMV_SILU><<<blocks, 32 * warps, 0, s>>>(y, 0, gate_up, w, NULL, m, n, h,
+                                                                   NULL, NULL, NULL, 0.f);
     else
-        kc_gemv<false, true><<<blocks, 32 * warps, 0, s>>>(y, 0, gate_up, w, NULL, m, n, h);
+        kc_gemv<false, KC_GEMV_SILU><<<blocks, 32 * warps, 0, s>>>(y, 0, gate_up, w, NULL, m, n,
+                                                                    h, NULL, NULL, NULL, 0.f);
+    KC_LAUNCHED();
+    return 0;
+}
+
+extern "C" int kern_cuda_gemv_add_rmsnorm(bf16 *y, bf16 *res_out, const bf16 *residual,
+                                          const bf16 *delta, const bf16 *norm_w, const bf16 *w,
+                                          const bf16 *bias, int m, int n, int k, float eps,
+                                          int warps, cudaStream_t s) {
+    if (m < 0 || m > KERN_CUDA_GEMV_MAX_M || n <= 0 || k <= 0)
+        return err_set(ERR_INVAL, "gemv_add_rmsnorm: bad sizes m=%d n=%d k=%d (m at most %d)", m,
+                       n, k, KERN_CUDA_GEMV_MAX_M);
+    if (warps < 0 || warps > KC_GEMV_MAX_WARPS)
+        return err_set(ERR_INVAL, "gemv_add_rmsnorm: bad warp count %d (0 = default, at most %d)",
+                       warps, KC_GEMV_MAX_WARPS);
+    if (res_out == residual || (delta && res_out == delta))
+        return err_set(ERR_INVAL, "gemv_add_rmsnorm: res_out may not alias residual or delta");
+    if (m == 0) return 0;
+    if (warps == 0) warps = kern_cuda_gemv_default_warps(k);
+    bool vec = k % 8 == 0 && (uintptr_t)residual % 16 == 0 && (uintptr_t)w % 16 == 0 &&
+               (uintptr_t)norm_w % 16 == 0 && (uintptr_t)res_out % 16 == 0 &&
+               (!delta || (uintptr_t)delta % 16 == 0);
+    unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
+    if (vec)
+        kc_gemv<true, KC_GEMV_NORM><<<blocks, 32 * warps, 0, s>>>(y, 0, residual, w, bias, m, n, k,
+                                                                   delta, norm_w, res_out, eps);
+    else
+        kc_gemv<false, KC_GEMV_NORM><<<blocks, 32 * warps, 0, s>>>(
+            y, 0, residual, w, bias, m, n, k, delta, norm_w, res_out, eps);
     KC_LAUNCHED();
     return 0;
 }

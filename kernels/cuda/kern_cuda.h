@@ -27,6 +27,13 @@ int kern_cuda_add_rmsnorm(bf16 *out /* [n, dim] */, bf16 *residual /* [n, dim] *
                           const bf16 *delta /* [n, dim] or NULL */, const bf16 *w /* [dim] */,
                           int n, int dim, float eps, cudaStream_t s);
 
+// The same with the new residual written to res_out (may equal residual; otherwise residual is
+// only read): bf16(residual + delta), or a copy of residual when delta is NULL.
+int kern_cuda_add_rmsnorm_to(bf16 *out /* [n, dim] */, bf16 *res_out /* [n, dim] */,
+                             const bf16 *residual /* [n, dim] */,
+                             const bf16 *delta /* [n, dim] or NULL */, const bf16 *w /* [dim] */,
+                             int n, int dim, float eps, cudaStream_t s);
+
 // y[i, :] += bias (rounded to bf16): the fallback when cuBLASLt has no bias epilogue for a shape.
 int kern_cuda_bias_add(bf16 *y /* [m, n] */, const bf16 *bias /* [n] */, int m, int n,
                        cudaStream_t s);
@@ -128,6 +135,16 @@ int kern_cuda_gemv_default_warps(int k);
 int kern_cuda_gemv_silu(bf16 *y /* [m, n] */, const bf16 *gate_up /* [m, 2h] */,
                         const bf16 *w /* [n, h] */, int m, int n, int h, int warps,
                         cudaStream_t s);
+// The fused residual add + RMSNorm + projection (gemv.cu): res_out = bf16(residual + delta)
+// (residual when delta is NULL), y = add_rmsnorm's out . w^T (+ bias), bf16 y, 1 <= m <= 8,
+// without the normed row ever stored. res_out may not alias residual or delta. Equal to
+// kern_cuda_add_rmsnorm_to then kern_cuda_gemv up to the order of the sum of squares (the inverse
+// RMS may differ in its last bit; res_out is exact).
+int kern_cuda_gemv_add_rmsnorm(bf16 *y /* [m, n] */, bf16 *res_out /* [m, k] */,
+                               const bf16 *residual /* [m, k] */,
+                               const bf16 *delta /* [m, k] or NULL */, const bf16 *norm_w /* [k] */,
+                               const bf16 *w /* [n, k] */, const bf16 *bias /* [n] or NULL */,
+                               int m, int n, int k, float eps, int warps, cudaStream_t s);
 // sums[0] = sum (a - b)^2, sums[1] = sum b^2 over `count` bf16 (f32 = 0) or float32 values
 // (device pointers; sums is zeroed first): the GEMM tuner checks a gemv against cuBLASLt with it.
 int kern_cuda__gemv_diff(const void *a, const void *b, int f32, size_t count, float *sums /* [2] */,

@@ -52,7 +52,8 @@ static int op_silu_mul(struct kern_ctx *c, bf16 *out, const bf16 *gate_up, int n
 }
 
 // ---- fused ops: each falls back to the composition when its switch is off or the shape is
-// not one the fused kernel takes. KEEL_FUSE_SILU=0 and KEEL_FUSE_ROPE_KV=0 turn them off (read
+// not one the fused kernel takes. KEEL_FUSE_SILU=0, KEEL_FUSE_NORM=0 and KEEL_FUSE_ROPE_KV=0
+// turn them off (read
 // per call: a host-side string scan, and graph replays do not call ops at all).
 
 static bool op_env_off(const char *name) {
@@ -69,6 +70,18 @@ static int op_gemm_silu(struct kern_ctx *c, bf16 *y, bf16 *hidden, const bf16 *g
     int rc = kern_cuda_silu_mul(hidden, gate_up, m, h, c->stream);
     if (rc) return rc;
     return kern_cuda_gemm(c, y, hidden, w, NULL, m, n, h);
+}
+
+static int op_add_rmsnorm_gemm(struct kern_ctx *c, bf16 *y, bf16 *res_out, const bf16 *residual,
+                               const bf16 *delta, const bf16 *norm_w, const bf16 *w,
+                               const bf16 *bias, bf16 *xn, int m, int n, int k, float eps) {
+    if (m >= 1 && m <= KERN_CUDA_GEMV_MAX_M && !op_env_off("KEEL_FUSE_NORM") &&
+        !op_env_off("KEEL_GEMV"))
+        return kern_cuda_gemv_add_rmsnorm(y, res_out, residual, delta, norm_w, w, bias, m, n, k,
+                                          eps, 0, c->stream);
+    int rc = kern_cuda_add_rmsnorm_to(xn, res_out, residual, delta, norm_w, m, k, eps, c->stream);
+    if (rc) return rc;
+    return kern_cuda_gemm(c, y, xn, w, bias, m, n, k);
 }
 
 static int op_qk_rope_kv(struct kern_ctx *c, bf16 *qkv, bf16 *k_cache, bf16 *v_cache,
@@ -105,6 +118,7 @@ const struct kern_ops kern_cuda_ops = {
     .attention = op_attention,
     .silu_mul = op_silu_mul,
     .gemm_silu = op_gemm_silu,
+    .add_rmsnorm_gemm = op_add_rmsnorm_gemm,
     .qk_rope_kv = op_qk_rope_kv,
     .gather_rows = op_gather_rows,
     .copy_to_backend = kern_cuda__copy_to_backend,
