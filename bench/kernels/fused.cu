@@ -3,6 +3,8 @@
 // to back on one stream, so launch gaps count; the figure is per layer).
 //   down   silu_mul + kern_cuda_gemv (old)  vs  kern_cuda_gemv_silu (new), m = 1, 2, 4, 8:
 //          the down weights (136 / 101 MB) do not fit in L2, so this is the weight stream
+//   norm   add_rmsnorm + kern_cuda_gemv (old)  vs  kern_cuda_gemv_add_rmsnorm (new) before the
+//          qkv (+bias) and gate_up projections, m = 1, 2, 4, 8
 //   rope   [qk_norm +] rope + kv_write (old)  vs  kern_cuda_qk_rope_kv (new), n = 1, 8, 512
 //   attn   decode attention (attention_dec.cu) at batch 1, h=28/4 hd=128, ctx 128..4096: the split
 //          plan (threshold 0, the old behaviour) vs one slice and no combine; "default" marks
@@ -50,6 +52,58 @@ int main(void) {
             play_line(v, t_new / FZ_LAYERS, bytes, 2.0 * m * d.n * (double)d.h, &pk);
         }
         cudaFree(w), cudaFree(gu), cudaFree(hid), cudaFree(y);
+    }
+
+    // ---- residual add + RMSNorm + projection
+    struct {
+        const char *name;
+        int n, k, bias;
+    } norms[] = {{"7b norm+qkv", 4608, 3584, 1},
+                 {"7b norm+gate_up", 37888, 3584, 0},
+                 {"8b norm+qkv", 6144, 4096, 0}};
+    for (auto &d : norms) {
+        // Weights rotate among copies when they would fit in L2 (the qkv matrices).
+        int n_w = (size_t)d.n * d.k * 2 < (96u << 20) ? 3 : 1;
+        bf16 *w[3];
+        for (int i = 0; i < n_w; i++) {
+            w[i] = (bf16 *)play_dev((size_t)d.n * d.k * 2);
+            play_fill(w[i], (size_t)d.n * d.k, 0.05f, 40 + i);
+        }
+        size_t mk = (size_t)8 * d.k;
+        bf16 *res = (bf16 *)play_dev(mk * 2), *res2 = (bf16 *)play_dev(mk * 2),
+             *delta = (bf16 *)play_dev(mk * 2), *xn = (bf16 *)play_dev(mk * 2),
+             *nw = (bf16 *)play_dev(d.k * 2), *bias = (bf16 *)play_dev(d.n * 2),
+             *y = (bf16 *)play_dev((size_t)8 * d.n * 2);
+        play_fill(res, mk, 2.0f, 45);
+        play_fill(delta, mk, 0.01f, 46);
+        play_fill(nw, d.k, 1.0f, 47);
+        play_fill(bias, d.n, 0.5f, 48);
+        const bf16 *b = d.bias ? bias : NULL;
+        for (int m = 1; m <= 8; m *= 2) {
+            double bytes = (double)d.n * d.k * 2 + 4.0 * m * d.k * 2 + (double)m * d.n * 2;
+            char v[96];
+            // The old path updates the residual in place; the new one writes res2 (the forward
+            // pass ping-pongs). Either way the data stays finite over the repeats (delta is small).
+            float t_old = play_time(s, 2, 10, [&](int i) {
+                for (int l = 0; l < FZ_LAYERS; l++) {
+                    PLAY_OK(kern_cuda_add_rmsnorm(xn, res, delta, nw, m, d.k, 1e-6f, s));
+                    PLAY_OK(kern_cuda_gemv(y, 0, xn, w[(i + l) % n_w], b, m, d.n, d.k, 0, s));
+                }
+            });
+            snprintf(v, sizeof v, "%-15s m=%d old add_rmsnorm + gemv", d.name, m);
+            play_line(v, t_old / FZ_LAYERS, bytes, 2.0 * m * d.n * (double)d.k, &pk);
+            float t_new = play_time(s, 2, 10, [&](int i) {
+                for (int l = 0; l < FZ_LAYERS; l++)
+                    PLAY_OK(kern_cuda_gemv_add_rmsnorm(y, res2, res, delta, nw, w[(i + l) % n_w],
+                                                       b, m, d.n, d.k, 1e-6f, 0, s));
+            });
+            snprintf(v, sizeof v, "%-15s m=%d new fused (%.2fx)", d.name, m, t_old / t_new);
+            play_line(v, t_new / FZ_LAYERS, bytes, 2.0 * m * d.n * (double)d.k, &pk);
+        }
+        for (int i = 0; i < n_w; i++)
+            cudaFree(w[i]);
+        cudaFree(res), cudaFree(res2), cudaFree(delta), cudaFree(xn), cudaFree(nw);
+        cudaFree(bias), cudaFree(y);
     }
 
     // ---- qk_norm + rope + kv_write

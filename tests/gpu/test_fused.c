@@ -1,7 +1,9 @@
-// The fused ops (kernels/cuda/gemv.cu's kern_cuda_gemv_silu, fused_qk_rope_kv.cu) on random data:
+// The fused ops (kernels/cuda/gemv.cu's kern_cuda_gemv_silu and kern_cuda_gemv_add_rmsnorm,
+// fused_qk_rope_kv.cu) on random data:
 // - against the unfused CUDA launchers they replace, bit for bit (rows "== unfused", max err =
 //   mismatching elements): the fused kernels repeat the same arithmetic, so any difference is a
-//   bug, not rounding;
+//   bug, not rounding (the fused norm alone sums its squares in another order: its y is held to
+//   2e-3 relative L2, its new residual to exact);
 // - against the CPU backend's op (rows "~cpu", relative L2 1e-2: the CPU ops round differently in
 //   places, e.g. rope's cos and sin);
 // - the op table's entries (kern_cuda_ops.gemm_silu / qk_rope_kv), including their fallbacks
@@ -130,6 +132,111 @@ TEST(gpu_fused_gemm_silu_switch_and_errors) {
     gt_sync();
     gt_free(d_gu), gt_free(d_w), gt_free(d_hid), gt_free(d_y);
     free(gate_up), free(w), free(got), free(want), free(hid), free(ghid);
+}
+
+// ---- add_rmsnorm_gemm
+
+// res_out = bf16(residual + delta), y = rmsnorm(res_out) * nw . w^T (+ bias): the fused gemv
+// against add_rmsnorm_to + gemv with the same warps (res_out exact; y within 2e-3, as the sum of
+// squares is added in another order), against the CPU op, and through the op table. r_off
+// misaligns residual, delta and res_out by that many elements (the element-wise path).
+static void check_norm_gemm(int m, int n, int k, int with_delta, int bias, int r_off,
+                            int with_cpu, uint64_t seed) {
+    cudaStream_t s = kern_cuda_stream(gt_ctx());
+    size_t mk = (size_t)m * k + r_off;
+    bf16 *res = gt_rand_bf16(mk, 2.0f, &seed), *delta = gt_rand_bf16(mk, 1.0f, &seed);
+    bf16 *nw = gt_rand_bf16(k, 1.0f, &seed), *w = gt_rand_bf16((size_t)n * k, 0.05f, &seed);
+    bf16 *b = gt_rand_bf16(n, 0.5f, &seed);
+    bf16 *d_res = gt_up(res, mk * 2), *d_delta = gt_up(delta, mk * 2), *d_nw = gt_up(nw, k * 2);
+    bf16 *d_w = gt_up(w, (size_t)n * k * 2), *d_b = gt_up(b, n * 2);
+    bf16 *d_ro = gt_dev(mk * 2), *d_ro2 = gt_dev(mk * 2), *d_xn = gt_dev(mk * 2);
+    bf16 *d_y = gt_dev((size_t)m * n * 2), *d_y2 = gt_dev((size_t)m * n * 2);
+    const bf16 *dr = d_res + r_off, *dd = with_delta ? d_delta + r_off : NULL;
+    const bf16 *db = bias ? d_b : NULL;
+    size_t mn = (size_t)m * n;
+    bf16 *y = malloc(mn * 2), *y2 = malloc(mn * 2), *ro = malloc(mk * 2), *ro2 = malloc(mk * 2),
+         *rin = malloc(mk * 2);
+    char shape[112];
+    snprintf(shape, sizeof shape, "m=%d n=%d k=%d%s%s%s", m, n, k, with_delta ? "" : " no delta",
+             bias ? " +bias" : "", r_off ? " r+1" : "");
+    for (int warps = 8; warps >= 4; warps -= 4) {
+        gt_poison(d_y, mn * 2), gt_poison(d_y2, mn * 2);
+        gt_poison(d_ro, mk * 2), gt_poison(d_ro2, mk * 2);
+        CHECK_OK(kern_cuda_gemv_add_rmsnorm(d_y, d_ro + r_off, dr, dd, d_nw, d_w, db, m, n, k,
+                                            1e-6f, warps, s));
+        CHECK_OK(kern_cuda_add_rmsnorm_to(d_xn + r_off, d_ro2 + r_off, dr, dd, d_nw, m, k, 1e-6f,
+                                          s));
+        CHECK_OK(kern_cuda_gemv(d_y2, 0, d_xn + r_off, d_w, db, m, n, k, warps, s));
+        gt_sync();
+        gt_down(y, d_y, mn * 2), gt_down(y2, d_y2, mn * 2);
+        gt_down(ro, d_ro, mk * 2), gt_down(ro2, d_ro2, mk * 2), gt_down(rin, d_res, mk * 2);
+        char sh[128];
+        snprintf(sh, sizeof sh, "%s w%d", shape, warps);
+        gt_row("gemv_add_rmsnorm ~unfused", sh, gt_cmp_bf16(y, y2, mn), 2e-3);
+        gt_row_exact("gemv_add_rmsnorm res_out", sh,
+                     n_diff(ro + r_off, ro2 + r_off, (size_t)m * k) +
+                         n_diff(rin, res, mk)); // and the input residual untouched
+    }
+    if (with_cpu) {
+        bf16 *c_y = malloc(mn * 2), *c_ro = malloc((size_t)m * k * 2),
+             *c_xn = malloc((size_t)m * k * 2);
+        CHECK_OK(cpu->add_rmsnorm_gemm(gt_cpu(), c_y, c_ro, res + r_off,
+                                       with_delta ? delta + r_off : NULL, nw, w,
+                                       bias ? b : NULL, c_xn, m, n, k, 1e-6f));
+        gt_row("gemv_add_rmsnorm ~cpu", shape, gt_cmp_bf16(y, c_y, mn), TOL_BF16);
+        gt_row_exact("gemv_add_rmsnorm res_out ~cpu", shape,
+                     n_diff(ro + r_off, c_ro, (size_t)m * k));
+        gt_poison(d_y, mn * 2), gt_poison(d_ro, mk * 2);
+        CHECK_OK(cu->add_rmsnorm_gemm(gt_ctx(), d_y, d_ro + r_off, dr, dd, d_nw, d_w, db,
+                                      d_xn + r_off, m, n, k, 1e-6f));
+        gt_sync();
+        gt_down(y, d_y, mn * 2), gt_down(ro, d_ro, mk * 2);
+        gt_row("op add_rmsnorm_gemm ~cpu", shape, gt_cmp_bf16(y, c_y, mn), TOL_BF16);
+        gt_row_exact("op add_rmsnorm_gemm res_out ~cpu", shape,
+                     n_diff(ro + r_off, c_ro, (size_t)m * k));
+        free(c_y), free(c_ro), free(c_xn);
+    }
+    gt_free(d_res), gt_free(d_delta), gt_free(d_nw), gt_free(d_w), gt_free(d_b), gt_free(d_ro);
+    gt_free(d_ro2), gt_free(d_xn), gt_free(d_y), gt_free(d_y2);
+    free(res), free(delta), free(nw), free(w), free(b), free(y), free(y2), free(ro), free(ro2);
+    free(rin);
+}
+
+TEST_TIMEOUT(gpu_fused_add_rmsnorm_gemm, 300) {
+    for (int m = 1; m <= 8; m *= 2)
+        check_norm_gemm(m, 4608, 3584, 1, 1, 0, 1, 400 + m); // Qwen2.5-7B qkv + bias
+    check_norm_gemm(1, 37888, 3584, 1, 0, 0, 1, 410);         // Qwen2.5-7B gate_up
+    check_norm_gemm(3, 6144, 4096, 0, 0, 0, 1, 411);          // Qwen3-8B qkv, layer 0 (no delta)
+    check_norm_gemm(7, 24576, 4096, 1, 0, 0, 0, 412);         // Qwen3-8B gate_up
+    check_norm_gemm(2, 40, 200, 1, 1, 0, 1, 413);             // partial chunk, n % 16 != 0
+    check_norm_gemm(5, 33, 203, 1, 0, 0, 1, 414);             // k % 8 != 0: element-wise
+    check_norm_gemm(6, 64, 512, 1, 1, 1, 1, 415);             // misaligned rows
+    check_norm_gemm(16, 96, 512, 1, 1, 0, 1, 416);            // op table: m > 8, composition
+}
+
+TEST(gpu_fused_add_rmsnorm_gemm_switch_and_errors) {
+    setenv("KEEL_FUSE_NORM", "0", 1); // the op table runs add_rmsnorm_to + gemm
+    check_norm_gemm(2, 48, 256, 1, 1, 0, 1, 420);
+    unsetenv("KEEL_FUSE_NORM");
+    cudaStream_t s = kern_cuda_stream(gt_ctx());
+    bf16 *d = gt_dev(1 << 16), *d2 = d + 4096, *d3 = d + 8192;
+    CHECK_EQ(kern_cuda_gemv_add_rmsnorm(d, d2, d2, d3, d, d, NULL, 1, 16, 256, 1e-6f, 0, s),
+             ERR_INVAL); // res_out aliases residual
+    CHECK_EQ(kern_cuda_gemv_add_rmsnorm(d, d3, d2, d3, d, d, NULL, 1, 16, 256, 1e-6f, 0, s),
+             ERR_INVAL); // res_out aliases delta
+    CHECK_EQ(kern_cuda_gemv_add_rmsnorm(d, d3, d2, NULL, d, d, NULL, 9, 16, 256, 1e-6f, 0, s),
+             ERR_INVAL);
+    CHECK_EQ(kern_cuda_gemv_add_rmsnorm(d, d3, d2, NULL, d, d, NULL, 1, 0, 256, 1e-6f, 0, s),
+             ERR_INVAL);
+    CHECK_EQ(kern_cuda_gemv_add_rmsnorm(d, d3, d2, NULL, d, d, NULL, 1, 16, 256, 1e-6f, 9, s),
+             ERR_INVAL);
+    CHECK_EQ(kern_cuda_add_rmsnorm_to(d, d2, d3, d2, d, 1, 256, 1e-6f, s), ERR_INVAL);
+    CHECK_EQ(kern_cuda_add_rmsnorm_to(d2, d2, d3, NULL, d, 1, 256, 1e-6f, s), ERR_INVAL);
+    CHECK_EQ(cpu->add_rmsnorm_gemm(gt_cpu(), NULL, (bf16 *)d, (bf16 *)d, NULL, NULL, NULL, NULL,
+                                   NULL, 1, 16, 256, 1e-6f),
+             ERR_INVAL);
+    gt_sync();
+    gt_free(d);
 }
 
 // ---- qk_rope_kv

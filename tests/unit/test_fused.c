@@ -1,4 +1,4 @@
-// The CPU backend's fused ops (kernels/ops.h gemm_silu, qk_rope_kv): the reference the CUDA
+// The CPU backend's fused ops (kernels/ops.h gemm_silu, add_rmsnorm_gemm, qk_rope_kv): the reference the CUDA
 // kernels are tested against (tests/gpu/test_fused.c), so here they are checked against formulas
 // written out in double precision and against the unfused ops called one by one; plus padding
 // slots, the no-norm (Qwen2) variant and bad arguments.
@@ -75,6 +75,42 @@ TEST(fused_cpu_gemm_silu_is_silu_then_gemm) {
     CHECK_EQ(op->gemm_silu(c, y, hid, gu, w, m, 0, h), ERR_INVAL);
     CHECK_EQ(op->gemm_silu(c, y, hid, gu, w, m, n, 0), ERR_INVAL);
     free(gu), free(w), free(hid), free(hid2), free(y), free(y2);
+    kern_cpu_ctx_free(c);
+}
+
+// ---- add_rmsnorm_gemm
+
+TEST(fused_cpu_add_rmsnorm_gemm_is_the_composition) {
+    const struct kern_ops *op = &kern_cpu_ops;
+    struct kern_ctx *c = fz_ctx();
+    const int m = 4, n = 19, k = 96;
+    size_t mk = (size_t)m * k, mn = (size_t)m * n;
+    bf16 *res = fz_bf16(mk, 2.0f), *delta = fz_bf16(mk, 1.0f), *nw = fz_bf16(k, 1.0f);
+    bf16 *w = fz_bf16((size_t)n * k, 0.1f), *b = fz_bf16(n, 0.5f);
+    bf16 *res_keep = malloc(mk * 2), *ro = malloc(mk * 2), *xn = malloc(mk * 2), *y = malloc(mn * 2);
+    bf16 *r2 = malloc(mk * 2), *xn2 = malloc(mk * 2), *y2 = malloc(mn * 2);
+    memcpy(res_keep, res, mk * 2);
+    for (int with_delta = 1; with_delta >= 0; with_delta--) {
+        const bf16 *d = with_delta ? delta : NULL;
+        CHECK_OK(op->add_rmsnorm_gemm(c, y, ro, res, d, nw, w, b, xn, m, n, k, 1e-6f));
+        memcpy(r2, res, mk * 2);
+        CHECK_OK(op->add_rmsnorm(c, xn2, r2, d, nw, m, k, 1e-6f));
+        CHECK_OK(op->gemm(c, y2, xn2, w, b, m, n, k));
+        size_t bad_y = fz_diff(y, y2, mn), bad_r = fz_diff(ro, r2, mk),
+               bad_in = fz_diff(res, res_keep, mk);
+        printf("  add_rmsnorm_gemm%s: y %zu, res_out %zu, input residual %zu mismatches\n",
+               with_delta ? "" : " (no delta)", bad_y, bad_r, bad_in);
+        CHECK_EQ(bad_y + bad_r + bad_in, 0);
+    }
+    // With a delta the new residual differs from the old one (the data is not degenerate).
+    CHECK_OK(op->add_rmsnorm_gemm(c, y, ro, res, delta, nw, w, b, xn, m, n, k, 1e-6f));
+    CHECK_MSG(fz_diff(ro, res, mk) > mk / 2, "res_out barely differs from residual");
+    CHECK_EQ(op->add_rmsnorm_gemm(c, y, res, res, delta, nw, w, b, xn, m, n, k, 1e-6f), ERR_INVAL);
+    CHECK_EQ(op->add_rmsnorm_gemm(c, y, delta, res, delta, nw, w, b, xn, m, n, k, 1e-6f),
+             ERR_INVAL);
+    CHECK_EQ(op->add_rmsnorm_gemm(c, y, ro, res, delta, nw, w, b, xn, m, 0, k, 1e-6f), ERR_INVAL);
+    free(res), free(delta), free(nw), free(w), free(b), free(res_keep), free(ro), free(xn);
+    free(y), free(r2), free(xn2), free(y2);
     kern_cpu_ctx_free(c);
 }
 
