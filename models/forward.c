@@ -461,7 +461,6 @@ int model_forward_padded(struct model *m, const struct model_batch *b, int pad_t
     const struct kern_ops *op = m->ops;
     struct kern_ctx *ctx = m->ctx;
 
-
     model_prof_step_begin(b->n_tokens, S);
     // Pack the metadata into the host staging buffer and send it in one copy.
     struct fwd_step st;
