@@ -332,15 +332,15 @@ static int ctx_bucket(const struct model *m, int len, int *index) {
     return i < 0 ? len : b[i];
 }
 
+// ---- graphs
+
+#ifdef KEEL_CUDA
 static double fwd_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-// ---- graphs
-
-#ifdef KEEL_CUDA
 // The graph table's buckets from the model's limits; no table when the largest batch bucket is
 // set to 0.
 static int graphs_init(struct model *m) {
@@ -419,8 +419,11 @@ int model_graphs_warmup(struct model *m) {
 
 // ---- the step
 
-int model_forward_padded(struct model *m, const struct model_batch *b, int pad_to,
-                         enum model_fwd_mode mode, float *logits) {
+// Checks the batch, sends its metadata and queues the network (graphed or not, padded as
+// model_forward_padded says); the caller adds the step's one copy to the host (only the real
+// rows: a padding row's logits are never read) and ends the profile step.
+static int forward_queue(struct model *m, const struct model_batch *b, int pad_to,
+                         enum model_fwd_mode mode, bool prof_ops) {
     TRY(check_batch(m, b));
     const int S = b->n_seqs;
     const bool decode = b->n_tokens == S;
@@ -430,7 +433,6 @@ int model_forward_padded(struct model *m, const struct model_batch *b, int pad_t
                        "model_forward: cannot pad %d tokens of %d sequences to %d rows (a "
                        "decode step, at most %d sequences and %d tokens)",
                        b->n_tokens, S, pad_to, m->max_seqs, m->max_tokens);
-    const bool prof_ops = model_prof_mode() == MODEL_PROF_OPS;
     // The graph key: the smallest batch bucket that holds the step and its context bucket.
     int bi = -1, ci = -1, rows = pad_to, max_len = 0;
     for (int s = 0; s < S; s++)
@@ -477,9 +479,17 @@ int model_forward_padded(struct model *m, const struct model_batch *b, int pad_t
     }
 #endif
     if (!queued) TRY(network(m, &st, prof_ops));
-    // Only the real rows' logits leave the device; the padding rows' are never read.
+    return 0;
+}
+
+int model_forward_padded(struct model *m, const struct model_batch *b, int pad_to,
+                         enum model_fwd_mode mode, float *logits) {
+    const bool prof_ops = model_prof_mode() == MODEL_PROF_OPS;
+    const struct kern_ops *op = m->ops;
+    struct kern_ctx *ctx = m->ctx;
+    TRY(forward_queue(m, b, pad_to, mode, prof_ops));
     OP(MODEL_PROF_COPY_OUT,
-       op->copy_to_host(ctx, logits, m->logits, sizeof(float) * S * m->cfg.vocab_size));
+       op->copy_to_host(ctx, logits, m->logits, sizeof(float) * b->n_seqs * m->cfg.vocab_size));
     model_prof_step_end();
     return 0;
 }

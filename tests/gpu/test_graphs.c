@@ -32,15 +32,15 @@ struct grx {
     struct model_config cfg;
 };
 
-static void grx_open(struct grx *f, const char *dir, enum model_load_format fmt, int max_model_len,
-                     int max_seqs, int max_tokens) {
+static void grx_open(struct grx *f, const char *dir, enum model_load_format fmt, double util,
+                     int max_model_len, int max_seqs, int max_tokens) {
     memset(f, 0, sizeof *f);
     CHECK_OK(model_config_load(dir, &f->cfg));
     CHECK(cudaFree(0) == cudaSuccess);
     CHECK_OK(kern_cuda_ctx_init(&f->ctx, 0, NULL, 0, NULL, 0));
     size_t total = 0, free_b = 0;
     CHECK_OK(mem_device_info(0, &total, &free_b));
-    f->set = (struct mem_plan_settings){.gpu_memory_utilization = 0.9,
+    f->set = (struct mem_plan_settings){.gpu_memory_utilization = util,
                                         .max_model_len = max_model_len,
                                         .max_num_seqs = max_seqs,
                                         .max_num_batched_tokens = max_tokens,
@@ -166,7 +166,7 @@ TEST_TIMEOUT(gpu_graphs_every_bucket_matches_eager, 300) {
     unsetenv("KEEL_CUDA_GRAPHS");
     unsetenv("KEEL_CUDA_GRAPH_MAX_SEQS");
     struct grx f;
-    grx_open(&f, "tests/data/configs/Qwen2.5-0.5B-Instruct", MODEL_LOAD_DUMMY, GR_MAX_CTX,
+    grx_open(&f, "tests/data/configs/Qwen2.5-0.5B-Instruct", MODEL_LOAD_DUMMY, 0.5, GR_MAX_CTX,
              GR_MAX_SEQS, 2048);
     struct model *m = &f.m;
     CHECK(m->graphs != NULL);
@@ -309,7 +309,7 @@ TEST_TIMEOUT(gpu_graphs_switches, 120) {
     unsetenv("KEEL_CUDA_GRAPHS");
     setenv("KEEL_CUDA_GRAPH_MAX_SEQS", "4", 1);
     struct grx f;
-    grx_open(&f, "tests/data/tiny-qwen2", MODEL_LOAD_SAFETENSORS, 256, 8, 256);
+    grx_open(&f, "tests/data/tiny-qwen2", MODEL_LOAD_SAFETENSORS, 0.5, 256, 8, 256);
     CHECK(f.plan.graphs_bytes == MEM_PLAN_GRAPHS_BYTES);
     int n = model_graphs_warmup(&f.m);
     CHECK_EQ(n, 3); // 3 batch buckets x 1 context bucket (256)
@@ -351,7 +351,7 @@ TEST_TIMEOUT(gpu_graphs_switches, 120) {
     // KEEL_CUDA_GRAPHS=0: no table, no reservation, no warm-up; steps run eagerly.
     setenv("KEEL_CUDA_GRAPHS", "0", 1);
     unsetenv("KEEL_CUDA_GRAPH_MAX_SEQS");
-    grx_open(&f, "tests/data/tiny-qwen2", MODEL_LOAD_SAFETENSORS, 256, 8, 256);
+    grx_open(&f, "tests/data/tiny-qwen2", MODEL_LOAD_SAFETENSORS, 0.5, 256, 8, 256);
     CHECK(f.m.graphs == NULL);
     CHECK_EQ(f.plan.graphs_bytes, 0);
     CHECK_EQ(model_graphs_warmup(&f.m), 0);
@@ -405,7 +405,7 @@ TEST_TIMEOUT(gpu_graphs_timing, 550) {
 
     struct grx f;
     double t0 = grx_now();
-    grx_open(&f, dir, MODEL_LOAD_DUMMY, max_len, 256, 8192);
+    grx_open(&f, dir, MODEL_LOAD_DUMMY, 0.9, max_len, 256, 8192); // keel serve's defaults
     double t_load = grx_now() - t0;
     struct model *m = &f.m;
     size_t total = 0, free0 = 0, free1 = 0;
