@@ -369,10 +369,11 @@ static int network_graphed(struct model *m, const struct fwd_step *st, int bi, i
     if (model_graphs_seen(m->graphs, bi, ci) == 0 || !model_graphs_can_capture(m->graphs))
         return 0;
     if (!model_graphs_capture_begin(m->graphs, m->ctx)) return 0;
+    // A failure under capture turns graphs off and the caller runs the step eagerly: a real
+    // fault shows there again.
     rc = network(m, st, false);
-    int ok = model_graphs_capture_end(m->graphs, m->ctx, bi, ci, rc == 0);
-    if (rc) return rc;
-    return ok ? model_graphs_launch(m->graphs, m->ctx, bi, ci) : 0;
+    if (!model_graphs_capture_end(m->graphs, m->ctx, bi, ci, rc == 0)) return 0;
+    return model_graphs_launch(m->graphs, m->ctx, bi, ci);
 }
 #endif
 
@@ -396,10 +397,10 @@ int model_graphs_warmup(struct model *m) {
             // One eager step: cuBLAS picks and loads this shape's kernels outside the capture.
             TRY(network(m, &st, false));
             (void)model_graphs_seen(g, bi, ci);
+            // A failure under capture turns graphs off (logged): keel serves eagerly.
             if (!model_graphs_capture_begin(g, m->ctx)) break;
             int rc = network(m, &st, false);
             model_graphs_capture_end(g, m->ctx, bi, ci, rc == 0);
-            if (rc) return rc;
         }
     }
     TRY(m->ops->sync(m->ctx));

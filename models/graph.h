@@ -128,8 +128,8 @@ int model_graphs_capture_begin(struct model_graphs *g, struct kern_ctx *ctx);
 
 // Ends the capture; when ok, instantiates and uploads it as (bi, ci) and measures the device
 // memory it took. Nothing is launched. When !ok (the step failed while capturing) the capture is
-// dropped. Returns 1 when the graph exists now, 0 when not (a failure also disables graphs for
-// the process, logged once).
+// dropped. Returns 1 when the graph exists now, 0 when not (then graphs are off for the rest of
+// the process, logged once, and the caller runs the step eagerly).
 int model_graphs_capture_end(struct model_graphs *g, struct kern_ctx *ctx, int bi, int ci,
                              bool ok);
 

@@ -176,9 +176,10 @@ int model_graphs_capture_end(struct model_graphs *g, struct kern_ctx *ctx, int b
     cudaError_t e = cudaStreamEndCapture(ctx->stream, &graph);
     struct graph_slot *s = graph_slot(g, bi, ci);
     if (!ok || !s) {
+        // The step failed while capturing (an op that cannot be captured, most likely; a real
+        // fault fails the eager step the caller runs next, too): no graphs from now on.
         if (graph) cudaGraphDestroy(graph);
-        (void)cudaGetLastError();
-        return 0;
+        return graph_give_up(g, "a step under capture", e != cudaSuccess ? e : cudaGetLastError());
     }
     if (e != cudaSuccess || !graph) return graph_give_up(g, "cudaStreamEndCapture", e);
     cudaGraphExec_t exec = NULL;
