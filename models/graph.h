@@ -90,13 +90,13 @@ struct model_graphs;
 
 // What the table holds, for logs and tests.
 struct model_graphs_stats {
-    int n_batch, n_ctx;   // bucket counts
-    int captured;         // graphs instantiated
-    int replays;          // graph launches
-    size_t bytes;         // device memory the executables took (measured, summed)
-    size_t limit;         // the plan's reservation
-    double capture_s;     // seconds spent capturing + instantiating + uploading
-    bool disabled, full;  // a capture failed / the reservation is spent
+    int n_batch, n_ctx;  // bucket counts
+    int captured;        // graphs instantiated
+    int replays;         // graph launches
+    size_t bytes;        // device memory the executables took (measured, summed)
+    size_t limit;        // the plan's reservation
+    double capture_s;    // seconds spent capturing + instantiating + uploading
+    bool disabled, full; // a capture failed / the reservation is spent
 };
 
 // True when ops is the CUDA backend and KEEL_CUDA_GRAPHS is not "0".
@@ -130,8 +130,7 @@ int model_graphs_capture_begin(struct model_graphs *g, struct kern_ctx *ctx);
 // memory it took. Nothing is launched. When !ok (the step failed while capturing) the capture is
 // dropped. Returns 1 when the graph exists now, 0 when not (then graphs are off for the rest of
 // the process, logged once, and the caller runs the step eagerly).
-int model_graphs_capture_end(struct model_graphs *g, struct kern_ctx *ctx, int bi, int ci,
-                             bool ok);
+int model_graphs_capture_end(struct model_graphs *g, struct kern_ctx *ctx, int bi, int ci, bool ok);
 
 void model_graphs_get_stats(const struct model_graphs *g, struct model_graphs_stats *st);
 

@@ -17,8 +17,8 @@
 // ---- the table
 
 struct graph_slot {
-    int seen;              // times the key was asked for (lazy capture warms a key first)
-    cudaGraphExec_t exec;  // NULL until captured
+    int seen;             // times the key was asked for (lazy capture warms a key first)
+    cudaGraphExec_t exec; // NULL until captured
 };
 
 struct model_graphs {
@@ -30,8 +30,8 @@ struct model_graphs {
     size_t most;              // the largest one graph took: the next capture may take as much
     int captured, replays;
     double capture_s;
-    double t0;    // when the capture in flight began
-    size_t free0; // free device memory before the capture in flight
+    double t0;     // when the capture in flight began
+    size_t free0;  // free device memory before the capture in flight
     bool disabled; // a capture failed once: run eagerly from then on
     bool full;     // the reservation is spent: no more captures
 };

@@ -79,8 +79,8 @@ static double grx_now(void) {
 #define GR_MAX_CTX 4096
 
 struct grseq {
-    int len;                // tokens in the cache
-    int32_t *table;         // [max_blocks_per_seq]
+    int len;        // tokens in the cache
+    int32_t *table; // [max_blocks_per_seq]
 };
 
 struct grstep {
@@ -146,8 +146,8 @@ static void grseq_fill(struct model *m, struct grseq *s, int len, struct grstep 
 
 // The decode step of S sequences whose longest context is in context bucket ci: the anchor of
 // bucket ci (seqs[GR_MAX_SEQS + ci]) first, then distinct short sequences; tokens from seed.
-static void decode_step(struct model *m, struct grstep *st, const struct grseq *seqs, int S,
-                        int ci, uint64_t seed) {
+static void decode_step(struct model *m, struct grstep *st, const struct grseq *seqs, int S, int ci,
+                        uint64_t seed) {
     st->n_seqs = 0;
     grstep_add(st, m, &seqs[GR_MAX_SEQS + ci], 1, &seed);
     for (int s = 1; s < S; s++) // 7 is prime to GR_MAX_SEQS: distinct sequences
@@ -243,8 +243,8 @@ TEST_TIMEOUT(gpu_graphs_every_bucket_matches_eager, 300) {
                     auto_diff += memcmp(&lg[i], &got[i], sizeof(float)) != 0;
                 }
                 for (int s = 0; s < S; s++)
-                    id_diff += test_argmax(got + (size_t)s * V, V) !=
-                               test_argmax(want + (size_t)s * V, V);
+                    id_diff +=
+                        test_argmax(got + (size_t)s * V, V) != test_argmax(want + (size_t)s * V, V);
                 struct gt_err e = gt_cmp_f32(got, want, (size_t)S * V);
                 if (e.rel_l2 >= worst.rel_l2 || e.n_nan) worst = e;
                 rows += S;
@@ -263,8 +263,8 @@ TEST_TIMEOUT(gpu_graphs_every_bucket_matches_eager, 300) {
         // ~150k logits are close): printed, and bounded to a quarter of the rows.
         printf("  bucket %d: greedy ids differ from the unpadded eager step in %zu of %zu rows\n",
                bb[bi], id_diff, rows);
-        CHECK_MSG(id_diff * 4 <= rows, "bucket %d: %zu of %zu greedy ids differ", bb[bi],
-                  id_diff, rows);
+        CHECK_MSG(id_diff * 4 <= rows, "bucket %d: %zu of %zu greedy ids differ", bb[bi], id_diff,
+                  rows);
     }
     model_graphs_get_stats(m->graphs, &gs);
     printf("  %d decode steps checked; %d replays\n", steps, gs.replays - replays0);
@@ -441,8 +441,8 @@ TEST_TIMEOUT(gpu_graphs_timing, 550) {
         for (int j = 0; j < per; j++)
             seqs[i].table[j] = i * per + j;
     }
-    printf("  context %d (bucket %d); median of 10 steps, ms, each with its logits copy\n",
-           ctx_len, cb[model_graphs_bucket_of(cb, nc, ctx_len + 1)]);
+    printf("  context %d (bucket %d); median of 10 steps, ms, each with its logits copy\n", ctx_len,
+           cb[model_graphs_bucket_of(cb, nc, ctx_len + 1)]);
     printf("  %6s | %9s %9s %7s | %6s %12s %12s | %9s\n", "bucket", "eager", "graph", "saved",
            "S pad", "eager(S)", "graph(->B)", "copy out");
     for (int bi = 0; bi < nb; bi++) {

@@ -183,12 +183,14 @@ static void check_padding(int n_seqs) {
 }
 
 TEST(graph_pad_rows_never_change_real_rows) {
-    check_padding(3);  // padded to 4, 8, 16
-    check_padding(5);  // to 8 and 16
-    check_padding(1);  // to 1 (no padding, bucketed hint), 2, 4, 8, 16
+    check_padding(3); // padded to 4, 8, 16
+    check_padding(5); // to 8 and 16
+    check_padding(1); // to 1 (no padding, bucketed hint), 2, 4, 8, 16
 }
 
-TEST(graph_pad_full_batch_is_its_own_bucket) { check_padding(PAD_MAX_SEQS); }
+TEST(graph_pad_full_batch_is_its_own_bucket) {
+    check_padding(PAD_MAX_SEQS);
+}
 
 // ---- bad padding is refused before anything runs
 
@@ -258,8 +260,7 @@ TEST(graph_buckets_batch_and_context) {
     CHECK_EQ(b[2], 4);
 
     n = model_graphs_ctx_buckets(32768, b, MODEL_GRAPHS_MAX_BUCKETS);
-    check_list(b, n, (int[]){1024, 2048, 3072, 4096, 6144, 8192, 12288, 16384, 24576, 32768},
-               10);
+    check_list(b, n, (int[]){1024, 2048, 3072, 4096, 6144, 8192, 12288, 16384, 24576, 32768}, 10);
     n = model_graphs_ctx_buckets(5000, b, MODEL_GRAPHS_MAX_BUCKETS);
     check_list(b, n, (int[]){1024, 2048, 3072, 4096, 5000}, 5);
     n = model_graphs_ctx_buckets(1024, b, MODEL_GRAPHS_MAX_BUCKETS);
