@@ -280,11 +280,12 @@ static int network(struct model *m, const struct fwd_step *st, bool prof_ops) {
 
 // ---- padded decode steps
 
-// Packs the metadata of b (NULL: no real rows) into the host staging buffer as a step of `rows`
-// rows (0: b's own), and fills st: the layout and the launch hints. Rows past b's are padding of
-// a decode step: token 0 at position 0, slot -1 (kv_write stores nothing), context 1 in block 0
-// (a valid block, so the attention reads one key of memory the cache owns), their logits row
-// their own. Every op works row by row, so a padding row never changes a real row's numbers.
+// Packs the metadata of b (NULL: the warm-up, no real rows) into the host staging buffer as a
+// step of `rows` rows (0: b's own), and fills st: the layout and the launch hints. Rows past b's
+// are padding of a decode step: token 0 at position 0, slot -1 (kv_write stores nothing),
+// context 1 in block 0 (a valid block, so the attention reads one key of memory the cache owns),
+// their logits row their own. Every op works row by row, so a padding row never changes a real
+// row's numbers.
 static void pack_meta(struct model *m, const struct model_batch *b, int rows,
                       struct fwd_step *st) {
     const int n = b ? b->n_tokens : 0, S = b ? b->n_seqs : 0, mb = m->max_blocks_per_seq;
@@ -309,12 +310,18 @@ static void pack_meta(struct model *m, const struct model_batch *b, int rows,
     }
     for (int i = 0; i < pad; i++) {
         int t = n + i, s = S + i;
-        h[o.ids + t] = 0;
+        // The warm-up's rows (b == NULL, before any sequence owns a block) each store their
+        // token's K/V in a block of their own and read it back, so the warm-up step computes
+        // finite numbers from real-looking data: the GEMM tuner compares kernels on its output
+        // (kernels/cuda/gemm.c), and memory no step has written may hold NaN.
+        int blk = b ? 0 : t % m->n_kv_blocks;
+        h[o.ids + t] = b ? 0 : t % m->cfg.vocab_size;
         h[o.positions + t] = 0;
-        h[o.slot_mapping + t] = -1;
+        h[o.slot_mapping + t] = b ? -1 : blk * m->block_size;
         h[o.query_start + s + 1] = t + 1;
         h[o.seq_lens + s] = 1;
         memset(h + o.block_tables + (size_t)s * mb, 0, sizeof(int32_t) * mb);
+        h[o.block_tables + (size_t)s * mb] = blk;
         h[o.rows + s] = t;
     }
     if (pad && st->max_q < 1) st->max_q = 1;

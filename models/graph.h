@@ -18,8 +18,10 @@
 //   context); key slices
 //   past a sequence's end are empty and the attention skips them.
 //
-// model_graphs_warmup (cmd_serve, after the weights load) captures every (batch, context) bucket
-// pair: one eager step first (so cuBLAS picks and loads its kernels outside a capture), then the
+// model_graphs_warmup (cmd_serve, after the weights load, before any request) captures every
+// (batch, context) bucket pair: one eager step first (so cuBLAS picks and loads its kernels, and
+// keel's GEMM tuner times them, outside a capture; its rows store and read their own KV block, so
+// the numbers the tuner compares are finite), then the
 // capture, then an upload, so the executables' device memory is taken at start-up and never in a
 // request path. That memory is outside the arena but inside the plan: the plan reserves
 // MEM_PLAN_GRAPHS_BYTES for it (memory/plan.h), the warm-up measures what each graph takes
