@@ -21,12 +21,12 @@
 // model_graphs_warmup (cmd_serve, after the weights load, before any request) captures every
 // (batch, context) bucket pair: one eager step first (so cuBLAS picks and loads its kernels, and
 // keel's GEMM tuner times them, outside a capture; its rows store and read their own KV block, so
-// the numbers the tuner compares are finite), then the
-// capture, then an upload, so the executables' device memory is taken at start-up and never in a
-// request path. That memory is outside the arena but inside the plan: the plan reserves
-// MEM_PLAN_GRAPHS_BYTES for it (memory/plan.h), the warm-up measures what each graph takes
-// (cudaMemGetInfo around instantiate + upload) and stops capturing before the reservation would
-// be exceeded; the buckets left out then run eagerly.
+// the numbers the tuner compares are finite), then the capture, then an upload, so the
+// executables' device memory is taken at start-up and never in a request path. That memory is
+// outside the arena but inside the plan: the plan reserves MEM_PLAN_GRAPHS_BYTES for it
+// (memory/plan.h), the warm-up measures what each graph takes (cudaMemGetInfo around instantiate +
+// upload) and stops capturing before the reservation would be exceeded; the buckets left out then
+// run eagerly.
 //
 // A step whose graph is missing (no warm-up, as in `keel generate`) is captured lazily on its
 // key's second step. Steps with more sequences than the largest bucket run eagerly: at 128
