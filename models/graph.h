@@ -10,13 +10,12 @@
 // - the batch: a decode step of S sequences runs as B rows, B the smallest batch bucket >= S
 //   (1, 2, 4, ... up to the cap, then the cap). Rows S..B-1 are padding: token 0 at position 0,
 //   slot -1 (kv_write stores nothing), context 1 in block 0 (a valid block, so attention reads
-//   finite memory it owns), their logits computed and ignored. Every op is row-independent, so
+//   memory the cache owns), their logits computed and ignored. Every op is row-independent, so
 //   padding never changes a real row's numbers (pinned on the CPU by test_graph_pad, on the GPU
 //   by test_graphs);
 // - the context: the attention's longest-context hint is rounded up to a context bucket (1024,
 //   2048, 3072, 4096, 6144, ...: each power of two and 1.5x it, the last one the model's longest
-//   context); key slices
-//   past a sequence's end are empty and the attention skips them.
+//   context); key slices past a sequence's end are empty and the attention skips them.
 //
 // model_graphs_warmup (cmd_serve, after the weights load, before any request) captures every
 // (batch, context) bucket pair: one eager step first (so cuBLAS picks and loads its kernels, and
