@@ -301,7 +301,9 @@ static int network_graphed(struct model *m, struct fwd_step *st) {
 }
 #endif
 
-int model_forward(struct model *m, const struct model_batch *b, float *logits) {
+// Checks the batch, sends its metadata and queues the network (graphed or not); the caller adds
+// the step's one copy to the host and ends the profile step.
+static int forward_queue(struct model *m, const struct model_batch *b, bool prof_ops) {
     TRY(check_batch(m, b));
     m->n_steps++;
     if (m->inject_fault_step > 0 && m->n_steps >= m->inject_fault_step) {
@@ -311,7 +313,6 @@ int model_forward(struct model *m, const struct model_batch *b, float *logits) {
         return rc ? rc : err_set(ERR_CUDA_FAULT, "injected fault at forward step %lld",
                                  (long long)m->n_steps);
     }
-    const bool prof_ops = model_prof_mode() == MODEL_PROF_OPS;
     model_prof_step_begin(b->n_tokens, b->n_seqs);
     const struct kern_ops *op = m->ops;
     struct kern_ctx *ctx = m->ctx;
@@ -344,8 +345,30 @@ int model_forward(struct model *m, const struct model_batch *b, float *logits) {
     }
 #endif
     if (!queued) TRY(network(m, &st, prof_ops));
+    return 0;
+}
+
+int model_forward(struct model *m, const struct model_batch *b, float *logits) {
+    const bool prof_ops = model_prof_mode() == MODEL_PROF_OPS;
+    const struct kern_ops *op = m->ops;
+    struct kern_ctx *ctx = m->ctx;
+    TRY(forward_queue(m, b, prof_ops));
     OP(MODEL_PROF_COPY_OUT,
-       op->copy_to_host(ctx, logits, m->logits, sizeof(float) * S * m->cfg.vocab_size));
+       op->copy_to_host(ctx, logits, m->logits, sizeof(float) * b->n_seqs * m->cfg.vocab_size));
+    model_prof_step_end();
+    return 0;
+}
+
+// Sampling runs after the network (and after a graph's replay), on the same stream.
+int model_forward_sample(struct model *m, const struct model_batch *b, const struct model_sample *s,
+                         struct kern_sample_out *out) {
+    const bool prof_ops = model_prof_mode() == MODEL_PROF_OPS;
+    const struct kern_ops *op = m->ops;
+    struct kern_ctx *ctx = m->ctx;
+    if (!op->sample) return err_set(ERR_UNSUPPORTED, "the %s backend has no sample op", op->name);
+    TRY(forward_queue(m, b, prof_ops));
+    OP(MODEL_PROF_COPY_OUT, op->sample(ctx, out, m->logits, b->n_seqs, m->cfg.vocab_size,
+                                       s->params, s->adj, s->n_adj));
     model_prof_step_end();
     return 0;
 }
