@@ -688,6 +688,7 @@ int srv_engine_init(struct srv_engine **out, struct model *m, const struct tok_t
     const char *gs = getenv("KEEL_GPU_SAMPLE");
     e->host_sample = gs && strcmp(gs, "0") == 0;
     if (e->host_sample) log_info("KEEL_GPU_SAMPLE=0: sampling on the host");
+    if (!m->ops || !m->ops->sample) e->host_sample = true;
     if (rc != 0) {
         srv_engine_free(e);
         return rc;
