@@ -372,3 +372,11 @@ int model_forward_sample(struct model *m, const struct model_batch *b, const str
     model_prof_step_end();
     return 0;
 }
+
+int model_logits_to_host(struct model *m, int n_seqs, float *logits) {
+    if (n_seqs <= 0 || n_seqs > m->max_seqs)
+        return err_set(ERR_INVAL, "model_logits_to_host: %d sequences (limit %d)", n_seqs,
+                       m->max_seqs);
+    return m->ops->copy_to_host(m->ctx, logits, m->logits,
+                                sizeof(float) * n_seqs * m->cfg.vocab_size);
+}

@@ -111,6 +111,11 @@ struct model_sample {
 int model_forward_sample(struct model *m, const struct model_batch *b, const struct model_sample *s,
                          struct kern_sample_out *out /* [n_seqs] host */);
 
+// Copies the last step's float32 logits [n_seqs, vocab_size] to host memory: the fallback when
+// model_forward_sample's sampling could not run on the backend (ERR_NOSPACE: the step's penalty
+// entries exceed the op's scratch), so the step is sampled on the host without re-running it.
+int model_logits_to_host(struct model *m, int n_seqs, float *logits);
+
 // Fills struct mem_plan_shape from a config.
 struct mem_plan_shape;
 void model_plan_shape(const struct model_config *cfg, struct mem_plan_shape *s);

@@ -413,14 +413,8 @@ static int choice_row(struct srv_engine *e, int i) {
     return 0;
 }
 
-// The step's one call into the model: the network and the sampling of every row, on the backend
-// (only ids and logprobs come back) or, for forward_cb and KEEL_GPU_SAMPLE=0, with the logits
-// brought to the host and sampled there by the same op's CPU reference.
-static int eng_forward(struct srv_engine *e) {
-    struct sched_plan *p = &e->plan;
-    int S = p->n_seqs;
-    struct model_sample ms = {e->rows, e->adj, e->n_adj};
-    if (!e->forward_cb && !e->host_sample) return model_forward_sample(e->m, &p->batch, &ms, e->outs);
+// Host sampling's buffers, made on first use (most engines never need them).
+static int host_ready(struct srv_engine *e) {
     if (!e->logits) {
         e->logits = malloc((size_t)e->cfg.max_num_seqs * (size_t)e->vocab_size * sizeof(float));
         if (!e->logits)
@@ -433,8 +427,31 @@ static int eng_forward(struct srv_engine *e) {
         int rc = kern_cpu_ctx_init(&e->host_ctx, n_cpu < 1 ? 1 : n_cpu > 16 ? 16 : (int)n_cpu);
         if (rc != 0) return rc;
     }
-    int rc = e->forward_cb ? e->forward_cb(e->forward_arg, &p->batch, e->logits)
+    return 0;
+}
+
+// The step's one call into the model: the network and the sampling of every row, on the backend
+// (only ids and logprobs come back) or, for forward_cb and KEEL_GPU_SAMPLE=0, with the logits
+// brought to the host and sampled there by the same op's CPU reference.
+static int eng_forward(struct srv_engine *e) {
+    struct sched_plan *p = &e->plan;
+    int S = p->n_seqs, rc;
+    if (!e->forward_cb && !e->host_sample) {
+        struct model_sample ms = {e->rows, e->adj, e->n_adj};
+        rc = model_forward_sample(e->m, &p->batch, &ms, e->outs);
+        if (rc != ERR_NOSPACE) return rc;
+        // The penalties' entries did not fit the device scratch: the network has run, so sample
+        // this step's logits on the host instead.
+        log_warn("engine: %d sampling entries exceed the device scratch; this step samples on "
+                 "the host",
+                 e->n_adj);
+        if ((rc = host_ready(e)) != 0) return rc;
+        rc = model_logits_to_host(e->m, S, e->logits);
+    } else {
+        if ((rc = host_ready(e)) != 0) return rc;
+        rc = e->forward_cb ? e->forward_cb(e->forward_arg, &p->batch, e->logits)
                            : model_forward(e->m, &p->batch, e->logits);
+    }
     if (rc != 0) return rc;
     return kern_cpu_ops.sample(e->host_ctx, e->outs, e->logits, S, e->vocab_size, e->rows, e->adj,
                                e->n_adj);

@@ -30,6 +30,7 @@ struct gsm {
     struct mem_plan plan;
     struct mem_plan_settings set;
     struct model_config cfg;
+    void *ws, *scratch;
 };
 
 static void gsm_open(struct gsm *f, const char *dir, enum model_load_format fmt, int max_seqs) {
@@ -48,10 +49,9 @@ static void gsm_open(struct gsm *f, const char *dir, enum model_load_format fmt,
     model_plan_shape(&f->cfg, &shape);
     CHECK_OK(mem_plan_compute(&shape, &f->set, total, free_b, &f->plan));
     CHECK_OK(mem_arena_init(&f->arena, MEM_DEVICE, 0, f->plan.arena_bytes, 64u << 20));
-    void *ws = NULL, *scratch = NULL;
-    CHECK_OK(mem_arena_carve(&f->arena, "cublas_workspace", f->plan.workspace_bytes, &ws));
-    CHECK_OK(mem_arena_carve(&f->arena, "sampling", f->plan.sampling_bytes, &scratch));
-    CHECK_OK(kern_cuda_ctx_set_regions(f->ctx, ws, f->plan.workspace_bytes, scratch,
+    CHECK_OK(mem_arena_carve(&f->arena, "cublas_workspace", f->plan.workspace_bytes, &f->ws));
+    CHECK_OK(mem_arena_carve(&f->arena, "sampling", f->plan.sampling_bytes, &f->scratch));
+    CHECK_OK(kern_cuda_ctx_set_regions(f->ctx, f->ws, f->plan.workspace_bytes, f->scratch,
                                        f->plan.sampling_bytes));
     CHECK_OK(
         model_weights_load(&f->m.w, &f->cfg, dir, fmt, 1234, &kern_cuda_ops, f->ctx, &f->arena));
@@ -162,12 +162,45 @@ static void gsm_run(struct gsm *f, int S, int steps, uint64_t seed, const char *
     free(logits), free(P), free(adj), free(want), free(got);
 }
 
+// With too little op_scratch for the step's entries, model_forward_sample says ERR_NOSPACE
+// after the network ran, and model_logits_to_host hands over the step's logits (the engine's
+// fallback): they equal model_forward's.
+static void gsm_nospace(struct gsm *f) {
+    int V = f->cfg.vocab_size;
+    int32_t ids[2] = {5, 9}, pos[2] = {0, 0}, slots[2] = {0, 16}, qs[3] = {0, 1, 2};
+    int32_t lens[2] = {1, 1};
+    int32_t *table = calloc((size_t)2 * f->m.max_blocks_per_seq, 4);
+    table[f->m.max_blocks_per_seq] = 1;
+    struct model_batch b = {2, 2, ids, pos, slots, qs, lens, table};
+    float *want = malloc(sizeof(float) * 2 * V), *got = malloc(sizeof(float) * 2 * V);
+    CHECK_OK(model_forward(&f->m, &b, want));
+    struct kern_sample_params P[2];
+    struct kern_sample_adj adj[64];
+    for (int i = 0; i < 64; i++)
+        adj[i] = (struct kern_sample_adj){i, 1, KERN_SAMPLE_HISTORY};
+    for (int r = 0; r < 2; r++)
+        P[r] = (struct kern_sample_params){.temperature = 1, .top_p = 1, .n_valid = V,
+                                           .n_logprobs = -1, .repetition_penalty = 1.5f,
+                                           .adj_start = 32 * r, .n_adj = 32};
+    CHECK_OK(kern_cuda_ctx_set_regions(f->ctx, f->ws, f->plan.workspace_bytes, f->scratch, 1024));
+    struct kern_sample_out out[2];
+    int rc = model_forward_sample(&f->m, &b, &(struct model_sample){P, adj, 64}, out);
+    CHECK_EQ(rc, ERR_NOSPACE);
+    CHECK_OK(model_logits_to_host(&f->m, 2, got));
+    CHECK_OK(kern_cuda_ctx_set_regions(f->ctx, f->ws, f->plan.workspace_bytes, f->scratch,
+                                       f->plan.sampling_bytes));
+    gt_row("forward_sample", "no scratch: logits_to_host = forward",
+           gt_cmp_f32(got, want, (size_t)2 * V), 0);
+    free(want), free(got), free(table);
+}
+
 TEST(gpu_sample_model_tiny) {
     struct gsm f;
     gsm_open(&f, "tests/data/tiny-qwen3", MODEL_LOAD_SAFETENSORS, 32);
     gsm_run(&f, 1, 12, 1, "tiny-qwen3");
     gsm_run(&f, 5, 12, 2, "tiny-qwen3"); // graphed decode steps
     gsm_run(&f, 24, 6, 3, "tiny-qwen3");
+    gsm_nospace(&f);
     gsm_close(&f);
 }
 
