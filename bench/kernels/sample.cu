@@ -2,7 +2,8 @@
 // greedy, top_p 0.9, top_k 50 + top_p 0.95, and temperature-only draws, against what it replaces:
 // copying the float logits to pageable host memory (the old path's copy alone, before any host
 // sampling). "kernel" times the launch on device-resident parameters; "op" is the whole op as
-// the engine runs it (parameters up, kernel, outputs down, the stream synchronised). Bytes
+// the engine runs it (parameters up, kernel, outputs down, the stream synchronised), with the
+// probability cache when the context has it on (KEEL_SAMPLE_PROB_CACHE). Bytes
 // counted: one read of the logits, so the GB/s column says how close to a single pass a variant
 // comes (truncating rows make many passes over L2-resident rows by design).
 #include "bench/kernels/play.h"
@@ -24,7 +25,8 @@ __global__ void play_logits_kernel(float *p, size_t n, int vocab, unsigned seed)
 }
 
 int main(void) {
-    size_t scratch_bytes = 64u << 20;
+    // As the plan sizes the region for 256 sequences: room for every row's probability cache.
+    size_t scratch_bytes = (size_t)256 * 152064 * 4 + 256 * 4096;
     void *scratch = play_dev(scratch_bytes);
     size_t ws = 64u << 20;
     struct kern_ctx *c;
@@ -36,6 +38,7 @@ int main(void) {
     const int rows[] = {1, 32, 128, 256};
     const char *modes[] = {"greedy", "top_p 0.9", "top_k 50 top_p 0.95", "temperature 1"};
     float *d_l = (float *)play_dev((size_t)256 * V * 4);
+    float *d_pc = (float *)play_dev((size_t)256 * V * 4); // the probability cache
     play_logits_kernel<<<1024, 256>>>(d_l, (size_t)256 * V, V, 7);
     PLAY_CUDA(cudaDeviceSynchronize());
     float *h_l;
@@ -67,11 +70,15 @@ int main(void) {
             kern_sample_out *d_o = (kern_sample_out *)play_dev(sizeof(kern_sample_out) * n);
             PLAY_CUDA(cudaMemcpy(d_p, P.data(), sizeof(kern_sample_params) * n,
                                  cudaMemcpyHostToDevice));
-            t = play_time(s, 3, 20, [&](int) {
-                PLAY_OK(kern_cuda_sample(d_o, d_l, n, V, d_p, NULL, NULL, s));
-            });
-            snprintf(v, sizeof v, "kernel %s rows=%d", modes[mode], n);
-            play_line(v, t, (double)n * V * 4, 0, &pk);
+            for (int cache = 0; cache < 2; cache++) {
+                t = play_time(s, 3, 20, [&](int) {
+                    PLAY_OK(kern_cuda_sample(d_o, d_l, n, V, d_p, NULL, NULL, cache ? d_pc : NULL,
+                                             cache ? n : 0, s));
+                });
+                snprintf(v, sizeof v, "kernel %s rows=%d%s", modes[mode], n,
+                         cache ? " (prob cache)" : "");
+                play_line(v, t, (double)n * V * 4, 0, &pk);
+            }
             t = play_time(s, 3, 20, [&](int) {
                 PLAY_OK(kern_cuda_ops.sample(c, out.data(), d_l, n, V, P.data(), NULL, 0));
             });
@@ -83,6 +90,7 @@ int main(void) {
     }
     cudaFreeHost(h_l);
     cudaFree(d_l);
+    cudaFree(d_pc);
     kern_cuda_ctx_free(c);
     return 0;
 }

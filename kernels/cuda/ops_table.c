@@ -56,7 +56,7 @@ static int op_sample(struct kern_ctx *c, struct kern_sample_out *out, float *log
                      int vocab, const struct kern_sample_params *params,
                      const struct kern_sample_adj *adj, int n_adj) {
     return kern_cuda__sample_op(c->op_scratch, c->op_scratch_bytes, out, logits, n_rows, vocab,
-                                params, adj, n_adj, c->stream);
+                                params, adj, n_adj, c->sample_prob_cache, c->stream);
 }
 
 const struct kern_ops kern_cuda_ops = {

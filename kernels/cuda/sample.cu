@@ -183,10 +183,25 @@ struct kc_keep {
     float max, inv_t, min_p;
     float last_p; // 0 with last_id KC_NO_ID: every candidate
     int last_id;
+    const float *pc; // [n] the row's probabilities when cached (kc_cache_probs), else NULL
 };
 
-__device__ __forceinline__ float kc_prob(float w, const kc_keep &k) {
+__device__ __forceinline__ float kc_exp(float w, const kc_keep &k) {
     return expf(__fmul_rn(__fsub_rn(w, k.max), k.inv_t));
+}
+
+// p of id j: from the cache when the row has one (the same bits: it holds kc_exp's results).
+__device__ __forceinline__ float kc_prob(const float *w, int j, const kc_keep &k) {
+    return k.pc ? k.pc[j] : kc_exp(w[j], k);
+}
+
+// Fills the row's probability cache once, so the ~30 passes of a truncating row read a float
+// instead of computing an exp each.
+__device__ void kc_cache_probs(const float *w, int n, kc_keep &k, float *pc) {
+    for (int j = threadIdx.x; j < n; j += KC_SAMPLE_THREADS)
+        pc[j] = kc_exp(w[j], k);
+    __syncthreads();
+    k.pc = pc;
 }
 
 __device__ __forceinline__ bool kc_kept(float p, int i, const kc_keep &k) {
@@ -199,7 +214,7 @@ __device__ void kc_mass_from(const float *w, int n, const kc_keep &k, uint32_t k
     m = 0;
     c = 0;
     for (int j = threadIdx.x; j < n; j += KC_SAMPLE_THREADS) {
-        float p = kc_prob(w[j], k);
+        float p = kc_prob(w, j, k);
         if (kc_kept(p, j, k) && __float_as_uint(p) >= key) {
             m += p;
             c++;
@@ -239,7 +254,7 @@ __device__ int kc_tie_id(const float *w, int n, const kc_keep &k, float v, int n
     int lo = threadIdx.x * chunk, hi = min(n, lo + chunk);
     int c = 0;
     for (int j = lo; j < hi; j++) {
-        float p = kc_prob(w[j], k);
+        float p = kc_prob(w, j, k);
         c += kc_kept(p, j, k) && p == v;
     }
     double m_ex, m_in, m_tot;
@@ -252,7 +267,7 @@ __device__ int kc_tie_id(const float *w, int n, const kc_keep &k, float v, int n
     if (c > 0 && c_ex < need && need <= c_in) {
         int seen = c_ex;
         for (int j = lo; j < hi; j++) {
-            float p = kc_prob(w[j], k);
+            float p = kc_prob(w, j, k);
             if (kc_kept(p, j, k) && p == v && ++seen == need) {
                 sh.id = j;
                 break;
@@ -273,7 +288,7 @@ __device__ int kc_draw(const float *w, int n, const kc_keep &k, float u, int fal
     int lo = threadIdx.x * chunk, hi = min(n, lo + chunk);
     double m = 0;
     for (int j = lo; j < hi; j++) {
-        float p = kc_prob(w[j], k);
+        float p = kc_prob(w, j, k);
         if (kc_kept(p, j, k)) m += p;
     }
     double m_ex, m_in, m_tot;
@@ -286,7 +301,7 @@ __device__ int kc_draw(const float *w, int n, const kc_keep &k, float u, int fal
         double cum = m_ex;
         int pick = -1;
         for (int j = lo; j < hi; j++) {
-            float p = kc_prob(w[j], k);
+            float p = kc_prob(w, j, k);
             if (!kc_kept(p, j, k)) continue;
             cum += p;
             pick = j;
@@ -302,7 +317,8 @@ __device__ int kc_draw(const float *w, int n, const kc_keep &k, float u, int fal
 
 // Applies top_k, then top_p, narrowing k.last_p / k.last_id.
 __device__ void kc_truncate(const float *w, int n, const kern_sample_params &P, kc_keep &k,
-                            kc_sample_smem &sh) {
+                            float *pc, kc_sample_smem &sh) {
+    if (pc) kc_cache_probs(w, n, k, pc);
     double m_all;
     int n_cand;
     kc_mass_from(w, n, k, 1, m_all, n_cand, sh);
@@ -338,7 +354,7 @@ __device__ void kc_truncate(const float *w, int n, const kern_sample_params &P, 
 __global__ void __launch_bounds__(KC_SAMPLE_THREADS)
     kc_sample(kern_sample_out *out /* [m] */, float *logits /* [m, vocab] */, int vocab,
               const kern_sample_params *params /* [m] */, const kern_sample_adj *adj /* [n_adj] */,
-              float *orig /* [n_adj] */) {
+              float *orig /* [n_adj] */, float *pcache /* [n_pcache, vocab] */, int n_pcache) {
     __shared__ kc_sample_smem sh;
     const int row = blockIdx.x;
     const kern_sample_params P = params[row];
@@ -420,8 +436,9 @@ __global__ void __launch_bounds__(KC_SAMPLE_THREADS)
     } else if (P.temperature < KERN_SAMPLE_EPS) {
         token = best;
     } else {
-        kc_keep k = {mx, 1.0f / P.temperature, P.min_p > 0 ? P.min_p : 0, 0, KC_NO_ID};
-        if (P.min_p > 0 || P.top_k > 0 || P.top_p < 1.0f) kc_truncate(w, n, P, k, sh);
+        kc_keep k = {mx, 1.0f / P.temperature, P.min_p > 0 ? P.min_p : 0, 0, KC_NO_ID, NULL};
+        float *pc = row < n_pcache ? pcache + (size_t)row * vocab : NULL;
+        if (P.min_p > 0 || P.top_k > 0 || P.top_p < 1.0f) kc_truncate(w, n, P, k, pc, sh);
         token = kc_draw(w, n, k, P.u, best, sh);
     }
 
@@ -455,11 +472,13 @@ extern "C" size_t kern_cuda_sample_scratch_bytes(int n_rows, int n_adj) {
 
 extern "C" int kern_cuda_sample(kern_sample_out *d_out, float *logits, int n_rows, int vocab,
                                 const kern_sample_params *d_params, const kern_sample_adj *d_adj,
-                                float *d_orig, cudaStream_t s) {
-    if (n_rows < 0 || vocab <= 0)
-        return err_set(ERR_INVAL, "sample: bad sizes rows=%d vocab=%d", n_rows, vocab);
+                                float *d_orig, float *d_pcache, int n_pcache, cudaStream_t s) {
+    if (n_rows < 0 || vocab <= 0 || n_pcache < 0 || (n_pcache > 0 && !d_pcache))
+        return err_set(ERR_INVAL, "sample: bad sizes rows=%d vocab=%d cache rows=%d", n_rows,
+                       vocab, n_pcache);
     if (n_rows == 0) return 0;
-    kc_sample<<<n_rows, KC_SAMPLE_THREADS, 0, s>>>(d_out, logits, vocab, d_params, d_adj, d_orig);
+    kc_sample<<<n_rows, KC_SAMPLE_THREADS, 0, s>>>(d_out, logits, vocab, d_params, d_adj, d_orig,
+                                                    d_pcache, n_pcache);
     KC_LAUNCHED();
     return 0;
 }
@@ -468,7 +487,7 @@ extern "C" int kern_cuda_sample(kern_sample_out *d_out, float *logits, int n_row
 extern "C" int kern_cuda__sample_op(void *scratch, size_t scratch_bytes, kern_sample_out *out,
                                     float *logits, int n_rows, int vocab,
                                     const kern_sample_params *params, const kern_sample_adj *adj,
-                                    int n_adj, cudaStream_t s) {
+                                    int n_adj, bool prob_cache, cudaStream_t s) {
     if (n_rows < 0 || vocab <= 0 || n_adj < 0)
         return err_set(ERR_INVAL, "sample: bad sizes rows=%d vocab=%d adj=%d", n_rows, vocab,
                        n_adj);
@@ -497,12 +516,19 @@ extern "C" int kern_cuda__sample_op(void *scratch, size_t scratch_bytes, kern_sa
     kern_sample_adj *d_adj = (kern_sample_adj *)at;
     at += kc_align((size_t)n_adj * sizeof(kern_sample_adj));
     float *d_orig = (float *)at;
+    at += kc_align((size_t)n_adj * sizeof(float));
+    // What is left of the scratch caches truncating rows' probabilities, one row each, for as
+    // many rows as fit (the plan's region holds every row's when the adjustments are few).
+    size_t left = scratch_bytes - need, row_bytes = (size_t)vocab * sizeof(float);
+    int n_pcache = prob_cache ? (int)(left / row_bytes < (size_t)n_rows ? left / row_bytes : n_rows)
+                              : 0;
     CUDA_CHECK(cudaMemcpyAsync(d_params, params, (size_t)n_rows * sizeof(*params),
                                cudaMemcpyHostToDevice, s));
     if (n_adj > 0)
         CUDA_CHECK(cudaMemcpyAsync(d_adj, adj, (size_t)n_adj * sizeof(*adj), cudaMemcpyHostToDevice,
                                    s));
-    int rc = kern_cuda_sample(d_out, logits, n_rows, vocab, d_params, d_adj, d_orig, s);
+    int rc = kern_cuda_sample(d_out, logits, n_rows, vocab, d_params, d_adj, d_orig,
+                              n_pcache ? (float *)at : NULL, n_pcache, s);
     if (rc) return rc;
     CUDA_CHECK(cudaMemcpyAsync(out, d_out, (size_t)n_rows * sizeof(*out), cudaMemcpyDeviceToHost, s));
     CUDA_CHECK(cudaStreamSynchronize(s));

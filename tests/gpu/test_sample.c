@@ -101,6 +101,15 @@ static void gs_check(int vocab, int n_rows, int mode, uint64_t seed) {
     float *d_l = gt_up(logits, sizeof(float) * n);
     memset(got, 0xff, sizeof(*got) * n_rows);
     CHECK_OK(kern_cuda_ops.sample(gt_ctx(), got, d_l, n_rows, vocab, P, adj, n_adj));
+    // The probability cache (on in the context; the test scratch holds it for some rows only)
+    // changes speed, never results: without it every output is the same, bit for bit.
+    struct kern_sample_out *nocache = calloc(n_rows, sizeof(*nocache));
+    CHECK_OK(kern_cuda__sample_op(gt_scratch(), gt_scratch_bytes(), nocache, d_l, n_rows, vocab, P,
+                                  adj, n_adj, false, kern_cuda_stream(gt_ctx())));
+    size_t cache_diff = 0;
+    for (int r = 0; r < n_rows; r++)
+        cache_diff += memcmp(&nocache[r], &got[r], sizeof(got[r])) != 0;
+    free(nocache);
     gt_down(after, d_l, sizeof(float) * n);
     size_t changed = 0;
     for (size_t i = 0; i < n; i++)
@@ -153,6 +162,7 @@ static void gs_check(int vocab, int n_rows, int mode, uint64_t seed) {
         gt_row("sample logprob", shape, e, 1e-4);
     }
     gt_row_exact("sample keeps logits", shape, changed);
+    gt_row_exact("sample cache = no cache", shape, cache_diff);
     kern_sample_scratch_free(&sc);
     gt_free(d_l);
     free(logits), free(after), free(P), free(adj), free(marks), free(want), free(got);
@@ -223,7 +233,8 @@ TEST(gpu_sample_errors) {
     P[1].adj_start = 0;
     P[1].n_adj = V;
     CHECK_EQ(kern_cuda_ops.sample(c, out, d_l, 2, V, P, adj, V - 1), ERR_INVAL);
-    CHECK_EQ(kern_cuda__sample_op(gt_scratch(), 256, out, d_l, 2, V, P, adj, V, st), ERR_NOSPACE);
+    CHECK_EQ(kern_cuda__sample_op(gt_scratch(), 256, out, d_l, 2, V, P, adj, V, true, st),
+             ERR_NOSPACE);
     // Every id banned in row 1: its status, not the op, reports it; row 0 still samples.
     CHECK_OK(kern_cuda_ops.sample(c, out, d_l, 2, V, P, adj, V));
     CHECK_EQ(out[1].status, ERR_INVAL);
