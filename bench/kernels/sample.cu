@@ -66,10 +66,11 @@ int main(void) {
                 P[r] = p;
             }
             std::vector<kern_sample_out> out(n);
-            kern_sample_params *d_p = (kern_sample_params *)play_dev(sizeof(kern_sample_params) * n);
+            kern_sample_params *d_p =
+                (kern_sample_params *)play_dev(sizeof(kern_sample_params) * n);
             kern_sample_out *d_o = (kern_sample_out *)play_dev(sizeof(kern_sample_out) * n);
-            PLAY_CUDA(cudaMemcpy(d_p, P.data(), sizeof(kern_sample_params) * n,
-                                 cudaMemcpyHostToDevice));
+            PLAY_CUDA(
+                cudaMemcpy(d_p, P.data(), sizeof(kern_sample_params) * n, cudaMemcpyHostToDevice));
             for (int cache = 0; cache < 2; cache++) {
                 t = play_time(s, 3, 20, [&](int) {
                     PLAY_OK(kern_cuda_sample(d_o, d_l, n, V, d_p, NULL, NULL, cache ? d_pc : NULL,

@@ -199,7 +199,8 @@ static int32_t draw_all(float *w, int n, float max, float inv_t, float u, int32_
     int n_blocks = (n + KERN_SAMPLE_BLOCK - 1) / KERN_SAMPLE_BLOCK;
     double total = 0;
     for (int b = 0; b < n_blocks; b++) {
-        int lo = b * KERN_SAMPLE_BLOCK, hi = lo + KERN_SAMPLE_BLOCK < n ? lo + KERN_SAMPLE_BLOCK : n;
+        int lo = b * KERN_SAMPLE_BLOCK,
+            hi = lo + KERN_SAMPLE_BLOCK < n ? lo + KERN_SAMPLE_BLOCK : n;
         float lanes[8] = {0};
         int i = lo;
         for (; i + 8 <= hi; i += 8)
@@ -364,7 +365,8 @@ int kern__cpu_sample(struct kern_ctx *c, struct kern_sample_out *out, float *log
     for (int r = 0; r < n_rows; r++) {
         const struct kern_sample_params *p = &params[r];
         if (p->n_valid > vocab || p->n_adj < 0 || p->adj_start < 0 ||
-            (p->n_adj > 0 && p->adj_start + p->n_adj > n_adj) || p->n_logprobs > KERN_SAMPLE_MAX_TOP)
+            (p->n_adj > 0 && p->adj_start + p->n_adj > n_adj) ||
+            p->n_logprobs > KERN_SAMPLE_MAX_TOP)
             return err_set(ERR_INVAL,
                            "cpu sample: row %d has n_valid %d (vocab %d), adjustments [%d, +%d) "
                            "of %d, %d logprobs (at most %d)",

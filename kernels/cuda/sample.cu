@@ -467,18 +467,19 @@ static size_t kc_align(size_t b) {
 extern "C" size_t kern_cuda_sample_scratch_bytes(int n_rows, int n_adj) {
     return kc_align((size_t)n_rows * sizeof(kern_sample_out)) +
            kc_align((size_t)n_rows * sizeof(kern_sample_params)) +
-           kc_align((size_t)n_adj * sizeof(kern_sample_adj)) + kc_align((size_t)n_adj * sizeof(float));
+           kc_align((size_t)n_adj * sizeof(kern_sample_adj)) +
+           kc_align((size_t)n_adj * sizeof(float));
 }
 
 extern "C" int kern_cuda_sample(kern_sample_out *d_out, float *logits, int n_rows, int vocab,
                                 const kern_sample_params *d_params, const kern_sample_adj *d_adj,
                                 float *d_orig, float *d_pcache, int n_pcache, cudaStream_t s) {
     if (n_rows < 0 || vocab <= 0 || n_pcache < 0 || (n_pcache > 0 && !d_pcache))
-        return err_set(ERR_INVAL, "sample: bad sizes rows=%d vocab=%d cache rows=%d", n_rows,
-                       vocab, n_pcache);
+        return err_set(ERR_INVAL, "sample: bad sizes rows=%d vocab=%d cache rows=%d", n_rows, vocab,
+                       n_pcache);
     if (n_rows == 0) return 0;
     kc_sample<<<n_rows, KC_SAMPLE_THREADS, 0, s>>>(d_out, logits, vocab, d_params, d_adj, d_orig,
-                                                    d_pcache, n_pcache);
+                                                   d_pcache, n_pcache);
     KC_LAUNCHED();
     return 0;
 }
@@ -495,7 +496,8 @@ extern "C" int kern_cuda__sample_op(void *scratch, size_t scratch_bytes, kern_sa
     for (int r = 0; r < n_rows; r++) {
         const kern_sample_params *p = &params[r];
         if (p->n_valid > vocab || p->n_adj < 0 || p->adj_start < 0 ||
-            (p->n_adj > 0 && p->adj_start + p->n_adj > n_adj) || p->n_logprobs > KERN_SAMPLE_MAX_TOP)
+            (p->n_adj > 0 && p->adj_start + p->n_adj > n_adj) ||
+            p->n_logprobs > KERN_SAMPLE_MAX_TOP)
             return err_set(ERR_INVAL,
                            "sample: row %d has n_valid %d (vocab %d), adjustments [%d, +%d) of "
                            "%d, %d logprobs (at most %d)",
@@ -520,17 +522,18 @@ extern "C" int kern_cuda__sample_op(void *scratch, size_t scratch_bytes, kern_sa
     // What is left of the scratch caches truncating rows' probabilities, one row each, for as
     // many rows as fit (the plan's region holds every row's when the adjustments are few).
     size_t left = scratch_bytes - need, row_bytes = (size_t)vocab * sizeof(float);
-    int n_pcache = prob_cache ? (int)(left / row_bytes < (size_t)n_rows ? left / row_bytes : n_rows)
-                              : 0;
+    int n_pcache =
+        prob_cache ? (int)(left / row_bytes < (size_t)n_rows ? left / row_bytes : n_rows) : 0;
     CUDA_CHECK(cudaMemcpyAsync(d_params, params, (size_t)n_rows * sizeof(*params),
                                cudaMemcpyHostToDevice, s));
     if (n_adj > 0)
-        CUDA_CHECK(cudaMemcpyAsync(d_adj, adj, (size_t)n_adj * sizeof(*adj), cudaMemcpyHostToDevice,
-                                   s));
+        CUDA_CHECK(
+            cudaMemcpyAsync(d_adj, adj, (size_t)n_adj * sizeof(*adj), cudaMemcpyHostToDevice, s));
     int rc = kern_cuda_sample(d_out, logits, n_rows, vocab, d_params, d_adj, d_orig,
                               n_pcache ? (float *)at : NULL, n_pcache, s);
     if (rc) return rc;
-    CUDA_CHECK(cudaMemcpyAsync(out, d_out, (size_t)n_rows * sizeof(*out), cudaMemcpyDeviceToHost, s));
+    CUDA_CHECK(
+        cudaMemcpyAsync(out, d_out, (size_t)n_rows * sizeof(*out), cudaMemcpyDeviceToHost, s));
     CUDA_CHECK(cudaStreamSynchronize(s));
     return 0;
 }

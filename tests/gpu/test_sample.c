@@ -73,7 +73,8 @@ static void gs_params(struct kern_sample_params *p, int vocab, int mode,
 
 // The CPU reference's token for row r at another u (for the boundary check).
 static int32_t gs_cpu_at(const float *l, const struct kern_sample_params *p,
-                         const struct kern_sample_adj *adj, float u, struct kern_sample_scratch *sc) {
+                         const struct kern_sample_adj *adj, float u,
+                         struct kern_sample_scratch *sc) {
     struct kern_sample_params q = *p;
     q.u = u;
     q.n_logprobs = -1;
@@ -135,8 +136,8 @@ static void gs_check(int vocab, int n_rows, int mode, uint64_t seed) {
                 wrong++;
                 printf("  row %d (T %.2f k %d p %.2f min_p %.2f adj %d u %.7f): gpu %d, cpu %d "
                        "(%d..%d near u)\n",
-                       r, P[r].temperature, P[r].top_k, P[r].top_p, P[r].min_p, P[r].n_adj,
-                       P[r].u, got[r].token, want[r].token, lo, hi);
+                       r, P[r].temperature, P[r].top_k, P[r].top_p, P[r].min_p, P[r].n_adj, P[r].u,
+                       got[r].token, want[r].token, lo, hi);
             }
         }
         if (P[r].n_logprobs >= 0 && got[r].token == want[r].token && want[r].token >= 0) {
@@ -153,9 +154,8 @@ static void gs_check(int vocab, int n_rows, int mode, uint64_t seed) {
     snprintf(shape, sizeof shape, "rows=%d vocab=%d %s", n_rows, vocab, mname);
     printf("  %s: %zu boundary, %zu wrong, %zu status, %zu top ids, logprob err %.2e\n", shape,
            boundary, wrong, status_bad, top_bad, lp_err);
-    gt_row_exact("sample tokens", shape, wrong + status_bad + (boundary * 100 > (size_t)n_rows
-                                                                     ? boundary
-                                                                     : 0));
+    gt_row_exact("sample tokens", shape,
+                 wrong + status_bad + (boundary * 100 > (size_t)n_rows ? boundary : 0));
     if (mode == 0) {
         gt_row_exact("sample top ids", shape, top_bad);
         struct gt_err e = {lp_err, lp_err, 0};
@@ -194,8 +194,8 @@ TEST(gpu_sample_greedy_equals_argmax) {
     l[2 * (size_t)V + 5] = 40, l[2 * (size_t)V + 70000] = 40; // a tie: the lower id
     struct kern_sample_params P[M];
     for (int r = 0; r < M; r++)
-        P[r] = (struct kern_sample_params){.top_p = 1, .n_valid = V, .n_logprobs = -1,
-                                           .repetition_penalty = 1};
+        P[r] = (struct kern_sample_params){
+            .top_p = 1, .n_valid = V, .n_logprobs = -1, .repetition_penalty = 1};
     float *d_l = gt_up(l, sizeof(float) * M * V);
     int32_t *d_ids = gt_dev(sizeof(int32_t) * M), ids[M];
     CHECK_OK(kern_cuda_argmax(d_ids, d_l, M, V, kern_cuda_stream(gt_ctx())));
@@ -219,8 +219,12 @@ TEST(gpu_sample_errors) {
     float *d_l = gt_up(l, sizeof l);
     struct kern_sample_params P[2];
     for (int r = 0; r < 2; r++)
-        P[r] = (struct kern_sample_params){.temperature = 0.7f, .top_p = 1, .n_valid = V,
-                                           .n_logprobs = -1, .u = 0.3f, .repetition_penalty = 1};
+        P[r] = (struct kern_sample_params){.temperature = 0.7f,
+                                           .top_p = 1,
+                                           .n_valid = V,
+                                           .n_logprobs = -1,
+                                           .u = 0.3f,
+                                           .repetition_penalty = 1};
     struct kern_sample_adj adj[V];
     for (int i = 0; i < V; i++)
         adj[i] = (struct kern_sample_adj){i, 0, KERN_SAMPLE_BANNED};

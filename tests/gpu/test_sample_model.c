@@ -179,9 +179,13 @@ static void gsm_nospace(struct gsm *f) {
     for (int i = 0; i < 64; i++)
         adj[i] = (struct kern_sample_adj){i, 1, KERN_SAMPLE_HISTORY};
     for (int r = 0; r < 2; r++)
-        P[r] = (struct kern_sample_params){.temperature = 1, .top_p = 1, .n_valid = V,
-                                           .n_logprobs = -1, .repetition_penalty = 1.5f,
-                                           .adj_start = 32 * r, .n_adj = 32};
+        P[r] = (struct kern_sample_params){.temperature = 1,
+                                           .top_p = 1,
+                                           .n_valid = V,
+                                           .n_logprobs = -1,
+                                           .repetition_penalty = 1.5f,
+                                           .adj_start = 32 * r,
+                                           .n_adj = 32};
     CHECK_OK(kern_cuda_ctx_set_regions(f->ctx, f->ws, f->plan.workspace_bytes, f->scratch, 1024));
     struct kern_sample_out out[2];
     int rc = model_forward_sample(&f->m, &b, &(struct model_sample){P, adj, 64}, out);

@@ -47,7 +47,8 @@ static void se_open(struct se_model *c, int n_blocks, int max_seqs) {
     size_t kv = (size_t)2 * cfg.n_layers * n_blocks * block_size * cfg.n_kv_heads * cfg.head_dim *
                 sizeof(bf16);
     size_t bytes = (size_t)model_weights_bytes(&cfg) + lay.bytes + kv +
-                   (size_t)max_seqs * cfg.vocab_size * 4 + (8 + 16 * cfg.n_layers) * MEM_ARENA_ALIGN;
+                   (size_t)max_seqs * cfg.vocab_size * 4 +
+                   (8 + 16 * cfg.n_layers) * MEM_ARENA_ALIGN;
     CHECK_OK(mem_arena_init(&c->arena, MEM_HOST, 0, bytes, 1 << 20));
     CHECK_OK(kern_cpu_ctx_init(&c->ctx, 1));
     CHECK_OK(model_weights_load(&c->m.w, &cfg, dir, MODEL_LOAD_SAFETENSORS, 1234, &kern_cpu_ops,
@@ -87,15 +88,25 @@ static struct srv_request *se_request(int i, int vocab) {
     r->sp.seed = 1000 + (uint64_t)i;
     r->sp.ignore_eos = i % 2 == 0;
     switch (i % 6) {
-    case 0: r->sp.temperature = 0; break;
-    case 1: r->sp.temperature = 0.9f, r->sp.top_k = 20; break;
-    case 2: r->sp.temperature = 1.1f, r->sp.top_p = 0.8f, r->sp.min_p = 0.02f; break;
+    case 0:
+        r->sp.temperature = 0;
+        break;
+    case 1:
+        r->sp.temperature = 0.9f, r->sp.top_k = 20;
+        break;
+    case 2:
+        r->sp.temperature = 1.1f, r->sp.top_p = 0.8f, r->sp.min_p = 0.02f;
+        break;
     case 3:
         r->sp.temperature = 0.7f, r->sp.repetition_penalty = 1.3f;
         r->sp.frequency_penalty = 0.5f, r->sp.presence_penalty = 0.2f;
         break;
-    case 4: r->sp.temperature = 1.0f, r->sp.logprobs = 5; break;
-    default: r->sp.temperature = 0, r->sp.repetition_penalty = 1.5f, r->sp.min_tokens = 3; break;
+    case 4:
+        r->sp.temperature = 1.0f, r->sp.logprobs = 5;
+        break;
+    default:
+        r->sp.temperature = 0, r->sp.repetition_penalty = 1.5f, r->sp.min_tokens = 3;
+        break;
     }
     if (i % 3 == 0) r->sp.logprobs = 2;
     return r;

@@ -285,10 +285,14 @@ TEST(sample_op_unhappy_paths) {
         logits[i] = (float)((i * 7) % 11) - 3.0f;
     struct kern_ctx *c;
     CHECK_OK(kern_cpu_ctx_init(&c, 2));
-    struct kern_sample_params P[2] = {{.temperature = 0, .top_p = 1, .n_valid = V, .n_logprobs = -1,
-                                       .repetition_penalty = 1},
-                                      {.temperature = 0.8f, .top_p = 1, .n_valid = V,
-                                       .n_logprobs = 2, .u = 0.5f, .repetition_penalty = 1}};
+    struct kern_sample_params P[2] = {
+        {.temperature = 0, .top_p = 1, .n_valid = V, .n_logprobs = -1, .repetition_penalty = 1},
+        {.temperature = 0.8f,
+         .top_p = 1,
+         .n_valid = V,
+         .n_logprobs = 2,
+         .u = 0.5f,
+         .repetition_penalty = 1}};
     struct kern_sample_adj adj[V];
     struct kern_sample_out out[2];
     CHECK_EQ(kern_cpu_ops.sample(c, out, logits, -1, V, P, adj, 0), ERR_INVAL);
