@@ -5,7 +5,8 @@
 // only as a boundary case: the CPU reference gives the GPU's token for some u within 1e-5 of the
 // row's (the draw walks ids in order, so tokens are monotone in u); at most 1% of rows may be
 // such cases, and any other mismatch fails. Logprobs within 1e-4, top ids exact, the logits
-// unchanged afterwards, and the op's error paths.
+// unchanged afterwards ("sample logits"), the probability cache changing nothing ("sample
+// cache"), greedy rows equal to the argmax kernel, and the op's error paths.
 #include "common/err.h"
 #include "common/rng.h"
 #include "kernels/cuda/kern_cuda.h"
@@ -161,8 +162,8 @@ static void gs_check(int vocab, int n_rows, int mode, uint64_t seed) {
         struct gt_err e = {lp_err, lp_err, 0};
         gt_row("sample logprob", shape, e, 1e-4);
     }
-    gt_row_exact("sample keeps logits", shape, changed);
-    gt_row_exact("sample cache = no cache", shape, cache_diff);
+    gt_row_exact("sample logits", shape, changed);
+    gt_row_exact("sample cache", shape, cache_diff);
     kern_sample_scratch_free(&sc);
     gt_free(d_l);
     free(logits), free(after), free(P), free(adj), free(marks), free(want), free(got);
@@ -206,7 +207,7 @@ TEST(gpu_sample_greedy_equals_argmax) {
     for (int r = 0; r < M; r++)
         bad += out[r].token != ids[r];
     CHECK_EQ(out[2].token, 5);
-    gt_row_exact("sample = argmax", "rows=9 vocab=151936 greedy", bad);
+    gt_row_exact("sample=argmax", "rows=9 vocab=151936 greedy", bad);
     gt_free(d_l), gt_free(d_ids);
     free(l);
 }
