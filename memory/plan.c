@@ -188,6 +188,12 @@ static size_t plan_regions(const struct mem_plan_shape *shape,
     out->activation_bytes = lay.bytes;
     size_t S = (size_t)set->max_num_seqs, V = (size_t)shape->vocab_size;
     out->logits_bytes = align_up(S * V * 4);
+    // The sampling region is the CUDA context's op_scratch. The sample op (kernels/cuda/sample.cu)
+    // needs 224 bytes per row (parameters and outputs, kern_cuda_sample_scratch_bytes) plus 16
+    // bytes per penalty/ban entry (one per distinct id of a penalised sequence's history), so this
+    // size holds about vocab / 4 + 240 entries per sequence on average (38k at a 152k
+    // vocabulary); a step with more samples on the host instead (the engine's ERR_NOSPACE
+    // fallback). Split-KV attention uses the same region earlier in the step.
     out->sampling_bytes = align_up(S * V * 4 + S * MEM_PLAN_SAMPLING_SEQ_BYTES);
     out->kv_block_bytes = 2 * (size_t)shape->n_layers * (size_t)shape->n_kv_heads *
                           (size_t)shape->head_dim * (size_t)set->block_size * 2;

@@ -505,3 +505,25 @@ int model_forward_padded(struct model *m, const struct model_batch *b, int pad_t
 int model_forward(struct model *m, const struct model_batch *b, float *logits) {
     return model_forward_padded(m, b, 0, MODEL_FWD_AUTO, logits);
 }
+
+// Sampling runs after the network (and after a graph's replay), on the same stream.
+int model_forward_sample(struct model *m, const struct model_batch *b, const struct model_sample *s,
+                         struct kern_sample_out *out) {
+    const bool prof_ops = model_prof_mode() == MODEL_PROF_OPS;
+    const struct kern_ops *op = m->ops;
+    struct kern_ctx *ctx = m->ctx;
+    if (!op->sample) return err_set(ERR_UNSUPPORTED, "the %s backend has no sample op", op->name);
+    TRY(forward_queue(m, b, 0, MODEL_FWD_AUTO, prof_ops));
+    OP(MODEL_PROF_COPY_OUT, op->sample(ctx, out, m->logits, b->n_seqs, m->cfg.vocab_size,
+                                       s->params, s->adj, s->n_adj));
+    model_prof_step_end();
+    return 0;
+}
+
+int model_logits_to_host(struct model *m, int n_seqs, float *logits) {
+    if (n_seqs <= 0 || n_seqs > m->max_seqs)
+        return err_set(ERR_INVAL, "model_logits_to_host: %d sequences (limit %d)", n_seqs,
+                       m->max_seqs);
+    return m->ops->copy_to_host(m->ctx, logits, m->logits,
+                                sizeof(float) * n_seqs * m->cfg.vocab_size);
+}
