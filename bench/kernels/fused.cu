@@ -94,8 +94,8 @@ int main(void) {
             play_line(v, t_old / FZ_LAYERS, bytes, 2.0 * m * d.n * (double)d.k, &pk);
             float t_new = play_time(s, 2, 10, [&](int i) {
                 for (int l = 0; l < FZ_LAYERS; l++)
-                    PLAY_OK(kern_cuda_gemv_add_rmsnorm(y, res2, res, delta, nw, w[(i + l) % n_w],
-                                                       b, m, d.n, d.k, 1e-6f, 0, s));
+                    PLAY_OK(kern_cuda_gemv_add_rmsnorm(y, res2, res, delta, nw, w[(i + l) % n_w], b,
+                                                       m, d.n, d.k, 1e-6f, 0, s));
             });
             snprintf(v, sizeof v, "%-15s m=%d new fused (%.2fx)", d.name, m, t_old / t_new);
             play_line(v, t_new / FZ_LAYERS, bytes, 2.0 * m * d.n * (double)d.k, &pk);
@@ -141,8 +141,8 @@ int main(void) {
             play_line(v, t_old / FZ_LAYERS, bytes, 0, &pk);
             float t_new = play_time(s, 2, 10, [&](int) {
                 for (int l = 0; l < FZ_LAYERS; l++)
-                    PLAY_OK(kern_cuda_qk_rope_kv(qkv, kc, vc, qw, kw, pos, slot, n, r.nh, r.nkv,
-                                                 hd, 1e-6f, 1e6f, s));
+                    PLAY_OK(kern_cuda_qk_rope_kv(qkv, kc, vc, qw, kw, pos, slot, n, r.nh, r.nkv, hd,
+                                                 1e-6f, 1e6f, s));
             });
             snprintf(v, sizeof v, "%-15s n=%-3d new fused (%.2fx)", r.name, n, t_old / t_new);
             play_line(v, t_new / FZ_LAYERS, bytes, 0, &pk);

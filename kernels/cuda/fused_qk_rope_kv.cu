@@ -41,7 +41,8 @@ __global__ void __launch_bounds__(32 * KC_QRK_WARPS)
 
     if (head >= n_heads + n_kv_heads) { // a v head: only the cache copy
         if (slot < 0) return;
-        bf16 *vd = v_cache + (size_t)slot * kv_len + (size_t)(head - n_heads - n_kv_heads) * head_dim;
+        bf16 *vd =
+            v_cache + (size_t)slot * kv_len + (size_t)(head - n_heads - n_kv_heads) * head_dim;
 #pragma unroll
         for (int e = 0; e < PER_LANE; e++)
             vd[e * 32 + lane] = x[e * 32 + lane];
@@ -95,9 +96,8 @@ __global__ void __launch_bounds__(32 * KC_QRK_WARPS)
 
 extern "C" int kern_cuda_qk_rope_kv(bf16 *qkv, bf16 *k_cache, bf16 *v_cache, const bf16 *q_w,
                                     const bf16 *k_w, const int32_t *positions,
-                                    const int32_t *slot_mapping, int n, int n_heads,
-                                    int n_kv_heads, int head_dim, float eps, float theta,
-                                    cudaStream_t s) {
+                                    const int32_t *slot_mapping, int n, int n_heads, int n_kv_heads,
+                                    int head_dim, float eps, float theta, cudaStream_t s) {
     if (n < 0 || n_heads <= 0 || n_kv_heads <= 0 || head_dim <= 0 || !(theta > 0.0f) ||
         (q_w != NULL) != (k_w != NULL))
         return err_set(ERR_INVAL,
@@ -114,7 +114,7 @@ extern "C" int kern_cuda_qk_rope_kv(bf16 *qkv, bf16 *k_cache, bf16 *v_cache, con
 #define KC_QRK_CASE(P, NORM)                                                                       \
     case (P / 2) * 2 + NORM:                                                                       \
         kc_qk_rope_kv<NORM, P><<<grid, 32 * KC_QRK_WARPS, 0, s>>>(                                 \
-            qkv, k_cache, v_cache, q_w, k_w, positions, slot_mapping, n_heads, n_kv_heads,        \
+            qkv, k_cache, v_cache, q_w, k_w, positions, slot_mapping, n_heads, n_kv_heads,         \
             head_dim, eps, theta);                                                                 \
         break;
         KC_QRK_CASE(2, 0)

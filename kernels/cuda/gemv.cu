@@ -129,11 +129,10 @@ __device__ __forceinline__ void kc_gemv_stage_silu(bf16 (*tile)[KC_GEMV_CHUNK],
 // v = bf16(residual + delta) (add_rmsnorm.cu's roundings), columns kc + 4 lane.. of row r < m;
 // zero past k.
 template <bool VEC>
-__device__ __forceinline__ void kc_gemv_stage_norm(bf16 (*tile)[KC_GEMV_CHUNK],
-                                                   const bf16 *res /* [m, k] */,
-                                                   const bf16 *delta /* [m, k] or NULL */,
-                                                   const bf16 *nw /* [k] */, const float *inv,
-                                                   int m, int k, int kc, int lane, bool full) {
+__device__ __forceinline__ void
+kc_gemv_stage_norm(bf16 (*tile)[KC_GEMV_CHUNK], const bf16 *res /* [m, k] */,
+                   const bf16 *delta /* [m, k] or NULL */, const bf16 *nw /* [k] */,
+                   const float *inv, int m, int k, int kc, int lane, bool full) {
     const int col = kc + 4 * lane;
     const bool fast = VEC && full;
     uint2 rv[KC_GEMV_ROWS / 2], dv[KC_GEMV_ROWS / 2];
@@ -143,7 +142,8 @@ __device__ __forceinline__ void kc_gemv_stage_norm(bf16 (*tile)[KC_GEMV_CHUNK],
     for (int r = 0; r < KC_GEMV_ROWS / 2; r++) {
         if (r >= m) break;
         const bf16 *rp = res + (size_t)r * k + col;
-        rv[r] = fast ? __ldg(reinterpret_cast<const uint2 *>(rp)) : kc_gemv_ld4_guarded(rp, k - col);
+        rv[r] =
+            fast ? __ldg(reinterpret_cast<const uint2 *>(rp)) : kc_gemv_ld4_guarded(rp, k - col);
         dv[r] = make_uint2(0u, 0u);
         if (delta) {
             const bf16 *dp = delta + (size_t)r * k + col;
@@ -177,10 +177,9 @@ __device__ __forceinline__ void kc_gemv_stage_norm(bf16 (*tile)[KC_GEMV_CHUNK],
 // r < m of v = bf16(residual + delta), every block computing it for itself (the rows are a few KiB
 // each and hot in L2); block 0 also stores v into res_out. Ends with a barrier.
 template <bool VEC>
-__device__ __forceinline__ void kc_gemv_norm_prepass(float *inv /* [8] */,
-                                                     float (*part)[KC_GEMV_ROWS / 2],
-                                                     const bf16 *res, const bf16 *delta,
-                                                     bf16 *res_out, int m, int k, float eps) {
+__device__ __forceinline__ void
+kc_gemv_norm_prepass(float *inv /* [8] */, float (*part)[KC_GEMV_ROWS / 2], const bf16 *res,
+                     const bf16 *delta, bf16 *res_out, int m, int k, float eps) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
     const bool writer = blockIdx.x == 0;
     float ss[KC_GEMV_ROWS / 2];
@@ -246,8 +245,8 @@ __global__ void __launch_bounds__(256)
     constexpr bool SILU = MODE == KC_GEMV_SILU, NORM = MODE == KC_GEMV_NORM, STAGED = SILU || NORM;
     __shared__ float red[KC_GEMV_MAX_WARPS][32][4];
     // SILU, NORM: each warp's tile of the (computed) x rows for its current chunk.
-    __shared__ __align__(16) bf16 hid[STAGED ? KC_GEMV_MAX_WARPS : 1]
-                                     [STAGED ? KC_GEMV_ROWS / 2 : 1][KC_GEMV_CHUNK];
+    __shared__ __align__(16)
+        bf16 hid[STAGED ? KC_GEMV_MAX_WARPS : 1][STAGED ? KC_GEMV_ROWS / 2 : 1][KC_GEMV_CHUNK];
     __shared__ float inv_rms[KC_GEMV_ROWS / 2];
     __shared__ float part[NORM ? KC_GEMV_MAX_WARPS : 1][KC_GEMV_ROWS / 2];
     if (NORM) kc_gemv_norm_prepass<VEC>(inv_rms, part, x, delta, res_out, m, k, eps);
@@ -366,17 +365,17 @@ extern "C" int kern_cuda_gemv(void *y, int y_f32, const bf16 *x, const bf16 *w, 
     bool vec = k % 8 == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)w % 16 == 0;
     unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
     if (vec)
-        kc_gemv<true, KC_GEMV_PLAIN><<<blocks, 32 * warps, 0, s>>>(y, y_f32, x, w, bias, m, n, k,
-                                                                    NULL, NULL, NULL, 0.f);
+        kc_gemv<true, KC_GEMV_PLAIN>
+            <<<blocks, 32 * warps, 0, s>>>(y, y_f32, x, w, bias, m, n, k, NULL, NULL, NULL, 0.f);
     else
-        kc_gemv<false, KC_GEMV_PLAIN><<<blocks, 32 * warps, 0, s>>>(y, y_f32, x, w, bias, m, n, k,
-                                                                     NULL, NULL, NULL, 0.f);
+        kc_gemv<false, KC_GEMV_PLAIN>
+            <<<blocks, 32 * warps, 0, s>>>(y, y_f32, x, w, bias, m, n, k, NULL, NULL, NULL, 0.f);
     KC_LAUNCHED();
     return 0;
 }
 
-extern "C" int kern_cuda_gemv_silu(bf16 *y, const bf16 *gate_up, const bf16 *w, int m, int n,
-                                   int h, int warps, cudaStream_t s) {
+extern "C" int kern_cuda_gemv_silu(bf16 *y, const bf16 *gate_up, const bf16 *w, int m, int n, int h,
+                                   int warps, cudaStream_t s) {
     if (m < 0 || m > KERN_CUDA_GEMV_MAX_M || n <= 0 || h <= 0)
         return err_set(ERR_INVAL, "gemv_silu: bad sizes m=%d n=%d h=%d (m at most %d)", m, n, h,
                        KERN_CUDA_GEMV_MAX_M);
@@ -388,11 +387,11 @@ extern "C" int kern_cuda_gemv_silu(bf16 *y, const bf16 *gate_up, const bf16 *w, 
     bool vec = h % 8 == 0 && (uintptr_t)gate_up % 16 == 0 && (uintptr_t)w % 16 == 0;
     unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
     if (vec)
-        kc_gemv<true, KC_GEMV_SILU><<<blocks, 32 * warps, 0, s>>>(y, 0, gate_up, w, NULL, m, n, h,
-                                                                   NULL, NULL, NULL, 0.f);
+        kc_gemv<true, KC_GEMV_SILU>
+            <<<blocks, 32 * warps, 0, s>>>(y, 0, gate_up, w, NULL, m, n, h, NULL, NULL, NULL, 0.f);
     else
-        kc_gemv<false, KC_GEMV_SILU><<<blocks, 32 * warps, 0, s>>>(y, 0, gate_up, w, NULL, m, n,
-                                                                    h, NULL, NULL, NULL, 0.f);
+        kc_gemv<false, KC_GEMV_SILU>
+            <<<blocks, 32 * warps, 0, s>>>(y, 0, gate_up, w, NULL, m, n, h, NULL, NULL, NULL, 0.f);
     KC_LAUNCHED();
     return 0;
 }
@@ -402,8 +401,8 @@ extern "C" int kern_cuda_gemv_add_rmsnorm(bf16 *y, bf16 *res_out, const bf16 *re
                                           const bf16 *bias, int m, int n, int k, float eps,
                                           int warps, cudaStream_t s) {
     if (m < 0 || m > KERN_CUDA_GEMV_MAX_M || n <= 0 || k <= 0)
-        return err_set(ERR_INVAL, "gemv_add_rmsnorm: bad sizes m=%d n=%d k=%d (m at most %d)", m,
-                       n, k, KERN_CUDA_GEMV_MAX_M);
+        return err_set(ERR_INVAL, "gemv_add_rmsnorm: bad sizes m=%d n=%d k=%d (m at most %d)", m, n,
+                       k, KERN_CUDA_GEMV_MAX_M);
     if (warps < 0 || warps > KC_GEMV_MAX_WARPS)
         return err_set(ERR_INVAL, "gemv_add_rmsnorm: bad warp count %d (0 = default, at most %d)",
                        warps, KC_GEMV_MAX_WARPS);
@@ -417,10 +416,10 @@ extern "C" int kern_cuda_gemv_add_rmsnorm(bf16 *y, bf16 *res_out, const bf16 *re
     unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
     if (vec)
         kc_gemv<true, KC_GEMV_NORM><<<blocks, 32 * warps, 0, s>>>(y, 0, residual, w, bias, m, n, k,
-                                                                   delta, norm_w, res_out, eps);
+                                                                  delta, norm_w, res_out, eps);
     else
-        kc_gemv<false, KC_GEMV_NORM><<<blocks, 32 * warps, 0, s>>>(
-            y, 0, residual, w, bias, m, n, k, delta, norm_w, res_out, eps);
+        kc_gemv<false, KC_GEMV_NORM><<<blocks, 32 * warps, 0, s>>>(y, 0, residual, w, bias, m, n, k,
+                                                                   delta, norm_w, res_out, eps);
     KC_LAUNCHED();
     return 0;
 }

@@ -154,8 +154,7 @@ int kern_cuda_gemv_default_warps(int k);
 // 1 <= m <= KERN_CUDA_GEMV_MAX_M; equal bit for bit to kern_cuda_silu_mul then kern_cuda_gemv
 // with the same warps (kernels/cuda/gemv.cu).
 int kern_cuda_gemv_silu(bf16 *y /* [m, n] */, const bf16 *gate_up /* [m, 2h] */,
-                        const bf16 *w /* [n, h] */, int m, int n, int h, int warps,
-                        cudaStream_t s);
+                        const bf16 *w /* [n, h] */, int m, int n, int h, int warps, cudaStream_t s);
 // The fused residual add + RMSNorm + projection (gemv.cu): res_out = bf16(residual + delta)
 // (residual when delta is NULL), y = add_rmsnorm's out . w^T (+ bias), bf16 y, 1 <= m <= 8,
 // without the normed row ever stored. res_out may not alias residual or delta. Equal to

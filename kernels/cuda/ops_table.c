@@ -92,13 +92,13 @@ static int op_qk_rope_kv(struct kern_ctx *c, bf16 *qkv, bf16 *k_cache, bf16 *v_c
         return kern_cuda_qk_rope_kv(qkv, k_cache, v_cache, q_w, k_w, positions, slot_mapping, n,
                                     n_heads, n_kv_heads, head_dim, eps, theta, c->stream);
     int rc;
-    if (q_w && (rc = kern_cuda_qk_norm(qkv, q_w, k_w, n, n_heads, n_kv_heads, head_dim, eps,
-                                       c->stream)))
+    if (q_w &&
+        (rc = kern_cuda_qk_norm(qkv, q_w, k_w, n, n_heads, n_kv_heads, head_dim, eps, c->stream)))
         return rc;
     if ((rc = kern_cuda_rope(qkv, positions, n, n_heads, n_kv_heads, head_dim, theta, c->stream)))
         return rc;
-    return kern_cuda_kv_write(k_cache, v_cache, qkv, slot_mapping, n, n_heads, n_kv_heads,
-                              head_dim, c->stream);
+    return kern_cuda_kv_write(k_cache, v_cache, qkv, slot_mapping, n, n_heads, n_kv_heads, head_dim,
+                              c->stream);
 }
 
 static int op_gather_rows(struct kern_ctx *c, bf16 *out, const bf16 *x, const int32_t *rows, int m,

@@ -90,10 +90,10 @@ TEST_TIMEOUT(gpu_fused_gemm_silu, 300) {
         check_gemm_silu(m, 3584, 18944, 0, 1, 100 + m); // Qwen2.5-7B down
     check_gemm_silu(1, 4096, 12288, 0, 1, 110);         // Qwen3-8B down
     check_gemm_silu(5, 4096, 12288, 0, 0, 111);
-    check_gemm_silu(3, 37, 200, 0, 1, 112);  // partial last chunk, n not a multiple of 16
-    check_gemm_silu(7, 53, 203, 0, 1, 113);  // h % 8 != 0: element-wise path
-    check_gemm_silu(6, 64, 1024, 1, 1, 114); // misaligned gate_up
-    check_gemm_silu(1, 16, 8, 0, 1, 115);    // tiny
+    check_gemm_silu(3, 37, 200, 0, 1, 112);   // partial last chunk, n not a multiple of 16
+    check_gemm_silu(7, 53, 203, 0, 1, 113);   // h % 8 != 0: element-wise path
+    check_gemm_silu(6, 64, 1024, 1, 1, 114);  // misaligned gate_up
+    check_gemm_silu(1, 16, 8, 0, 1, 115);     // tiny
     check_gemm_silu(16, 300, 512, 0, 1, 116); // op table: m > 8 takes the composition
 }
 
@@ -140,8 +140,8 @@ TEST(gpu_fused_gemm_silu_switch_and_errors) {
 // against add_rmsnorm_to + gemv with the same warps (res_out exact; y within 2e-3, as the sum of
 // squares is added in another order), against the CPU op, and through the op table. r_off
 // misaligns residual, delta and res_out by that many elements (the element-wise path).
-static void check_norm_gemm(int m, int n, int k, int with_delta, int bias, int r_off,
-                            int with_cpu, uint64_t seed) {
+static void check_norm_gemm(int m, int n, int k, int with_delta, int bias, int r_off, int with_cpu,
+                            uint64_t seed) {
     cudaStream_t s = kern_cuda_stream(gt_ctx());
     size_t mk = (size_t)m * k + r_off;
     bf16 *res = gt_rand_bf16(mk, 2.0f, &seed), *delta = gt_rand_bf16(mk, 1.0f, &seed);
@@ -164,8 +164,8 @@ static void check_norm_gemm(int m, int n, int k, int with_delta, int bias, int r
         gt_poison(d_ro, mk * 2), gt_poison(d_ro2, mk * 2);
         CHECK_OK(kern_cuda_gemv_add_rmsnorm(d_y, d_ro + r_off, dr, dd, d_nw, d_w, db, m, n, k,
                                             1e-6f, warps, s));
-        CHECK_OK(kern_cuda_add_rmsnorm_to(d_xn + r_off, d_ro2 + r_off, dr, dd, d_nw, m, k, 1e-6f,
-                                          s));
+        CHECK_OK(
+            kern_cuda_add_rmsnorm_to(d_xn + r_off, d_ro2 + r_off, dr, dd, d_nw, m, k, 1e-6f, s));
         CHECK_OK(kern_cuda_gemv(d_y2, 0, d_xn + r_off, d_w, db, m, n, k, warps, s));
         gt_sync();
         gt_down(y, d_y, mn * 2), gt_down(y2, d_y2, mn * 2);
@@ -181,8 +181,8 @@ static void check_norm_gemm(int m, int n, int k, int with_delta, int bias, int r
         bf16 *c_y = malloc(mn * 2), *c_ro = malloc((size_t)m * k * 2),
              *c_xn = malloc((size_t)m * k * 2);
         CHECK_OK(cpu->add_rmsnorm_gemm(gt_cpu(), c_y, c_ro, res + r_off,
-                                       with_delta ? delta + r_off : NULL, nw, w,
-                                       bias ? b : NULL, c_xn, m, n, k, 1e-6f));
+                                       with_delta ? delta + r_off : NULL, nw, w, bias ? b : NULL,
+                                       c_xn, m, n, k, 1e-6f));
         gt_row("gemv_add_rmsnorm ~cpu", shape, gt_cmp_bf16(y, c_y, mn), TOL_BF16);
         gt_row_exact("gemv_add_rmsnorm res_out ~cpu", shape,
                      n_diff(ro + r_off, c_ro, (size_t)m * k));
@@ -205,13 +205,13 @@ static void check_norm_gemm(int m, int n, int k, int with_delta, int bias, int r
 TEST_TIMEOUT(gpu_fused_add_rmsnorm_gemm, 300) {
     for (int m = 1; m <= 8; m *= 2)
         check_norm_gemm(m, 4608, 3584, 1, 1, 0, 1, 400 + m); // Qwen2.5-7B qkv + bias
-    check_norm_gemm(1, 37888, 3584, 1, 0, 0, 1, 410);         // Qwen2.5-7B gate_up
-    check_norm_gemm(3, 6144, 4096, 0, 0, 0, 1, 411);          // Qwen3-8B qkv, layer 0 (no delta)
-    check_norm_gemm(7, 24576, 4096, 1, 0, 0, 0, 412);         // Qwen3-8B gate_up
-    check_norm_gemm(2, 40, 200, 1, 1, 0, 1, 413);             // partial chunk, n % 16 != 0
-    check_norm_gemm(5, 33, 203, 1, 0, 0, 1, 414);             // k % 8 != 0: element-wise
-    check_norm_gemm(6, 64, 512, 1, 1, 1, 1, 415);             // misaligned rows
-    check_norm_gemm(16, 96, 512, 1, 1, 0, 1, 416);            // op table: m > 8, composition
+    check_norm_gemm(1, 37888, 3584, 1, 0, 0, 1, 410);        // Qwen2.5-7B gate_up
+    check_norm_gemm(3, 6144, 4096, 0, 0, 0, 1, 411);         // Qwen3-8B qkv, layer 0 (no delta)
+    check_norm_gemm(7, 24576, 4096, 1, 0, 0, 0, 412);        // Qwen3-8B gate_up
+    check_norm_gemm(2, 40, 200, 1, 1, 0, 1, 413);            // partial chunk, n % 16 != 0
+    check_norm_gemm(5, 33, 203, 1, 0, 0, 1, 414);            // k % 8 != 0: element-wise
+    check_norm_gemm(6, 64, 512, 1, 1, 1, 1, 415);            // misaligned rows
+    check_norm_gemm(16, 96, 512, 1, 1, 0, 1, 416);           // op table: m > 8, composition
 }
 
 TEST(gpu_fused_add_rmsnorm_gemm_switch_and_errors) {
@@ -262,7 +262,8 @@ static void check_qk_rope_kv(struct qrk_case q, int via, uint64_t seed) {
     }
     bf16 *d_a = gt_up(qkv, sz * 2), *d_b = gt_up(qkv, sz * 2);
     bf16 *d_qw = gt_up(qw, q.hd * 2), *d_kw = gt_up(kw, q.hd * 2);
-    int32_t *d_pos = gt_up(pos, sizeof(int32_t) * q.n), *d_slots = gt_up(slots, sizeof(int32_t) * q.n);
+    int32_t *d_pos = gt_up(pos, sizeof(int32_t) * q.n),
+            *d_slots = gt_up(slots, sizeof(int32_t) * q.n);
     bf16 *d_ka = gt_dev(cache * 2), *d_va = gt_dev(cache * 2), *d_kb = gt_dev(cache * 2),
          *d_vb = gt_dev(cache * 2);
     gt_poison(d_ka, cache * 2), gt_poison(d_va, cache * 2);
@@ -272,10 +273,9 @@ static void check_qk_rope_kv(struct qrk_case q, int via, uint64_t seed) {
         CHECK_OK(kern_cuda_qk_rope_kv(d_a, d_ka, d_va, pq, pk, d_pos, d_slots, q.n, q.nh, q.nkv,
                                       q.hd, 1e-6f, q.theta, s));
     else
-        CHECK_OK(cu->qk_rope_kv(gt_ctx(), d_a, d_ka, d_va, pq, pk, d_pos, d_slots, q.n, q.nh,
-                                q.nkv, q.hd, 1e-6f, q.theta));
-    if (q.norm)
-        CHECK_OK(kern_cuda_qk_norm(d_b, d_qw, d_kw, q.n, q.nh, q.nkv, q.hd, 1e-6f, s));
+        CHECK_OK(cu->qk_rope_kv(gt_ctx(), d_a, d_ka, d_va, pq, pk, d_pos, d_slots, q.n, q.nh, q.nkv,
+                                q.hd, 1e-6f, q.theta));
+    if (q.norm) CHECK_OK(kern_cuda_qk_norm(d_b, d_qw, d_kw, q.n, q.nh, q.nkv, q.hd, 1e-6f, s));
     CHECK_OK(kern_cuda_rope(d_b, d_pos, q.n, q.nh, q.nkv, q.hd, q.theta, s));
     CHECK_OK(kern_cuda_kv_write(d_kb, d_vb, d_b, d_slots, q.n, q.nh, q.nkv, q.hd, s));
     gt_sync();
@@ -315,7 +315,7 @@ static void check_qk_rope_kv(struct qrk_case q, int via, uint64_t seed) {
 
 TEST(gpu_fused_qk_rope_kv) {
     // n, heads, kv heads, head_dim, norm, block size, blocks, theta
-    check_qk_rope_kv((struct qrk_case){1, 32, 8, 128, 1, 16, 64, 1e6f}, 0, 200);   // Qwen3-8B
+    check_qk_rope_kv((struct qrk_case){1, 32, 8, 128, 1, 16, 64, 1e6f}, 0, 200); // Qwen3-8B
     check_qk_rope_kv((struct qrk_case){8, 32, 8, 128, 1, 16, 64, 1e6f}, 0, 201);
     check_qk_rope_kv((struct qrk_case){1, 28, 4, 128, 0, 16, 64, 1e6f}, 0, 202);   // Qwen2.5-7B
     check_qk_rope_kv((struct qrk_case){300, 28, 4, 128, 0, 16, 32, 1e6f}, 0, 203); // prefill
@@ -347,8 +347,8 @@ TEST(gpu_fused_qk_rope_kv_errors) {
     CHECK_EQ(kern_cuda_qk_rope_kv(d, d, d, NULL, NULL, di, di, 1, 4, 2, 128, 1e-6f, 0.0f, s),
              ERR_INVAL);
     CHECK_OK(kern_cuda_qk_rope_kv(d, d, d, NULL, NULL, di, di, 0, 4, 2, 128, 1e-6f, 1e4f, s));
-    CHECK_EQ(cpu->qk_rope_kv(gt_cpu(), (bf16 *)d, NULL, NULL, (bf16 *)d, NULL, NULL, NULL, 1, 4,
-                             2, 128, 1e-6f, 1e4f),
+    CHECK_EQ(cpu->qk_rope_kv(gt_cpu(), (bf16 *)d, NULL, NULL, (bf16 *)d, NULL, NULL, NULL, 1, 4, 2,
+                             128, 1e-6f, 1e4f),
              ERR_INVAL);
     gt_sync();
     gt_free(d), gt_free(di);

@@ -1,7 +1,7 @@
-// The CPU backend's fused ops (kernels/ops.h gemm_silu, add_rmsnorm_gemm, qk_rope_kv): the reference the CUDA
-// kernels are tested against (tests/gpu/test_fused.c), so here they are checked against formulas
-// written out in double precision and against the unfused ops called one by one; plus padding
-// slots, the no-norm (Qwen2) variant and bad arguments.
+// The CPU backend's fused ops (kernels/ops.h gemm_silu, add_rmsnorm_gemm, qk_rope_kv): the
+// reference the CUDA kernels are tested against (tests/gpu/test_fused.c), so here they are checked
+// against formulas written out in double precision and against the unfused ops called one by one;
+// plus padding slots, the no-norm (Qwen2) variant and bad arguments.
 #include "common/err.h"
 #include "kernels/ops.h"
 #include "tests/test.h"
@@ -66,8 +66,8 @@ TEST(fused_cpu_gemm_silu_is_silu_then_gemm) {
             if (d > worst) worst = d;
             if (fabs(want) > scale) scale = fabs(want);
         }
-    printf("  gemm_silu m=%d n=%d h=%d: max |keel - float64| = %.3g (largest |y| %.3g)\n", m, n,
-           h, worst, scale);
+    printf("  gemm_silu m=%d n=%d h=%d: max |keel - float64| = %.3g (largest |y| %.3g)\n", m, n, h,
+           worst, scale);
     CHECK_MSG(scale > 0.1, "degenerate data: largest |y| %.3g", scale);
     CHECK_MSG(worst <= scale / 64.0, "max error %.3g > %.3g", worst, scale / 64.0);
 
@@ -87,7 +87,8 @@ TEST(fused_cpu_add_rmsnorm_gemm_is_the_composition) {
     size_t mk = (size_t)m * k, mn = (size_t)m * n;
     bf16 *res = fz_bf16(mk, 2.0f), *delta = fz_bf16(mk, 1.0f), *nw = fz_bf16(k, 1.0f);
     bf16 *w = fz_bf16((size_t)n * k, 0.1f), *b = fz_bf16(n, 0.5f);
-    bf16 *res_keep = malloc(mk * 2), *ro = malloc(mk * 2), *xn = malloc(mk * 2), *y = malloc(mn * 2);
+    bf16 *res_keep = malloc(mk * 2), *ro = malloc(mk * 2), *xn = malloc(mk * 2),
+         *y = malloc(mn * 2);
     bf16 *r2 = malloc(mk * 2), *xn2 = malloc(mk * 2), *y2 = malloc(mn * 2);
     memcpy(res_keep, res, mk * 2);
     for (int with_delta = 1; with_delta >= 0; with_delta--) {
@@ -120,7 +121,8 @@ static void fz_check_qk_rope_kv(int norm) {
     const struct kern_ops *op = &kern_cpu_ops;
     struct kern_ctx *c = fz_ctx();
     const int n = 5, nh = 6, nkv = 2, hd = 16, n_slots = 12;
-    size_t row = (size_t)(nh + 2 * nkv) * hd, sz = (size_t)n * row, cache = (size_t)n_slots * nkv * hd;
+    size_t row = (size_t)(nh + 2 * nkv) * hd, sz = (size_t)n * row,
+           cache = (size_t)n_slots * nkv * hd;
     bf16 *qkv = fz_bf16(sz, 2.0f), *qw = fz_bf16(hd, 1.5f), *kw = fz_bf16(hd, 1.5f);
     bf16 *a = malloc(sz * 2), *b = malloc(sz * 2);
     memcpy(a, qkv, sz * 2), memcpy(b, qkv, sz * 2);
