@@ -35,6 +35,15 @@
 // special-function work), the [m, h] hidden row is never written or read, one launch per layer
 // goes, and the result equals silu_mul followed by kern_cuda_gemv with the same warps, bit for bit.
 //
+// Fused residual add + RMSNorm before a projection (kern_cuda_gemv_add_rmsnorm): the same
+// staging with x = bf16(nw * bf16(v * inv_rms)), v = bf16(residual + delta), so add_rmsnorm's
+// launch and its normed row go. The inverse RMS needs the whole row, so every block first sums
+// the squares of the m rows itself (a few KiB each, hot in L2: the previous op just wrote them)
+// and block 0 stores v as the new residual into a second buffer (res_out; nobody reads it during
+// the kernel, so no ordering between blocks is needed). The sum's order differs from
+// add_rmsnorm.cu's block reduction, so y may differ from the unfused path in the last bit of a
+// few elements; res_out is exact.
+//
 // Which wins is measured, not assumed: kern_cuda_gemm (gemm.c) times this kernel against
 // cuBLASLt's pick per shape on first use and keeps the faster; bench/kernels/gemm.cu prints both
 // at every 7B/8B decode shape.
