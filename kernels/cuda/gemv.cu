@@ -200,19 +200,28 @@ kc_gemv_norm_prepass(float *inv /* [8] */, float (*part)[KC_GEMV_ROWS / 2], cons
         bf16 *op = res_out + (size_t)r * k;
         if (VEC) {
             for (int j = threadIdx.x * 8; j < k; j += blockDim.x * 8) {
+                // Packed pairs handled as words (no bf16 view of a uint4: that is type punning).
                 uint4 rv = __ldg(reinterpret_cast<const uint4 *>(rp + j));
-                bf16 *rh = reinterpret_cast<bf16 *>(&rv);
+                uint32_t r4[4] = {rv.x, rv.y, rv.z, rv.w};
                 if (dp) {
                     uint4 dv = __ldg(reinterpret_cast<const uint4 *>(dp + j));
-                    const bf16 *dh = reinterpret_cast<const bf16 *>(&dv);
+                    const uint32_t d4[4] = {dv.x, dv.y, dv.z, dv.w};
 #pragma unroll
-                    for (int e = 0; e < 8; e++)
-                        rh[e] = kc_bf(kc_f(rh[e]) + kc_f(dh[e]));
+                    for (int i = 0; i < 4; i++) {
+                        bf16 lo =
+                            kc_bf(kc_f((bf16)(r4[i] & 0xffff)) + kc_f((bf16)(d4[i] & 0xffff)));
+                        bf16 hi = kc_bf(kc_f((bf16)(r4[i] >> 16)) + kc_f((bf16)(d4[i] >> 16)));
+                        r4[i] = (uint32_t)lo | ((uint32_t)hi << 16);
+                    }
                 }
-                if (writer) *reinterpret_cast<uint4 *>(op + j) = rv;
+                if (writer)
+                    *reinterpret_cast<uint4 *>(op + j) = make_uint4(r4[0], r4[1], r4[2], r4[3]);
 #pragma unroll
-                for (int e = 0; e < 8; e++)
-                    ss[r] += kc_f(rh[e]) * kc_f(rh[e]);
+                for (int i = 0; i < 4; i++) {
+                    float lo = kc_f((bf16)(r4[i] & 0xffff)), hi = kc_f((bf16)(r4[i] >> 16));
+                    ss[r] += lo * lo;
+                    ss[r] += hi * hi;
+                }
             }
         } else {
             for (int j = threadIdx.x; j < k; j += blockDim.x) {
