@@ -7,9 +7,9 @@
 //          qkv (+bias) and gate_up projections, m = 1, 2, 4, 8
 //   rope   [qk_norm +] rope + kv_write (old)  vs  kern_cuda_qk_rope_kv (new), n = 1, 8, 512
 //   attn   decode attention (attention_dec.cu) at batch 1, h=28/4 hd=128, ctx 128..4096: the split
-//          plan (threshold 0, the old behaviour) vs one slice and no combine; "default" marks
-//          which one the KERN_CUDA_DEC_MIN_SPLIT_CTX threshold picks. The crossover is where the
-//          threshold belongs.
+//          plan with the combine kernel (before), the split plan merging in the main kernel
+//          (fused combine), and one slice; "default" marks what keel runs now. The crossover of
+//          "1 slice" and "split fused" is where KERN_CUDA_DEC_MIN_SPLIT_CTX belongs.
 // Run: make playgrounds && build/playgrounds/fused
 #include "bench/kernels/play.h"
 #include "kernels/cuda/attention_dec.h"
@@ -175,25 +175,33 @@ int main(void) {
             PLAY_CUDA(cudaMemcpy(len, &ctx, 4, cudaMemcpyHostToDevice));
             struct kern_attn_batch b = {1, 1, qs, len, tab, nb, 1, ctx};
             double bytes = 2.0 * ctx * nkv * hd * 2;
-            float t[2];
-            for (int one = 0; one < 2; one++) {
-                kern_cuda__attention_dec_set_min_split_ctx(one ? ctx : 0);
-                t[one] = play_time(s, 2, 10, [&](int) {
+            // v 0: split + combine kernel (before), 1: split, fused combine, 2: one slice
+            float t[3];
+            int saved_fused = kern_cuda__attention_dec_fused_combine();
+            for (int v = 0; v < 3; v++) {
+                kern_cuda__attention_dec_set_min_split_ctx(v == 2 ? ctx : 0);
+                kern_cuda__attention_dec_set_fused_combine(v != 0);
+                t[v] = play_time(s, 2, 10, [&](int) {
                     for (int l = 0; l < FZ_LAYERS; l++)
                         PLAY_OK(kern_cuda__attention_dec(out, qkv, kc, vc, &b, nh, nkv, hd, bs,
                                                          0.088f, scratch, scratch_bytes, n_sm, s));
                 });
             }
+            kern_cuda__attention_dec_set_fused_combine(saved_fused);
             int split_len, n = kern_cuda_dec_splits(nkv, ctx, (size_t)nh * (hd + 2) * 4,
                                                     scratch_bytes, n_sm, &split_len);
-            int dflt_one = ctx <= saved;
-            for (int one = 0; one < 2; one++) {
-                char v[96];
-                snprintf(v, sizeof v, "attn h=28/4 ctx=%-5d %-10s%s", ctx,
-                         one ? "1 slice" : (n > 1 ? "split" : "split(=1)"),
-                         one == dflt_one ? " default" : "");
-                if (!one) snprintf(v + strlen(v), sizeof v - strlen(v), " (%d slices)", n);
-                play_line(v, t[one] / FZ_LAYERS, bytes, 0, &pk);
+            int dflt = ctx <= saved ? 2 : (n > 1 && saved_fused ? 1 : 0);
+            const char *names[3] = {"split+combine", "split fused", "1 slice"};
+            for (int v = 0; v < 3; v++) {
+                char line[96];
+                snprintf(line, sizeof line, "attn h=28/4 ctx=%-5d %-13s", ctx, names[v]);
+                if (v < 2) snprintf(line + strlen(line), sizeof line - strlen(line), " %2d sl", n);
+                if (v == dflt)
+                    snprintf(line + strlen(line), sizeof line - strlen(line), " default");
+                if (v)
+                    snprintf(line + strlen(line), sizeof line - strlen(line), " (%.2fx)",
+                             t[0] / t[v]);
+                play_line(line, t[v] / FZ_LAYERS, bytes, 0, &pk);
             }
         }
         kern_cuda__attention_dec_set_min_split_ctx(saved);

@@ -70,6 +70,11 @@ int kern_cuda__attention_dec_setup(void);
 // setup); the setter is for playgrounds and tests (set it before launching, not concurrently).
 int kern_cuda__attention_dec_min_split_ctx(void);
 void kern_cuda__attention_dec_set_min_split_ctx(int keys);
+// Whether split launches merge their slices inside the main kernel (1, the default) or in the
+// separate combine kernel (KEEL_ATTN_FUSED_COMBINE=0 at setup); the setter is for playgrounds and
+// tests.
+int kern_cuda__attention_dec_fused_combine(void);
+void kern_cuda__attention_dec_set_fused_combine(int on);
 
 // Whether kern_cuda_attention uses the decode path (1) or the CUDA-core kernel (0) for short
 // query spans: read once from KEEL_ATTN_DECODE at kern_cuda_attention_setup ("old" turns it off).

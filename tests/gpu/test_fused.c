@@ -9,8 +9,8 @@
 // - the op table's entries (kern_cuda_ops.gemm_silu / qk_rope_kv), including their fallbacks
 //   (m > 8; head_dim not a multiple of 64) and the env switches that turn the fused kernels off;
 // - bad arguments;
-// - decode attention at short contexts, now one slice without the combine kernel, against the
-//   CPU op and against the split path it replaces.
+// - decode attention: short contexts now one slice without the combine kernel, split launches
+//   merging in the main kernel (tickets), against the CPU op and against the combine kernel.
 // Shapes: the decode shapes of Qwen2.5-7B and Qwen3-8B at m = 1..8, odd shapes (h % 8 != 0:
 // the element-wise path; a partial last chunk; misaligned gate_up; n not a multiple of 16).
 // Outputs and caches are poisoned (NaN) first, so an unwritten element fails, and cache slots
@@ -358,12 +358,14 @@ TEST(gpu_fused_qk_rope_kv_errors) {
     gt_free(d), gt_free(di);
 }
 
-// ---- decode attention: short contexts run as one slice (attention_dec.h)
+// ---- decode attention: short contexts run as one slice, split launches merge in-kernel
 
-// Decode tokens of three sequences with short contexts through kern_cuda__attention_dec, with
-// the no-split threshold at its default (one slice, no combine) and at 0 (split as before), each
-// against the CPU op; the two must also agree closely with each other.
-static void check_dec_short(int nh, int nkv, int hd, int l0, int l1, int l2, uint64_t seed) {
+// Decode tokens of three sequences through kern_cuda__attention_dec: (0) as configured (short
+// contexts: one slice, no combine), (1) split with the fused combine (the last slice block
+// merges), (2) split with the separate combine kernel, (3) the fused split again (its tickets
+// must have returned to zero). 1, 2 and 3 must agree bit for bit (the same merge on the same
+// partials); each is checked against the CPU op.
+static void check_dec(int nh, int nkv, int hd, int l0, int l1, int l2, uint64_t seed) {
     const int S = 3, bs = 16, lens_h[3] = {l0, l1, l2};
     int max_len = 0, max_blocks = 0, n_blocks = 0;
     for (int i = 0; i < S; i++) {
@@ -381,7 +383,9 @@ static void check_dec_short(int nh, int nkv, int hd, int l0, int l1, int l2, uin
     size_t out_n = (size_t)S * nh * hd;
     bf16 *qkv = gt_rand_bf16(S * row, 3.0f, &seed);
     bf16 *kc = gt_rand_bf16(cache, 1.0f, &seed), *vc = gt_rand_bf16(cache, 1.0f, &seed);
-    bf16 *want = malloc(out_n * 2), *one = malloc(out_n * 2), *split = malloc(out_n * 2);
+    bf16 *want = malloc(out_n * 2), *got[4];
+    for (int i = 0; i < 4; i++)
+        got[i] = malloc(out_n * 2);
     float scale = 1.0f / sqrtf((float)hd);
     struct kern_attn_batch hb = {S, S, qs, lens, tab, max_blocks, 1, max_len};
     CHECK_OK(kern_cpu_ops.attention(gt_cpu(), want, qkv, kc, vc, &hb, nh, nkv, hd, bs, scale));
@@ -392,30 +396,39 @@ static void check_dec_short(int nh, int nkv, int hd, int l0, int l1, int l2, uin
     struct kern_attn_batch db = {S, S, d_qs, d_lens, d_tab, max_blocks, 1, max_len};
     cudaStream_t st = kern_cuda_stream(gt_ctx());
     int saved = kern_cuda__attention_dec_min_split_ctx();
-    for (int pass = 0; pass < 2; pass++) {
+    int saved_fused = kern_cuda__attention_dec_fused_combine();
+    for (int pass = 0; pass < 4; pass++) {
         kern_cuda__attention_dec_set_min_split_ctx(pass == 0 ? KERN_CUDA_DEC_MIN_SPLIT_CTX : 0);
+        kern_cuda__attention_dec_set_fused_combine(pass != 2);
         gt_poison(d_out, out_n * 2);
         // A pretend 1000-SM GPU: the plan wants as many slices as the contexts allow.
         CHECK_OK(kern_cuda__attention_dec(d_out, d_qkv, d_k, d_v, &db, nh, nkv, hd, bs, scale,
                                           gt_scratch(), gt_scratch_bytes(), 1000, st));
         gt_sync();
-        gt_down(pass == 0 ? one : split, d_out, out_n * 2);
+        gt_down(got[pass], d_out, out_n * 2);
     }
     kern_cuda__attention_dec_set_min_split_ctx(saved);
+    kern_cuda__attention_dec_set_fused_combine(saved_fused);
     char shape[96];
     snprintf(shape, sizeof shape, "h=%d/%d hd=%d ctx %d/%d/%d", nh, nkv, hd, l0, l1, l2);
     gt_row(max_len <= KERN_CUDA_DEC_MIN_SPLIT_CTX ? "attn dec 1 slice ~cpu" : "attn dec ~cpu",
-           shape, gt_cmp_bf16(one, want, out_n), 1e-2);
-    gt_row("attn dec split ~cpu", shape, gt_cmp_bf16(split, want, out_n), 1e-2);
-    gt_row("attn dec 1 slice ~split", shape, gt_cmp_bf16(one, split, out_n), 1e-2);
+           shape, gt_cmp_bf16(got[0], want, out_n), 1e-2);
+    gt_row("attn dec fused combine ~cpu", shape, gt_cmp_bf16(got[1], want, out_n), 1e-2);
+    gt_row("attn dec combine kernel ~cpu", shape, gt_cmp_bf16(got[2], want, out_n), 1e-2);
+    gt_row_exact("attn dec fused == kernel, again", shape,
+                 n_diff(got[1], got[2], out_n) + n_diff(got[3], got[1], out_n));
     gt_free(d_qkv), gt_free(d_k), gt_free(d_v), gt_free(d_out), gt_free(d_qs), gt_free(d_lens),
         gt_free(d_tab);
-    free(tab), free(qkv), free(kc), free(vc), free(want), free(one), free(split);
+    free(tab), free(qkv), free(kc), free(vc), free(want);
+    for (int i = 0; i < 4; i++)
+        free(got[i]);
 }
 
-TEST(gpu_fused_attention_dec_short) {
-    check_dec_short(28, 4, 128, 1, 100, 256, 300); // Qwen2.5-7B; 256 = the threshold
-    check_dec_short(32, 8, 128, 64, 129, 17, 301); // Qwen3-8B
-    check_dec_short(14, 2, 64, 255, 3, 200, 302);  // head_dim 64
-    check_dec_short(28, 4, 128, 257, 40, 90, 303); // just past the threshold: split
+TEST_TIMEOUT(gpu_fused_attention_dec, 120) {
+    check_dec(28, 4, 128, 1, 100, 256, 300);     // Qwen2.5-7B; 256 = the threshold
+    check_dec(32, 8, 128, 64, 129, 17, 301);     // Qwen3-8B
+    check_dec(14, 2, 64, 255, 3, 200, 302);      // head_dim 64
+    check_dec(28, 4, 128, 257, 40, 90, 303);     // just past the threshold: split
+    check_dec(28, 4, 128, 1000, 4000, 2, 304);   // many slices
+    check_dec(32, 8, 128, 4096, 3000, 700, 305); // many slices, GQA 4
 }
