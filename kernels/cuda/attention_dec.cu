@@ -127,7 +127,8 @@ static __device__ __forceinline__ void kc_dec_merge_row(bf16 *dst /* [D] */,
 // Fused combine: one ticket per (query tile, sequence, kv head part) of a split launch. Every
 // slice block takes a ticket once its partials are written; the last one (ticket n_splits - 1)
 // merges the slices and puts the ticket back to 0, so the array is all zeros between launches
-// (graph replays included) and no combine kernel runs. Per device (a __device__ array).
+// (graph replays included) and no combine kernel runs. Per device (a __device__ array), so
+// launches on one device must be stream-ordered, as keel's one stream per device makes them.
 #define KC_DEC_MAX_GROUPS 4096
 __device__ unsigned kc_dec_tickets[KC_DEC_MAX_GROUPS];
 
