@@ -16,6 +16,8 @@
 #include "models/model.h"
 #include "models/graph.h"
 #include "models/profile.h"
+#include "models/tp.h"
+#include "kernels/comm.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -57,10 +59,13 @@ static struct fwd_meta meta_layout(int n_tokens, int n_seqs, int max_blocks_per_
 int model_init(struct model *m, const struct model_config *cfg, const struct kern_ops *ops,
                struct kern_ctx *ctx, struct mem_arena *arena, const struct mem_plan *plan,
                const struct mem_plan_settings *set) {
-    // m->w was filled by model_weights_load before this call; everything else is set here.
+    // m->w was filled by model_weights_load before this call, and m->tp by the tensor-parallel
+    // set-up (models/tp.c) when there is one; everything else is set here.
     struct model_weights w = m->w;
+    struct model_tp tp = m->tp;
     memset(m, 0, sizeof *m);
     m->w = w;
+    m->tp = tp;
     m->cfg = *cfg;
     m->ops = ops;
     m->ctx = ctx;
@@ -100,7 +105,9 @@ int model_init(struct model *m, const struct model_config *cfg, const struct ker
     if ((rc = mem_arena_carve(arena, "kv_cache", kv_bytes, &p))) return rc;
     m->kv_cache = p;
 #ifdef KEEL_CUDA
-    if (model_graphs_usable(ops) && (rc = model_graphs_init(&m->graphs))) return rc;
+    // A rank of a tensor-parallel group runs NCCL collectives inside its step, which the graph
+    // capture does not cover yet: such ranks run eagerly.
+    if (!m->tp.comm && model_graphs_usable(ops) && (rc = model_graphs_init(&m->graphs))) return rc;
 #endif
     const char *inject = getenv("KEEL_DEBUG_INJECT_FAULT");
     if (inject && *inject) {
@@ -132,7 +139,7 @@ void model_free(struct model *m) {
 // A bad batch is the scheduler's bug, but it must not become a wild write on the device: check
 // every index the kernels will follow before anything runs.
 static int check_batch(const struct model *m, const struct model_batch *b) {
-    const struct model_config *c = &m->cfg;
+    const int vocab = m->tp.comm ? m->tp.full_vocab_size : m->cfg.vocab_size;
     if (b->n_tokens <= 0 || b->n_tokens > m->max_tokens || b->n_seqs <= 0 ||
         b->n_seqs > m->max_seqs || b->n_seqs > b->n_tokens)
         return err_set(ERR_INVAL,
@@ -164,9 +171,9 @@ static int check_batch(const struct model *m, const struct model_batch *b) {
     }
     int64_t n_slots = (int64_t)m->n_kv_blocks * m->block_size;
     for (int t = 0; t < b->n_tokens; t++) {
-        if (b->token_ids[t] < 0 || b->token_ids[t] >= c->vocab_size)
+        if (b->token_ids[t] < 0 || b->token_ids[t] >= vocab)
             return err_set(ERR_INVAL, "model_forward: token id %d is outside the vocabulary (%d)",
-                           b->token_ids[t], c->vocab_size);
+                           b->token_ids[t], vocab);
         if (b->slot_mapping[t] >= n_slots)
             return err_set(ERR_INVAL, "model_forward: slot %d is outside the cache (%lld slots)",
                            b->slot_mapping[t], (long long)n_slots);
@@ -240,6 +247,11 @@ static int network(struct model *m, const struct fwd_step *st, bool prof_ops) {
     float scale = 1.0f / sqrtf((float)hd);
 
     OP(MODEL_PROF_EMBED, op->embed(ctx, residual, ids, m->w.embed, n, dim));
+    // Tensor parallel: each rank embedded the ids of its vocabulary slice (zeros elsewhere), and
+    // after each row-parallel GEMM (wo, down) every rank holds a partial sum: all_reduce makes
+    // the residual stream whole and identical on every rank.
+    struct kern_comm *comm = m->tp.comm;
+    if (comm) OP(MODEL_PROF_EMBED, kern_comm_all_reduce_bf16(comm, ctx, residual, (size_t)n * dim));
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *L = &m->w.layers[l];
         bf16 *k_cache = m->kv_cache + (size_t)l * 2 * cache_elems; // [blocks, bs, nkv, hd]
@@ -257,12 +269,14 @@ static int network(struct model *m, const struct fwd_step *st, bool prof_ops) {
         OP(MODEL_PROF_ATTENTION,
            op->attention(ctx, attn, qkv, k_cache, v_cache, &ab, nh, nkv, hd, m->block_size, scale));
         OP(MODEL_PROF_WO, op->gemm(ctx, x, attn, L->wo, NULL, n, dim, q_dim));
+        if (comm) OP(MODEL_PROF_WO, kern_comm_all_reduce_bf16(comm, ctx, x, (size_t)n * dim));
 
         // MLP
         OP(MODEL_PROF_NORM, op->add_rmsnorm(ctx, xb, residual, x, L->ffn_norm, n, dim, eps));
         OP(MODEL_PROF_GATE_UP, op->gemm(ctx, gate_up, xb, L->w_gate_up, NULL, n, 2 * hid, dim));
         OP(MODEL_PROF_SILU, op->silu_mul(ctx, hidden, gate_up, n, hid));
         OP(MODEL_PROF_DOWN, op->gemm(ctx, x, hidden, L->w_down, NULL, n, dim, hid));
+        if (comm) OP(MODEL_PROF_DOWN, kern_comm_all_reduce_bf16(comm, ctx, x, (size_t)n * dim));
     }
 
     // The last position of each sequence: residual + last sublayer output, final norm, logits.
@@ -303,6 +317,9 @@ static int network_graphed(struct model *m, struct fwd_step *st) {
 
 int model_forward(struct model *m, const struct model_batch *b, float *logits) {
     TRY(check_batch(m, b));
+    // Tensor parallel: the batch was checked here once against the full model, so a bad one
+    // fails before any rank starts (a rank failing alone would have to abort the collectives).
+    if (m->tp.group) return model_group_forward(m->tp.group, b, logits);
     m->n_steps++;
     if (m->inject_fault_step > 0 && m->n_steps >= m->inject_fault_step) {
         int rc = m->ops->debug_fault(m->ctx);
@@ -322,6 +339,7 @@ int model_forward(struct model *m, const struct model_batch *b, float *logits) {
     const struct fwd_meta o = st.o;
     int32_t *h = m->host_meta;
     memcpy(h + o.ids, b->token_ids, sizeof(int32_t) * n);
+    if (m->tp.comm) model_tp_map_ids(m, h + o.ids, n);
     memcpy(h + o.positions, b->positions, sizeof(int32_t) * n);
     memcpy(h + o.slot_mapping, b->slot_mapping, sizeof(int32_t) * n);
     memcpy(h + o.query_start, b->query_start, sizeof(int32_t) * (S + 1));
