@@ -105,9 +105,12 @@ int model_init(struct model *m, const struct model_config *cfg, const struct ker
     if ((rc = mem_arena_carve(arena, "kv_cache", kv_bytes, &p))) return rc;
     m->kv_cache = p;
 #ifdef KEEL_CUDA
-    // A rank of a tensor-parallel group runs NCCL collectives inside its step, which the graph
-    // capture does not cover yet: such ranks run eagerly.
-    if (!m->tp.comm && model_graphs_usable(ops) && (rc = model_graphs_init(&m->graphs))) return rc;
+    // A rank of a tensor-parallel group runs NCCL collectives inside its step. NCCL can be
+    // captured, and every rank captures and replays the same steps (they see the same batches),
+    // but that is not yet measured: such ranks run eagerly unless KEEL_TP_GRAPHS=1.
+    const char *tp_graphs = getenv("KEEL_TP_GRAPHS");
+    bool graphs_ok = !m->tp.comm || (tp_graphs && !strcmp(tp_graphs, "1"));
+    if (graphs_ok && model_graphs_usable(ops) && (rc = model_graphs_init(&m->graphs))) return rc;
 #endif
     const char *inject = getenv("KEEL_DEBUG_INJECT_FAULT");
     if (inject && *inject) {
