@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,12 @@ static int check_settings(const struct mem_plan_settings *set) {
     if (set->num_kv_blocks < 0)
         return err_set(ERR_INVAL, "num_kv_blocks must be >= 0 (0: no cap), got %d",
                        set->num_kv_blocks);
+    if (set->tensor_parallel_size < 0 || set->tensor_parallel_size > MEM_PLAN_MAX_TP)
+        return err_set(ERR_INVAL, "tensor_parallel_size must be in 1..%d (0: one GPU), got %d",
+                       MEM_PLAN_MAX_TP, set->tensor_parallel_size);
+    if (set->n_device_ids < 0 || set->n_device_ids > MEM_PLAN_MAX_TP)
+        return err_set(ERR_INVAL, "n_device_ids must be in 0..%d, got %d", MEM_PLAN_MAX_TP,
+                       set->n_device_ids);
     return 0;
 }
 
@@ -94,9 +101,12 @@ int64_t mem_plan_weights_from_shape(const struct mem_plan_shape *s) {
                    (s->qkv_bias ? bf16_tensor(qkv_dim) : 0) +
                    (s->qk_norm ? 2 * bf16_tensor(hd) : 0) + bf16_tensor(dim * q_dim) +
                    bf16_tensor(dim) + bf16_tensor(2 * hid * dim) + bf16_tensor(dim * hid);
-    size_t embed = bf16_tensor((size_t)s->vocab_size * dim);
+    // A shard's embedding has one more row, all zeros, that token ids outside its vocab slice
+    // map to (so the embedding op needs no range check); the LM head has just the slice.
+    size_t vocab = (size_t)s->vocab_size;
+    size_t embed = bf16_tensor((vocab + (s->tp_size > 1 ? 1 : 0)) * dim);
     size_t total = embed + (size_t)s->n_layers * layer + bf16_tensor(dim) +
-                   (s->tie_word_embeddings ? 0 : embed);
+                   (s->tie_word_embeddings ? 0 : bf16_tensor(vocab * dim));
     return (int64_t)total;
 }
 
@@ -203,7 +213,7 @@ static int refuse_free(const struct mem_plan *p, double util) {
 // The fixed regions alone exceed the budget.
 static int refuse_fixed(const struct mem_plan *p, const struct mem_plan_settings *set,
                         size_t fixed) {
-    char hb[11][32], fixmsg[256];
+    char hb[11][32], fixmsg[320];
     size_t need = fixed + (size_t)p->max_blocks_per_seq * p->kv_block_bytes;
     double u;
     if (util_for(need, p, &u))
@@ -214,7 +224,8 @@ static int refuse_fixed(const struct mem_plan *p, const struct mem_plan_settings
     else
         snprintf(fixmsg, sizeof fixmsg,
                  "this device cannot hold the model with one sequence of max_model_len %d "
-                 "(%s needed): use a GPU with more memory, or lower --max-num-seqs / "
+                 "(%s needed): use a GPU with more memory or more GPUs "
+                 "(--tensor-parallel-size), or lower --max-num-seqs / "
                  "--max-num-batched-tokens",
                  set->max_model_len, H(10, need));
     return err_set(ERR_NOSPACE,
@@ -266,8 +277,13 @@ int mem_plan_compute(const struct mem_plan_shape *shape, const struct mem_plan_s
     memset(out, 0, sizeof *out);
     out->device_total_bytes = device_total;
     out->device_free_bytes = device_free;
+    out->tp_size = 1;
+    out->device_id = set->n_device_ids > 0 ? set->device_ids[0] : 0;
     int rc = check_settings(set);
     if (rc) return rc;
+    if (set->tensor_parallel_size > 1)
+        return err_set(ERR_INVAL, "tensor_parallel_size %d: a plan over several GPUs comes from "
+                                  "mem_plan_compute_tp", set->tensor_parallel_size);
     if ((rc = check_shape(shape))) return rc;
     if (device_total == 0) return err_set(ERR_INVAL, "device memory: total must be > 0");
     if (device_free > device_total)
@@ -288,6 +304,7 @@ int mem_plan_compute(const struct mem_plan_shape *shape, const struct mem_plan_s
     if (fixed > budget) return refuse_fixed(out, set, fixed);
 
     size_t n_blocks = (budget - fixed) / out->kv_block_bytes;
+    out->kv_blocks_fit = (int64_t)n_blocks;
     bool capped = set->num_kv_blocks > 0 && n_blocks > (size_t)set->num_kv_blocks;
     if (capped) n_blocks = (size_t)set->num_kv_blocks;
     if (n_blocks > INT32_MAX) n_blocks = INT32_MAX; // the pool indexes blocks with int32
@@ -298,6 +315,184 @@ int mem_plan_compute(const struct mem_plan_shape *shape, const struct mem_plan_s
     out->arena_bytes = fixed - overhead + out->kv_bytes;
     out->unused_bytes = budget - overhead - out->arena_bytes;
     if (out->kv_tokens < set->max_model_len) return refuse_kv(out, set, fixed, capped);
+    return 0;
+}
+
+// ---- tensor parallelism
+
+static int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+int mem_plan_shape_shard(const struct mem_plan_shape *full, int tp_size, int rank,
+                         struct mem_plan_shape *out) {
+    *out = *full;
+    if (tp_size == 0) tp_size = 1;
+    if (tp_size < 1 || tp_size > MEM_PLAN_MAX_TP)
+        return err_set(ERR_INVAL, "tensor_parallel_size must be in 1..%d, got %d",
+                       MEM_PLAN_MAX_TP, tp_size);
+    if (rank < 0 || rank >= tp_size)
+        return err_set(ERR_INVAL, "tensor-parallel rank %d is outside 0..%d", rank, tp_size - 1);
+    if (full->tp_size > 1)
+        return err_set(ERR_INVAL, "mem_plan_shape_shard: the shape is already a shard (%d of %d)",
+                       full->tp_rank, full->tp_size);
+    if (tp_size == 1) return 0;
+    // Every rank must hold whole heads and an equal slice of the MLP: Megatron splits attention
+    // by heads (a KV head is never split between GPUs, since its query heads read it whole) and
+    // the MLP by hidden_dim columns.
+    const struct {
+        const char *name;
+        int v;
+    } split[] = {{"n_heads (num_attention_heads)", full->n_heads},
+                 {"n_kv_heads (num_key_value_heads)", full->n_kv_heads},
+                 {"hidden_dim (intermediate_size)", full->hidden_dim}};
+    for (size_t i = 0; i < sizeof split / sizeof split[0]; i++)
+        if (split[i].v < 1 || split[i].v % tp_size != 0)
+            return err_set(ERR_INVAL, "tensor_parallel_size %d does not divide the model's %s = "
+                                      "%d: every GPU must hold an equal share",
+                           tp_size, split[i].name, split[i].v);
+    if (full->vocab_size < tp_size)
+        return err_set(ERR_INVAL, "tensor_parallel_size %d exceeds the vocab_size %d", tp_size,
+                       full->vocab_size);
+    out->n_heads = full->n_heads / tp_size;
+    out->n_kv_heads = full->n_kv_heads / tp_size;
+    out->hidden_dim = full->hidden_dim / tp_size;
+    out->vocab_size = ceil_div(full->vocab_size, tp_size);
+    out->tp_size = tp_size;
+    out->tp_rank = rank;
+    out->full_vocab_size = full->vocab_size;
+    // The loader converts every dtype to bf16, so the shard's bytes follow from its shapes
+    // exactly, whatever the checkpoint's headers said about the whole model.
+    out->weights_bytes = 0;
+    out->weights_bytes = mem_plan_weights_from_shape(out);
+    return 0;
+}
+
+int mem_plan_vocab_padded(const struct mem_plan_shape *s) {
+    if (s->tp_size > 1) return s->tp_size * s->vocab_size;
+    return s->vocab_size;
+}
+
+void mem_plan_logits_layout(const struct mem_plan_shape *s, int max_seqs,
+                            struct mem_logits_layout *out) {
+    memset(out, 0, sizeof *out);
+    size_t S = (size_t)max_seqs;
+    bool tp = s->tp_size > 1;
+    out->vocab_size = tp ? s->full_vocab_size : s->vocab_size;
+    out->vocab_local = s->vocab_size;
+    out->vocab_padded = mem_plan_vocab_padded(s);
+    size_t at = 0;
+    out->full = place(&at, S * (size_t)out->vocab_size, 4);
+    out->gather = at;
+    if (tp) {
+        out->gather = place(&at, S * (size_t)out->vocab_padded, 4);
+        out->gather_bytes = at - out->gather;
+    }
+    out->bytes = at;
+}
+
+// Rewrites the message of the refusal just made as "GPU r (index d): message".
+static int name_gpu(int rc, const struct mem_plan *p) {
+    char msg[2048];
+    snprintf(msg, sizeof msg, "%s", err_msg());
+    return err_set(rc, "GPU %d (index %d): %s", p->tp_rank, p->device_id, msg);
+}
+
+// One rank's regions: plan_regions over the shard, then the two regions that do not shrink
+// with the shard: the logits (the local slices gathered into the full row) and the sampling
+// scratch, which works on the full vocabulary (taken from plan_regions of the whole model, so
+// its rule lives in one place). Returns the fixed bytes.
+static size_t plan_rank_regions(const struct mem_plan_shape *full,
+                                const struct mem_plan_shape *shard,
+                                const struct mem_plan_settings *set, struct mem_plan *out) {
+    size_t fixed = plan_regions(shard, set, out);
+    struct mem_logits_layout ll;
+    mem_plan_logits_layout(shard, set->max_num_seqs, &ll);
+    struct mem_plan whole;
+    memset(&whole, 0, sizeof whole);
+    plan_regions(full, set, &whole);
+    fixed = fixed - out->logits_bytes - out->sampling_bytes + ll.bytes + whole.sampling_bytes;
+    out->logits_bytes = ll.bytes;
+    out->sampling_bytes = whole.sampling_bytes;
+    return fixed;
+}
+
+int mem_plan_compute_tp(const struct mem_plan_shape *full, const struct mem_plan_settings *set,
+                        int tp_size, const size_t *device_total, const size_t *device_free,
+                        struct mem_plan *out) {
+    if (tp_size < 1 || tp_size > MEM_PLAN_MAX_TP)
+        return err_set(ERR_INVAL, "tensor_parallel_size must be in 1..%d, got %d",
+                       MEM_PLAN_MAX_TP, tp_size);
+    if (set->tensor_parallel_size > 1 && set->tensor_parallel_size != tp_size)
+        return err_set(ERR_INVAL, "tensor_parallel_size: the settings say %d, the plan was asked "
+                                  "for %d GPUs", set->tensor_parallel_size, tp_size);
+    if (tp_size == 1) return mem_plan_compute(full, set, device_total[0], device_free[0], out);
+
+    size_t fixed[MEM_PLAN_MAX_TP] = {0};
+    for (int r = 0; r < tp_size; r++) {
+        memset(&out[r], 0, sizeof out[r]);
+        out[r].device_total_bytes = device_total[r];
+        out[r].device_free_bytes = device_free[r];
+        out[r].tp_size = tp_size;
+        out[r].tp_rank = r;
+        out[r].device_id = r < set->n_device_ids ? set->device_ids[r] : r;
+    }
+    int rc = check_settings(set);
+    if (rc) return rc;
+    if (set->n_device_ids != 0 && set->n_device_ids != tp_size)
+        return err_set(ERR_INVAL, "%d device ids for tensor_parallel_size %d", set->n_device_ids,
+                       tp_size);
+    if ((rc = check_shape(full))) return rc;
+
+    for (int r = 0; r < tp_size; r++) {
+        struct mem_plan *p = &out[r];
+        struct mem_plan_shape shard;
+        if ((rc = mem_plan_shape_shard(full, tp_size, r, &shard))) return rc;
+        if (p->device_total_bytes == 0)
+            return name_gpu(err_set(ERR_INVAL, "device memory: total must be > 0"), p);
+        if (p->device_free_bytes > p->device_total_bytes)
+            return name_gpu(err_set(ERR_INVAL, "device memory: free (%zu bytes) exceeds total "
+                                               "(%zu bytes)",
+                                    p->device_free_bytes, p->device_total_bytes),
+                            p);
+        size_t budget = (size_t)floor(set->gpu_memory_utilization * (double)p->device_total_bytes);
+        size_t used = p->device_total_bytes - p->device_free_bytes;
+        p->budget_bytes = budget;
+        p->overhead_bytes = used < MEM_PLAN_CONTEXT_MAX_BYTES ? used : MEM_PLAN_CONTEXT_MAX_BYTES;
+        p->other_bytes = used - p->overhead_bytes;
+        fixed[r] = plan_rank_regions(full, &shard, set, p);
+    }
+    // Every GPU is checked before the pool is sized, so a refusal names the first GPU that
+    // cannot hold its share at all.
+    for (int r = 0; r < tp_size; r++) {
+        struct mem_plan *p = &out[r];
+        if (p->budget_bytes >= p->overhead_bytes &&
+            p->device_free_bytes < p->budget_bytes - p->overhead_bytes)
+            return name_gpu(refuse_free(p, set->gpu_memory_utilization), p);
+        if (fixed[r] > p->budget_bytes) return name_gpu(refuse_fixed(p, set, fixed[r]), p);
+    }
+
+    // The scheduler hands out one set of block ids for all GPUs, so the pool is as large as the
+    // GPU with the fewest blocks allows.
+    int least = 0;
+    for (int r = 0; r < tp_size; r++) {
+        out[r].kv_blocks_fit =
+            (int64_t)((out[r].budget_bytes - fixed[r]) / out[r].kv_block_bytes);
+        if (out[r].kv_blocks_fit < out[least].kv_blocks_fit) least = r;
+    }
+    size_t n_blocks = (size_t)out[least].kv_blocks_fit;
+    bool capped = set->num_kv_blocks > 0 && n_blocks > (size_t)set->num_kv_blocks;
+    if (capped) n_blocks = (size_t)set->num_kv_blocks;
+    if (n_blocks > INT32_MAX) n_blocks = INT32_MAX;
+    for (int r = 0; r < tp_size; r++) {
+        struct mem_plan *p = &out[r];
+        p->num_kv_blocks = (int64_t)n_blocks;
+        p->kv_bytes = n_blocks * p->kv_block_bytes;
+        p->kv_tokens = (int64_t)n_blocks * set->block_size;
+        p->max_concurrency = (double)p->kv_tokens / (double)set->max_model_len;
+        p->arena_bytes = fixed[r] - p->overhead_bytes + p->kv_bytes;
+        p->unused_bytes = p->budget_bytes - p->overhead_bytes - p->arena_bytes;
+    }
+    if (out[least].kv_tokens < set->max_model_len)
+        return name_gpu(refuse_kv(&out[least], set, fixed[least], capped), &out[least]);
     return 0;
 }
 
@@ -406,4 +601,107 @@ char *mem_plan_json(const struct mem_plan *p, const struct mem_plan_settings *se
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
+}
+
+// ---- output over several GPUs
+
+// One table row: a value per GPU and their sum, in GiB.
+static void row_tp(struct sbuf *b, const char *name, const struct mem_plan *p, int tp,
+                   size_t offset) {
+    size_t sum = 0;
+    sb_printf(b, "  %-26s", name);
+    for (int r = 0; r < tp; r++) {
+        size_t v = *(const size_t *)((const char *)&p[r] + offset);
+        sum += v;
+        sb_printf(b, " %12.3f GiB", (double)v / GIB);
+    }
+    sb_printf(b, " %12.3f GiB\n", (double)sum / GIB);
+}
+
+char *mem_plan_table_tp(const struct mem_plan *p, int tp_size,
+                        const struct mem_plan_settings *set) {
+    if (tp_size <= 1) return mem_plan_table(p, set);
+    struct sbuf b = {0};
+    sb_printf(&b, "tensor parallel over %d GPUs: each GPU holds 1/%d of the heads, the MLP and "
+                  "the vocabulary (gpu_memory_utilization %.2f of each)\n\n",
+              tp_size, tp_size, set->gpu_memory_utilization);
+    sb_printf(&b, "  %-26s", "region");
+    for (int r = 0; r < tp_size; r++) {
+        char h[32];
+        snprintf(h, sizeof h, "GPU %d (index %d)", r, p[r].device_id);
+        sb_printf(&b, " %16s", h);
+    }
+    sb_printf(&b, " %16s\n", "total");
+#define ROW(name, field) row_tp(&b, name, p, tp_size, offsetof(struct mem_plan, field))
+    ROW("device memory", device_total_bytes);
+    ROW("free at start", device_free_bytes);
+    ROW("budget", budget_bytes);
+    ROW("context and libraries", overhead_bytes);
+    ROW("weights (shard)", weights_bytes);
+    ROW("cuBLAS workspace", workspace_bytes);
+    ROW("activation scratch", activation_bytes);
+    ROW("logits (full + gather)", logits_bytes);
+    ROW("sampling scratch", sampling_bytes);
+    ROW("KV cache (its heads)", kv_bytes);
+    ROW("unused", unused_bytes);
+    ROW("arena (one per GPU)", arena_bytes);
+    ROW("other processes", other_bytes);
+#undef ROW
+    sb_printf(&b, "  %-26s", "KV blocks it could hold");
+    for (int r = 0; r < tp_size; r++) sb_printf(&b, " %16lld", (long long)p[r].kv_blocks_fit);
+    sb_printf(&b, "\n");
+    sb_printf(&b,
+              "\nKV pool: %lld blocks on every GPU (the fewest any GPU holds) x %d tokens = %lld "
+              "tokens of KV (%.3f MiB per block per GPU)\n"
+              "max_model_len %d: %.2f sequences of full length fit at once (%d blocks each)\n"
+              "step limits: max_num_seqs %d, max_num_batched_tokens %d\n",
+              (long long)p[0].num_kv_blocks, set->block_size, (long long)p[0].kv_tokens,
+              (double)p[0].kv_block_bytes / (1 << 20), set->max_model_len, p[0].max_concurrency,
+              p[0].max_blocks_per_seq, set->max_num_seqs, set->max_num_batched_tokens);
+    return b.failed ? NULL : b.s;
+}
+
+char *mem_plan_json_tp(const struct mem_plan *p, int tp_size, const struct mem_plan_settings *set) {
+    if (tp_size <= 1) return mem_plan_json(p, set);
+    static const char *sums[] = {"device_total_bytes", "device_free_bytes", "budget_bytes",
+                                 "overhead_bytes", "other_bytes", "weights_bytes",
+                                 "workspace_bytes", "activation_bytes", "logits_bytes",
+                                 "sampling_bytes", "kv_bytes", "unused_bytes", "arena_bytes"};
+    static const char *shared[] = {"num_kv_blocks", "kv_tokens", "max_blocks_per_seq",
+                                   "max_concurrency", "gpu_memory_utilization", "max_model_len",
+                                   "max_num_seqs", "max_num_batched_tokens", "block_size",
+                                   "num_kv_blocks_cap"};
+    cJSON *o = cJSON_CreateObject(), *gpus = cJSON_CreateArray(), *total = cJSON_CreateObject();
+    bool ok = o && gpus && total;
+    double sum[sizeof sums / sizeof sums[0]] = {0};
+    for (int r = 0; ok && r < tp_size; r++) {
+        char *s = mem_plan_json(&p[r], set);
+        cJSON *g = s ? cJSON_Parse(s) : NULL;
+        free(s);
+        if (!g) { ok = false; break; }
+        cJSON_AddNumberToObject(g, "tp_rank", p[r].tp_rank);
+        cJSON_AddNumberToObject(g, "device_id", p[r].device_id);
+        cJSON_AddNumberToObject(g, "kv_blocks_fit", (double)p[r].kv_blocks_fit);
+        for (size_t i = 0; i < sizeof sums / sizeof sums[0]; i++)
+            sum[i] += cJSON_GetNumberValue(cJSON_GetObjectItem(g, sums[i]));
+        if (r == 0)
+            for (size_t i = 0; i < sizeof shared / sizeof shared[0]; i++)
+                cJSON_AddNumberToObject(o, shared[i],
+                                        cJSON_GetNumberValue(cJSON_GetObjectItem(g, shared[i])));
+        cJSON_AddItemToArray(gpus, g);
+    }
+    char *out = NULL;
+    if (ok) {
+        cJSON_AddNumberToObject(o, "tensor_parallel_size", tp_size);
+        for (size_t i = 0; i < sizeof sums / sizeof sums[0]; i++)
+            cJSON_AddNumberToObject(total, sums[i], sum[i]);
+        cJSON_AddItemToObject(o, "gpus", gpus);
+        cJSON_AddItemToObject(o, "total", total);
+        gpus = total = NULL;
+        out = cJSON_PrintUnformatted(o);
+    }
+    cJSON_Delete(gpus);
+    cJSON_Delete(total);
+    cJSON_Delete(o);
+    return out;
 }

@@ -34,9 +34,16 @@ static void usage(FILE *f) {
             "  --device-memory SIZE           plan for a device of SIZE bytes: 80GiB, 24GB, 512MiB,\n"
             "                                 or plain bytes (KiB/MiB/GiB/TiB and K/M/G/T are powers\n"
             "                                 of 1024, KB/MB/GB/TB powers of 1000); free memory is\n"
-            "                                 taken as SIZE minus a typical 512 MiB CUDA context\n"
+            "                                 taken as SIZE minus a typical 512 MiB CUDA context.\n"
+            "                                 With several GPUs one SIZE applies to every GPU, or\n"
+            "                                 give one per GPU: 80GiB,24GiB\n"
             "  --device N                     read total and free memory of CUDA device N\n"
             "                                 (default without either: an 80 GiB device)\n"
+            "  --tensor-parallel-size N       split the model over N GPUs (1 to 8; Megatron: heads,\n"
+            "                                 MLP and vocab) and print one plan per GPU\n"
+            "  --devices 0,1                  the GPUs, one per rank (sets the size): their memory\n"
+            "                                 is read unless --device-memory is given, in which\n"
+            "                                 case the ids only label the plan\n"
             "  --gpu-memory-utilization F     fraction of the device keel may use (default 0.9)\n"
             "  --max-model-len N              longest sequence (default min(config's\n"
             "                                 max_position_embeddings, 32768))\n"
@@ -105,10 +112,44 @@ static int parse_util(const char *s, double *out) {
     return 0;
 }
 
+static int parse_tp(const char *s, int *out) {
+    int rc = parse_int("--tensor-parallel-size", s, 1, out);
+    if (rc || *out <= MEM_PLAN_MAX_TP) return rc;
+    return err_set(ERR_INVAL, "--tensor-parallel-size: %d is more than %d GPUs", *out,
+                   MEM_PLAN_MAX_TP);
+}
+
+// "0,1,3": 1 to MEM_PLAN_MAX_TP distinct non-negative ordinals.
+static int parse_ids(const char *s, int *ids, int *n) {
+    *n = 0;
+    const char *p = s;
+    do {
+        errno = 0;
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || (*end && *end != ',') || (*end == ',' && !end[1]))
+            return err_set(ERR_INVAL, "--devices: expected ids like 0,1, got '%s'", s);
+        if (v < 0 || v > 1 << 20)
+            return err_set(ERR_INVAL, "--devices: %ld is not a device ordinal", v);
+        if (*n == MEM_PLAN_MAX_TP)
+            return err_set(ERR_INVAL, "--devices: more than %d GPUs", MEM_PLAN_MAX_TP);
+        for (int i = 0; i < *n; i++)
+            if (ids[i] == (int)v)
+                return err_set(ERR_INVAL, "--devices: device %ld is listed twice", v);
+        ids[(*n)++] = (int)v;
+        p = *end ? end + 1 : end;
+    } while (*p);
+    return 0;
+}
+
 struct plan_args {
     const char *model;
     const char *device_memory; // as given
     int device;                // -1: none
+    int tp;                    // --tensor-parallel-size, 0: not given
+    int devices[MEM_PLAN_MAX_TP];
+    int n_devices;             // --devices, 0: not given
+    const char *devices_text;  // as given
     bool json;
     // overrides; < 0 (or 0 for util) when not given
     double util;
@@ -151,6 +192,10 @@ static int parse_args(int argc, char **argv, struct plan_args *a) {
             a->device_memory = val;
         else if (strcmp(name, "--device") == 0)
             rc = parse_int(name, val, 0, &a->device);
+        else if (strcmp(name, "--tensor-parallel-size") == 0)
+            rc = parse_tp(val, &a->tp);
+        else if (strcmp(name, "--devices") == 0)
+            rc = parse_ids(val, a->devices, &a->n_devices), a->devices_text = val;
         else if (strcmp(name, "--gpu-memory-utilization") == 0)
             rc = parse_util(val, &a->util);
         else if (strcmp(name, "--max-model-len") == 0)
@@ -170,6 +215,15 @@ static int parse_args(int argc, char **argv, struct plan_args *a) {
     if (!a->model) return err_set(ERR_INVAL, "--model DIR is required");
     if (a->device_memory && a->device >= 0)
         return err_set(ERR_INVAL, "give --device-memory or --device, not both");
+    if (a->device >= 0 && a->n_devices > 0)
+        return err_set(ERR_INVAL, "give --device N or --devices LIST, not both");
+    if (a->device >= 0) {
+        a->devices[0] = a->device;
+        a->n_devices = 1;
+    }
+    if (a->tp > 0 && a->n_devices > 0 && a->tp != a->n_devices)
+        return err_set(ERR_INVAL, "--tensor-parallel-size %d and --devices (%d ids) disagree: "
+                                  "give one, or make them match", a->tp, a->n_devices);
     return 0;
 }
 
@@ -200,6 +254,59 @@ static int device_memory(const struct plan_args *a, size_t *total, size_t *free_
                  MEM_PLAN_CONTEXT_BYTES >> 20);
     }
     *free_b = *total - MEM_PLAN_CONTEXT_BYTES;
+    return 0;
+}
+
+// The memory of each of tp GPUs and a line saying where it came from: measured for --devices
+// (or --device) without --device-memory; else --device-memory, one size for every GPU or one per
+// GPU; else 80 GiB each. Ids default to 0..tp-1.
+static int gpus_memory(const struct plan_args *a, int tp, size_t *total, size_t *free_b,
+                       int *ids, char *src, size_t src_n) {
+    for (int r = 0; r < tp; r++) ids[r] = a->n_devices ? a->devices[r] : r;
+    if (a->n_devices && !a->device_memory) {
+        for (int r = 0; r < tp; r++) {
+            int rc = mem_device_info(ids[r], &total[r], &free_b[r]);
+            if (rc) return rc;
+        }
+        snprintf(src, src_n, "CUDA devices %s (measured)", a->devices_text);
+        return 0;
+    }
+    if (!a->device_memory) {
+        for (int r = 0; r < tp; r++) {
+            total[r] = DEFAULT_DEVICE_BYTES;
+            free_b[r] = total[r] - MEM_PLAN_CONTEXT_BYTES;
+        }
+        snprintf(src, src_n, "assumed %d GPUs of 80 GiB (no --device-memory or --devices), free "
+                             "assumed total - %zu MiB (CUDA context)",
+                 tp, MEM_PLAN_CONTEXT_BYTES >> 20);
+        return 0;
+    }
+    // One size, or one per GPU, separated by commas.
+    char list[256];
+    snprintf(list, sizeof list, "%s", a->device_memory);
+    int n = 0;
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        if (n == tp)
+            return err_set(ERR_INVAL, "--device-memory %s: more sizes than the %d GPUs",
+                           a->device_memory, tp);
+        struct plan_args one = *a;
+        one.device_memory = tok;
+        one.device = -1;
+        char ignored[160];
+        int rc = device_memory(&one, &total[n], &free_b[n], ignored, sizeof ignored);
+        if (rc) return rc;
+        n++;
+    }
+    if (n != 1 && n != tp)
+        return err_set(ERR_INVAL, "--device-memory %s: %d sizes for %d GPUs (give one for all, "
+                                  "or one per GPU)", a->device_memory, n, tp);
+    for (int r = n; r < tp; r++) {
+        total[r] = total[0];
+        free_b[r] = free_b[0];
+    }
+    snprintf(src, src_n, "--device-memory %s%s, free assumed total - %zu MiB (CUDA context)",
+             a->device_memory, n == 1 ? " on every GPU" : "", MEM_PLAN_CONTEXT_BYTES >> 20);
     return 0;
 }
 
@@ -300,6 +407,62 @@ static void print_header(const struct plan_args *a, const struct model_config *c
     printf("memory: %s\n", src);
 }
 
+// `keel plan` over tp GPUs: one plan per GPU (mem_plan_compute_tp), the table with a column per
+// GPU, or the JSON with a "gpus" array.
+static int plan_tp(const struct plan_args *a, int tp, const struct model_config *cfg,
+                   struct mem_plan_settings *set, const char *ckpt) {
+    size_t total[MEM_PLAN_MAX_TP], free_b[MEM_PLAN_MAX_TP];
+    char src[400];
+    int rc = gpus_memory(a, tp, total, free_b, set->device_ids, src, sizeof src);
+    if (rc) {
+        fprintf(stderr, "keel plan: %s\n", err_msg());
+        return rc == ERR_INVAL ? SRV_EXIT_USAGE : SRV_EXIT_FAILURE;
+    }
+    set->n_device_ids = tp;
+    set->tensor_parallel_size = tp;
+    struct mem_plan_shape shape;
+    model_plan_shape(cfg, &shape);
+    struct mem_plan plans[MEM_PLAN_MAX_TP];
+    rc = mem_plan_compute_tp(&shape, set, tp, total, free_b, plans);
+    if (rc == ERR_INVAL) {
+        fprintf(stderr, "keel plan: %s\n", err_msg());
+        return SRV_EXIT_USAGE;
+    }
+    char error[2048];
+    snprintf(error, sizeof error, "%s", rc ? err_msg() : "");
+    char *out = NULL;
+    if (a->json) {
+        char *base = mem_plan_json_tp(plans, tp, set);
+        cJSON *o = base ? cJSON_Parse(base) : NULL;
+        free(base);
+        if (o) {
+            cJSON_AddStringToObject(o, "model", a->model);
+            cJSON_AddStringToObject(o, "architecture", cfg->arch_name);
+            cJSON_AddStringToObject(o, "device_memory_source", src);
+            cJSON_AddStringToObject(o, "weights_source", ckpt);
+            cJSON_AddBoolToObject(o, "fits", rc == 0);
+            if (rc) cJSON_AddStringToObject(o, "error", error);
+            out = cJSON_PrintUnformatted(o);
+            cJSON_Delete(o);
+        }
+    } else {
+        print_header(a, cfg, ckpt, src);
+        out = mem_plan_table_tp(plans, tp, set);
+    }
+    if (!out) {
+        fprintf(stderr, "keel plan: out of memory formatting the plan\n");
+        return SRV_EXIT_FAILURE;
+    }
+    fputs(out, stdout);
+    if (a->json) fputc('\n', stdout);
+    free(out);
+    if (rc) {
+        fprintf(stderr, "keel plan: does not fit: %s\n", error);
+        return srv_exit_code(rc);
+    }
+    return SRV_EXIT_OK;
+}
+
 int srv_cmd_plan(int argc, char **argv) {
     struct plan_args a;
     int rc = parse_args(argc, argv, &a);
@@ -321,6 +484,10 @@ int srv_cmd_plan(int argc, char **argv) {
         fprintf(stderr, "keel plan: %s\n", err_msg());
         return srv_exit_code(rc);
     }
+    int tp = a.tp > 0 ? a.tp : a.n_devices > 0 ? a.n_devices : 1;
+    if (tp > 1) return plan_tp(&a, tp, &cfg, &set, ckpt);
+    // --devices N alone is --device N.
+    if (a.n_devices == 1 && !a.device_memory) a.device = a.devices[0];
     if ((rc = device_memory(&a, &total, &free_b, src, sizeof src))) {
         fprintf(stderr, "keel plan: %s\n", err_msg());
         return rc == ERR_INVAL ? SRV_EXIT_USAGE : SRV_EXIT_FAILURE;

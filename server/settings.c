@@ -36,8 +36,14 @@ static const struct set_def set__defs[] = {
     {"load_format", STR_(load_format), false, "|auto|safetensors|dummy",
      "weights: safetensors files, or dummy random values (auto: dummy for the default model)"},
     {"seed", SET_I64, S_(seed), 0, 0, 9.2e18, false, NULL, "seed of dummy weights and of sampling"},
-    {"device", STR_(device), false, "|cpu|cuda", "backend: cpu or cuda; empty: cuda when a GPU is present"},
-    {"devices", SET_INT_LIST, S_(devices), 0, 0, 1024, false, NULL, "CUDA device ordinals, e.g. 0,1 (the first is used)"},
+    {"device", STR_(device), false, "|cpu|cuda",
+     "backend: cpu or cuda; empty: cuda when a GPU is present (a number N means devices [N])"},
+    {"devices", SET_INT_LIST, S_(devices), 0, 0, 1024, false, NULL,
+     "CUDA device ordinals, one per tensor-parallel rank, e.g. 0,1 (JSON: [0, 1]); sets "
+     "tensor_parallel_size to their count"},
+    {"tensor_parallel_size", SET_INT, S_(tensor_parallel_size), 0, 1, SRV_SETTINGS_MAX_TP, false,
+     NULL, "GPUs the model is split over (Megatron: heads, MLP and vocab); alone it means "
+           "devices 0..N-1; 0: the number of devices"},
     {"gpu_memory_utilization", SET_DOUBLE, S_(gpu_memory_utilization), 0, 0.01, 1.0, false, NULL,
      "fraction of the GPU's memory keel reserves (context included)"},
     {"cpu_memory", SET_I64, S_(cpu_memory), 0, 1 << 20, 1.0e15, false, NULL,
@@ -82,6 +88,8 @@ void srv_settings_defaults(struct srv_settings *s) {
     s->seed = 0;
     s->n_devices = 1;
     s->devices[0] = 0;
+    s->devices_given = false;
+    s->tensor_parallel_size = 0;
     s->gpu_memory_utilization = 0.9;
     s->cpu_memory = (int64_t)2 << 30;
     s->max_model_len = 0;
@@ -168,11 +176,18 @@ static int set__devices(struct srv_settings *s, const struct set_def *d, const i
         return err_set(ERR_INVAL, "setting '%s': expected 1 to %d device ids, got %d", d->key,
                        SRV_SETTINGS_MAX_DEVICES, n);
     for (int i = 0; i < n; i++) {
+        if (ids[i] < 0)
+            return err_set(ERR_INVAL, "setting '%s': device id %d is negative", d->key, ids[i]);
         int rc = set__range(d, ids[i]);
         if (rc) return rc;
+        for (int j = 0; j < i; j++)
+            if (ids[j] == ids[i])
+                return err_set(ERR_INVAL, "setting '%s': device %d is listed twice (each GPU "
+                                          "holds one rank)", d->key, ids[i]);
         s->devices[i] = ids[i];
     }
     s->n_devices = n;
+    s->devices_given = true;
     return 0;
 }
 
@@ -191,6 +206,8 @@ const char *srv_json_type_name(const cJSON *v) {
 static int set__apply_json(struct srv_settings *s, const struct set_def *d, const cJSON *v) {
     static const char *want[] = {"a string", "an integer", "an integer", "a number", "a boolean",
                                  "an array of integers"};
+    // "device": N names a GPU, as --device N does.
+    if (!strcmp(d->key, "device") && cJSON_IsNumber(v)) d = set__find("devices");
     bool ok = false;
     switch (d->type) {
     case SET_STR: ok = cJSON_IsString(v) || cJSON_IsNull(v); break;
@@ -297,9 +314,18 @@ static int set__parse_number(const struct set_def *d, const char *v, double *out
     return 0;
 }
 
+// `--device N` (a GPU ordinal rather than a backend name) keeps its old meaning: devices [N].
+static bool set__device_ordinal(const struct set_def *d, const char *value) {
+    if (strcmp(d->key, "device") != 0 || !*value) return false;
+    for (const char *c = value; *c; c++)
+        if (*c < '0' || *c > '9') return false;
+    return true;
+}
+
 int srv_settings_set(struct srv_settings *s, const char *name, const char *value) {
     const struct set_def *d = set__find(name);
     if (!d) return err_set(ERR_INVAL, "unknown setting '%s'", name);
+    if (set__device_ordinal(d, value)) d = set__find("devices");
     switch (d->type) {
     case SET_STR: return set__string(s, d, value);
     case SET_BOOL:
@@ -380,7 +406,31 @@ int srv_settings_from_args(struct srv_settings *s, int argc, char **argv, bool *
         int rc = srv_settings_set(s, name, value);
         if (rc) return rc;
     }
-    return srv_settings_validate(s);
+    int rc = srv_settings_resolve_devices(s);
+    return rc ? rc : srv_settings_validate(s);
+}
+
+int srv_settings_resolve_devices(struct srv_settings *s) {
+    int tp = s->tensor_parallel_size;
+    if (tp != 0 && (tp < 1 || tp > SRV_SETTINGS_MAX_TP))
+        return err_set(ERR_INVAL, "setting 'tensor_parallel_size': %d is out of range [1, %d]", tp,
+                       SRV_SETTINGS_MAX_TP);
+    if (s->devices_given) {
+        if (s->n_devices > SRV_SETTINGS_MAX_TP)
+            return err_set(ERR_INVAL, "setting 'devices': %d devices, but tensor parallelism "
+                                      "takes 1 to %d", s->n_devices, SRV_SETTINGS_MAX_TP);
+        if (tp != 0 && tp != s->n_devices)
+            return err_set(ERR_INVAL, "settings 'tensor_parallel_size' (%d) and 'devices' (%d "
+                                      "ids) disagree: give one, or make them match",
+                           tp, s->n_devices);
+        s->tensor_parallel_size = s->n_devices;
+        return 0;
+    }
+    if (tp == 0) tp = 1;
+    for (int i = 0; i < tp; i++) s->devices[i] = i;
+    s->n_devices = tp;
+    s->tensor_parallel_size = tp;
+    return 0;
 }
 
 int srv_settings_validate(const struct srv_settings *s) {

@@ -13,6 +13,7 @@
 #include <stdio.h>
 
 #define SRV_SETTINGS_MAX_DEVICES 16
+#define SRV_SETTINGS_MAX_TP 8       // tensor_parallel_size at most (= MEM_PLAN_MAX_TP)
 
 struct srv_settings {
     // the model
@@ -22,8 +23,13 @@ struct srv_settings {
     int64_t seed;                 // seed of dummy weights and of unseeded sampling
     // the device and memory plan
     char device[16];              // "cpu", "cuda" or "" = cuda when a GPU is present
-    int devices[SRV_SETTINGS_MAX_DEVICES]; // CUDA ordinals (tensor parallel later; [0] used now)
+    // CUDA ordinals, one per tensor-parallel rank (rank r runs on devices[r]). After
+    // srv_settings_from_args (srv_settings_resolve_devices), n_devices == tensor_parallel_size:
+    // devices given alone set the size, a size given alone sets devices 0..N-1.
+    int devices[SRV_SETTINGS_MAX_DEVICES];
     int n_devices;
+    bool devices_given;           // "devices" came from the config file or a flag
+    int tensor_parallel_size;     // GPUs the model is split over; 0 = not given (len(devices))
     double gpu_memory_utilization;
     int64_t cpu_memory;           // bytes of host memory the CPU backend treats as its device
     int max_model_len;            // 0 = the model's max_position_embeddings
@@ -69,6 +75,13 @@ int srv_settings_set(struct srv_settings *s, const char *name, const char *value
 // *help is set when --help/-h was given (nothing else is parsed then). Returns 0 or an ERR_*
 // code with err_msg() naming the flag or key.
 int srv_settings_from_args(struct srv_settings *s, int argc, char **argv, bool *help);
+
+// Reconciles "devices" and "tensor_parallel_size" (called by srv_settings_from_args; call it
+// after srv_settings_parse_json / srv_settings_set when not going through it): devices given
+// -> tensor_parallel_size = their count; only the size given -> devices 0..N-1; neither ->
+// devices [0], size 1. Returns 0 or ERR_INVAL naming the key: both given and disagreeing, a
+// size outside 1..SRV_SETTINGS_MAX_TP, duplicate or negative device ids.
+int srv_settings_resolve_devices(struct srv_settings *s);
 
 // Cross-setting checks that need no model (e.g. a device name that exists). Returns 0 or ERR_INVAL.
 int srv_settings_validate(const struct srv_settings *s);
