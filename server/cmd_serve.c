@@ -153,9 +153,8 @@ static int serve__fail(const struct serve *s, int rc) {
 
 // Tensor parallel: one context per GPU, then the communicator (NCCL's buffers are allocated at
 // its init, so they count as each GPU's overhead like the context's), then one plan per rank
-// from its shard's shapes. Every rank gets the smallest rank's KV block count, so the single
-// scheduler's block ids mean the same everywhere; the plans are redone with that cap so each
-// arena is exactly as large as what it will hold. Returns an exit code.
+// from its shard's shapes (mem_plan_compute_tp: every rank gets the smallest rank's KV block
+// count, so the single scheduler's block ids mean the same everywhere). Returns an exit code.
 static int serve__prepare_tp(struct serve *s) {
     int rc = 0, P = s->tp_size;
     if (s->cuda) {
@@ -180,32 +179,31 @@ static int serve__prepare_tp(struct serve *s) {
             total[r] = free_b[r] = (size_t)s->set.cpu_memory;
         }
     }
-    int64_t n_blocks = -1;
-    for (int pass = 0; pass < 2; pass++) {
-        for (int r = 0; r < P; r++) {
-            struct mem_plan_shape shape;
-            if ((rc = model_plan_shape_shard(&s->cfg, P, r, &shape))) goto fail;
-            rc = mem_plan_compute(&shape, &s->pset, total[r], free_b[r], &s->tp_plan[r]);
-            if (pass == 1 || rc) {
-                char *table = mem_plan_table(&s->tp_plan[r], &s->pset);
-                if (table) {
-                    log_info("memory plan, rank %d of %d (%s %d, %s):", r, P,
-                             s->cuda ? "cuda device" : "cpu", s->cuda ? s->set.devices[r] : r,
-                             s->model_dir);
-                    serve__log_lines(table);
-                }
-                free(table);
-            }
-            if (rc) {
-                fprintf(stderr, "keel serve: the memory plan of rank %d (%s %d) does not fit: %s\n",
-                        r, s->cuda ? "cuda device" : "cpu", s->cuda ? s->set.devices[r] : r,
-                        err_msg());
-                return srv_exit_code(rc);
-            }
-            if (n_blocks < 0 || s->tp_plan[r].num_kv_blocks < n_blocks)
-                n_blocks = s->tp_plan[r].num_kv_blocks;
+    s->pset.tensor_parallel_size = P;
+    s->pset.n_device_ids = P;
+    for (int r = 0; r < P; r++) s->pset.device_ids[r] = s->set.devices[r];
+    struct mem_plan_shape shape;
+    model_plan_shape(&s->cfg, &shape);
+    rc = mem_plan_compute_tp(&shape, &s->pset, P, total, free_b, s->tp_plan);
+    char *table = mem_plan_table_tp(s->tp_plan, P, &s->pset);
+    if (table) {
+        log_info("memory plan (%s, %d GPUs, tensor parallel, %s):", s->cuda ? "cuda" : "cpu", P,
+                 s->model_dir);
+        serve__log_lines(table);
+    }
+    free(table);
+    if (rc) {
+        fprintf(stderr, "keel serve: the memory plan does not fit: %s\n", err_msg());
+        return srv_exit_code(rc);
+    }
+    // The loader carves exactly what the plan counted for each shard.
+    for (int r = 0; r < P; r++) {
+        int64_t want = model_weights_bytes_shard(&s->cfg, P, r);
+        if ((int64_t)s->tp_plan[r].weights_bytes != want) {
+            rc = err_set(ERR_INTERNAL, "rank %d: the plan has %zu bytes of weights, the loader "
+                                       "needs %lld", r, s->tp_plan[r].weights_bytes, (long long)want);
+            goto fail;
         }
-        s->pset.num_kv_blocks = (int)n_blocks;
     }
     s->plan = s->tp_plan[0];
     s->ctx = s->tp_ctx[0];
@@ -531,7 +529,8 @@ int srv_cmd_serve(int argc, char **argv) {
 
     uv_loop_init(&s->loop);
     srv_metrics_init(&s->metrics);
-    char *plan_json = mem_plan_json(&s->plan, &s->pset);
+    char *plan_json = s->tp_size > 1 ? mem_plan_json_tp(s->tp_plan, s->tp_size, &s->pset)
+                                     : mem_plan_json(&s->plan, &s->pset);
     struct api_config acfg = {.settings = &s->set, .model_name = s->name, .tok = s->tok,
                               .max_model_len = s->pset.max_model_len, .plan_json = plan_json,
                               .metrics = &s->metrics};
