@@ -3,7 +3,8 @@
 # CPU machine carried in $X, default build/). Results and logs go to $OUT (default
 # /tmp/tp-check); the summary is $OUT/summary.txt. The whole run stays under 9 minutes.
 #
-# 1. correctness: a random checkpoint in Qwen2.5-0.5B's real shapes made here with transformers
+# 1. correctness: tests/gpu's TP tests (logits and greedy ids, TP=2 vs TP=1, dummy weights and
+#    the checkpoint below), then a random checkpoint in Qwen2.5-0.5B's real shapes made here with transformers
 #    (tests/gpu/gen_hf_shapes.py, which also records transformers' greedy ids), served at TP=1
 #    and TP=2; for each golden prompt, 16 greedy tokens with top-5 logprobs: ids equal between
 #    TP=1, TP=2 and transformers, logprobs within 0.15 (sampled) and 0.25 (top-5) between TP=1 and TP=2: bf16 partial sums round
@@ -70,6 +71,12 @@ if has correct; then
     note "gen_hf_shapes rc=$?"
   fi
   tok_into "$M"
+  # The model-level check: TP=2 vs TP=1 logits and greedy ids, dummy and these safetensors.
+  G=${GPU_BIN:-$X/gpu}; [ -x "$G" ] || G=$X/tests/gpu
+  KEEL_HF_SHAPES="$H" timeout 300 "$G" gpu_tp2_matches_tp1_dummy_qwen25_05b \
+      gpu_tp2_matches_tp1_hf_shapes_qwen25_05b >"$OUT/test-gpu-tp.log" 2>&1
+  note "tests/gpu TP tests rc=$?"
+  grep -E "tp2 vs tp1|^ok|^FAIL|^skip|passed," "$OUT/test-gpu-tp.log" | cut -c1-200 | tee -a "$S"
   for tp in 1 2; do
     TAG=correct-tp$tp PORT=$((8300 + tp))
     devs=0; [ $tp = 2 ] && devs=0,1
