@@ -402,3 +402,19 @@ TEST(tp2_engine_greedy_equals_tp1) {
            a[2], a[3], b[0], b[1], b[2], b[3]);
     for (int i = 0; i < na; i++) CHECK_MSG(a[i] == b[i], "token %d: TP=1 %d, TP=2 %d", i, a[i], b[i]);
 }
+
+#ifdef KEEL_CUDA
+// Without NCCL, tensor parallelism on CUDA is refused with what to set (keel still starts on
+// one GPU: NCCL is loaded only here). The dlopen fails before any CUDA call, so this runs here.
+TEST(tp_nccl_missing_says_what_to_set) {
+    setenv("KEEL_NCCL_LIBRARY", "/nonexistent/libnccl.so.2", 1);
+    struct kern_comm *comms[2] = {0};
+    int devs[2] = {0, 1};
+    CHECK_EQ(kern_nccl_comm_init_all(comms, 2, devs), ERR_NOT_FOUND);
+    CHECK_MSG(strstr(err_msg(), "KEEL_NCCL_LIBRARY") && strstr(err_msg(), "nvidia.nccl") &&
+                  strstr(err_msg(), "/nonexistent/libnccl.so.2"),
+              "message: %s", err_msg());
+    CHECK(comms[0] == NULL && comms[1] == NULL);
+    CHECK_EQ(kern_nccl_comm_init_all(comms, 0, devs), ERR_INVAL);
+}
+#endif
