@@ -68,6 +68,17 @@ int kern_nccl_comm_init_all(struct kern_comm **comms /* [n] */, int n, const int
 // Makes the calling thread use c's device (cudaSetDevice): every thread that queues work for a
 // rank calls it first, since kernels launch on the thread's current device.
 int kern_cuda_bind_thread(struct kern_ctx *c);
+
+// The one-shot peer-to-peer all-reduce (kernels/cuda/allreduce.cu) for small messages, beside
+// NCCL: bytes of the region each rank gives it (carved from its arena), and the set-up that
+// enables peer access between the devices and hands every rank all ranks' regions. After it,
+// all_reduce of at most kern_cuda_allreduce_max_elems() elements (x 16-byte aligned) takes the
+// peer-to-peer path. Not for CUDA graph capture. Returns 0, ERR_UNSUPPORTED (a pair of devices
+// without peer access: nothing changes, NCCL stays) or a CUDA error.
+size_t kern_cuda_allreduce_region_bytes(void);
+size_t kern_cuda_allreduce_max_elems(void);
+int kern_comm_p2p_init(struct kern_comm **comms /* [n] */, int n, struct kern_ctx **ctxs /* [n] */,
+                       void **regions /* [n], device memory of each rank */);
 #endif
 
 #ifdef __cplusplus

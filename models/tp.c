@@ -191,6 +191,40 @@ void model_group_free(struct model_group *g) {
     free(g);
 }
 
+// KEEL_TP_CUSTOM_AR=1 on CUDA: the one-shot peer-to-peer all-reduce for small messages
+// (kernels/cuda/allreduce.cu), each rank's region carved from its arena (the plan's all-gather
+// buffer, which the host-side logits assembly leaves unused, has room for it). Anything that
+// does not work leaves NCCL in charge, with a warning.
+static void tp__custom_all_reduce(struct model_group *g) {
+#ifdef KEEL_CUDA
+    const char *on = getenv("KEEL_TP_CUSTOM_AR"), *graphs = getenv("KEEL_TP_GRAPHS");
+    if (!on || strcmp(on, "1") || g->ranks[0].be.ops != &kern_cuda_ops) return;
+    if (graphs && !strcmp(graphs, "1")) {
+        log_warn("KEEL_TP_CUSTOM_AR=1 is ignored with KEEL_TP_GRAPHS=1 (its call count is a "
+                 "kernel argument, which a graph would freeze)");
+        return;
+    }
+    struct kern_comm *comms[8];
+    struct kern_ctx *ctxs[8];
+    void *regions[8];
+    if (g->size > 8) return;
+    for (int r = 0; r < g->size; r++) {
+        struct tp_rank_state *s = &g->ranks[r];
+        comms[r] = s->m.tp.comm, ctxs[r] = s->be.ctx;
+        if (mem_arena_carve(s->be.arena, "tp_allreduce", kern_cuda_allreduce_region_bytes(),
+                            &regions[r])) {
+            log_warn("KEEL_TP_CUSTOM_AR=1: no room for its region on rank %d (%s); NCCL only",
+                     r, err_msg());
+            return;
+        }
+    }
+    if (kern_comm_p2p_init(comms, g->size, ctxs, regions))
+        log_warn("KEEL_TP_CUSTOM_AR=1: %s; NCCL only", err_msg());
+#else
+    (void)g;
+#endif
+}
+
 // Loads rank r's shard and builds its model.
 static int tp__load_rank(struct model_group *g, int r, const struct model_config *full,
                          const char *dir, enum model_load_format fmt, uint64_t seed,
@@ -258,6 +292,7 @@ int model_group_load(struct model_group **out, const struct model_config *full, 
         f->tp.full_vocab_size = full->vocab_size;
         f->tp.group = g;
     }
+    if (!rc) tp__custom_all_reduce(g);
     for (int r = 1; r < size && !rc; r++) {
         if (pthread_create(&rs[r].thread, NULL, tp__worker_main, &rs[r]) != 0)
             rc = err_set(ERR_INTERNAL, "tensor parallel: cannot start the thread of rank %d", r);

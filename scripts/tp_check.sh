@@ -11,7 +11,9 @@
 #    differently, as keel vs transformers does (test_model allows 3% of max |logit|).
 # 2. speed, dummy weights (config.json only): keel-bench single-stream decode (1 in flight,
 #    128 in / 256 out) and throughput (64 in flight, 512 in / 128 out, 256 prompts) for
-#    Qwen2.5-14B at TP=1 and TP=2 and Qwen2.5-32B at TP=2 and TP=1 (it fits in 141 GB).
+#    Qwen2.5-14B at TP=1, TP=2, TP=2 with the peer-to-peer all-reduce (KEEL_TP_CUSTOM_AR=1) and
+#    TP=2 with CUDA graphs (KEEL_TP_GRAPHS=1, decode only), and Qwen2.5-32B at TP=2 and TP=1 (it
+#    fits in 141 GB; skipped when the run is late).
 #
 # Parts: TP_PARTS="correct speed" (default both). NCCL: KEEL_NCCL_LIBRARY, else PyTorch's copy.
 set -u
@@ -73,10 +75,11 @@ if has correct; then
   tok_into "$M"
   # The model-level check: TP=2 vs TP=1 logits and greedy ids, dummy and these safetensors.
   G=${GPU_BIN:-$X/gpu}; [ -x "$G" ] || G=$X/tests/gpu
-  KEEL_HF_SHAPES="$H" timeout 300 "$G" gpu_tp2_matches_tp1_dummy_qwen25_05b \
-      gpu_tp2_matches_tp1_hf_shapes_qwen25_05b >"$OUT/test-gpu-tp.log" 2>&1
+  KEEL_HF_SHAPES="$H" timeout 300 "$G" gpu_tp_all_reduce_nccl_and_p2p \
+      gpu_tp2_matches_tp1_dummy_qwen25_05b gpu_tp2_matches_tp1_hf_shapes_qwen25_05b \
+      >"$OUT/test-gpu-tp.log" 2>&1
   note "tests/gpu TP tests rc=$?"
-  grep -E "tp2 vs tp1|^ok|^FAIL|^skip|passed," "$OUT/test-gpu-tp.log" | cut -c1-200 | tee -a "$S"
+  grep -E "tp2 vs tp1|all_reduce|^ok|^FAIL|^skip|passed," "$OUT/test-gpu-tp.log" | cut -c1-200 | tee -a "$S"
   for tp in 1 2; do
     TAG=correct-tp$tp PORT=$((8300 + tp))
     devs=0; [ $tp = 2 ] && devs=0,1
@@ -139,6 +142,7 @@ bench() { # tag model_dir devices extra-serve-args...
       --json "$OUT/$TAG.single.json" >"$OUT/$TAG.single.txt" 2>&1
   note "$TAG single stream (bench rc=$?):"
   grep -E "Output token throughput|Median TPOT|Median TTFT" "$OUT/$TAG.single.txt" | tee -a "$S"
+  [ "${BENCH_THRU:-1}" = 1 ] || { serve_down; return; }
   timeout 150 "$X/keel-bench" --base-url "http://127.0.0.1:$PORT" --num-prompts 256 --max-concurrency 64 \
       --input-len 512 --output-len 128 --ignore-eos --no-progress \
       --json "$OUT/$TAG.thru.json" >"$OUT/$TAG.thru.txt" 2>&1
@@ -154,8 +158,11 @@ if has speed; then
   done
   bench 14b-tp2 "$OUT/Qwen2.5-14B-Instruct" 0,1
   bench 14b-tp1 "$OUT/Qwen2.5-14B-Instruct" 0
+  # The peer-to-peer all-reduce for decode-sized messages (off by default until measured).
+  SERVE_ENV=KEEL_TP_CUSTOM_AR=1 bench 14b-tp2-car "$OUT/Qwen2.5-14B-Instruct" 0,1
+  grep -E "peer-to-peer|KEEL_TP_CUSTOM_AR" "$OUT/14b-tp2-car.serve.log" | cut -c1-200 | tee -a "$S"
   # TP ranks run without CUDA graphs by default; this run captures them (NCCL included).
-  SERVE_ENV=KEEL_TP_GRAPHS=1 bench 14b-tp2-graphs "$OUT/Qwen2.5-14B-Instruct" 0,1
+  SERVE_ENV=KEEL_TP_GRAPHS=1 BENCH_THRU=0 bench 14b-tp2-graphs "$OUT/Qwen2.5-14B-Instruct" 0,1
   bench 32b-tp2 "$OUT/Qwen2.5-32B-Instruct" 0,1
   if [ "$(elapsed)" -lt 420 ]; then bench 32b-tp1 "$OUT/Qwen2.5-32B-Instruct" 0
   else note "32b-tp1 skipped: out of time ($(elapsed) s)"; fi
@@ -169,7 +176,7 @@ def tpot(tag):
 def thr(tag):
     try: return json.load(open(os.path.join(o, tag + ".thru.json")))["output_throughput"]
     except Exception: return None
-for m, t2 in (("14b", "14b-tp2"), ("14b", "14b-tp2-graphs"), ("32b", "32b-tp2")):
+for m, t2 in (("14b", "14b-tp2"), ("14b", "14b-tp2-car"), ("14b", "14b-tp2-graphs"), ("32b", "32b-tp2")):
     a, b = tpot(m + "-tp1"), tpot(t2)
     ta, tb = thr(m + "-tp1"), thr(t2)
     print("%s: TPOT %s-tp1 %s ms, %s %s ms, speed-up %s; throughput TP=1 %s tok/s, %s %s tok/s"

@@ -40,6 +40,7 @@ struct kern_comm {
     int backend;          // 0 = CPU, 1 = NCCL
     struct comm_group *g; // CPU
     void *nccl;           // NCCL: its ncclComm_t
+    void *p2p;            // NCCL ends: the peer-to-peer all-reduce's state, or NULL
 };
 
 // ---- the barrier
@@ -109,7 +110,8 @@ static int cpu__all_gather(struct kern_comm *c, void *out, const void *in, size_
 // ---- the public surface (dispatching to NCCL for its ends)
 
 #ifdef KEEL_CUDA
-int kern__nccl_all_reduce_bf16(void *nccl, struct kern_ctx *ctx, bf16 *x, size_t n);
+int kern__nccl_all_reduce_bf16(void *nccl, void *p2p, struct kern_ctx *ctx, bf16 *x, size_t n);
+void kern__p2p_free(void *p2p);
 int kern__nccl_all_gather(void *nccl, struct kern_ctx *ctx, void *out, const void *in, size_t n,
                           int is_f32);
 void kern__nccl_free(void *nccl);
@@ -117,6 +119,9 @@ void kern__nccl_abort(void *nccl);
 
 // Wraps an NCCL communicator (comm_cuda.c) as a rank's end; NULL when out of memory.
 struct kern_comm *kern__comm_wrap(int size, int rank, void *nccl);
+void **kern__comm_p2p_slot(struct kern_comm *c);
+void **kern__comm_p2p_slot(struct kern_comm *c) { return c->backend == 1 ? &c->p2p : NULL; }
+
 struct kern_comm *kern__comm_wrap(int size, int rank, void *nccl) {
     struct kern_comm *c = calloc(1, sizeof *c);
     if (c) *c = (struct kern_comm){.size = size, .rank = rank, .backend = 1, .nccl = nccl};
@@ -129,7 +134,7 @@ int kern_comm_rank(const struct kern_comm *c) { return c->rank; }
 
 int kern_comm_all_reduce_bf16(struct kern_comm *c, struct kern_ctx *ctx, bf16 *x, size_t n) {
 #ifdef KEEL_CUDA
-    if (c->backend == 1) return kern__nccl_all_reduce_bf16(c->nccl, ctx, x, n);
+    if (c->backend == 1) return kern__nccl_all_reduce_bf16(c->nccl, c->p2p, ctx, x, n);
 #endif
     (void)ctx;
     return cpu__all_reduce(c, x, n);
@@ -172,6 +177,7 @@ void kern_comm_free(struct kern_comm *c) {
 #ifdef KEEL_CUDA
     if (c->backend == 1) {
         kern__nccl_free(c->nccl);
+        kern__p2p_free(c->p2p);
         free(c);
         return;
     }

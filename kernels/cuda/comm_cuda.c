@@ -28,6 +28,9 @@ int kern_cuda_bind_thread(struct kern_ctx *c) {
     return 0;
 }
 struct kern_comm *kern__comm_wrap(int size, int rank, void *nccl);
+void **kern__comm_p2p_slot(struct kern_comm *c);
+int kern_cuda_allreduce_1shot(bf16 *x, size_t n, int rank, int P, void *const *regions,
+                              uint32_t k, cudaStream_t s); // allreduce.cu
 
 // ---- the library, loaded once
 
@@ -100,13 +103,29 @@ static int nccl__check(ncclResult_t r, const char *what) {
 
 // ---- the calls comm.c forwards
 
-int kern__nccl_all_reduce_bf16(void *comm, struct kern_ctx *ctx, bf16 *x, size_t n);
+int kern__nccl_all_reduce_bf16(void *comm, void *p2p, struct kern_ctx *ctx, bf16 *x, size_t n);
+void kern__p2p_free(void *p2p);
 int kern__nccl_all_gather(void *comm, struct kern_ctx *ctx, void *out, const void *in, size_t n,
                           int is_f32);
 void kern__nccl_free(void *comm);
 void kern__nccl_abort(void *comm);
 
-int kern__nccl_all_reduce_bf16(void *comm, struct kern_ctx *ctx, bf16 *x, size_t n) {
+// One rank's view of the peer-to-peer all-reduce: every rank's region and the call count.
+struct p2p_state {
+    int rank, size;
+    void *regions[8];
+    uint32_t k;
+};
+
+void kern__p2p_free(void *p2p) { free(p2p); }
+
+int kern__nccl_all_reduce_bf16(void *comm, void *p2p, struct kern_ctx *ctx, bf16 *x, size_t n) {
+    struct p2p_state *st = p2p;
+    if (st && n <= kern_cuda_allreduce_max_elems() && ((uintptr_t)x & 15) == 0) {
+        st->k++;
+        return kern_cuda_allreduce_1shot(x, n, st->rank, st->size, st->regions, st->k,
+                                         kern_cuda_stream(ctx));
+    }
     return nccl__check(nccl.all_reduce(x, x, n, ncclBfloat16, ncclSum, (ncclComm_t)comm,
                                        kern_cuda_stream(ctx)),
                        "ncclAllReduce");
@@ -143,5 +162,54 @@ int kern_nccl_comm_init_all(struct kern_comm **comms, int n, const int *devices)
             return err_set(ERR_NOMEM, "tensor parallel: out of memory");
         }
     }
+    return 0;
+}
+
+// ---- the peer-to-peer all-reduce's set-up
+
+int kern_comm_p2p_init(struct kern_comm **comms, int n, struct kern_ctx **ctxs, void **regions) {
+    if (n < 2 || n > 8) return err_set(ERR_INVAL, "p2p all-reduce: %d ranks (2..8)", n);
+    for (int r = 0; r < n; r++) {
+        if (!kern__comm_p2p_slot(comms[r]))
+            return err_set(ERR_INVAL, "p2p all-reduce: rank %d is not an NCCL communicator", r);
+        for (int p = 0; p < n; p++) {
+            int ok = 0;
+            if (p == r) continue;
+            CUDA_CHECK(cudaDeviceCanAccessPeer(&ok, ctxs[r]->device, ctxs[p]->device));
+            if (!ok)
+                return err_set(ERR_UNSUPPORTED, "p2p all-reduce: device %d cannot access device %d",
+                               ctxs[r]->device, ctxs[p]->device);
+        }
+    }
+    for (int r = 0; r < n; r++) {
+        CUDA_CHECK(cudaSetDevice(ctxs[r]->device));
+        for (int p = 0; p < n; p++) {
+            if (p == r) continue;
+            cudaError_t e = cudaDeviceEnablePeerAccess(ctxs[p]->device, 0);
+            if (e == cudaErrorPeerAccessAlreadyEnabled) (void)cudaGetLastError();
+            else CUDA_CHECK(e);
+        }
+        // Flags start at 0; call counts start at 1.
+        CUDA_CHECK(cudaMemset(regions[r], 0, kern_cuda_allreduce_region_bytes()));
+        CUDA_CHECK(cudaDeviceSynchronize());
+    }
+    // All ranks switch or none does: a rank alone on the peer-to-peer path would wait forever.
+    struct p2p_state *st[8];
+    for (int r = 0; r < n; r++) {
+        if (!(st[r] = calloc(1, sizeof **st))) {
+            for (int i = 0; i < r; i++) free(st[i]);
+            return err_set(ERR_NOMEM, "p2p all-reduce: out of memory");
+        }
+        st[r]->rank = r;
+        st[r]->size = n;
+        for (int p = 0; p < n; p++) st[r]->regions[p] = regions[p];
+    }
+    for (int r = 0; r < n; r++) {
+        void **slot = kern__comm_p2p_slot(comms[r]);
+        free(*slot);
+        *slot = st[r];
+    }
+    log_info("tensor parallel: peer-to-peer all-reduce on for messages up to %zu KiB "
+             "(KEEL_TP_CUSTOM_AR=1)", kern_cuda_allreduce_max_elems() * 2 / 1024);
     return 0;
 }

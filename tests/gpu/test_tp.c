@@ -17,6 +17,7 @@
 #include "tests/test.h"
 
 #include <cuda_runtime_api.h>
+#include <pthread.h>
 
 #define TPG_SEQS 2
 #define TPG_STEPS 6
@@ -170,4 +171,132 @@ TEST_TIMEOUT(gpu_tp2_matches_tp1_hf_shapes_qwen25_05b, 240) {
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/Qwen2.5-0.5B-Instruct", root);
     tpg_compare(dir, MODEL_LOAD_SAFETENSORS, "Qwen2.5-0.5B safetensors");
+}
+
+// ---- the communicators on 2 GPUs: NCCL and the peer-to-peer all-reduce (KEEL_TP_CUSTOM_AR)
+
+struct tpg_ar_job {
+    struct kern_comm *c;
+    struct kern_ctx *ctx;
+    bf16 *d_x;  // [n] device
+    size_t n;
+    int iters;
+    int rc;
+    double ms; // per call, when timing
+};
+
+static void *tpg_ar_main(void *p) {
+    struct tpg_ar_job *j = p;
+    j->rc = kern_cuda_bind_thread(j->ctx);
+    cudaEvent_t a, b;
+    cudaEventCreate(&a), cudaEventCreate(&b);
+    cudaEventRecord(a, kern_cuda_stream(j->ctx));
+    for (int i = 0; i < j->iters && !j->rc; i++)
+        j->rc = kern_comm_all_reduce_bf16(j->c, j->ctx, j->d_x, j->n);
+    cudaEventRecord(b, kern_cuda_stream(j->ctx));
+    if (!j->rc && cudaEventSynchronize(b) != cudaSuccess) j->rc = ERR_CUDA;
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    j->ms = j->iters ? ms / j->iters : 0;
+    cudaEventDestroy(a), cudaEventDestroy(b);
+    return NULL;
+}
+
+// Runs `iters` all-reduces of d_x[r] on both ranks at once (one thread per rank, as NCCL wants).
+static double tpg_ar_run(struct kern_comm **c, struct kern_ctx **ctx, bf16 **d_x, size_t n,
+                         int iters) {
+    struct tpg_ar_job j[2];
+    pthread_t th[2];
+    for (int r = 0; r < 2; r++) {
+        j[r] = (struct tpg_ar_job){c[r], ctx[r], d_x[r], n, iters, 0, 0};
+        CHECK(pthread_create(&th[r], NULL, tpg_ar_main, &j[r]) == 0);
+    }
+    for (int r = 0; r < 2; r++) pthread_join(th[r], NULL);
+    CHECK_OK(j[0].rc);
+    CHECK_OK(j[1].rc);
+    return j[0].ms > j[1].ms ? j[0].ms : j[1].ms;
+}
+
+cudaStream_t kern_cuda_stream(struct kern_ctx *c);
+
+TEST_TIMEOUT(gpu_tp_all_reduce_nccl_and_p2p, 180) {
+    int n_dev = 0;
+    if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev < 2)
+        TEST_SKIP("tensor parallel needs 2 GPUs (%d visible)", n_dev);
+    setenv("NCCL_NVLS_ENABLE", "0", 0);
+    int devs[2] = {0, 1};
+    struct kern_ctx *ctx[2];
+    struct kern_comm *nccl[2], *p2p[2];
+    bf16 *d_x[2];
+    void *region[2];
+    const size_t max_n = 262144;
+    for (int r = 0; r < 2; r++) {
+        CHECK_OK(kern_cuda_ctx_init(&ctx[r], r, NULL, 0, NULL, 0));
+        CHECK(cudaMalloc((void **)&d_x[r], max_n * 2 + 64) == cudaSuccess);
+        CHECK(cudaMalloc(&region[r], kern_cuda_allreduce_region_bytes()) == cudaSuccess);
+    }
+    int rc = kern_nccl_comm_init_all(nccl, 2, devs);
+    if (rc == ERR_NOT_FOUND) TEST_SKIP("%s", err_msg());
+    CHECK_OK(rc);
+    CHECK_OK(kern_nccl_comm_init_all(p2p, 2, devs));
+    rc = kern_comm_p2p_init(p2p, 2, ctx, region);
+    if (rc == ERR_UNSUPPORTED) TEST_SKIP("%s", err_msg());
+    CHECK_OK(rc);
+
+    // Exactness against the host sum, on sizes around the block and vector edges, several
+    // calls in a row (the stage slots alternate, the flags count up).
+    const size_t sizes[] = {1, 7, 4096, 4097, 5120, 65536 + 3, max_n};
+    uint64_t rng = 7;
+    bf16 *h[2], *got = malloc(max_n * 2), *want = malloc(max_n * 2);
+    for (int r = 0; r < 2; r++) h[r] = malloc(max_n * 2);
+    for (int which = 0; which < 2; which++) {
+        struct kern_comm **c = which ? p2p : nccl;
+        size_t bad = 0;
+        double worst = 0;
+        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++)
+            for (int rep = 0; rep < 3; rep++) {
+                size_t n = sizes[si];
+                for (int r = 0; r < 2; r++) {
+                    for (size_t i = 0; i < n; i++) h[r][i] = f32_to_bf16(gt_uniform(&rng) * 4.0f);
+                    CHECK(cudaSetDevice(r) == cudaSuccess);
+                    CHECK(cudaMemcpy(d_x[r], h[r], n * 2, cudaMemcpyHostToDevice) == cudaSuccess);
+                }
+                for (size_t i = 0; i < n; i++)
+                    want[i] = f32_to_bf16(bf16_to_f32(h[0][i]) + bf16_to_f32(h[1][i]));
+                tpg_ar_run(c, ctx, d_x, n, 1);
+                for (int r = 0; r < 2; r++) {
+                    CHECK(cudaSetDevice(r) == cudaSuccess);
+                    CHECK(cudaMemcpy(got, d_x[r], n * 2, cudaMemcpyDeviceToHost) == cudaSuccess);
+                    for (size_t i = 0; i < n; i++) {
+                        double d = fabs(bf16_to_f32(got[i]) - bf16_to_f32(want[i]));
+                        if (d > worst) worst = d;
+                        bad += d > 0.02 * fabs(bf16_to_f32(want[i])) + 1e-2;
+                    }
+                }
+            }
+        printf("  %s all_reduce: max |err| %.4g over %zu sizes x 3 calls x 2 ranks\n",
+               which ? "p2p" : "nccl", worst, sizeof sizes / sizeof *sizes);
+        gt_row_exact(which ? "all_reduce p2p (custom)" : "all_reduce nccl", "1..262144 bf16, 2 GPUs",
+                     bad);
+    }
+
+    // Latency of the message sizes of decode steps (dim 5120: 1, 8, 64 tokens).
+    const size_t tsz[] = {5120, 8 * 5120, 64 * 5120};
+    for (int t = 0; t < 3; t++) {
+        tpg_ar_run(nccl, ctx, d_x, tsz[t], 20);
+        tpg_ar_run(p2p, ctx, d_x, tsz[t], 20);
+        double a = tpg_ar_run(nccl, ctx, d_x, tsz[t], 500), b = tpg_ar_run(p2p, ctx, d_x, tsz[t], 500);
+        printf("  all_reduce %zu bf16 (%zu KiB): nccl %.2f us, p2p %.2f us per call\n", tsz[t],
+               tsz[t] * 2 / 1024, a * 1e3, b * 1e3);
+    }
+    for (int r = 0; r < 2; r++) {
+        kern_comm_free(nccl[r]);
+        kern_comm_free(p2p[r]);
+        free(h[r]);
+        cudaSetDevice(r);
+        cudaFree(d_x[r]);
+        cudaFree(region[r]);
+        kern_cuda_ctx_free(ctx[r]);
+    }
+    free(got), free(want);
 }
