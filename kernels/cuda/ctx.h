@@ -27,6 +27,11 @@ struct kern_cuda_gemm_plan {
     int m, n, k, kind, align; // the key (m: the bucket, a power of two); kind 0 = empty slot
     unsigned long long used;  // the context's call counter when last used (eviction order)
     bool fused_bias;          // the bias goes through the epilogue (else kern_cuda_bias_add)
+    // How the shape runs, chosen by timing the candidates once on the first call made outside a
+    // graph capture (gemm.c): cuBLASLt's algorithm `algo`, or (m <= 8) keel's gemv kernel.
+    bool settled;   // false: built during a capture, the heuristic's pick until measured
+    bool gemv;      // kern_cuda_gemv instead of cuBLASLt
+    int gemv_warps; // its warps per block
     cublasLtMatmulDescOpaque_t desc;
     cublasLtMatrixLayoutOpaque_t a; // w; the layouts of x and y are made per call (real m)
     cublasLtMatmulAlgo_t algo;

@@ -99,6 +99,21 @@ int kern_cuda_gemm(struct kern_ctx *c, bf16 *y /* [m, n] */, const bf16 *x /* [m
 int kern_cuda_gemm_f32(struct kern_ctx *c, float *y /* [m, n] */, const bf16 *x /* [m, k] */,
                        const bf16 *w /* [n, k] */, int m, int n, int k);
 
+// Thin GEMM for decode (kernels/cuda/gemv.cu): y[m, n] = x[m, k] . w[n, k]^T (+ bias) for
+// 1 <= m <= KERN_CUDA_GEMV_MAX_M, y bf16 (y_f32 = 0) or float32 (y_f32 = 1), one rounding after
+// the bias. `warps` per block splits k inside a block (0 = kern_cuda_gemv_default_warps(k), at
+// most 8). Any n, k and alignment (a slower element-wise path when k % 8 or the alignment of x or
+// w is not 16 bytes). kern_cuda_gemm chooses it for small m where it measures faster.
+#define KERN_CUDA_GEMV_MAX_M 8
+int kern_cuda_gemv(void *y /* [m, n] */, int y_f32, const bf16 *x /* [m, k] */,
+                   const bf16 *w /* [n, k] */, const bf16 *bias /* [n] or NULL */, int m, int n,
+                   int k, int warps, cudaStream_t s);
+int kern_cuda_gemv_default_warps(int k);
+// sums[0] = sum (a - b)^2, sums[1] = sum b^2 over `count` bf16 (f32 = 0) or float32 values
+// (device pointers; sums is zeroed first): the GEMM tuner checks a gemv against cuBLASLt with it.
+int kern_cuda__gemv_diff(const void *a, const void *b, int f32, size_t count, float *sums /* [2] */,
+                         cudaStream_t s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,197 @@
+// gemv: thin GEMMs for decode, y[m, n] = x[m, k] . w[n, k]^T (+ bias), for m <= 8 rows of x:
+// bf16 in, float32 accumulation, bf16 or float32 out, weights row-major [n, k] as stored.
+//
+// At m <= 8 the op is a stream over the weights (n * k * 2 bytes) with almost no arithmetic, so
+// the kernel is built to keep enough bytes in flight to reach the copy rate: each warp owns a tile
+// of 16 weight rows and walks its share of k in chunks of 128 columns, every lane loading 16 bytes
+// from each of its two rows four times per chunk (8 independent 16-byte loads per lane, 4 KiB per
+// warp) before any arithmetic. The products go through one tensor-core instruction,
+// mma.m16n8k16 (A = 16 weight rows, B = the 8 rows of x, fp32 accumulators), so the arithmetic
+// costs nothing whatever m is. The instruction's fragment order is not the memory order, but a
+// dot product does not care in which order k is summed: each lane feeds its 16 contiguous bytes
+// of a row as k positions {2t, 2t+1, 2t+8, 2t+9} of one mma and the next four of a second, and
+// feeds x the same way, so A and B see the same permutation of k and the sum is unchanged.
+//
+// A block holds `warps` warps on the same 16 rows, splitting k between them (chunk c goes to warp
+// c mod warps, so a block's warps stream neighbouring bytes); the block adds their partial sums
+// in shared memory and writes y (plus the bias, one rounding). So there is no separate split-K
+// pass: n / 16 blocks of up to 8 warps give 224 (wo) to 9504 (logits) blocks of 8 warps, enough
+// warps to fill 132 SMs at every shape of the 7-8B models. Rows past n and rows of x past m are
+// read clamped to the last valid row (no branch in the loop) and never stored.
+//
+// x is read through the read-only cache: every warp of every block reads the same m * k values,
+// which stay in L1/L2. Weights are read with L1::no_allocate, as they are used once.
+//
+// The vector path needs k % 8 == 0 and 16-byte aligned w and x; otherwise (odd shapes, tests) the
+// same kernel loads element by element. The partial chunk at the end of k always goes through the
+// guarded loads.
+//
+// Which wins is measured, not assumed: kern_cuda_gemm (gemm.c) times this kernel against
+// cuBLASLt's pick per shape on first use and keeps the faster; bench/kernels/gemm.cu prints both
+// at every 7B/8B decode shape.
+#include "kernels/cuda/device.h"
+#include "kernels/cuda/kern_cuda.h"
+
+// ---- kernels
+
+#define KC_GEMV_ROWS 16   // weight rows per warp tile (the mma's M)
+#define KC_GEMV_U 4       // 16-byte loads per row per lane per chunk
+#define KC_GEMV_CHUNK 128 // k columns per chunk: 4 lanes per row x 8 columns x KC_GEMV_U
+#define KC_GEMV_MAX_WARPS 8
+
+__device__ __forceinline__ uint4 kc_gemv_ld_stream(const bf16 *p) {
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
+// Eight bf16 from p[0..7], those at or past `left` (elements left in the row) as zero.
+__device__ __forceinline__ uint4 kc_gemv_ld_guarded(const bf16 *p, int left) {
+    uint32_t r[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        uint32_t lo = 2 * i < left ? (uint32_t)p[2 * i] : 0u;
+        uint32_t hi = 2 * i + 1 < left ? (uint32_t)p[2 * i + 1] : 0u;
+        r[i] = lo | (hi << 16);
+    }
+    return make_uint4(r[0], r[1], r[2], r[3]);
+}
+
+// d += A (16 x 16, rows a0/a1 = row g and g + 8) . B (16 x 8): mma.m16n8k16, bf16 in, fp32 acc.
+__device__ __forceinline__ void kc_gemv_mma(float d[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                            uint32_t a3, uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// One 16-byte slice of row g (w0), row g + 8 (w1) and x row g (xv), same k positions: two mmas.
+__device__ __forceinline__ void kc_gemv_step(float acc[4], uint4 w0, uint4 w1, uint4 xv) {
+    kc_gemv_mma(acc, w0.x, w1.x, w0.y, w1.y, xv.x, xv.y);
+    kc_gemv_mma(acc, w0.z, w1.z, w0.w, w1.w, xv.z, xv.w);
+}
+
+template <bool VEC>
+__global__ void __launch_bounds__(256)
+    kc_gemv(void *y /* [m, n] bf16 or f32 */, int y_f32, const bf16 *x /* [m, k] */,
+            const bf16 *w /* [n, k] */, const bf16 *bias /* [n] or NULL */, int m, int n, int k) {
+    __shared__ float red[KC_GEMV_MAX_WARPS][32][4];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int r0 = blockIdx.x * KC_GEMV_ROWS;
+    const bf16 *w0 = w + (size_t)min(r0 + g, n - 1) * k;
+    const bf16 *w1 = w + (size_t)min(r0 + g + 8, n - 1) * k;
+    const bf16 *xr = x + (size_t)min(g, m - 1) * k;
+
+    // Two accumulator chains halve the dependent mma latency per chunk.
+    float acc0[4] = {0.f, 0.f, 0.f, 0.f}, acc1[4] = {0.f, 0.f, 0.f, 0.f};
+    const int n_chunks = (k + KC_GEMV_CHUNK - 1) / KC_GEMV_CHUNK;
+    const int n_full = VEC ? k / KC_GEMV_CHUNK : 0;
+    for (int c = warp; c < n_chunks; c += n_warps) {
+        const int k0 = c * KC_GEMV_CHUNK + 8 * t;
+        uint4 a[KC_GEMV_U], b[KC_GEMV_U], xv[KC_GEMV_U];
+        if (c < n_full) {
+#pragma unroll
+            for (int u = 0; u < KC_GEMV_U; u++) {
+                a[u] = kc_gemv_ld_stream(w0 + k0 + 32 * u);
+                b[u] = kc_gemv_ld_stream(w1 + k0 + 32 * u);
+            }
+#pragma unroll
+            for (int u = 0; u < KC_GEMV_U; u++)
+                xv[u] = __ldg(reinterpret_cast<const uint4 *>(xr + k0 + 32 * u));
+        } else {
+#pragma unroll
+            for (int u = 0; u < KC_GEMV_U; u++) {
+                int left = k - (k0 + 32 * u);
+                a[u] = kc_gemv_ld_guarded(w0 + k0 + 32 * u, left);
+                b[u] = kc_gemv_ld_guarded(w1 + k0 + 32 * u, left);
+                xv[u] = kc_gemv_ld_guarded(xr + k0 + 32 * u, left);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < KC_GEMV_U; u += 2) {
+            kc_gemv_step(acc0, a[u], b[u], xv[u]);
+            kc_gemv_step(acc1, a[u + 1], b[u + 1], xv[u + 1]);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        red[warp][lane][i] = acc0[i] + acc1[i];
+    __syncthreads();
+
+    // Thread e (< 128) sums element e of the fragment over the block's warps: lane e / 4 held
+    // rows g, g + 8 (i = 0, 1 and 2, 3) of columns (rows of x) 2t and 2t + 1.
+    for (int e = threadIdx.x; e < 128; e += blockDim.x) {
+        const int l = e >> 2, i = e & 3;
+        float s = 0.f;
+        for (int v = 0; v < n_warps; v++)
+            s += red[v][l][i];
+        const int row = r0 + (l >> 2) + (i >= 2 ? 8 : 0), col = 2 * (l & 3) + (i & 1);
+        if (row >= n || col >= m) continue;
+        if (bias) s += kc_f(bias[row]);
+        if (y_f32)
+            static_cast<float *>(y)[(size_t)col * n + row] = s;
+        else
+            static_cast<bf16 *>(y)[(size_t)col * n + row] = kc_bf(s);
+    }
+}
+
+// Relative L2 difference of two outputs (a against b), for the GEMM tuner's check of the gemv
+// against cuBLASLt: sums[0] += (a - b)^2, sums[1] += b^2; a NaN in a makes sums[0] NaN.
+__global__ void kc_gemv_diff(const void *a, const void *b, int f32, size_t count, float *sums) {
+    __shared__ float red[32];
+    float d2 = 0.f, b2 = 0.f;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count;
+         i += (size_t)gridDim.x * blockDim.x) {
+        float va = f32 ? static_cast<const float *>(a)[i] : kc_f(static_cast<const bf16 *>(a)[i]);
+        float vb = f32 ? static_cast<const float *>(b)[i] : kc_f(static_cast<const bf16 *>(b)[i]);
+        d2 += (va - vb) * (va - vb);
+        b2 += vb * vb;
+    }
+    d2 = kc_block_sum(d2, red);
+    b2 = kc_block_sum(b2, red);
+    if (threadIdx.x == 0) {
+        atomicAdd(&sums[0], d2);
+        atomicAdd(&sums[1], b2);
+    }
+}
+
+// ---- launchers
+
+extern "C" int kern_cuda_gemv_default_warps(int k) {
+    int chunks = (k + KC_GEMV_CHUNK - 1) / KC_GEMV_CHUNK;
+    return chunks < 8 ? (chunks < 1 ? 1 : chunks) : 8;
+}
+
+extern "C" int kern_cuda_gemv(void *y, int y_f32, const bf16 *x, const bf16 *w, const bf16 *bias,
+                              int m, int n, int k, int warps, cudaStream_t s) {
+    if (m < 0 || m > KERN_CUDA_GEMV_MAX_M || n <= 0 || k <= 0)
+        return err_set(ERR_INVAL, "gemv: bad sizes m=%d n=%d k=%d (m at most %d)", m, n, k,
+                       KERN_CUDA_GEMV_MAX_M);
+    if (warps < 0 || warps > KC_GEMV_MAX_WARPS)
+        return err_set(ERR_INVAL, "gemv: bad warp count %d (0 = default, at most %d)", warps,
+                       KC_GEMV_MAX_WARPS);
+    if (m == 0) return 0;
+    if (warps == 0) warps = kern_cuda_gemv_default_warps(k);
+    bool vec = k % 8 == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)w % 16 == 0;
+    unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
+    if (vec)
+        kc_gemv<true><<<blocks, 32 * warps, 0, s>>>(y, y_f32, x, w, bias, m, n, k);
+    else
+        kc_gemv<false><<<blocks, 32 * warps, 0, s>>>(y, y_f32, x, w, bias, m, n, k);
+    KC_LAUNCHED();
+    return 0;
+}
+
+extern "C" int kern_cuda__gemv_diff(const void *a, const void *b, int f32, size_t count,
+                                    float *sums, cudaStream_t s) {
+    CUDA_CHECK(cudaMemsetAsync(sums, 0, 2 * sizeof(float), s));
+    if (count == 0) return 0;
+    size_t blocks = (count + 255) / 256;
+    kc_gemv_diff<<<(unsigned)(blocks < 1024 ? blocks : 1024), 256, 0, s>>>(a, b, f32, count, sums);
+    KC_LAUNCHED();
+    return 0;
+}
