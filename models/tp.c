@@ -281,8 +281,10 @@ int model_group_load(struct model_group **out, const struct model_config *full, 
         // The engine's view: the full config and the shared limits, no weights of its own.
         struct model *f = &g->front, *m0 = &rs[0].m;
         f->cfg = *full;
-        f->ops = m0->ops;
-        f->ctx = m0->ctx;
+        // No backend of its own: nothing may queue work on it directly (the full logits exist
+        // only on the host, so the engine samples there: no backend sample op to call).
+        f->ops = NULL;
+        f->ctx = NULL;
         f->n_kv_blocks = m0->n_kv_blocks;
         f->block_size = m0->block_size;
         f->max_tokens = m0->max_tokens;

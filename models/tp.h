@@ -35,6 +35,7 @@ int model_group_load(struct model_group **g, const struct model_config *full, co
                      struct kern_comm **comms, int size, const struct mem_plan_settings *set);
 
 // The model the engine drives (full config; model_forward runs the group). Owned by the group.
+// Its ops and ctx are NULL: the full logits exist on the host only, so sampling runs there.
 struct model *model_group_model(struct model_group *g);
 // Rank r's model (its shard), for tests.
 struct model *model_group_rank(struct model_group *g, int r);
