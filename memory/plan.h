@@ -24,10 +24,12 @@
 // (mem_plan_shape_shard) and gets its own plan from the same formulas over the shard's shapes,
 // with these differences (mem_plan_compute_tp):
 //   weights  = the shard exactly as the loader carves it (replicated norms; qkv, bias, wo,
-//              gate_up and down split by heads / hidden_dim; embed and lm_head by vocab rows)
+//              gate_up and down split by heads / hidden_dim; embed and lm_head by vocab rows,
+//              the embedding with one extra zero row)
 //   kv_block = 2 * n_layers * (n_kv_heads / tp) * head_dim * block_size * 2 bytes
 //   logits   = float32 [S, vocab] (the full logits, as at tp 1) + float32 [tp, S, vocab_local]
 //              (the all-gather buffer; see mem_logits_layout)
+//   sampling = sized by the full vocab, as at tp 1 (the sampler works on the full logits)
 //   n_blocks = the minimum over GPUs of what each could hold (every GPU carves the same count,
 //              since the scheduler and its block ids are shared); the rest is unused_bytes
 #ifndef KEEL_MEMORY_PLAN_H
@@ -144,6 +146,8 @@ void mem_plan_scratch_layout(const struct mem_plan_shape *s, int max_tokens, int
 //                                   slice gather + r * S * vocab_local (NCCL's in-place
 //                                   all-gather), and the slices are then copied into full
 //                                   (dropping the padded columns past vocab)
+// A forward that assembles the logits on the host instead carves only the first
+// S * vocab_local floats; the rest is then headroom for a device gather and GPU sampling.
 // bytes = the end of the last one rounded up to 256 (= align(S * vocab * 4) at tp 1).
 struct mem_logits_layout {
     size_t full, gather;     // offsets

@@ -442,6 +442,9 @@ int srv_settings_validate(const struct srv_settings *s) {
         return err_set(ERR_INVAL, "setting 'max_num_batched_tokens' (%d) must be at least "
                                   "max_num_seqs (%d)", s->max_num_batched_tokens, s->max_num_seqs);
     if (s->host[0] == '\0') return err_set(ERR_INVAL, "setting 'host' must not be empty");
+    if (s->tensor_parallel_size > 0 && s->tensor_parallel_size != s->n_devices)
+        return err_set(ERR_INVAL, "settings 'tensor_parallel_size' (%d) and 'devices' (%d ids) "
+                                  "disagree", s->tensor_parallel_size, s->n_devices);
     return 0;
 }
 

@@ -18,12 +18,18 @@
 // of slices is chosen on the host from the batch's size hints, bounded by the scratch given.
 //
 // This is the correct general kernel for both phases; it runs on CUDA cores. Known limits, for
-// the speed issue: no tensor cores for prefill, no software pipelining of the tile loads.
+// the speed issue: no tensor cores for prefill, no software pipelining of the tile loads. The
+// dispatcher (end of file) now sends long query spans to attention_tc.cu and short ones (decode)
+// to attention_dec.cu for head_dim 64/128; this kernel takes the other head dims, and every short
+// span when KEEL_ATTN_DECODE=old (the A/B baseline and the fallback).
 // head_dim: 16, 32, 64, 96, 128 or 256 (a template each; lanes own output pairs 2*lane + 64*i).
+#include "kernels/cuda/attention_dec.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/kern_cuda.h"
 
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define KC_ATT_WARPS 4
 #define KC_ATT_RPW 8                            // rows per warp
@@ -218,9 +224,21 @@ template <int D> static cudaError_t kc_att_setup_one(void) {
                                 (int)kc_att_smem<D>());
 }
 
+// Whether short query spans take the decode path (attention_dec.cu): set once at start-up from
+// KEEL_ATTN_DECODE ("old" or "0": the CUDA-core kernel, for A/B runs and as a fallback), read by
+// the dispatcher like a setting, never written per step.
+static int kc_att_dec_on = 1;
+
+extern "C" int kern_cuda__attention_dec_enabled(void) {
+    return kc_att_dec_on;
+}
+
 extern "C" int kern_cuda_attention_setup(void) {
+    const char *env = getenv("KEEL_ATTN_DECODE");
+    kc_att_dec_on = !(env && (!strcmp(env, "old") || !strcmp(env, "0")));
     int rc = kern_cuda__attention_tc_setup();
     if (rc) return rc;
+    if ((rc = kern_cuda__attention_dec_setup())) return rc;
     CUDA_CHECK(kc_att_setup_one<16>());
     CUDA_CHECK(kc_att_setup_one<32>());
     CUDA_CHECK(kc_att_setup_one<64>());
@@ -332,7 +350,8 @@ extern "C" int kern_cuda__attention_cc(bf16 *out, const bf16 *qkv, const bf16 *k
 
 // The dispatcher: batches with query spans long enough to fill the tensor cores' 16-row tiles
 // (at least a 64-row block of (token, head) rows) take the tensor-core path (attention_tc.cu);
-// decode-only batches take the CUDA-core path, with split-KV when they leave the GPU idle.
+// decode batches and short spans take the decode path (attention_dec.cu, head_dim 64/128) unless
+// KEEL_ATTN_DECODE=old, else the CUDA-core path; both split the keys when the GPU would idle.
 extern "C" int kern_cuda_attention(bf16 *out, const bf16 *qkv, const bf16 *k_cache,
                                    const bf16 *v_cache, const struct kern_attn_batch *b,
                                    int n_heads, int n_kv_heads, int head_dim, int block_size,
@@ -344,6 +363,10 @@ extern "C" int kern_cuda_attention(bf16 *out, const bf16 *qkv, const bf16 *k_cac
     if ((head_dim == 64 || head_dim == 128) && (long)b->max_query_len * group >= 64)
         return kern_cuda__attention_tc(out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, head_dim,
                                        block_size, scale, s);
+    if (kc_att_dec_on && (head_dim == 64 || head_dim == 128))
+        return kern_cuda__attention_dec(out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads,
+                                        head_dim, block_size, scale, scratch, scratch_bytes, n_sm,
+                                        s);
     return kern_cuda__attention_cc(out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, head_dim,
                                    block_size, scale, scratch, scratch_bytes, n_sm, s);
 }

@@ -124,6 +124,14 @@ TEST(settings_tp_refuses_bad_sizes_by_name) {
     s.tensor_parallel_size = 12;
     CHECK_EQ(srv_settings_resolve_devices(&s), ERR_INVAL);
     CHECK_HAS(err_msg(), "12 is out of range [1, 8]");
+    // Validation catches fields set by hand that were never reconciled.
+    srv_settings_defaults(&s);
+    s.tensor_parallel_size = 2;
+    CHECK_EQ(srv_settings_validate(&s), ERR_INVAL);
+    CHECK_HAS(err_msg(), "'tensor_parallel_size' (2) and 'devices' (1 ids) disagree");
+    CHECK_OK(srv_settings_resolve_devices(&s));
+    CHECK_OK(srv_settings_validate(&s));
+    check_devices(&s, 2, (int[]){0, 1});
 }
 
 TEST(settings_tp_help_and_dump) {
