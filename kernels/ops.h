@@ -41,6 +41,55 @@ struct kern_attn_batch {
     int max_seq_len;
 };
 
+// ---- sampling (the `sample` op)
+//
+// One row per sequence that samples this step. The semantics are vLLM's, in its order:
+//   ban ids (flag KERN_SAMPLE_BANNED: min_tokens) and apply penalties (repetition once per
+//   distinct token of prompt and output; frequency * count + presence for tokens the output
+//   holds) -> greedy (lowest id among equal maxima) when temperature < KERN_SAMPLE_EPS ->
+//   p = exp((w - max) / T) -> min_p (keep p >= min_p; p of the best is 1) -> top_k -> top_p
+//   -> draw.
+// Truncation ranks candidates by (p descending, id ascending), so ties never depend on an
+// algorithm's internal order; top_p keeps the shortest such prefix whose mass reaches top_p of
+// the mass left after top_k. The draw walks the kept ids in ascending id order and picks the
+// first whose running mass exceeds u * (kept mass): every backend can do that without sorting,
+// and the same u gives the same token up to the rounding of the sums.
+// Logprobs are raw: log_softmax of the logits before penalties, temperature or truncation, over
+// ids [0, n_valid); the top ones are ordered by (logprob descending, id ascending).
+#define KERN_SAMPLE_EPS 1e-5f   // temperatures below this are greedy (vLLM's _SAMPLING_EPS)
+#define KERN_SAMPLE_MAX_TOP 20  // most top logprobs a row can ask for (OpenAI's limit)
+#define KERN_SAMPLE_HISTORY 1   // kern_sample_adj.flags: the token is in prompt or output
+#define KERN_SAMPLE_BANNED 2    // kern_sample_adj.flags: the token may not be drawn this step
+
+struct kern_sample_params {
+    float temperature;        // < KERN_SAMPLE_EPS: greedy
+    float top_p;              // (0, 1]; 1 = off
+    float min_p;              // [0, 1]; 0 = off
+    int32_t top_k;            // <= 0: off
+    int32_t n_valid;          // ids >= n_valid are never drawn; 0: skip the row (token -1)
+    int32_t n_logprobs;       // -1: none; else the sampled token's logprob + this many top ones
+    float u;                  // uniform in [0, 1) from the sequence's own RNG (unused if greedy)
+    float repetition_penalty; // 1 = off
+    float frequency_penalty, presence_penalty;
+    int32_t adj_start, n_adj; // this row's entries of the adjustments array
+};
+
+// A sparse per-row adjustment: one entry per distinct id (the host merges duplicates).
+struct kern_sample_adj {
+    int32_t id;
+    int32_t count; // occurrences in the output so far (frequency and presence penalties)
+    int32_t flags; // KERN_SAMPLE_HISTORY | KERN_SAMPLE_BANNED
+};
+
+struct kern_sample_out {
+    int32_t token;   // the sampled id; -1 for a skipped row or when status != 0
+    int32_t status;  // 0, or ERR_INVAL when every token is suppressed
+    float logprob;   // raw logprob of token (n_logprobs >= 0)
+    int32_t n_top;   // == max(n_logprobs, 0), capped at n_valid
+    int32_t top_id[KERN_SAMPLE_MAX_TOP];
+    float top_lp[KERN_SAMPLE_MAX_TOP];
+};
+
 // Backend state (CPU: thread count; CUDA: device, stream, cuBLAS handle, workspace). Opaque here.
 struct kern_ctx;
 
@@ -107,6 +156,18 @@ struct kern_ops {
     int (*copy_to_backend)(struct kern_ctx *c, void *dst, const void *src, size_t bytes);
     int (*copy_to_host)(struct kern_ctx *c, void *dst, const void *src, size_t bytes);
 
+    // Samples one token per row (the semantics above) and writes the outputs to host memory:
+    // the one synchronisation point of a sampled step (it replaces copy_to_host of the logits).
+    // logits are backend memory and may be changed during the op but hold their raw values again
+    // when it returns; params and adj are host memory, copied to the backend by the op. CUDA
+    // keeps everything it needs in the context's op_scratch (ERR_NOSPACE when the step's
+    // adjustments do not fit it). A row's ERR_INVAL (nothing can be drawn) is its out.status,
+    // not the op's return code.
+    int (*sample)(struct kern_ctx *c, struct kern_sample_out *out /* [n_rows] host */,
+                  float *logits /* [n_rows, vocab] */, int n_rows, int vocab,
+                  const struct kern_sample_params *params /* [n_rows] host */,
+                  const struct kern_sample_adj *adj /* [n_adj] host */, int n_adj);
+
     // Waits for all queued work (start-up, tests). Returns the first pending error.
     int (*sync)(struct kern_ctx *c);
 
@@ -120,6 +181,32 @@ struct kern_ops {
 extern const struct kern_ops kern_cpu_ops;
 int kern_cpu_ctx_init(struct kern_ctx **c, int n_threads);
 void kern_cpu_ctx_free(struct kern_ctx *c);
+
+// The CPU reference of one sampled row, for host code (server/sample.c) that samples host logits
+// without a backend context. The scratch is one thread's: w [vocab] the processed logits (then
+// probabilities), cand [vocab] candidates, block_mass [vocab / 256 + 1].
+struct kern_sample_cand {
+    float p;
+    int32_t id;
+};
+struct kern_sample_scratch {
+    int vocab;
+    float *w;                      // [vocab]
+    struct kern_sample_cand *cand; // [vocab]
+    double *block_mass;            // [vocab / KERN_SAMPLE_BLOCK + 1]
+};
+#define KERN_SAMPLE_BLOCK 256
+int kern_sample_scratch_init(struct kern_sample_scratch *s, int vocab); // ERR_NOMEM
+void kern_sample_scratch_free(struct kern_sample_scratch *s);            // NULL-safe
+// Samples one row of host logits (not modified) into *out; returns 0 or ERR_INVAL for bad sizes
+// (an unsampleable row is out->status). n_valid must be <= s->vocab.
+int kern_sample_row(struct kern_sample_out *out, const float *logits /* [>= n_valid] */,
+                    const struct kern_sample_params *p, const struct kern_sample_adj *adj,
+                    struct kern_sample_scratch *s);
+// Raw logprobs of one row: log-sum-exp over [0, n_valid) and the n_top best (id, logprob).
+double kern_sample_lse(const float *logits, int n_valid);
+void kern_sample_top(const float *logits, int n_valid, int n_top, double lse,
+                     int32_t *top_id /* [n_top] */, float *top_lp /* [n_top] */);
 
 #ifdef KEEL_CUDA
 // The CUDA backend (kernels/cuda). One context per GPU: one stream, one cuBLAS(Lt) handle bound to

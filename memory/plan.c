@@ -188,11 +188,18 @@ static size_t plan_regions(const struct mem_plan_shape *shape,
     out->activation_bytes = lay.bytes;
     size_t S = (size_t)set->max_num_seqs, V = (size_t)shape->vocab_size;
     out->logits_bytes = align_up(S * V * 4);
+    // The sampling region is the CUDA context's op_scratch. The sample op (kernels/cuda/sample.cu)
+    // needs 224 bytes per row (parameters and outputs, kern_cuda_sample_scratch_bytes) plus 16
+    // bytes per penalty/ban entry (one per distinct id of a penalised sequence's history), so this
+    // size holds about vocab / 4 + 240 entries per sequence on average (38k at a 152k
+    // vocabulary); a step with more samples on the host instead (the engine's ERR_NOSPACE
+    // fallback). Split-KV attention uses the same region earlier in the step.
     out->sampling_bytes = align_up(S * V * 4 + S * MEM_PLAN_SAMPLING_SEQ_BYTES);
     out->kv_block_bytes = 2 * (size_t)shape->n_layers * (size_t)shape->n_kv_heads *
                           (size_t)shape->head_dim * (size_t)set->block_size * 2;
+    out->graphs_bytes = set->cuda_graphs ? MEM_PLAN_GRAPHS_BYTES : 0; // outside the arena
     return out->overhead_bytes + out->weights_bytes + out->workspace_bytes +
-           out->activation_bytes + out->logits_bytes + out->sampling_bytes;
+           out->activation_bytes + out->logits_bytes + out->sampling_bytes + out->graphs_bytes;
 }
 
 // keel's arena (budget - overhead) does not fit in the free memory: others hold some of it.
@@ -312,8 +319,8 @@ int mem_plan_compute(const struct mem_plan_shape *shape, const struct mem_plan_s
     out->kv_bytes = n_blocks * out->kv_block_bytes;
     out->kv_tokens = (int64_t)n_blocks * set->block_size;
     out->max_concurrency = (double)out->kv_tokens / (double)set->max_model_len;
-    out->arena_bytes = fixed - overhead + out->kv_bytes;
-    out->unused_bytes = budget - overhead - out->arena_bytes;
+    out->arena_bytes = fixed - overhead - out->graphs_bytes + out->kv_bytes;
+    out->unused_bytes = budget - overhead - out->graphs_bytes - out->arena_bytes;
     if (out->kv_tokens < set->max_model_len) return refuse_kv(out, set, fixed, capped);
     return 0;
 }
@@ -542,6 +549,7 @@ char *mem_plan_table(const struct mem_plan *p, const struct mem_plan_settings *s
     row(&b, "logits", p->logits_bytes, p->budget_bytes);
     row(&b, "sampling scratch", p->sampling_bytes, p->budget_bytes);
     row(&b, "KV cache", p->kv_bytes, p->budget_bytes);
+    if (p->graphs_bytes) row(&b, "CUDA graphs (not arena)", p->graphs_bytes, p->budget_bytes);
     row(&b, "unused", p->unused_bytes, p->budget_bytes);
     row(&b, "arena (one allocation)", p->arena_bytes, p->budget_bytes);
     if (p->other_bytes)
@@ -578,6 +586,7 @@ char *mem_plan_json(const struct mem_plan *p, const struct mem_plan_settings *se
         {"logits_bytes", (double)p->logits_bytes},
         {"sampling_bytes", (double)p->sampling_bytes},
         {"kv_bytes", (double)p->kv_bytes},
+        {"graphs_bytes", (double)p->graphs_bytes},
         {"unused_bytes", (double)p->unused_bytes},
         {"arena_bytes", (double)p->arena_bytes},
         {"kv_block_bytes", (double)p->kv_block_bytes},

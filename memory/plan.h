@@ -45,6 +45,10 @@
 #define MEM_PLAN_CONTEXT_BYTES ((size_t)512 << 20)
 // Memory used at start beyond this is taken to belong to other processes, not to keel's context.
 #define MEM_PLAN_CONTEXT_MAX_BYTES ((size_t)1 << 30)
+// Device memory kept free for the CUDA graphs of decode steps (models/graph.h): the CUDA runtime
+// allocates their executables outside the arena, so the plan leaves this much of the budget to
+// them (graphs_bytes). The start-up capture measures what they take and stops before it is spent.
+#define MEM_PLAN_GRAPHS_BYTES ((size_t)128 << 20)
 #define MEM_PLAN_SAMPLING_SEQ_BYTES 4096  // per-sequence sampling state (see sampling_bytes)
 #define MEM_PLAN_MAX_TP 8                 // tensor_parallel_size at most (one host's GPUs)
 
@@ -90,6 +94,7 @@ struct mem_plan_settings {
     // ordinal r.
     int device_ids[MEM_PLAN_MAX_TP];
     int n_device_ids;
+    bool cuda_graphs;              // keep MEM_PLAN_GRAPHS_BYTES for CUDA graphs (models/graph.h)
 };
 
 // keel's defaults (`keel plan` and the server): utilization 0.9, block_size 16, max_num_seqs
@@ -172,6 +177,8 @@ struct mem_plan {
     size_t sampling_bytes;     // sampling scratch: float32 [max_num_seqs, vocab] (probabilities
                                // or sorted candidates) + max_num_seqs * 4096 (per-sequence state)
     size_t kv_bytes;           // n_kv_blocks * kv_block_bytes
+    size_t graphs_bytes;       // kept for CUDA graphs, outside the arena: MEM_PLAN_GRAPHS_BYTES
+                               // when settings.cuda_graphs, else 0
     size_t arena_bytes;        // everything keel allocates: the sum of the regions above
     size_t other_bytes;        // memory other processes held at start (used - overhead)
     size_t unused_bytes;       // budget - overhead - arena: less than a block (or the cap's rest)

@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 // ---- the step's metadata
 
@@ -55,6 +56,10 @@ static struct fwd_meta meta_layout(int n_tokens, int n_seqs, int max_blocks_per_
 }
 
 // ---- init and free
+
+#ifdef KEEL_CUDA
+static int graphs_init(struct model *m);
+#endif
 
 int model_init(struct model *m, const struct model_config *cfg, const struct kern_ops *ops,
                struct kern_ctx *ctx, struct mem_arena *arena, const struct mem_plan *plan,
@@ -110,7 +115,7 @@ int model_init(struct model *m, const struct model_config *cfg, const struct ker
     // but that is not yet measured: such ranks run eagerly unless KEEL_TP_GRAPHS=1.
     const char *tp_graphs = getenv("KEEL_TP_GRAPHS");
     bool graphs_ok = !m->tp.comm || (tp_graphs && !strcmp(tp_graphs, "1"));
-    if (graphs_ok && model_graphs_usable(ops) && (rc = model_graphs_init(&m->graphs))) return rc;
+    if (graphs_ok && model_graphs_usable(ops) && (rc = graphs_init(m))) return rc;
 #endif
     const char *inject = getenv("KEEL_DEBUG_INJECT_FAULT");
     if (inject && *inject) {
@@ -290,39 +295,188 @@ static int network(struct model *m, const struct fwd_step *st, bool prof_ops) {
     return 0;
 }
 
-#ifdef KEEL_CUDA
-// Decode steps of at most this many sequences replay a CUDA graph (models/graph.h); larger
-// batches spend most of a step in GEMMs, where launch gaps matter little.
-#define FWD_GRAPH_MAX_SEQS 8
-// Contexts are bucketed by this many tokens for the graphs' attention launch hint.
-#define FWD_GRAPH_CTX_BUCKET 1024
+// ---- padded decode steps
 
-// Runs the step through a graph when it is a small decode step and a graph exists or can be
-// captured now. Returns 1 when the device work was queued, 0 when the caller must run it.
-static int network_graphed(struct model *m, struct fwd_step *st) {
-    if (!m->graphs || st->n != st->S || st->S > FWD_GRAPH_MAX_SEQS) return 0;
-    int cap = m->max_blocks_per_seq * m->block_size;
-    int bucket =
-        (st->max_len + FWD_GRAPH_CTX_BUCKET - 1) / FWD_GRAPH_CTX_BUCKET * FWD_GRAPH_CTX_BUCKET;
-    if (bucket > cap) bucket = cap;
-    int seen = 0;
-    int rc = model_graphs_replay(m->graphs, m->ctx, st->S, bucket, &seen);
+// Packs the metadata of b (NULL: the warm-up, no real rows) into the host staging buffer as a
+// step of `rows` rows (0: b's own), and fills st: the layout and the launch hints. Rows past b's
+// are padding of a decode step: token 0 at position 0, slot -1 (kv_write stores nothing),
+// context 1 in block 0 (a valid block, so the attention reads one key of memory the cache owns),
+// their logits row their own. Every op works row by row, so a padding row never changes a real
+// row's numbers.
+static void pack_meta(struct model *m, const struct model_batch *b, int rows,
+                      struct fwd_step *st) {
+    const int n = b ? b->n_tokens : 0, S = b ? b->n_seqs : 0, mb = m->max_blocks_per_seq;
+    const int pad = rows > S ? rows - S : 0;
+    *st = (struct fwd_step){.n = n + pad, .S = S + pad, .o = meta_layout(n + pad, S + pad, mb)};
+    const struct fwd_meta o = st->o;
+    int32_t *h = m->host_meta;
+    h[o.query_start] = 0;
+    if (S) {
+        memcpy(h + o.ids, b->token_ids, sizeof(int32_t) * n);
+        memcpy(h + o.positions, b->positions, sizeof(int32_t) * n);
+        memcpy(h + o.slot_mapping, b->slot_mapping, sizeof(int32_t) * n);
+        memcpy(h + o.query_start, b->query_start, sizeof(int32_t) * (S + 1));
+        memcpy(h + o.seq_lens, b->seq_lens, sizeof(int32_t) * S);
+        memcpy(h + o.block_tables, b->block_tables, sizeof(int32_t) * S * mb);
+    }
+    for (int s = 0; s < S; s++) {
+        h[o.rows + s] = b->query_start[s + 1] - 1; // the last token of sequence s
+        int q_len = b->query_start[s + 1] - b->query_start[s];
+        if (q_len > st->max_q) st->max_q = q_len;
+        if (b->seq_lens[s] > st->max_len) st->max_len = b->seq_lens[s];
+    }
+    for (int i = 0; i < pad; i++) {
+        int t = n + i, s = S + i;
+        // The warm-up's rows (b == NULL, before any sequence owns a block) each store their
+        // token's K/V in a block of their own and read it back, so the warm-up step computes
+        // finite numbers from real-looking data: the GEMM tuner compares kernels on its output
+        // (kernels/cuda/gemm.c), and memory no step has written may hold NaN.
+        int blk = b ? 0 : t % m->n_kv_blocks;
+        h[o.ids + t] = b ? 0 : t % m->cfg.vocab_size;
+        h[o.positions + t] = 0;
+        h[o.slot_mapping + t] = b ? -1 : blk * m->block_size;
+        h[o.query_start + s + 1] = t + 1;
+        h[o.seq_lens + s] = 1;
+        memset(h + o.block_tables + (size_t)s * mb, 0, sizeof(int32_t) * mb);
+        h[o.block_tables + (size_t)s * mb] = blk;
+        h[o.rows + s] = t;
+    }
+    if (pad && st->max_q < 1) st->max_q = 1;
+    if (pad && st->max_len < 1) st->max_len = 1;
+}
+
+// The context bucket of a step whose longest context is len: the attention hint of a padded or
+// graphed step (the same list the graph table holds).
+static int ctx_bucket(const struct model *m, int len, int *index) {
+    int b[MODEL_GRAPHS_MAX_BUCKETS];
+    int n = model_graphs_ctx_buckets(m->max_blocks_per_seq * m->block_size, b,
+                                     MODEL_GRAPHS_MAX_BUCKETS);
+    int i = model_graphs_bucket_of(b, n, len);
+    if (index) *index = i;
+    return i < 0 ? len : b[i];
+}
+
+// ---- graphs
+
+#ifdef KEEL_CUDA
+static double fwd_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+// The graph table's buckets from the model's limits; no table when the largest batch bucket is
+// set to 0.
+static int graphs_init(struct model *m) {
+    int bb[MODEL_GRAPHS_MAX_BUCKETS], cb[MODEL_GRAPHS_MAX_BUCKETS];
+    int top = m->max_seqs < m->max_tokens ? m->max_seqs : m->max_tokens;
+    int nb = model_graphs_batch_buckets(top, model_graphs_max_seqs_setting(), bb,
+                                        MODEL_GRAPHS_MAX_BUCKETS);
+    int nc = model_graphs_ctx_buckets(m->max_blocks_per_seq * m->block_size, cb,
+                                      MODEL_GRAPHS_MAX_BUCKETS);
+    if (nb < 1 || nc < 1) return 0;
+    return model_graphs_init(&m->graphs, bb, nb, cb, nc, MEM_PLAN_GRAPHS_BYTES);
+}
+
+// Runs the padded step st through the graph of (bi, ci): replays it, or on the key's second
+// step (when no warm-up captured it) captures it and launches it. Returns 1 when the device
+// work was queued, 0 when the caller must run it, or ERR_*.
+static int network_graphed(struct model *m, const struct fwd_step *st, int bi, int ci,
+                           enum model_fwd_mode mode) {
+    int rc = model_graphs_launch(m->graphs, m->ctx, bi, ci);
     if (rc) return rc;
-    if (seen == 0) return 0; // the first step of a shape warms its plans and kernels eagerly
+    if (mode == MODEL_FWD_GRAPH)
+        return err_set(ERR_INVAL, "model_forward: no graph for %d rows at context bucket %d",
+                       st->S, st->max_len);
+    // The first step of a key runs eagerly (padded, so cuBLAS loads this shape's kernels
+    // outside a capture); the second is captured.
+    if (model_graphs_seen(m->graphs, bi, ci) == 0 || !model_graphs_can_capture(m->graphs))
+        return 0;
     if (!model_graphs_capture_begin(m->graphs, m->ctx)) return 0;
-    struct fwd_step cap_st = *st;
-    cap_st.max_len = bucket; // key slices past a sequence's end are empty
-    rc = network(m, &cap_st, false);
-    int ran = model_graphs_capture_end(m->graphs, m->ctx, st->S, bucket, rc == 0);
-    return rc ? rc : ran;
+    // A failure under capture turns graphs off and the caller runs the step eagerly: a real
+    // fault shows there again.
+    rc = network(m, st, false);
+    if (!model_graphs_capture_end(m->graphs, m->ctx, bi, ci, rc == 0)) return 0;
+    return model_graphs_launch(m->graphs, m->ctx, bi, ci);
 }
 #endif
 
-int model_forward(struct model *m, const struct model_batch *b, float *logits) {
+int model_graphs_warmup(struct model *m) {
+#ifdef KEEL_CUDA
+    struct model_graphs *g = m->graphs;
+    if (!g) return 0;
+    int nb, nc;
+    const int *bb = model_graphs_batch(g, &nb), *cb = model_graphs_ctx(g, &nc);
+    double t0 = fwd_now();
+    int32_t *meta = (int32_t *)(m->scratch_base + m->scratch.meta);
+    // Short contexts first, then longer: if the reservation runs out, the buckets left out are
+    // the long contexts, whose steps are the longest and gain the least.
+    for (int ci = 0; ci < nc && model_graphs_can_capture(g); ci++) {
+        for (int bi = 0; bi < nb && model_graphs_can_capture(g); bi++) {
+            struct fwd_step st;
+            pack_meta(m, NULL, bb[bi], &st);
+            st.max_len = cb[ci];
+            TRY(m->ops->copy_to_backend(m->ctx, meta, m->host_meta,
+                                        st.o.n_ints * sizeof(int32_t)));
+            // One eager step: cuBLAS picks and loads this shape's kernels outside the capture.
+            TRY(network(m, &st, false));
+            (void)model_graphs_seen(g, bi, ci);
+            // A failure under capture turns graphs off (logged): keel serves eagerly.
+            if (!model_graphs_capture_begin(g, m->ctx)) break;
+            int rc = network(m, &st, false);
+            model_graphs_capture_end(g, m->ctx, bi, ci, rc == 0);
+        }
+    }
+    TRY(m->ops->sync(m->ctx));
+    struct model_graphs_stats s;
+    model_graphs_get_stats(g, &s);
+    log_info("cuda graphs: %d of %d decode graphs captured (batch buckets %d..%d x %d context "
+             "buckets %d..%d) in %.2f s; they take %.1f MiB of device memory (the plan reserves "
+             "%.1f MiB)",
+             s.captured, nb * nc, bb[0], bb[nb - 1], nc, cb[0], cb[nc - 1], fwd_now() - t0,
+             (double)s.bytes / (1 << 20), (double)s.limit / (1 << 20));
+    return s.captured;
+#else
+    (void)m;
+    return 0;
+#endif
+}
+
+// ---- the step
+
+// Checks the batch, sends its metadata and queues the network (graphed or not, padded as
+// model_forward_padded says); the caller adds the step's one copy to the host (only the real
+// rows: a padding row's logits are never read) and ends the profile step.
+static int forward_queue(struct model *m, const struct model_batch *b, int pad_to,
+                         enum model_fwd_mode mode, bool prof_ops) {
     TRY(check_batch(m, b));
-    // Tensor parallel: the batch was checked here once against the full model, so a bad one
-    // fails before any rank starts (a rank failing alone would have to abort the collectives).
-    if (m->tp.group) return model_group_forward(m->tp.group, b, logits);
+    const int S = b->n_seqs;
+    const bool decode = b->n_tokens == S;
+    if (mode == MODEL_FWD_AUTO) pad_to = 0;
+    if (pad_to && (pad_to < S || pad_to > m->max_seqs || pad_to > m->max_tokens || !decode))
+        return err_set(ERR_INVAL,
+                       "model_forward: cannot pad %d tokens of %d sequences to %d rows (a "
+                       "decode step, at most %d sequences and %d tokens)",
+                       b->n_tokens, S, pad_to, m->max_seqs, m->max_tokens);
+    // The graph key: the smallest batch bucket that holds the step and its context bucket.
+    int bi = -1, ci = -1, rows = pad_to, max_len = 0;
+    for (int s = 0; s < S; s++)
+        if (b->seq_lens[s] > max_len) max_len = b->seq_lens[s];
+#ifdef KEEL_CUDA
+    if (m->graphs && decode && !prof_ops && mode != MODEL_FWD_EAGER) {
+        int nb;
+        const int *bb = model_graphs_batch(m->graphs, &nb);
+        bi = model_graphs_bucket_of(bb, nb, pad_to ? pad_to : S);
+        ctx_bucket(m, max_len, &ci);
+        if (bi >= 0 && pad_to && bb[bi] != pad_to) bi = -1; // no graph of exactly pad_to rows
+        if (bi >= 0 && ci >= 0) rows = bb[bi];
+    }
+#endif
+    if (mode == MODEL_FWD_GRAPH && (bi < 0 || ci < 0))
+        return err_set(ERR_INVAL,
+                       "model_forward: no graph for %d sequences (padded to %d) at context %d",
+                       S, pad_to, max_len);
+
     m->n_steps++;
     if (m->inject_fault_step > 0 && m->n_steps >= m->inject_fault_step) {
         int rc = m->ops->debug_fault(m->ctx);
@@ -331,42 +485,73 @@ int model_forward(struct model *m, const struct model_batch *b, float *logits) {
         return rc ? rc : err_set(ERR_CUDA_FAULT, "injected fault at forward step %lld",
                                  (long long)m->n_steps);
     }
-    const bool prof_ops = model_prof_mode() == MODEL_PROF_OPS;
-    model_prof_step_begin(b->n_tokens, b->n_seqs);
     const struct kern_ops *op = m->ops;
     struct kern_ctx *ctx = m->ctx;
-    const int n = b->n_tokens, S = b->n_seqs, mb = m->max_blocks_per_seq;
 
+    model_prof_step_begin(b->n_tokens, S);
     // Pack the metadata into the host staging buffer and send it in one copy.
-    struct fwd_step st = {.n = n, .S = S, .o = meta_layout(n, S, mb)};
-    const struct fwd_meta o = st.o;
-    int32_t *h = m->host_meta;
-    memcpy(h + o.ids, b->token_ids, sizeof(int32_t) * n);
-    if (m->tp.comm) model_tp_map_ids(m, h + o.ids, n);
-    memcpy(h + o.positions, b->positions, sizeof(int32_t) * n);
-    memcpy(h + o.slot_mapping, b->slot_mapping, sizeof(int32_t) * n);
-    memcpy(h + o.query_start, b->query_start, sizeof(int32_t) * (S + 1));
-    memcpy(h + o.seq_lens, b->seq_lens, sizeof(int32_t) * S);
-    memcpy(h + o.block_tables, b->block_tables, sizeof(int32_t) * S * mb);
-    for (int s = 0; s < S; s++) {
-        h[o.rows + s] = b->query_start[s + 1] - 1; // the last token of sequence s
-        int q_len = b->query_start[s + 1] - b->query_start[s];
-        if (q_len > st.max_q) st.max_q = q_len;
-        if (b->seq_lens[s] > st.max_len) st.max_len = b->seq_lens[s];
-    }
+    struct fwd_step st;
+    pack_meta(m, b, rows, &st);
+    // Tensor parallel: token ids become rows of this rank's embedding shard.
+    if (m->tp.comm) model_tp_map_ids(m, m->host_meta + st.o.ids, st.n);
+    if (rows) st.max_len = ctx_bucket(m, st.max_len, NULL); // as the graph was captured
     int32_t *meta = (int32_t *)(m->scratch_base + m->scratch.meta);
-    OP(MODEL_PROF_META, op->copy_to_backend(ctx, meta, h, o.n_ints * sizeof(int32_t)));
+    OP(MODEL_PROF_META, op->copy_to_backend(ctx, meta, m->host_meta, st.o.n_ints * sizeof(int32_t)));
 
     int queued = 0;
 #ifdef KEEL_CUDA
-    if (!prof_ops) {
-        queued = network_graphed(m, &st);
+    if (bi >= 0 && ci >= 0) {
+        queued = network_graphed(m, &st, bi, ci, mode);
         if (queued < 0) return queued;
     }
 #endif
     if (!queued) TRY(network(m, &st, prof_ops));
+    return 0;
+}
+
+int model_forward_padded(struct model *m, const struct model_batch *b, int pad_to,
+                         enum model_fwd_mode mode, float *logits) {
+    if (m->tp.group) {
+        // Tensor parallel: the batch is checked here once against the full model, so a bad one
+        // fails before any rank starts (a rank failing alone would have to abort the
+        // collectives); each rank then pads and graphs its step as model_forward does.
+        TRY(check_batch(m, b));
+        return model_group_forward(m->tp.group, b, logits);
+    }
+    const bool prof_ops = model_prof_mode() == MODEL_PROF_OPS;
+    const struct kern_ops *op = m->ops;
+    struct kern_ctx *ctx = m->ctx;
+    TRY(forward_queue(m, b, pad_to, mode, prof_ops));
     OP(MODEL_PROF_COPY_OUT,
-       op->copy_to_host(ctx, logits, m->logits, sizeof(float) * S * m->cfg.vocab_size));
+       op->copy_to_host(ctx, logits, m->logits, sizeof(float) * b->n_seqs * m->cfg.vocab_size));
     model_prof_step_end();
     return 0;
+}
+
+int model_forward(struct model *m, const struct model_batch *b, float *logits) {
+    return model_forward_padded(m, b, 0, MODEL_FWD_AUTO, logits);
+}
+
+// Sampling runs after the network (and after a graph's replay), on the same stream.
+int model_forward_sample(struct model *m, const struct model_batch *b, const struct model_sample *s,
+                         struct kern_sample_out *out) {
+    const bool prof_ops = model_prof_mode() == MODEL_PROF_OPS;
+    const struct kern_ops *op = m->ops;
+    struct kern_ctx *ctx = m->ctx;
+    if (m->tp.group || !op) // the full logits of a tensor-parallel step exist on the host only
+        return err_set(ERR_UNSUPPORTED, "tensor parallel steps sample on the host");
+    if (!op->sample) return err_set(ERR_UNSUPPORTED, "the %s backend has no sample op", op->name);
+    TRY(forward_queue(m, b, 0, MODEL_FWD_AUTO, prof_ops));
+    OP(MODEL_PROF_COPY_OUT, op->sample(ctx, out, m->logits, b->n_seqs, m->cfg.vocab_size,
+                                       s->params, s->adj, s->n_adj));
+    model_prof_step_end();
+    return 0;
+}
+
+int model_logits_to_host(struct model *m, int n_seqs, float *logits) {
+    if (n_seqs <= 0 || n_seqs > m->max_seqs)
+        return err_set(ERR_INVAL, "model_logits_to_host: %d sequences (limit %d)", n_seqs,
+                       m->max_seqs);
+    return m->ops->copy_to_host(m->ctx, logits, m->logits,
+                                sizeof(float) * n_seqs * m->cfg.vocab_size);
 }

@@ -125,6 +125,26 @@ void model_free(struct model *m); // NULL-safe; frees host-side allocations only
 // model's limits; CUDA errors classified).
 int model_forward(struct model *m, const struct model_batch *b, float *logits);
 
+// One step's sampling on the backend (the sample op of kernels/ops.h): a row per sequence of the
+// batch, all host memory. Rows with n_valid 0 are not sampled (a prefill chunk that does not reach
+// its prompt's end).
+struct model_sample {
+    const struct kern_sample_params *params; // [n_seqs]
+    const struct kern_sample_adj *adj;       // [n_adj]
+    int n_adj;
+};
+
+// Runs the batch as model_forward does, then samples on the backend, so only out[n_seqs] (token
+// ids, logprobs) crosses to the host: the step's one synchronisation. Returns 0 or an ERR_* code
+// as model_forward; a row that cannot be sampled says so in its out[i].status.
+int model_forward_sample(struct model *m, const struct model_batch *b, const struct model_sample *s,
+                         struct kern_sample_out *out /* [n_seqs] host */);
+
+// Copies the last step's float32 logits [n_seqs, vocab_size] to host memory: the fallback when
+// model_forward_sample's sampling could not run on the backend (ERR_NOSPACE: the step's penalty
+// entries exceed the op's scratch), so the step is sampled on the host without re-running it.
+int model_logits_to_host(struct model *m, int n_seqs, float *logits);
+
 // Fills struct mem_plan_shape from a config.
 struct mem_plan_shape;
 void model_plan_shape(const struct model_config *cfg, struct mem_plan_shape *s);

@@ -8,6 +8,7 @@
 #include "memory/arena.h"
 #include "memory/plan.h"
 #include "models/config.h"
+#include "models/graph.h"
 #include "models/model.h"
 #include "models/tokenizer.h"
 #include "models/tp.h"
@@ -334,6 +335,7 @@ static int serve__prepare(struct serve *s) {
         // The context first (its handle and kernels take device memory), so the free memory the
         // plan sees already accounts for it; the arena regions are bound after the arena exists.
         if ((rc = kern_cuda_ctx_init(&s->ctx, s->set.devices[0], NULL, 0, NULL, 0))) goto fail;
+        s->pset.cuda_graphs = model_graphs_usable(&kern_cuda_ops); // the plan keeps their memory
 #endif
         if ((rc = mem_device_info(s->set.devices[0], &total, &free_b))) goto fail;
     } else {
@@ -394,6 +396,8 @@ static int serve__load(struct serve *s) {
     if ((rc = model_init(&s->model, &s->cfg, s->ops, s->ctx, &s->arena, &s->plan, &s->pset))) goto fail;
     s->model_ok = true;
     s->engine_model = &s->model;
+    // Every decode graph now, so no request waits for a capture (models/graph.h).
+    if ((rc = model_graphs_warmup(&s->model)) < 0) goto fail;
     return 0;
 fail:
     return serve__fail(s, rc);

@@ -31,7 +31,7 @@ struct eng_choice {
     size_t n_emitted; // bytes of text already sent in events
     bool done;
     double first_token_time;
-    // this step's draw, made on a sampling thread
+    // this step's draw (the sample op's output row)
     int32_t s_token;
     int s_rc;
     float s_logprob;
@@ -61,9 +61,18 @@ struct srv_engine {
     struct mem_kv_pool pool;
     struct sched sched;
     struct sched_plan plan;
-    struct srv_sample_pool *pool_threads; // the sampling phase's threads
-    int *jobs;                            // [max_num_seqs] plan rows that sample this step
-    float *logits;                        // [max_num_seqs, vocab_size] host
+    // The step's sampling rows (kernels/ops.h's sample op), built on the host: a row per plan
+    // sequence, the penalties' and bans' sparse entries, and what comes back.
+    struct kern_sample_params *rows;   // [max_num_seqs]
+    struct kern_sample_out *outs;      // [max_num_seqs]
+    struct kern_sample_adj *adj;       // [cap_adj], grown as histories grow
+    int n_adj, cap_adj;
+    int32_t *marks;                    // [vocab_size] all zero between rows
+    // Host sampling, for forward_cb (tests) and KEEL_GPU_SAMPLE=0: the logits come to the host
+    // and the CPU reference of the same op samples them on a small thread pool of its own.
+    bool host_sample;
+    struct kern_ctx *host_ctx;         // made on first use
+    float *logits;                     // [max_num_seqs, vocab_size] host, made on first use
     int vocab_size, n_sample_vocab;
     struct eng_req *active; // requests given to the scheduler
     struct eng_req *ended;  // requests whose last choice finished, freed at the end of a step
@@ -366,32 +375,86 @@ static bool has_id(const int32_t *ids, int n, int32_t id) {
     return false;
 }
 
-// The draw of one choice from its logits row. Runs on any sampling thread: it touches only the
-// choice's own RNG and draw fields, the scratch it is given, and read-only request state.
-static void choice_draw(struct eng_choice *c, const float *logits, int n_vocab,
-                        struct srv_sample_scratch *scratch) {
+// Makes room for `more` adjustment entries.
+static int adj_reserve(struct srv_engine *e, int more) {
+    if (e->n_adj + more <= e->cap_adj) return 0;
+    int cap = e->cap_adj ? e->cap_adj : 4096;
+    while (cap < e->n_adj + more)
+        cap *= 2;
+    struct kern_sample_adj *a = realloc(e->adj, (size_t)cap * sizeof(*a));
+    if (!a) return err_set(ERR_NOMEM, "out of memory for %d sampling adjustments", cap);
+    e->adj = a;
+    e->cap_adj = cap;
+    return 0;
+}
+
+// Row i of the step's sampling: the choice's parameters, u from its own RNG, its bans (before
+// min_tokens) and its penalties' history. Rows that do not sample this step stay empty.
+static int choice_row(struct srv_engine *e, int i) {
+    struct kern_sample_params *p = &e->rows[i];
+    memset(p, 0, sizeof(*p));
+    if (!e->plan.sample[i]) return 0;
+    struct eng_choice *c = e->plan.seqs[i]->user;
     struct eng_req *q = c->req;
     const struct srv_sampling *sp = &q->r->sp;
     struct sched_seq *seq = &c->seq;
     bool suppress = seq->n_tokens - seq->n_prompt < sp->min_tokens;
-    struct srv_sample_input in = {logits,
-                                  n_vocab,
+    struct srv_sample_input in = {NULL,
+                                  e->n_sample_vocab,
                                   seq->token_ids,
                                   seq->n_prompt,
                                   seq->n_tokens,
                                   suppress ? q->banned : NULL,
                                   suppress ? q->n_banned : 0};
-    c->s_token = -1;
-    c->s_rc = srv_sample_token(&in, sp, &c->rng, scratch, &c->s_token);
-    if (c->s_rc == 0 && sp->logprobs >= 0)
-        srv_sample_logprobs(logits, n_vocab, c->s_token, sp->logprobs, &c->s_logprob, c->s_top);
+    int most = in.n_tokens + in.n_banned;
+    int rc = adj_reserve(e, most < e->n_sample_vocab ? most : e->n_sample_vocab);
+    if (rc != 0) return rc;
+    srv_sample_row(&in, sp, &c->rng, e->marks, p, e->adj, &e->n_adj);
+    return 0;
 }
 
-static void draw_cb(void *arg, int j, struct srv_sample_scratch *scratch) {
-    struct srv_engine *e = arg;
-    int i = e->jobs[j];
-    choice_draw(e->plan.seqs[i]->user, e->logits + (size_t)i * e->vocab_size, e->n_sample_vocab,
-                scratch);
+// Host sampling's buffers, made on first use (most engines never need them).
+static int host_ready(struct srv_engine *e) {
+    if (!e->logits) {
+        e->logits = malloc((size_t)e->cfg.max_num_seqs * (size_t)e->vocab_size * sizeof(float));
+        if (!e->logits)
+            return err_set(ERR_NOMEM, "out of memory for %d x %d logits", e->cfg.max_num_seqs,
+                           e->vocab_size);
+    }
+    if (!e->host_ctx) {
+        // A 152k row takes a fraction of a millisecond; a batch of hundreds is worth the cores.
+        long n_cpu = sysconf(_SC_NPROCESSORS_ONLN);
+        int rc = kern_cpu_ctx_init(&e->host_ctx, n_cpu < 1 ? 1 : n_cpu > 16 ? 16 : (int)n_cpu);
+        if (rc != 0) return rc;
+    }
+    return 0;
+}
+
+// The step's one call into the model: the network and the sampling of every row, on the backend
+// (only ids and logprobs come back) or, for forward_cb and KEEL_GPU_SAMPLE=0, with the logits
+// brought to the host and sampled there by the same op's CPU reference.
+static int eng_forward(struct srv_engine *e) {
+    struct sched_plan *p = &e->plan;
+    int S = p->n_seqs, rc;
+    if (!e->forward_cb && !e->host_sample) {
+        struct model_sample ms = {e->rows, e->adj, e->n_adj};
+        rc = model_forward_sample(e->m, &p->batch, &ms, e->outs);
+        if (rc != ERR_NOSPACE) return rc;
+        // The penalties' entries did not fit the device scratch: the network has run, so sample
+        // this step's logits on the host instead.
+        log_warn("engine: %d sampling entries exceed the device scratch; this step samples on "
+                 "the host",
+                 e->n_adj);
+        if ((rc = host_ready(e)) != 0) return rc;
+        rc = model_logits_to_host(e->m, S, e->logits);
+    } else {
+        if ((rc = host_ready(e)) != 0) return rc;
+        rc = e->forward_cb ? e->forward_cb(e->forward_arg, &p->batch, e->logits)
+                           : model_forward(e->m, &p->batch, e->logits);
+    }
+    if (rc != 0) return rc;
+    return kern_cpu_ops.sample(e->host_ctx, e->outs, e->logits, S, e->vocab_size, e->rows, e->adj,
+                               e->n_adj);
 }
 
 // What follows a choice's draw, on the engine thread: the token joins the sequence, is
@@ -516,8 +579,10 @@ static bool eng_step(struct srv_engine *e) {
         int rc = sched_step(&e->sched, &e->plan);
         struct sched_plan *p = &e->plan;
         if (rc == 0 && p->n_seqs > 0) {
-            rc = e->forward_cb ? e->forward_cb(e->forward_arg, &p->batch, e->logits)
-                               : model_forward(e->m, &p->batch, e->logits);
+            e->n_adj = 0;
+            for (int i = 0; i < p->n_seqs && rc == 0; i++)
+                rc = choice_row(e, i);
+            if (rc == 0) rc = eng_forward(e);
             ran = true;
         }
         if (rc == ERR_CUDA_FAULT) {
@@ -540,13 +605,16 @@ static bool eng_step(struct srv_engine *e) {
             }
         } else if (ran) {
             sched_commit(&e->sched, p);
-            int n_jobs = 0;
-            for (int i = 0; i < p->n_seqs; i++)
-                if (p->sample[i]) e->jobs[n_jobs++] = i;
-            srv_sample_pool_run(e->pool_threads, n_jobs, draw_cb, e);
-            for (int j = 0; j < n_jobs; j++) {
-                struct eng_choice *c = p->seqs[e->jobs[j]]->user;
+            for (int i = 0; i < p->n_seqs; i++) {
+                if (!p->sample[i]) continue;
+                struct eng_choice *c = p->seqs[i]->user;
                 if (c->done) continue; // its request ended earlier in this loop
+                const struct kern_sample_out *o = &e->outs[i];
+                c->s_token = o->token;
+                c->s_rc = o->status;
+                c->s_logprob = o->logprob;
+                for (int k = 0; k < o->n_top; k++)
+                    c->s_top[k] = (struct srv_top_logprob){o->top_id[k], o->top_lp[k]};
                 rc = choice_token(e, c);
                 if (rc != 0) req_end(e, c->req, SRV_FINISH_ERROR, rc, err_msg());
             }
@@ -628,22 +696,16 @@ int srv_engine_init(struct srv_engine **out, struct model *m, const struct tok_t
     if (rc == 0) rc = sched_init(&e->sched, &e->pool, &sc);
     if (rc == 0) rc = sched_plan_init(&e->plan, &sc);
     if (rc == 0) {
-        // Sampling a 152k row takes a fraction of a millisecond; a batch of hundreds is worth
-        // spreading over the cores, which sit idle while the engine thread samples.
-        long n_cpu = sysconf(_SC_NPROCESSORS_ONLN);
-        int n_threads = n_cpu < 1 ? 1 : n_cpu > 16 ? 16 : (int)n_cpu;
-        rc = srv_sample_pool_init(&e->pool_threads, n_threads, e->vocab_size);
+        e->rows = calloc((size_t)sc.max_num_seqs, sizeof(*e->rows));
+        e->outs = calloc((size_t)sc.max_num_seqs, sizeof(*e->outs));
+        e->marks = calloc((size_t)e->vocab_size, sizeof(*e->marks));
+        if (!e->rows || !e->outs || !e->marks)
+            rc = err_set(ERR_NOMEM, "out of memory for the engine");
     }
-    if (rc == 0) {
-        e->jobs = malloc((size_t)sc.max_num_seqs * sizeof(int));
-        if (!e->jobs) rc = err_set(ERR_NOMEM, "out of memory for the engine");
-    }
-    if (rc == 0) {
-        e->logits = malloc((size_t)sc.max_num_seqs * (size_t)e->vocab_size * sizeof(float));
-        if (!e->logits)
-            rc = err_set(ERR_NOMEM, "out of memory for %d x %d logits", sc.max_num_seqs,
-                         e->vocab_size);
-    }
+    const char *gs = getenv("KEEL_GPU_SAMPLE");
+    e->host_sample = gs && strcmp(gs, "0") == 0;
+    if (e->host_sample) log_info("KEEL_GPU_SAMPLE=0: sampling on the host");
+    if (!m->ops || !m->ops->sample) e->host_sample = true;
     if (rc != 0) {
         srv_engine_free(e);
         return rc;
@@ -816,8 +878,11 @@ void srv_engine_free(struct srv_engine *e) {
     free(e->pend);
     free(e->cancels);
     free(e->logits);
-    srv_sample_pool_free(e->pool_threads);
-    free(e->jobs);
+    free(e->rows);
+    free(e->outs);
+    free(e->adj);
+    free(e->marks);
+    kern_cpu_ctx_free(e->host_ctx);
     sched_plan_free(&e->plan);
     sched_free(&e->sched);
     mem_kv_pool_free(&e->pool);

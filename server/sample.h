@@ -1,13 +1,12 @@
-// Sampling on host float logits, with OpenAI/vLLM meanings: repetition, frequency and presence
-// penalties, temperature (0 = greedy), min_p, top_k, top_p, then a draw from a per-sequence RNG,
-// so a seeded sequence gets the same tokens whatever else is in the batch.
-//
-// Order (vLLM's): penalties -> greedy argmax if temperature is 0 -> temperature -> min_p ->
-// top_k -> top_p -> draw. Logprobs are the raw log_softmax of the model's logits (vLLM's default,
-// "raw logprobs"): what the model said, before penalties, temperature or truncation.
+// Sampling's host side, with OpenAI/vLLM meanings: each sequence's RNG (so a seeded sequence gets
+// the same tokens whatever else is in the batch), turning a sequence's settings and history into
+// one row of the backend's sample op (kernels/ops.h, which holds the math and its exact order:
+// penalties -> greedy -> temperature -> min_p -> top_k -> top_p -> draw; raw logprobs), a host
+// draw over the CPU reference for host logits, and stop strings.
 #ifndef KEEL_SERVER_SAMPLE_H
 #define KEEL_SERVER_SAMPLE_H
 
+#include "kernels/ops.h"
 #include "server/engine.h"
 
 #include <stdint.h>
@@ -20,17 +19,13 @@ void srv_sample_rng_seed(struct srv_sample_rng *r, uint64_t seed);
 uint64_t srv_sample_rng_next(struct srv_sample_rng *r);
 double srv_sample_uniform(struct srv_sample_rng *r); // [0, 1)
 
-// Working memory for one sampling call at a time (the engine thread's).
-struct srv_sample_cand {
-    float v;
-    int32_t id;
-};
+// Working memory for one host sampling call at a time (its thread's).
 struct srv_sample_scratch {
     int vocab;
-    float *w;                     // [vocab] the processed logits
-    struct srv_sample_cand *cand; // [vocab]
-    int32_t *counts;              // [vocab] all zero between calls
-    double *block_mass;           // [vocab / 256 + 1] probability mass per block of ids
+    float *w;                    // [vocab] the processed logits of the last draw (== k.w)
+    int32_t *counts;             // [vocab] all zero between calls (marks while building a row)
+    struct kern_sample_adj *adj; // [vocab] the row's adjustments
+    struct kern_sample_scratch k; // the kernel reference's own scratch
 };
 int srv_sample_scratch_init(struct srv_sample_scratch *s, int vocab);
 void srv_sample_scratch_free(struct srv_sample_scratch *s); // NULL-safe
@@ -45,24 +40,23 @@ struct srv_sample_input {
     int n_banned;
 };
 
-// Picks the next token. Returns 0, or ERR_INVAL when nothing can be sampled (every id banned).
+// Builds one row of the sample op (kernels/ops.h) from a sequence: its parameters, with u drawn
+// from rng unless the row is greedy, and its adjustments appended at adj[*n_adj]: one per
+// distinct id among the banned ids and, when penalties are on, the tokens of prompt and output.
+// adj needs room for min(n_vocab, n_tokens + n_banned) more entries. marks: [>= n_vocab] int32,
+// all zero, and zero again on return. in->logits is not read. n_logprobs: sp->logprobs.
+void srv_sample_row(const struct srv_sample_input *in, const struct srv_sampling *sp,
+                    struct srv_sample_rng *rng, int32_t *marks, struct kern_sample_params *p,
+                    struct kern_sample_adj *adj, int *n_adj);
+
+// Picks the next token on the host (kern_sample_row over srv_sample_row). Returns 0, or ERR_INVAL
+// when nothing can be sampled (every id banned).
 int srv_sample_token(const struct srv_sample_input *in, const struct srv_sampling *sp,
                      struct srv_sample_rng *rng, struct srv_sample_scratch *s, int32_t *token);
 
 // Raw logprob of `token`, and the n_top most likely ids with theirs (descending; ties by id).
 void srv_sample_logprobs(const float *logits, int n_vocab, int32_t token, int n_top, float *lp,
                          struct srv_top_logprob *top);
-
-// A small pool of threads for the sampling phase of a step: rows are independent (each choice has
-// its own RNG), so spreading them over threads changes no result. Each thread, the caller
-// included, has its own scratch.
-struct srv_sample_pool;
-// n_threads counts the caller; <= 1 makes a pool that runs everything on the caller.
-int srv_sample_pool_init(struct srv_sample_pool **p, int n_threads, int vocab);
-void srv_sample_pool_free(struct srv_sample_pool *p); // NULL-safe; joins the threads
-// Runs fn(arg, i, scratch) for every i in [0, n) and returns when all are done.
-void srv_sample_pool_run(struct srv_sample_pool *p, int n,
-                         void (*fn_cb)(void *arg, int i, struct srv_sample_scratch *s), void *arg);
 
 // Stop strings over decoded text (byte offsets; the strings and the text are UTF-8, so a match
 // starts on a character boundary).

@@ -32,6 +32,9 @@ struct kern_ctx {
     void *arg;
     int n_items;
     int n_parts;
+    // the sample op's per-thread scratch (sample.c), made on its first call
+    struct kern_sample_scratch *sample_scratch; // [n_threads] or NULL
+    int sample_vocab;
 };
 
 // Runs fn over items [0, n_items), split into contiguous chunks, one per thread, and returns when
@@ -50,6 +53,10 @@ int kern__cpu_gemm(struct kern_ctx *c, bf16 *y, const bf16 *x, const bf16 *w, co
                    int m, int n, int k);
 int kern__cpu_gemm_f32(struct kern_ctx *c, float *y, const bf16 *x, const bf16 *w, int m, int n,
                        int k);
+int kern__cpu_sample(struct kern_ctx *c, struct kern_sample_out *out, float *logits, int n_rows,
+                     int vocab, const struct kern_sample_params *params,
+                     const struct kern_sample_adj *adj, int n_adj);
+void kern__cpu_sample_free(struct kern_ctx *c); // the sample op's scratch; the context's free
 int kern__cpu_attention(struct kern_ctx *c, bf16 *out, const bf16 *qkv, const bf16 *k_cache,
                         const bf16 *v_cache, const struct kern_attn_batch *b, int n_heads,
                         int n_kv_heads, int head_dim, int block_size, float scale);

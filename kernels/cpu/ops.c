@@ -213,6 +213,7 @@ const struct kern_ops kern_cpu_ops = {
     .gather_rows = cpu_gather_rows,
     .copy_to_backend = cpu_copy,
     .copy_to_host = cpu_copy,
+    .sample = kern__cpu_sample,
     .sync = cpu_sync,
     .debug_fault = cpu_debug_fault,
 };

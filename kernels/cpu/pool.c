@@ -119,6 +119,7 @@ void kern_cpu_ctx_free(struct kern_ctx *c) {
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->start_cv);
     pthread_cond_destroy(&c->done_cv);
+    kern__cpu_sample_free(c);
     free(c->scratch);
     free(c);
 }

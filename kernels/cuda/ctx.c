@@ -64,6 +64,10 @@ int kern_cuda_ctx_init(struct kern_ctx **out, int device, void *workspace, size_
     c->workspace_bytes = workspace_bytes;
     c->op_scratch = op_scratch;
     c->op_scratch_bytes = op_scratch_bytes;
+    // Read once here, not per step: the sample op's probability cache can be turned off at run
+    // time should it ever misbehave (it changes speed, not results).
+    const char *pcache = getenv("KEEL_SAMPLE_PROB_CACHE");
+    c->sample_prob_cache = !(pcache && strcmp(pcache, "0") == 0);
     rc = kern_cuda__ctx_setup(c);
     if (rc) {
         kern_cuda_ctx_free(c);

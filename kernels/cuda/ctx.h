@@ -46,6 +46,7 @@ struct kern_ctx {
     size_t workspace_bytes;
     void *op_scratch; // arena region for kernels' temporaries, op_scratch_bytes long
     size_t op_scratch_bytes;
+    bool sample_prob_cache; // the sample op caches probabilities (KEEL_SAMPLE_PROB_CACHE != 0)
     unsigned long long n_gemm_calls;
     int n_gemm_plans_built; // heuristic queries made (tests check that the cache works)
     struct kern_cuda_gemm_plan plans[KERN_CUDA_GEMM_PLANS];

@@ -13,6 +13,7 @@
 #include "kernels/ops.h"
 
 #include <cuda_runtime_api.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -81,6 +82,26 @@ int kern_cuda_gather_rows(bf16 *out /* [m, dim] */, const bf16 *x /* [*, dim] */
 // only token ids cross to the host.
 int kern_cuda_argmax(int32_t *ids /* [m] */, const float *logits /* [m, vocab] */, int m, int vocab,
                      cudaStream_t s);
+
+// The sample op (kernels/ops.h) on device rows: one block per row. d_out, d_params, d_adj and
+// d_orig (the raw logits of adjusted ids, [n_adj]) are device memory; logits are changed while
+// the kernel runs and restored before it ends. Rows < n_pcache that truncate keep their
+// probabilities in d_pcache [n_pcache, vocab] instead of recomputing them on every pass (the
+// same results, faster); n_pcache 0 turns the cache off.
+int kern_cuda_sample(struct kern_sample_out *d_out /* [m] */, float *logits /* [m, vocab] */, int m,
+                     int vocab, const struct kern_sample_params *d_params /* [m] */,
+                     const struct kern_sample_adj *d_adj /* [n_adj] */, float *d_orig /* [n_adj] */,
+                     float *d_pcache /* [n_pcache, vocab] */, int n_pcache, cudaStream_t s);
+// Device bytes the op needs in op_scratch for m rows and n_adj adjustments.
+size_t kern_cuda_sample_scratch_bytes(int m, int n_adj);
+// The whole op over host params/adj and host out: copies in, the kernel, copies out, waits.
+// ERR_NOSPACE when scratch_bytes < kern_cuda_sample_scratch_bytes(m, n_adj).
+// prob_cache: give truncating rows a probability cache from the scratch left over (the context
+// turns it off with KEEL_SAMPLE_PROB_CACHE=0).
+int kern_cuda__sample_op(void *scratch, size_t scratch_bytes, struct kern_sample_out *out,
+                         float *logits, int m, int vocab, const struct kern_sample_params *params,
+                         const struct kern_sample_adj *adj, int n_adj, bool prob_cache,
+                         cudaStream_t s);
 
 // Binds (or re-binds) the context's arena regions. Start-up order that keeps every byte inside
 // the budget: kern_cuda_ctx_init(&c, dev, NULL, 0, NULL, 0) first (the cuBLASLt handle and the

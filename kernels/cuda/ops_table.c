@@ -52,6 +52,13 @@ static int op_gather_rows(struct kern_ctx *c, bf16 *out, const bf16 *x, const in
     return kern_cuda_gather_rows(out, x, rows, m, dim, c->stream);
 }
 
+static int op_sample(struct kern_ctx *c, struct kern_sample_out *out, float *logits, int n_rows,
+                     int vocab, const struct kern_sample_params *params,
+                     const struct kern_sample_adj *adj, int n_adj) {
+    return kern_cuda__sample_op(c->op_scratch, c->op_scratch_bytes, out, logits, n_rows, vocab,
+                                params, adj, n_adj, c->sample_prob_cache, c->stream);
+}
+
 const struct kern_ops kern_cuda_ops = {
     .name = "cuda",
     .embed = op_embed,
@@ -66,6 +73,7 @@ const struct kern_ops kern_cuda_ops = {
     .gather_rows = op_gather_rows,
     .copy_to_backend = kern_cuda__copy_to_backend,
     .copy_to_host = kern_cuda__copy_to_host,
+    .sample = op_sample,
     .sync = kern_cuda__sync,
     .debug_fault = kern_cuda__debug_fault,
 };

@@ -155,9 +155,14 @@ TEST(sample_seed_reproduces) {
     free(logits);
 }
 
+struct cand {
+    float v;
+    int32_t id;
+};
+
 // Descending by value, then ascending id.
 static int cand_desc(const void *pa, const void *pb) {
-    const struct srv_sample_cand *a = pa, *b = pb;
+    const struct cand *a = pa, *b = pb;
     if (a->v != b->v) return a->v > b->v ? -1 : 1;
     return a->id < b->id ? -1 : a->id > b->id;
 }
@@ -172,12 +177,12 @@ TEST(sample_top_p_large_vocab_matches_full_sort) {
     for (int i = 0; i < V; i++)
         logits[i] = (float)(srv_sample_uniform(&r0) * 12.0);
     // The exact nucleus for top_p 0.5, by a full sort.
-    struct srv_sample_cand *all = malloc(V * sizeof(*all));
+    struct cand *all = malloc(V * sizeof(*all));
     double z = 0;
     for (int i = 0; i < V; i++)
         z += exp(logits[i] - 12.0);
     for (int i = 0; i < V; i++)
-        all[i] = (struct srv_sample_cand){logits[i], i};
+        all[i] = (struct cand){logits[i], i};
     qsort(all, V, sizeof(*all), cand_desc);
     bool *in_nucleus = calloc(V, sizeof(bool));
     double cum = 0;
@@ -297,40 +302,4 @@ TEST(sample_draw_across_blocks) {
     CHECK_NEAR((double)c511 / DRAWS, 0.125, 0.012);
     CHECK_NEAR((double)c999 / DRAWS, 0.375, 0.012);
     srv_sample_scratch_free(&s);
-}
-
-struct pool_job {
-    int *out;
-    int vocab;
-};
-
-static void pool_job_cb(void *arg, int i, struct srv_sample_scratch *s) {
-    struct pool_job *j = arg;
-    if (s->vocab != j->vocab || !s->w) return; // leaves out[i] unset: caught below
-    s->w[i % j->vocab] = (float)i;             // each thread's own scratch: no race
-    j->out[i] = i * 3 + 1;
-}
-
-TEST(sample_pool_runs_every_item_once) {
-    enum { N = 5000 };
-    int *out = calloc(N, sizeof(int));
-    for (int threads = 1; threads <= 4; threads += 3) {
-        struct srv_sample_pool *p;
-        CHECK_OK(srv_sample_pool_init(&p, threads, 64));
-        struct pool_job j = {out, 64};
-        for (int round = 0; round < 20; round++) {
-            int n = round == 0 ? 1 : N - round;
-            memset(out, 0, N * sizeof(int));
-            srv_sample_pool_run(p, n, pool_job_cb, &j);
-            for (int i = 0; i < n; i++)
-                CHECK_MSG(out[i] == i * 3 + 1, "%d threads, round %d: item %d = %d", threads, round,
-                          i, out[i]);
-            for (int i = n; i < N; i++)
-                CHECK_EQ(out[i], 0);
-        }
-        srv_sample_pool_run(p, 0, pool_job_cb, &j); // nothing to do is fine
-        srv_sample_pool_free(p);
-    }
-    srv_sample_pool_free(NULL);
-    free(out);
 }
