@@ -53,18 +53,30 @@ static int op_silu_mul(struct kern_ctx *c, bf16 *out, const bf16 *gate_up, int n
 
 // ---- fused ops: each falls back to the composition when its switch is off or the shape is
 // not one the fused kernel takes. KEEL_FUSE_SILU=0, KEEL_FUSE_NORM=0 and KEEL_FUSE_ROPE_KV=0
-// turn them off (read
-// per call: a host-side string scan, and graph replays do not call ops at all).
+// turn them off; KEEL_FUSE_SILU_MAX_M (default 4) and KEEL_FUSE_NORM_MAX_M (default 2) bound the
+// batch the fused gemvs take. All are read per call: a host-side string scan, and graph replays
+// do not call ops at all.
 
 static bool op_env_off(const char *name) {
     const char *v = getenv(name);
     return v && strcmp(v, "0") == 0;
 }
 
+// The largest batch a fused gemv takes: `name` when set (0 = never), else `dflt`. The fused
+// kernels redo per-block work that grows with m (every block stages all m rows: silu's special
+// functions; the norm's re-read of the rows for its sums), so past a few rows the separate
+// launches can win; bench/kernels/fused.cu measures both at m = 1, 2, 4, 8.
+static int op_env_max_m(const char *name, int dflt) {
+    const char *v = getenv(name);
+    if (!v || !*v) return dflt;
+    int m = atoi(v);
+    return m < 0 ? 0 : m > KERN_CUDA_GEMV_MAX_M ? KERN_CUDA_GEMV_MAX_M : m;
+}
+
 static int op_gemm_silu(struct kern_ctx *c, bf16 *y, bf16 *hidden, const bf16 *gate_up,
                         const bf16 *w, int m, int n, int h) {
     // The fused kernel is the gemv: it goes off with the gemv (KEEL_GEMV=0) too.
-    if (m >= 1 && m <= KERN_CUDA_GEMV_MAX_M && !op_env_off("KEEL_FUSE_SILU") &&
+    if (m >= 1 && m <= op_env_max_m("KEEL_FUSE_SILU_MAX_M", 4) && !op_env_off("KEEL_FUSE_SILU") &&
         !op_env_off("KEEL_GEMV"))
         return kern_cuda_gemv_silu(y, gate_up, w, m, n, h, 0, c->stream);
     int rc = kern_cuda_silu_mul(hidden, gate_up, m, h, c->stream);
@@ -75,7 +87,7 @@ static int op_gemm_silu(struct kern_ctx *c, bf16 *y, bf16 *hidden, const bf16 *g
 static int op_add_rmsnorm_gemm(struct kern_ctx *c, bf16 *y, bf16 *res_out, const bf16 *residual,
                                const bf16 *delta, const bf16 *norm_w, const bf16 *w,
                                const bf16 *bias, bf16 *xn, int m, int n, int k, float eps) {
-    if (m >= 1 && m <= KERN_CUDA_GEMV_MAX_M && !op_env_off("KEEL_FUSE_NORM") &&
+    if (m >= 1 && m <= op_env_max_m("KEEL_FUSE_NORM_MAX_M", 2) && !op_env_off("KEEL_FUSE_NORM") &&
         !op_env_off("KEEL_GEMV"))
         return kern_cuda_gemv_add_rmsnorm(y, res_out, residual, delta, norm_w, w, bias, m, n, k,
                                           eps, 0, c->stream);
