@@ -43,6 +43,16 @@ int kern_comm_all_gather_f32(struct kern_comm *c, struct kern_ctx *ctx, float *o
 int kern_comm_all_gather_bf16(struct kern_comm *c, struct kern_ctx *ctx, bf16 *out /* [size, n] */,
                               const bf16 *in /* [n] */, size_t n);
 
+// The logits of a vocabulary-sharded LM head, assembled on one or more ranks: every rank gives
+// its in[S, vl] (columns [rank * vl, rank * vl + vl) of the full rows), all-gathered into its own
+// buf[size, S, vl] (backend memory, size * S * vl floats), and a rank with out != NULL then
+// copies the slices into out[S, v] row by row, dropping the columns past v (the last rank's
+// padding). in may lie inside out (the copy runs after the gather). Every rank must call it,
+// in the same order as its other collectives. Returns 0, ERR_INVAL (bad sizes) or ERR_*.
+int kern_comm_gather_logits(struct kern_comm *c, struct kern_ctx *ctx, float *out /* [S, v] */,
+                            const float *in /* [S, vl] */, float *buf /* [size, S, vl] */, int S,
+                            int vl, int v);
+
 // Frees one rank's end (NULL-safe). Every rank's end must be freed; the group's shared state goes
 // with the last one.
 void kern_comm_free(struct kern_comm *c);

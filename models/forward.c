@@ -57,6 +57,18 @@ static struct fwd_meta meta_layout(int n_tokens, int n_seqs, int max_blocks_per_
 
 // ---- init and free
 
+// A tensor-parallel rank's logits layout (its full-vocabulary rows and its all-gather buffer);
+// returns the region's bytes.
+static size_t tp_logits_layout(const struct model *m, struct mem_logits_layout *ll) {
+    struct mem_plan_shape shape;
+    model_plan_shape(&m->cfg, &shape);
+    shape.tp_size = m->tp.size;
+    shape.tp_rank = m->tp.rank;
+    shape.full_vocab_size = m->tp.full_vocab_size;
+    mem_plan_logits_layout(&shape, m->max_seqs, ll);
+    return ll->bytes;
+}
+
 #ifdef KEEL_CUDA
 static int graphs_init(struct model *m);
 #endif
@@ -101,6 +113,13 @@ int model_init(struct model *m, const struct model_config *cfg, const struct ker
     size_t kv_bytes = (size_t)m->n_kv_blocks * m->block_size * cfg->n_kv_heads * cfg->head_dim *
                       sizeof(bf16) * 2 * cfg->n_layers;
     size_t logits_bytes = (size_t)m->max_seqs * cfg->vocab_size * sizeof(float);
+    if (m->tp.comm) {
+        // A rank's logits region as the plan lays it out (memory/plan.h mem_logits_layout): the
+        // full [S, vocab] rows (rank 0 samples them; the LM head writes its [S, vocab_local]
+        // slice at their start) and the all-gather buffer [tp, S, vocab_local] after them.
+        struct mem_logits_layout ll;
+        logits_bytes = tp_logits_layout(m, &ll);
+    }
     void *p;
     int rc = mem_arena_carve(arena, "activations", m->scratch.bytes, &p);
     if (rc) return rc;
@@ -111,10 +130,10 @@ int model_init(struct model *m, const struct model_config *cfg, const struct ker
     m->kv_cache = p;
 #ifdef KEEL_CUDA
     // A rank of a tensor-parallel group runs NCCL collectives inside its step. NCCL can be
-    // captured, and every rank captures and replays the same steps (they see the same batches),
-    // but that is not yet measured: such ranks run eagerly unless KEEL_TP_GRAPHS=1.
-    const char *tp_graphs = getenv("KEEL_TP_GRAPHS");
-    bool graphs_ok = !m->tp.comm || (tp_graphs && !strcmp(tp_graphs, "1"));
+    // captured, and every rank captures and replays the same steps (they see the same batches,
+    // and the group's warm-up captures the same keys on every rank in lock-step): measured
+    // faster on 2 x H200 (docs/TP.md), so on unless KEEL_TP_GRAPHS=0.
+    bool graphs_ok = !m->tp.comm || model_tp_graphs_on();
     if (graphs_ok && model_graphs_usable(ops) && (rc = graphs_init(m))) return rc;
 #endif
     const char *inject = getenv("KEEL_DEBUG_INJECT_FAULT");
@@ -540,6 +559,44 @@ static int forward_queue(struct model *m, const struct model_batch *b, int pad_t
     return 0;
 }
 
+// ---- a tensor-parallel rank's step (models/tp.c runs it on every rank's thread)
+
+int model_tp_rank_step(struct model *m, const struct model_batch *b, const struct model_sample *s,
+                       struct kern_sample_out *out, float *logits, bool *collectives_done) {
+    const bool prof_ops = model_prof_mode() == MODEL_PROF_OPS;
+    const struct kern_ops *op = m->ops;
+    struct kern_ctx *ctx = m->ctx;
+    const int S = b->n_seqs, vl = m->cfg.vocab_size, V = m->tp.full_vocab_size;
+    *collectives_done = false;
+    TRY(forward_queue(m, b, 0, MODEL_FWD_AUTO, prof_ops));
+    if (!s) { // host assembly: the rank's slice goes to the host (models/tp.c places it)
+        *collectives_done = true;
+        OP(MODEL_PROF_COPY_OUT,
+           op->copy_to_host(ctx, logits, m->logits, sizeof(float) * S * vl));
+        model_prof_step_end();
+        return 0;
+    }
+    // Every rank's [S, vocab_local] slice into rank 0's full rows (the padding columns of the
+    // last rank dropped), then rank 0 samples them as model_forward_sample does at TP=1.
+    struct mem_logits_layout ll;
+    tp_logits_layout(m, &ll);
+    float *buf = (float *)((uint8_t *)m->logits + ll.gather); // [tp, S, vocab_local]
+    bool root = m->tp.rank == 0;
+    OP(MODEL_PROF_COPY_OUT, kern_comm_gather_logits(m->tp.comm, ctx, root ? m->logits : NULL,
+                                                    m->logits, buf, S, vl, V));
+    *collectives_done = true;
+    if (root) {
+        OP(MODEL_PROF_COPY_OUT,
+           op->sample(ctx, out, m->logits, S, V, s->params, s->adj, s->n_adj));
+    } else {
+        // The step's work is queued: wait for it, so a fault shows in this step, and the host
+        // staging of the metadata is free for the next one.
+        OP(MODEL_PROF_COPY_OUT, op->sync(ctx));
+    }
+    model_prof_step_end();
+    return 0;
+}
+
 int model_forward_padded(struct model *m, const struct model_batch *b, int pad_to,
                          enum model_fwd_mode mode, float *logits) {
     if (m->tp.group) {
@@ -569,8 +626,13 @@ int model_forward_sample(struct model *m, const struct model_batch *b, const str
     const bool prof_ops = model_prof_mode() == MODEL_PROF_OPS;
     const struct kern_ops *op = m->ops;
     struct kern_ctx *ctx = m->ctx;
-    if (m->tp.group || !op) // the full logits of a tensor-parallel step exist on the host only
-        return err_set(ERR_UNSUPPORTED, "tensor parallel steps sample on the host");
+    if (m->tp.group) {
+        // Tensor parallel: checked once against the full model (see model_forward_padded), then
+        // every rank runs its step and rank 0 samples the gathered logits on its device.
+        TRY(check_batch(m, b));
+        return model_group_forward_sample(m->tp.group, b, s, out);
+    }
+    if (!op) return err_set(ERR_UNSUPPORTED, "this model has no backend to sample on");
     if (!op->sample) return err_set(ERR_UNSUPPORTED, "the %s backend has no sample op", op->name);
     TRY(forward_queue(m, b, 0, MODEL_FWD_AUTO, prof_ops));
     OP(MODEL_PROF_COPY_OUT, op->sample(ctx, out, m->logits, b->n_seqs, m->cfg.vocab_size,
@@ -583,6 +645,13 @@ int model_logits_to_host(struct model *m, int n_seqs, float *logits) {
     if (n_seqs <= 0 || n_seqs > m->max_seqs)
         return err_set(ERR_INVAL, "model_logits_to_host: %d sequences (limit %d)", n_seqs,
                        m->max_seqs);
+    if (m->tp.group) {
+        // Rank 0's full rows hold the last device-sampled step's logits (the sample op leaves
+        // them raw); rank 0 runs on this thread.
+        struct model *r0 = model_group_rank(m->tp.group, 0);
+        return r0->ops->copy_to_host(r0->ctx, logits, r0->logits,
+                                     sizeof(float) * n_seqs * m->cfg.vocab_size);
+    }
     return m->ops->copy_to_host(m->ctx, logits, m->logits,
                                 sizeof(float) * n_seqs * m->cfg.vocab_size);
 }

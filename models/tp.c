@@ -8,13 +8,17 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "memory/plan.h"
+#include "models/graph.h"
 #include "models/tp.h"
 
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 // ---- shapes
 
@@ -71,87 +75,155 @@ int model_tp_bind_thread(const struct model_tp_rank *r) {
     return 0;
 }
 
+// ---- switches
+
+static bool tp__env_on(const char *name) {
+    const char *v = getenv(name);
+    return !v || strcmp(v, "0") != 0;
+}
+
+bool model_tp_graphs_on(void) { return tp__env_on("KEEL_TP_GRAPHS"); }
+bool model_tp_device_sample_on(void) { return tp__env_on("KEEL_TP_DEVICE_SAMPLE"); }
+
+// How long a waiting side spins (yielding) on the step counters before it sleeps on the
+// condition variable: a decode step's hand-offs come every few milliseconds, and a wake-up from
+// a condition variable costs tens of microseconds on each of them. KEEL_TP_SPIN_US overrides.
+#define TP_SPIN_US_DEFAULT 2000
+
+static double tp__now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
+}
+
 // ---- the group
+
+enum tp_job { TP_JOB_HOST, TP_JOB_SAMPLE, TP_JOB_WARMUP };
 
 struct tp_rank_state {
     struct model_group *g;
     int rank;
     struct model m;
     struct model_tp_rank be; // the caller's backend and arena
-    float *shard;            // host [max_seqs, vocab_shard]
+    float *shard;            // host [max_seqs, vocab_shard] (host assembly only)
     int rc;
+    int captured; // graphs of the last warm-up
     char msg[512];
     pthread_t thread;
     bool started;
 };
 
+// The lock-step: the engine's thread publishes a job and bumps `generation`; each worker spins
+// (then sleeps) until it sees the new generation, runs its rank's share and decrements
+// `n_pending`; the engine's thread runs rank 0 meanwhile and then waits for n_pending == 0. The
+// counters are sequentially consistent atomics, so a side that goes to sleep (counting itself in
+// n_sleeping under the mutex) is never missed by the other's wake-up.
 struct model_group {
     int size;
-    struct model front; // what the engine drives
+    struct model front;          // what the engine drives
     struct tp_rank_state *ranks; // [size]
     pthread_mutex_t mu;
     pthread_cond_t go_cv, done_cv;
-    unsigned long long generation;
-    int n_pending;
-    bool stop;
-    // the current step
+    _Atomic unsigned long long generation;
+    _Atomic int n_pending;
+    _Atomic int n_sleeping; // workers asleep on go_cv
+    _Atomic bool stop;
+    double spin_us;
+    // the current job (written before generation moves, read after)
+    enum tp_job job;
     const struct model_batch *batch;
+    const struct model_sample *sample;
+    struct kern_sample_out *out;
     float *logits;
 };
 
-// One rank's share of a step: its forward pass, then its columns of the full logits.
-static void tp__run_rank(struct tp_rank_state *r, const struct model_batch *b, float *logits) {
+// Fails rank r's share with the current error; before the rank's last collective the others may
+// be waiting in one for it, so the communicator is aborted (the group cannot run again).
+static void tp__fail(struct tp_rank_state *r, int rc, bool abort_comm) {
+    r->rc = rc;
+    snprintf(r->msg, sizeof r->msg, "%s", err_msg());
+    if (abort_comm) kern_comm_abort(r->m.tp.comm);
+}
+
+// One rank's share of the current job.
+static void tp__run_rank(struct tp_rank_state *r) {
     struct model_group *g = r->g;
-    r->rc = model_tp_bind_thread(&r->be);
-    if (!r->rc) r->rc = model_forward(&r->m, b, r->shard);
-    if (r->rc) {
-        snprintf(r->msg, sizeof r->msg, "%s", err_msg());
-        // The other ranks may be waiting in a collective for this one.
-        kern_comm_abort(r->m.tp.comm);
+    const struct model_batch *b = g->batch;
+    bool done = false;
+    r->rc = 0;
+    int rc = model_tp_bind_thread(&r->be);
+    if (rc) return tp__fail(r, rc, true);
+    if (g->job == TP_JOB_WARMUP) {
+        rc = model_graphs_warmup(&r->m);
+        r->captured = rc > 0 ? rc : 0;
+        if (rc < 0) tp__fail(r, rc, true);
         return;
     }
+    if (g->job == TP_JOB_SAMPLE) {
+        rc = model_tp_rank_step(&r->m, b, g->sample, r->rank == 0 ? g->out : NULL, NULL, &done);
+        if (rc) tp__fail(r, rc, !done || r->rank != 0);
+        return;
+    }
+    rc = model_tp_rank_step(&r->m, b, NULL, NULL, r->shard, &done);
+    if (rc) return tp__fail(r, rc, true);
+    // Its columns of the full logits; the last shard's padding columns are dropped.
     const int V = g->front.cfg.vocab_size, per = r->m.cfg.vocab_size, off = r->m.tp.vocab_offset;
-    int cols = V - off < per ? V - off : per; // the last shard's padding columns are dropped
+    int cols = V - off < per ? V - off : per;
     if (cols <= 0) return;
     for (int s = 0; s < b->n_seqs; s++)
-        memcpy(logits + (size_t)s * V + off, r->shard + (size_t)s * per, (size_t)cols * sizeof(float));
+        memcpy(g->logits + (size_t)s * V + off, r->shard + (size_t)s * per,
+               (size_t)cols * sizeof(float));
 }
 
 static void *tp__worker_main(void *arg) {
     struct tp_rank_state *r = arg;
     struct model_group *g = r->g;
     unsigned long long seen = 0;
-    pthread_mutex_lock(&g->mu);
     for (;;) {
-        while (!g->stop && g->generation == seen) pthread_cond_wait(&g->go_cv, &g->mu);
-        if (g->stop) break;
-        seen = g->generation;
-        const struct model_batch *b = g->batch;
-        float *logits = g->logits;
-        pthread_mutex_unlock(&g->mu);
-        tp__run_rank(r, b, logits);
-        pthread_mutex_lock(&g->mu);
-        if (--g->n_pending == 0) pthread_cond_signal(&g->done_cv);
+        double t0 = g->spin_us > 0 ? tp__now_us() : 0;
+        while (atomic_load(&g->generation) == seen && !atomic_load(&g->stop) &&
+               g->spin_us > 0 && tp__now_us() - t0 < g->spin_us)
+            sched_yield();
+        if (atomic_load(&g->generation) == seen && !atomic_load(&g->stop)) {
+            pthread_mutex_lock(&g->mu);
+            atomic_fetch_add(&g->n_sleeping, 1);
+            while (atomic_load(&g->generation) == seen && !atomic_load(&g->stop))
+                pthread_cond_wait(&g->go_cv, &g->mu);
+            atomic_fetch_sub(&g->n_sleeping, 1);
+            pthread_mutex_unlock(&g->mu);
+        }
+        if (atomic_load(&g->stop)) break;
+        seen = atomic_load(&g->generation);
+        tp__run_rank(r);
+        if (atomic_fetch_sub(&g->n_pending, 1) == 1) {
+            pthread_mutex_lock(&g->mu);
+            pthread_cond_signal(&g->done_cv);
+            pthread_mutex_unlock(&g->mu);
+        }
     }
-    pthread_mutex_unlock(&g->mu);
     return NULL;
 }
 
-int model_group_forward(struct model_group *g, const struct model_batch *b, float *logits) {
-    pthread_mutex_lock(&g->mu);
-    g->batch = b;
-    g->logits = logits;
-    g->n_pending = g->size - 1;
-    g->generation++;
-    pthread_cond_broadcast(&g->go_cv);
-    pthread_mutex_unlock(&g->mu);
+// Runs the published job on every rank (rank 0 here) and returns the step's error, if any.
+static int tp__run_job(struct model_group *g) {
+    atomic_store(&g->n_pending, g->size - 1);
+    atomic_fetch_add(&g->generation, 1);
+    if (atomic_load(&g->n_sleeping) > 0) {
+        pthread_mutex_lock(&g->mu);
+        pthread_cond_broadcast(&g->go_cv);
+        pthread_mutex_unlock(&g->mu);
+    }
 
-    tp__run_rank(&g->ranks[0], b, logits);
+    tp__run_rank(&g->ranks[0]);
 
-    pthread_mutex_lock(&g->mu);
-    while (g->n_pending > 0) pthread_cond_wait(&g->done_cv, &g->mu);
-    pthread_mutex_unlock(&g->mu);
-    g->front.n_steps++;
+    double t0 = g->spin_us > 0 ? tp__now_us() : 0;
+    while (atomic_load(&g->n_pending) > 0 && g->spin_us > 0 && tp__now_us() - t0 < g->spin_us)
+        sched_yield();
+    if (atomic_load(&g->n_pending) > 0) {
+        pthread_mutex_lock(&g->mu);
+        while (atomic_load(&g->n_pending) > 0) pthread_cond_wait(&g->done_cv, &g->mu);
+        pthread_mutex_unlock(&g->mu);
+    }
     // Report the rank that failed first in its own right, not one that was released by the
     // abort (ERR_INTERNAL from the communicator) when another is there.
     int pick = -1;
@@ -164,6 +236,43 @@ int model_group_forward(struct model_group *g, const struct model_batch *b, floa
     return err_set(g->ranks[pick].rc, "tensor parallel rank %d: %s", pick, g->ranks[pick].msg);
 }
 
+int model_group_forward(struct model_group *g, const struct model_batch *b, float *logits) {
+    g->job = TP_JOB_HOST;
+    g->batch = b;
+    g->logits = logits;
+    g->front.n_steps++;
+    return tp__run_job(g);
+}
+
+int model_group_forward_sample(struct model_group *g, const struct model_batch *b,
+                               const struct model_sample *s, struct kern_sample_out *out) {
+    for (int r = 0; r < g->size; r++)
+        if (!g->ranks[r].be.ops->sample)
+            return err_set(ERR_UNSUPPORTED, "the %s backend has no sample op",
+                           g->ranks[r].be.ops->name);
+    g->job = TP_JOB_SAMPLE;
+    g->batch = b;
+    g->sample = s;
+    g->out = out;
+    g->front.n_steps++;
+    return tp__run_job(g);
+}
+
+int model_group_graphs_warmup(struct model_group *g) {
+    if (!g->ranks[0].m.graphs) return 0;
+    g->job = TP_JOB_WARMUP;
+    g->batch = NULL;
+    int rc = tp__run_job(g);
+    if (rc) return rc;
+    // Ranks that captured different keys still meet in every collective (a graph holds the same
+    // calls as the eager step), but it says the ranks' graph memory differs: worth a line.
+    for (int r = 1; r < g->size; r++)
+        if (g->ranks[r].captured != g->ranks[0].captured)
+            log_warn("tensor parallel: rank %d captured %d decode graphs, rank 0 %d", r,
+                     g->ranks[r].captured, g->ranks[0].captured);
+    return g->ranks[0].captured;
+}
+
 struct model *model_group_model(struct model_group *g) { return &g->front; }
 
 struct model *model_group_rank(struct model_group *g, int r) {
@@ -173,7 +282,7 @@ struct model *model_group_rank(struct model_group *g, int r) {
 void model_group_free(struct model_group *g) {
     if (!g) return;
     pthread_mutex_lock(&g->mu);
-    g->stop = true;
+    atomic_store(&g->stop, true);
     pthread_cond_broadcast(&g->go_cv);
     pthread_mutex_unlock(&g->mu);
     for (int r = 0; r < g->size; r++) {
@@ -264,6 +373,12 @@ int model_group_load(struct model_group **out, const struct model_config *full, 
     pthread_mutex_init(&g->mu, NULL);
     pthread_cond_init(&g->go_cv, NULL);
     pthread_cond_init(&g->done_cv, NULL);
+    atomic_init(&g->generation, 0);
+    atomic_init(&g->n_pending, 0);
+    atomic_init(&g->n_sleeping, 0);
+    atomic_init(&g->stop, false);
+    const char *spin = getenv("KEEL_TP_SPIN_US");
+    g->spin_us = spin && *spin ? strtod(spin, NULL) : TP_SPIN_US_DEFAULT;
     int64_t n_blocks = ranks[0].plan->num_kv_blocks;
     for (int r = 0; r < size; r++) {
         rs[r] = (struct tp_rank_state){.g = g, .rank = r, .be = ranks[r]};
@@ -281,10 +396,13 @@ int model_group_load(struct model_group **out, const struct model_config *full, 
         // The engine's view: the full config and the shared limits, no weights of its own.
         struct model *f = &g->front, *m0 = &rs[0].m;
         f->cfg = *full;
-        // No backend of its own: nothing may queue work on it directly (the full logits exist
-        // only on the host, so the engine samples there: no backend sample op to call).
-        f->ops = NULL;
-        f->ctx = NULL;
+        // Device sampling: rank 0's backend, so the engine finds a sample op and calls
+        // model_forward_sample (which hands the step to the group; nothing else queues work on
+        // the front model). Otherwise none: the full logits exist only on the host, and the
+        // engine samples there.
+        bool dev = model_tp_device_sample_on() && ranks[0].ops->sample;
+        f->ops = dev ? ranks[0].ops : NULL;
+        f->ctx = dev ? ranks[0].ctx : NULL;
         f->n_kv_blocks = m0->n_kv_blocks;
         f->block_size = m0->block_size;
         f->max_tokens = m0->max_tokens;
@@ -301,10 +419,15 @@ int model_group_load(struct model_group **out, const struct model_config *full, 
         else
             rs[r].started = true;
     }
+    if (!rc && model_tp_graphs_on() && rs[0].m.graphs) {
+        int n = model_group_graphs_warmup(g);
+        if (n < 0) rc = n;
+    }
     if (rc) {
         model_group_free(g);
         return rc;
     }
+    if (!g->front.ops) log_info("tensor parallel: sampling on the host (KEEL_TP_DEVICE_SAMPLE=0)");
     log_info("tensor parallel: %d ranks, %d KV blocks each, %d of %d heads per rank", size,
              g->front.n_kv_blocks, rs[0].m.cfg.n_heads, full->n_heads);
     *out = g;

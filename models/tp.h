@@ -15,6 +15,8 @@
 #include "kernels/comm.h"
 #include "models/model.h"
 
+#include <stdbool.h>
+
 // What the caller made for one rank: its backend context and its arena, sized by its plan.
 struct model_tp_rank {
     const struct kern_ops *ops;
@@ -35,7 +37,10 @@ int model_group_load(struct model_group **g, const struct model_config *full, co
                      struct kern_comm **comms, int size, const struct mem_plan_settings *set);
 
 // The model the engine drives (full config; model_forward runs the group). Owned by the group.
-// Its ops and ctx are NULL: the full logits exist on the host only, so sampling runs there.
+// With device sampling (the default; KEEL_TP_DEVICE_SAMPLE=0 turns it off) its ops and ctx are
+// rank 0's, so the engine samples through model_forward_sample: the ranks' logits slices are
+// all-gathered into rank 0's full rows and sampled there, and only ids and logprobs reach the
+// host. With it off they are NULL: the full logits are assembled on the host and sampled there.
 struct model *model_group_model(struct model_group *g);
 // Rank r's model (its shard), for tests.
 struct model *model_group_rank(struct model_group *g, int r);
@@ -44,7 +49,30 @@ struct model *model_group_rank(struct model_group *g, int r);
 // model_forward.
 int model_group_forward(struct model_group *g, const struct model_batch *b, float *logits);
 
+// One step on every rank, sampled on rank 0's device: model_forward_sample's contract. Needs the
+// ranks' backends to have a sample op.
+int model_group_forward_sample(struct model_group *g, const struct model_batch *b,
+                               const struct model_sample *s, struct kern_sample_out *out);
+
+// Captures every rank's decode graphs (model_graphs_warmup on each rank's thread at once, so
+// their collectives meet). Returns the graphs rank 0 captured (0 without graphs) or ERR_*.
+// model_group_load runs it when graphs are on.
+int model_group_graphs_warmup(struct model_group *g);
+
 void model_group_free(struct model_group *g); // NULL-safe; stops the workers
+
+// Switches, read from the environment: KEEL_TP_GRAPHS (CUDA graphs for ranks; on unless "0")
+// and KEEL_TP_DEVICE_SAMPLE (on unless "0").
+bool model_tp_graphs_on(void);
+bool model_tp_device_sample_on(void);
+
+// A rank's share of one step (models/forward.c), run on the rank's thread: the network, then
+// with s (device sampling) the logits gather, and rank 0's sample op into out (other ranks wait
+// for their device); without s its [n_seqs, vocab_local] slice copied to host `logits`.
+// *collectives_done says whether the rank got past its last collective (a failure before that
+// must abort the communicator; after it, e.g. rank 0's ERR_NOSPACE from the sample op, must not).
+int model_tp_rank_step(struct model *m, const struct model_batch *b, const struct model_sample *s,
+                       struct kern_sample_out *out, float *logits, bool *collectives_done);
 
 // Maps token ids to rows of this rank's embedding shard: ids of its vocabulary slice to
 // id - vocab_offset, all others to the shard's zero row. Used by model_forward (internal).

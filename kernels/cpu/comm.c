@@ -158,6 +158,36 @@ int kern_comm_all_gather_bf16(struct kern_comm *c, struct kern_ctx *ctx, bf16 *o
     return cpu__all_gather(c, out, in, n * sizeof(bf16));
 }
 
+// The column copy of kern_comm_gather_logits: buf [size, S, vl] -> out [S, v].
+static void comm__scatter_cols(float *out, const float *buf, int size, int S, int vl, int v) {
+    for (int r = 0; r < size; r++) {
+        int cols = v - r * vl < vl ? v - r * vl : vl;
+        for (int s = 0; s < S && cols > 0; s++)
+            memcpy(out + (size_t)s * v + (size_t)r * vl, buf + ((size_t)r * S + s) * vl,
+                   (size_t)cols * sizeof(float));
+    }
+}
+
+#ifdef KEEL_CUDA
+int kern__cuda_scatter_cols(struct kern_ctx *ctx, float *out, const float *buf, int size, int S,
+                            int vl, int v);
+#endif
+
+int kern_comm_gather_logits(struct kern_comm *c, struct kern_ctx *ctx, float *out, const float *in,
+                            float *buf, int S, int vl, int v) {
+    if (S <= 0 || vl <= 0 || v <= 0 || v > c->size * vl || v <= (c->size - 1) * vl || !buf)
+        return err_set(ERR_INVAL, "gather_logits: %d rows of %d columns per rank, %d in all, %d "
+                                  "ranks", S, vl, v, c->size);
+    size_t n = (size_t)S * vl;
+    int rc = kern_comm_all_gather_f32(c, ctx, buf, in, n);
+    if (rc || !out) return rc;
+#ifdef KEEL_CUDA
+    if (c->backend == 1) return kern__cuda_scatter_cols(ctx, out, buf, c->size, S, vl, v);
+#endif
+    comm__scatter_cols(out, buf, c->size, S, vl, v);
+    return 0;
+}
+
 void kern_comm_abort(struct kern_comm *c) {
     if (!c) return;
 #ifdef KEEL_CUDA

@@ -139,6 +139,24 @@ int kern__nccl_all_gather(void *comm, struct kern_ctx *ctx, void *out, const voi
                        "ncclAllGather");
 }
 
+// buf [size, S, vl] -> out [S, v]: one 2-D copy per rank (rows of its slice into its columns of
+// out's rows), queued on the stream and capturable like any copy.
+int kern__cuda_scatter_cols(struct kern_ctx *ctx, float *out, const float *buf, int size, int S,
+                            int vl, int v);
+int kern__cuda_scatter_cols(struct kern_ctx *ctx, float *out, const float *buf, int size, int S,
+                            int vl, int v) {
+    cudaStream_t st = kern_cuda_stream(ctx);
+    for (int r = 0; r < size; r++) {
+        int cols = v - r * vl < vl ? v - r * vl : vl;
+        if (cols <= 0) continue;
+        CUDA_CHECK(cudaMemcpy2DAsync(out + (size_t)r * vl, (size_t)v * sizeof(float),
+                                     buf + (size_t)r * S * vl, (size_t)vl * sizeof(float),
+                                     (size_t)cols * sizeof(float), (size_t)S,
+                                     cudaMemcpyDeviceToDevice, st));
+    }
+    return 0;
+}
+
 void kern__nccl_free(void *comm) {
     if (comm && nccl.comm_destroy) nccl.comm_destroy((ncclComm_t)comm);
 }

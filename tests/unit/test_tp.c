@@ -129,8 +129,13 @@ static size_t tp_arena_bytes(const struct model_config *full, int size, int r) {
     struct mem_scratch_layout lay;
     mem_plan_scratch_layout(&s, TP_TOKENS, TP_SEQS, TP_MAX_BLOCKS, &lay);
     size_t kv = (size_t)2 * s.n_layers * TP_BLOCKS * TP_BS * s.n_kv_heads * s.head_dim * 2;
-    return (size_t)s.weights_bytes + lay.bytes + kv + (size_t)TP_SEQS * s.vocab_size * 4 +
-           (size_t)8 * MEM_ARENA_ALIGN;
+    // A rank's logits region: the full rows and the all-gather buffer (memory/plan.h).
+    s.tp_size = size;
+    s.tp_rank = r;
+    s.full_vocab_size = full->vocab_size;
+    struct mem_logits_layout ll;
+    mem_plan_logits_layout(&s, TP_SEQS, &ll);
+    return (size_t)s.weights_bytes + lay.bytes + kv + ll.bytes + (size_t)8 * MEM_ARENA_ALIGN;
 }
 
 static int tp_open(struct tp_fx *f, const struct model_config *cfg, const char *dir, int size) {
@@ -418,3 +423,217 @@ TEST(tp_nccl_missing_says_what_to_set) {
     CHECK_EQ(kern_nccl_comm_init_all(comms, 0, devs), ERR_INVAL);
 }
 #endif
+
+// ---- device-side sampling (the logits gathered into rank 0's full rows, sampled there)
+
+struct gather_job {
+    struct kern_comm *c;
+    float in[3 * 5], buf[3 * 3 * 5], out[3 * 13];
+    bool root;
+    int rc;
+};
+
+static void *gather_job_main(void *p) {
+    struct gather_job *j = p;
+    // The root's slice lies inside its out, as the forward pass has it (the LM head writes there).
+    float *in = j->root ? j->out : j->in;
+    int r = kern_comm_rank(j->c);
+    for (int i = 0; i < 3 * 5; i++) in[i] = (float)(1000 * (r + 1) + i);
+    j->rc = kern_comm_gather_logits(j->c, NULL, j->root ? j->out : NULL, in, j->buf, 3, 5, 13);
+    return NULL;
+}
+
+// 3 ranks of 5 columns, 13 in all: the last rank's 2 padding columns are dropped, rows land at
+// stride 13, and only the rank that asks gets the rows.
+TEST(tp_cpu_comm_gather_logits_drops_padding) {
+    struct kern_comm *comms[3];
+    CHECK_OK(kern_cpu_comm_init_all(comms, 3));
+    struct gather_job jobs[3];
+    pthread_t th[3];
+    for (int r = 0; r < 3; r++) {
+        memset(&jobs[r], 0, sizeof jobs[r]);
+        jobs[r].c = comms[r];
+        jobs[r].root = r == 0;
+        CHECK(pthread_create(&th[r], NULL, gather_job_main, &jobs[r]) == 0);
+    }
+    for (int r = 0; r < 3; r++) pthread_join(th[r], NULL);
+    for (int r = 0; r < 3; r++) CHECK_OK(jobs[r].rc);
+    for (int s = 0; s < 3; s++)
+        for (int col = 0; col < 13; col++) {
+            int r = col / 5, j = col % 5;
+            float want = (float)(1000 * (r + 1) + s * 5 + j);
+            CHECK_MSG(jobs[0].out[s * 13 + col] == want, "row %d col %d: got %g, want %g", s, col,
+                      jobs[0].out[s * 13 + col], want);
+        }
+    CHECK_EQ(jobs[1].out[0], 0); // not a root: out untouched
+    // Sizes that do not make a sharded row: refused before any rank waits.
+    float x[16], b[64];
+    CHECK_EQ(kern_comm_gather_logits(comms[0], NULL, x, x, b, 1, 5, 16), ERR_INVAL);
+    CHECK_EQ(kern_comm_gather_logits(comms[0], NULL, x, x, b, 1, 5, 10), ERR_INVAL);
+    CHECK_EQ(kern_comm_gather_logits(comms[0], NULL, x, x, NULL, 1, 5, 13), ERR_INVAL);
+    CHECK_EQ(kern_comm_gather_logits(comms[0], NULL, x, x, b, 0, 5, 13), ERR_INVAL);
+    for (int r = 0; r < 3; r++) kern_comm_free(comms[r]);
+}
+
+// One prefill batch of two sequences (5 and 7 tokens) for the direct model calls below.
+struct tp_batch {
+    int32_t toks[12], pos[12], slots[12], qs[3], lens[2], tables[2 * TP_MAX_BLOCKS];
+    struct model_batch b;
+};
+
+static void tp_batch_make(struct tp_batch *t) {
+    memset(t, 0, sizeof *t);
+    int n = 0, len[2] = {5, 7};
+    for (int s = 0; s < 2; s++) {
+        t->tables[s * TP_MAX_BLOCKS] = 2 * s + 1;
+        t->tables[s * TP_MAX_BLOCKS + 1] = 2 * s + 2;
+        for (int p = 0; p < len[s]; p++, n++) {
+            t->toks[n] = 7 + 41 * n + s; // spread over both ranks' slices
+            t->pos[n] = p;
+            t->slots[n] = t->tables[s * TP_MAX_BLOCKS + p / TP_BS] * TP_BS + p % TP_BS;
+        }
+        t->qs[s + 1] = n;
+        t->lens[s] = len[s];
+    }
+    t->b = (struct model_batch){.n_tokens = n, .n_seqs = 2, .token_ids = t->toks,
+                                .positions = t->pos, .slot_mapping = t->slots, .query_start = t->qs,
+                                .seq_lens = t->lens, .block_tables = t->tables};
+}
+
+// model_forward_sample on the group: rank 0's sample op on the gathered rows gives the host
+// path's greedy ids and logprobs, model_logits_to_host (the engine's ERR_NOSPACE fallback) gives
+// the host path's logits bit for bit, and a sample-op failure after the collectives fails the
+// step without breaking the group.
+TEST(tp2_device_sample_equals_host_logits) {
+    struct model_config cfg;
+    CHECK_OK(model_config_load("tests/data/tiny-qwen2", &cfg));
+    cfg.vocab_size = 509; // the last rank has a padding column
+    const int V = cfg.vocab_size;
+    struct tp_fx f;
+    CHECK_OK(tp_open(&f, &cfg, NULL, 2));
+    CHECK(f.m->ops == &kern_cpu_ops); // device sampling is on by default: rank 0's backend
+    struct tp_batch t;
+    tp_batch_make(&t);
+    float *host = malloc(sizeof(float) * 2 * V), *dev = malloc(sizeof(float) * 2 * V);
+    CHECK_OK(model_forward(f.m, &t.b, host));
+    struct kern_sample_params params[2];
+    memset(params, 0, sizeof params);
+    for (int s = 0; s < 2; s++) {
+        params[s].top_p = 1;
+        params[s].n_valid = V;
+        params[s].n_logprobs = 5;
+        params[s].repetition_penalty = 1;
+    }
+    struct kern_sample_out out[2];
+    struct model_sample ms = {params, NULL, 0};
+    CHECK_OK(model_forward_sample(f.m, &t.b, &ms, out));
+    CHECK_OK(model_logits_to_host(f.m, 2, dev));
+    float mx = 0;
+    for (int i = 0; i < 2 * V; i++) {
+        CHECK_MSG(dev[i] == host[i], "logit %d: device-gathered %g, host-assembled %g", i, dev[i],
+                  host[i]);
+        mx = fabsf(host[i]) > mx ? fabsf(host[i]) : mx;
+    }
+    CHECK(mx > 0.1f);
+    // The CPU reference of the same rows, on the host-assembled logits.
+    struct kern_sample_out ref[2];
+    CHECK_OK(kern_cpu_ops.sample(f.ctx[0], ref, host, 2, V, params, NULL, 0));
+    for (int s = 0; s < 2; s++) {
+        printf("  seq %d: device path id %d lp %.5f top %d/%.4f, host path id %d lp %.5f\n", s,
+               out[s].token, out[s].logprob, out[s].top_id[4], out[s].top_lp[4], ref[s].token,
+               ref[s].logprob);
+        CHECK_EQ(out[s].token, test_argmax(host + (size_t)s * V, V));
+        CHECK_EQ(out[s].token, ref[s].token);
+        CHECK(out[s].logprob == ref[s].logprob);
+        CHECK_EQ(out[s].n_top, 5);
+        for (int k = 0; k < 5; k++)
+            CHECK(out[s].top_id[k] == ref[s].top_id[k] && out[s].top_lp[k] == ref[s].top_lp[k]);
+    }
+    // A row asking for more ids than the vocabulary: rank 0's sample op refuses after the
+    // gather; the other rank is not left waiting, and the next step runs.
+    params[1].n_valid = V + 1;
+    CHECK_EQ(model_forward_sample(f.m, &t.b, &ms, out), ERR_INVAL);
+    CHECK_MSG(strstr(err_msg(), "rank 0") != NULL, "message: %s", err_msg());
+    params[1].n_valid = V;
+    CHECK_OK(model_forward_sample(f.m, &t.b, &ms, out));
+    CHECK_EQ(out[1].token, ref[1].token);
+    free(host);
+    free(dev);
+    tp_close(&f);
+}
+
+// Sampled requests (temperature, top-p, penalties, logprobs, n = 2) through the engine at TP=2:
+// device sampling and the host path (KEEL_TP_DEVICE_SAMPLE=0) give the same tokens and logprobs.
+// The host run also sleeps between steps (KEEL_TP_SPIN_US=0) instead of spinning.
+#define TP_ENG_MAX 64
+static int tp_engine_sampled(struct model *m, int32_t *ids, float *lps, int32_t *top_ids) {
+    struct srv_engine *e;
+    struct srv_engine_config ecfg = {.max_num_seqs = TP_SEQS, .max_num_batched_tokens = TP_TOKENS,
+                                     .max_model_len = TP_MAX_BLOCKS * TP_BS, .max_queue = 4};
+    CHECK_OK(srv_engine_init(&e, m, NULL, &ecfg, NULL, NULL));
+    struct srv_request *r = calloc(1, sizeof *r);
+    r->id = 1;
+    r->n = 2;
+    r->n_prompt = 6;
+    r->prompt_ids = malloc(6 * sizeof(int32_t));
+    for (int i = 0; i < 6; i++) r->prompt_ids[i] = 5 + 83 * i;
+    srv_sampling_defaults(&r->sp);
+    r->sp.temperature = 1.3f;
+    r->sp.top_p = 0.95f;
+    r->sp.repetition_penalty = 1.2f;
+    r->sp.presence_penalty = 0.5f;
+    r->sp.has_seed = true;
+    r->sp.seed = 1234;
+    r->sp.logprobs = 3;
+    r->sp.max_tokens = 12;
+    r->sp.ignore_eos = true;
+    struct srv_event *evs;
+    int n_evs, n = 0;
+    CHECK_OK(srv_engine_run_sync(e, r, &evs, &n_evs));
+    for (int i = 0; i < n_evs; i++) {
+        CHECK_EQ(evs[i].error_code, 0);
+        for (int k = 0; k < evs[i].n_tokens && n < TP_ENG_MAX; k++, n++) {
+            ids[n] = evs[i].token_ids[k] + 100000 * evs[i].index;
+            lps[n] = evs[i].logprobs ? evs[i].logprobs[k] : 1.0f;
+            top_ids[n] = evs[i].top ? evs[i].top[k * evs[i].n_top].id : -1;
+        }
+        srv_event_free(&evs[i]);
+    }
+    free(evs);
+    srv_engine_free(e);
+    return n;
+}
+
+TEST(tp2_engine_device_sampling_equals_host_sampling) {
+    struct model_config cfg;
+    CHECK_OK(model_config_load("tests/data/tiny-qwen3", &cfg));
+    int32_t a[TP_ENG_MAX], b[TP_ENG_MAX], ta[TP_ENG_MAX], tb[TP_ENG_MAX];
+    float la[TP_ENG_MAX], lb[TP_ENG_MAX];
+    struct tp_fx f;
+    CHECK_OK(tp_open(&f, &cfg, "tests/data/tiny-qwen3", 2));
+    CHECK(f.m->ops != NULL);
+    int na = tp_engine_sampled(f.m, a, la, ta);
+    tp_close(&f);
+    setenv("KEEL_TP_DEVICE_SAMPLE", "0", 1);
+    setenv("KEEL_TP_SPIN_US", "0", 1);
+    int rc = tp_open(&f, &cfg, "tests/data/tiny-qwen3", 2);
+    unsetenv("KEEL_TP_DEVICE_SAMPLE");
+    unsetenv("KEEL_TP_SPIN_US");
+    CHECK_OK(rc);
+    CHECK(f.m->ops == NULL); // the engine samples on the host
+    int nb = tp_engine_sampled(f.m, b, lb, tb);
+    tp_close(&f);
+    CHECK_EQ(na, 24);
+    CHECK_EQ(nb, na);
+    int distinct = 0;
+    for (int i = 0; i < na; i++) {
+        CHECK_MSG(a[i] == b[i] && la[i] == lb[i] && ta[i] == tb[i],
+                  "token %d: device %d (lp %.6f, top %d), host %d (lp %.6f, top %d)", i, a[i],
+                  la[i], ta[i], b[i], lb[i], tb[i]);
+        CHECK(la[i] < 0);
+        distinct += i > 0 && a[i] != a[i - 1];
+    }
+    printf("  sampled ids: %d %d %d %d ... (device) / %d %d %d %d ... (host), %d changes\n", a[0],
+           a[1], a[2], a[3], b[0], b[1], b[2], b[3], distinct);
+    CHECK(distinct >= 4); // a sampled run, not one token repeated
+}
