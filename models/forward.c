@@ -113,10 +113,12 @@ int model_init(struct model *m, const struct model_config *cfg, const struct ker
     size_t kv_bytes = (size_t)m->n_kv_blocks * m->block_size * cfg->n_kv_heads * cfg->head_dim *
                       sizeof(bf16) * 2 * cfg->n_layers;
     size_t logits_bytes = (size_t)m->max_seqs * cfg->vocab_size * sizeof(float);
-    if (m->tp.comm) {
+    if (m->tp.comm && model_tp_device_sample_on()) {
         // A rank's logits region as the plan lays it out (memory/plan.h mem_logits_layout): the
         // full [S, vocab] rows (rank 0 samples them; the LM head writes its [S, vocab_local]
-        // slice at their start) and the all-gather buffer [tp, S, vocab_local] after them.
+        // slice at their start) and the all-gather buffer [tp, S, vocab_local] after them. The
+        // host assembly (KEEL_TP_DEVICE_SAMPLE=0) needs the slice only and leaves the rest of
+        // the plan's region free (KEEL_TP_CUSTOM_AR's region fits there).
         struct mem_logits_layout ll;
         logits_bytes = tp_logits_layout(m, &ll);
     }

@@ -246,6 +246,11 @@ int model_group_forward(struct model_group *g, const struct model_batch *b, floa
 
 int model_group_forward_sample(struct model_group *g, const struct model_batch *b,
                                const struct model_sample *s, struct kern_sample_out *out) {
+    // The ranks' logits regions hold the all-gather buffer only when device sampling was on at
+    // load (models/forward.c model_init); the front model's backend says so.
+    if (!g->front.ops)
+        return err_set(ERR_UNSUPPORTED, "tensor parallel: device sampling is off "
+                                        "(KEEL_TP_DEVICE_SAMPLE=0 at start-up); sample on the host");
     for (int r = 0; r < g->size; r++)
         if (!g->ranks[r].be.ops->sample)
             return err_set(ERR_UNSUPPORTED, "the %s backend has no sample op",
@@ -300,17 +305,19 @@ void model_group_free(struct model_group *g) {
     free(g);
 }
 
-// KEEL_TP_CUSTOM_AR=1 on CUDA: the one-shot peer-to-peer all-reduce for small messages
-// (kernels/cuda/allreduce.cu), each rank's region carved from its arena (the plan's all-gather
-// buffer, which the host-side logits assembly leaves unused, has room for it). Anything that
+// KEEL_TP_CUSTOM_AR=1 (with KEEL_TP_GRAPHS=0) on CUDA: the one-shot peer-to-peer all-reduce for
+// small messages (kernels/cuda/allreduce.cu), each rank's region carved from its arena. The
+// logits region (full rows + all-gather buffer) is in use now that sampling runs on the device,
+// so the region needs the arena's slack (less than a KV block per plan) or
+// KEEL_TP_DEVICE_SAMPLE=0, whose host assembly leaves the all-gather buffer free. Anything that
 // does not work leaves NCCL in charge, with a warning.
 static void tp__custom_all_reduce(struct model_group *g) {
 #ifdef KEEL_CUDA
-    const char *on = getenv("KEEL_TP_CUSTOM_AR"), *graphs = getenv("KEEL_TP_GRAPHS");
+    const char *on = getenv("KEEL_TP_CUSTOM_AR");
     if (!on || strcmp(on, "1") || g->ranks[0].be.ops != &kern_cuda_ops) return;
-    if (graphs && !strcmp(graphs, "1")) {
-        log_warn("KEEL_TP_CUSTOM_AR=1 is ignored with KEEL_TP_GRAPHS=1 (its call count is a "
-                 "kernel argument, which a graph would freeze)");
+    if (g->ranks[0].m.graphs) {
+        log_warn("KEEL_TP_CUSTOM_AR=1 is ignored while the ranks use CUDA graphs (its call count "
+                 "is a kernel argument, which a graph would freeze): set KEEL_TP_GRAPHS=0 too");
         return;
     }
     struct kern_comm *comms[8];

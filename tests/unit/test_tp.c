@@ -621,6 +621,17 @@ TEST(tp2_engine_device_sampling_equals_host_sampling) {
     unsetenv("KEEL_TP_SPIN_US");
     CHECK_OK(rc);
     CHECK(f.m->ops == NULL); // the engine samples on the host
+    {
+        // Asked for device sampling anyway: refused (no all-gather buffer was carved).
+        struct tp_batch t;
+        tp_batch_make(&t);
+        struct kern_sample_params params[2] = {{.top_p = 1, .n_valid = 10, .n_logprobs = -1},
+                                               {.top_p = 1, .n_valid = 10, .n_logprobs = -1}};
+        struct kern_sample_out out[2];
+        struct model_sample ms = {params, NULL, 0};
+        CHECK_EQ(model_forward_sample(f.m, &t.b, &ms, out), ERR_UNSUPPORTED);
+        CHECK_MSG(strstr(err_msg(), "KEEL_TP_DEVICE_SAMPLE=0") != NULL, "message: %s", err_msg());
+    }
     int nb = tp_engine_sampled(f.m, b, lb, tb);
     tp_close(&f);
     CHECK_EQ(na, 24);
