@@ -6,6 +6,7 @@
 #include "common/log.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stddef.h>
@@ -119,6 +120,47 @@ static const struct set_def *set__find(const char *name) {
         if (*a == '\0' && *b == '\0') return &set__defs[i];
     }
     return NULL;
+}
+
+// The setting closest to a name nobody defined (edit distance, '-' and '_' alike), for the
+// "did you mean" of an unknown-setting error; NULL when none is within a third of the name.
+static const char *set__suggest(const char *name) {
+    const char *best = NULL;
+    int best_d = (int)strlen(name) / 3 + 1;
+    for (int i = 0; i < SET__N; i++) {
+        const char *k = set__defs[i].key;
+        int n = (int)strlen(name), m = (int)strlen(k);
+        if (n > 64 || m > 64) continue;
+        int row[65];
+        for (int j = 0; j <= m; j++)
+            row[j] = j;
+        for (int a = 1; a <= n; a++) {
+            int diag = row[0];
+            row[0] = a;
+            for (int j = 1; j <= m; j++) {
+                char x = name[a - 1] == '-' ? '_' : (char)tolower((unsigned char)name[a - 1]);
+                int up = row[j], cost = x == k[j - 1] ? 0 : 1;
+                int v = diag + cost;
+                if (row[j] + 1 < v) v = row[j] + 1;
+                if (row[j - 1] + 1 < v) v = row[j - 1] + 1;
+                row[j] = v, diag = up;
+            }
+        }
+        if (row[m] < best_d) best_d = row[m], best = k;
+    }
+    return best;
+}
+
+// ERR_INVAL "unknown setting 'NAME'" with the closest known one and where the list is.
+static int set__unknown(const char *prefix, const char *name) {
+    const char *near = set__suggest(name);
+    if (near)
+        return err_set(ERR_INVAL, "unknown setting '%s%s' (did you mean '%s%s'? `keel serve "
+                                  "--help` lists every setting)",
+                       prefix, name, prefix, near);
+    return err_set(ERR_INVAL, "unknown setting '%s%s' (`keel serve --help` lists every setting: "
+                              "the flags' names with '_' for '-')",
+                   prefix, name);
 }
 
 // ---- typed setters (shared by the JSON and flag readers)
@@ -264,7 +306,7 @@ int srv_settings_parse_json(struct srv_settings *s, const char *json, size_t len
             cJSON_ArrayForEach(lim, item) {
                 const struct set_def *d = set__find(lim->string);
                 if (!d || !d->limit || strchr(lim->string, '-')) {
-                    rc = err_set(ERR_INVAL, "unknown setting 'limits.%s'", lim->string);
+                    rc = set__unknown("limits.", lim->string);
                     goto out;
                 }
                 if ((rc = set__apply_json(s, d, lim)) != 0) goto out;
@@ -273,7 +315,7 @@ int srv_settings_parse_json(struct srv_settings *s, const char *json, size_t len
         }
         const struct set_def *d = set__find(item->string);
         if (!d || strchr(item->string, '-')) {
-            rc = err_set(ERR_INVAL, "unknown setting '%s'", item->string);
+            rc = set__unknown("", item->string);
             goto out;
         }
         if ((rc = set__apply_json(s, d, item)) != 0) goto out;
@@ -324,7 +366,7 @@ static bool set__device_ordinal(const struct set_def *d, const char *value) {
 
 int srv_settings_set(struct srv_settings *s, const char *name, const char *value) {
     const struct set_def *d = set__find(name);
-    if (!d) return err_set(ERR_INVAL, "unknown setting '%s'", name);
+    if (!d) return set__unknown("", name);
     if (set__device_ordinal(d, value)) d = set__find("devices");
     switch (d->type) {
     case SET_STR: return set__string(s, d, value);
