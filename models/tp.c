@@ -152,7 +152,10 @@ static void tp__run_rank(struct tp_rank_state *r) {
     bool done = false;
     r->rc = 0;
     int rc = model_tp_bind_thread(&r->be);
-    if (rc) return tp__fail(r, rc, true);
+    if (rc) {
+        tp__fail(r, rc, true);
+        return;
+    }
     if (g->job == TP_JOB_WARMUP) {
         rc = model_graphs_warmup(&r->m);
         r->captured = rc > 0 ? rc : 0;
@@ -165,7 +168,10 @@ static void tp__run_rank(struct tp_rank_state *r) {
         return;
     }
     rc = model_tp_rank_step(&r->m, b, NULL, NULL, r->shard, &done);
-    if (rc) return tp__fail(r, rc, true);
+    if (rc) {
+        tp__fail(r, rc, true);
+        return;
+    }
     // Its columns of the full logits; the last shard's padding columns are dropped.
     const int V = g->front.cfg.vocab_size, per = r->m.cfg.vocab_size, off = r->m.tp.vocab_offset;
     int cols = V - off < per ? V - off : per;
