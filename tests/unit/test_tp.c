@@ -648,3 +648,31 @@ TEST(tp2_engine_device_sampling_equals_host_sampling) {
            a[1], a[2], a[3], b[0], b[1], b[2], b[3], distinct);
     CHECK(distinct >= 4); // a sampled run, not one token repeated
 }
+
+// The switches: on unless "0"; the graph warm-up is a no-op without graph tables (CPU), and the
+// group runs normally after it.
+TEST(tp_switches_and_warmup_without_graphs) {
+    unsetenv("KEEL_TP_GRAPHS");
+    CHECK(model_tp_graphs_on());
+    setenv("KEEL_TP_GRAPHS", "1", 1);
+    CHECK(model_tp_graphs_on());
+    setenv("KEEL_TP_GRAPHS", "0", 1);
+    CHECK(!model_tp_graphs_on());
+    unsetenv("KEEL_TP_GRAPHS");
+    setenv("KEEL_TP_DEVICE_SAMPLE", "0", 1);
+    CHECK(!model_tp_device_sample_on());
+    unsetenv("KEEL_TP_DEVICE_SAMPLE");
+    CHECK(model_tp_device_sample_on());
+    struct model_config cfg;
+    CHECK_OK(model_config_load("tests/data/tiny-qwen2", &cfg));
+    struct tp_fx f;
+    CHECK_OK(tp_open(&f, &cfg, NULL, 2));
+    CHECK_EQ(model_group_graphs_warmup(f.g), 0);
+    struct tp_batch t;
+    tp_batch_make(&t);
+    float *lg = malloc(sizeof(float) * 2 * cfg.vocab_size);
+    CHECK_OK(model_forward(f.m, &t.b, lg));
+    CHECK(fabsf(lg[0]) + fabsf(lg[cfg.vocab_size - 1]) > 0);
+    free(lg);
+    tp_close(&f);
+}
