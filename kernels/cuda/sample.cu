@@ -11,13 +11,17 @@
 // bit patterns), one counting or mass-summing pass per step, then the id that splits the ties at
 // the threshold by a block prefix count over contiguous id chunks. The draw is a block prefix sum
 // over contiguous id chunks, so it walks ids in ascending order exactly as the CPU reference
-// does. Masses accumulate in double. The variant is the simplest that is exact; a radix select
-// with per-warp histograms would cut the ~30 passes of a truncating row to ~6 (see
-// bench/kernels/sample.cu for its cost).
+// does. Masses accumulate in double. That bisection is the reference variant
+// (KEEL_SAMPLE_RADIX=0); by default the thresholds come from a radix select instead: 3 histogram
+// passes per threshold over the probabilities' bits, with several loads in flight per thread, and
+// the tie id from one coalesced pass in the common cases (see "the radix select" below, and
+// bench/kernels/sample.cu for the two side by side).
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/kern_cuda.h"
 
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define KC_SAMPLE_THREADS 1024
 #define KC_SAMPLE_WARPS (KC_SAMPLE_THREADS / 32)
@@ -351,6 +355,266 @@ __device__ void kc_truncate(const float *w, int n, const kern_sample_params &P, 
     }
 }
 
+// ---- the radix select (KEEL_SAMPLE_RADIX, on unless "0")
+//
+// The same thresholds as kc_bisect from 3 passes instead of ~30: a probability's key (its bits,
+// at most KC_KEY_ONE < 2^30) is found one digit at a time, bits [19, 30), [8, 19) then [0, 8), from
+// a shared-memory histogram of the count and mass of kept elements whose key matches the digits
+// found so far. Counts are exact, so top_k gets the very same threshold and tie id as the
+// bisection. Masses are double sums in another order than kc_mass_from's, so a top_p threshold can
+// differ only when the target lies within a rounding error of a partial sum (the CPU reference
+// rounds differently again). Every pass keeps KC_UNROLL loads in flight per thread: the
+// bisection's one load at a time left each pass waiting on L2 latency.
+
+#define KC_UNROLL 8
+#define KC_RADIX_BINS 2048
+
+struct kc_radix_smem {
+    int cnt[KC_RADIX_BINS];
+    double mass[KC_RADIX_BINS];
+    double seg_m[KC_SAMPLE_WARPS];
+    int seg_c[KC_SAMPLE_WARPS];
+    double above; // count or mass of kept elements above the chosen bin (all digits so far)
+    int bin, ties;
+};
+
+// f(p, j) for every id j < n, thread by thread in ascending j (j = tid, tid + T, ...: the order of
+// kc_mass_from, so per-thread sums round the same), with KC_UNROLL loads issued before any use.
+template <class F>
+__device__ __forceinline__ void kc_each(const float *w, int n, const kc_keep &k, F f) {
+    const int T = KC_SAMPLE_THREADS;
+    int j = threadIdx.x;
+    for (; j + (KC_UNROLL - 1) * T < n; j += KC_UNROLL * T) {
+        float p[KC_UNROLL];
+#pragma unroll
+        for (int u = 0; u < KC_UNROLL; u++)
+            p[u] = k.pc ? k.pc[j + u * T] : w[j + u * T];
+#pragma unroll
+        for (int u = 0; u < KC_UNROLL; u++)
+            f(k.pc ? p[u] : kc_exp(p[u], k), j + u * T);
+    }
+    for (; j < n; j += T)
+        f(kc_prob(w, j, k), j);
+}
+
+__device__ __forceinline__ double kc_warp_scan_d(double v) {
+    int lane = threadIdx.x & 31;
+    for (int o = 1; o < 32; o <<= 1) {
+        double t = __shfl_up_sync(0xffffffffu, v, o);
+        if (lane >= o) v += t;
+    }
+    return v;
+}
+
+// The probabilities into the cache (when pc) and the count and mass of every candidate, in one
+// pass; the mass has kc_mass_from(key 1)'s bits.
+__device__ void kc_fill(const float *w, int n, kc_keep &k, float *pc, double &m, int &c,
+                        kc_sample_smem &sh) {
+    m = 0;
+    c = 0;
+    kc_each(w, n, k, [&](float p, int j) {
+        if (pc) pc[j] = p;
+        if (kc_kept(p, j, k)) {
+            m += p;
+            c++;
+        }
+    });
+    kc_block_sum(m, c, sh); // its barriers also publish the cache
+    if (pc) k.pc = pc;
+}
+
+// kc_mass_from(key 1) with loads in flight: the same bits.
+__device__ void kc_mass_all(const float *w, int n, const kc_keep &k, double &m, int &c,
+                            kc_sample_smem &sh) {
+    m = 0;
+    c = 0;
+    kc_each(w, n, k, [&](float p, int j) {
+        if (kc_kept(p, j, k)) {
+            m += p;
+            c++;
+        }
+    });
+    kc_block_sum(m, c, sh);
+}
+
+// Histograms of the kept elements whose key has `prefix`'s bits from `hi` up, binned by key bits
+// [lo, hi).
+__device__ void kc_radix_hist(const float *w, int n, const kc_keep &k, uint32_t prefix, int lo,
+                              int hi, bool by_mass, kc_radix_smem &rs) {
+    const int nb = 1 << (hi - lo);
+    for (int b = threadIdx.x; b < nb; b += KC_SAMPLE_THREADS) {
+        rs.cnt[b] = 0;
+        rs.mass[b] = 0;
+    }
+    __syncthreads();
+    const uint32_t want = prefix >> hi; // hi is at most 30 and keys are below 2^30
+    kc_each(w, n, k, [&](float p, int j) {
+        uint32_t key = __float_as_uint(p);
+        if (!kc_kept(p, j, k) || (key >> hi) != want) return;
+        int b = (int)((key >> lo) & (uint32_t)(nb - 1));
+        atomicAdd(&rs.cnt[b], 1);
+        if (by_mass) atomicAdd(&rs.mass[b], (double)p);
+    });
+    __syncthreads();
+}
+
+// The highest non-empty bin b with base + (count or mass of bins >= b) >= target, from the top:
+// each warp sums a segment of nb / 32 bins, warp 0 finds the segment, then the bin inside it by
+// chunks of 32. When rounding leaves every partial sum short of the target (the sums of one set
+// in two orders), the lowest non-empty bin of the last non-empty segment. Sets rs.bin, rs.above
+// (base + the bins above it) and rs.ties (its count).
+__device__ void kc_radix_find(int nb, bool by_mass, double base, double target,
+                              kc_radix_smem &rs) {
+    const unsigned full = 0xffffffffu;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int seg = nb / KC_SAMPLE_WARPS; // ranks r = nb - 1 - b: rank 0 is the highest bin
+    double m = 0;
+    int c = 0;
+    for (int r = warp * seg + lane; r < (warp + 1) * seg; r += 32) {
+        int b = nb - 1 - r;
+        m += by_mass ? rs.mass[b] : (double)rs.cnt[b];
+        c += rs.cnt[b];
+    }
+    m = kc_warp_sum_d(m);
+    c = kc_warp_sum_i(c);
+    if (lane == 0) {
+        rs.seg_m[warp] = m;
+        rs.seg_c[warp] = c;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        double s = kc_warp_scan_d(rs.seg_m[lane]);
+        unsigned hit = __ballot_sync(full, rs.seg_c[lane] > 0 && base + s >= target);
+        unsigned nonempty = __ballot_sync(full, rs.seg_c[lane] > 0);
+        int S = hit ? __ffs(hit) - 1 : nonempty ? 31 - __clz(nonempty) : 0;
+        double before = __shfl_sync(full, s, S > 0 ? S - 1 : 0);
+        double R = S > 0 ? base + before : base;
+        int pick = -1, last = -1;
+        double pick_above = base, last_above = base;
+        for (int r0 = S * seg; r0 < (S + 1) * seg; r0 += 32) {
+            int r = r0 + lane;
+            bool in = r < (S + 1) * seg;
+            int b = nb - 1 - r;
+            int cc = in ? rs.cnt[b] : 0;
+            double v = in ? (by_mass ? rs.mass[b] : (double)cc) : 0;
+            double x = kc_warp_scan_d(v);
+            double ex = __shfl_up_sync(full, x, 1);
+            if (lane == 0) ex = 0;
+            unsigned h = __ballot_sync(full, cc > 0 && R + x >= target);
+            unsigned ne = __ballot_sync(full, cc > 0);
+            if (h) {
+                int L = __ffs(h) - 1;
+                pick = r0 + L;
+                pick_above = R + __shfl_sync(full, ex, L);
+                break;
+            }
+            if (ne) {
+                int L = 31 - __clz(ne);
+                last = r0 + L;
+                last_above = R + __shfl_sync(full, ex, L);
+            }
+            R += __shfl_sync(full, x, 31);
+        }
+        if (pick < 0) {
+            pick = last >= 0 ? last : S * seg;
+            pick_above = last >= 0 ? last_above : base;
+        }
+        if (lane == 0) {
+            rs.bin = nb - 1 - pick;
+            rs.above = pick_above;
+            rs.ties = rs.cnt[nb - 1 - pick];
+        }
+    }
+    __syncthreads();
+}
+
+// kc_bisect by radix select; *ties gets the number of kept elements whose key is the result (-1:
+// not known).
+__device__ uint32_t kc_radix_select(const float *w, int n, const kc_keep &k, bool by_mass,
+                                    double target, double *above, int *ties, kc_radix_smem &rs) {
+    if (!(target > 0)) { // kc_bisect's answer when every key qualifies
+        *above = 0;
+        *ties = -1;
+        return KC_KEY_ONE;
+    }
+    uint32_t prefix = 0;
+    double base = 0;
+    int t = -1;
+    for (int d = 0; d < 3; d++) {
+        int lo = d == 0 ? 19 : d == 1 ? 8 : 0, hi = d == 0 ? 30 : d == 1 ? 19 : 8;
+        kc_radix_hist(w, n, k, prefix, lo, hi, by_mass, rs);
+        kc_radix_find(1 << (hi - lo), by_mass, base, target, rs);
+        prefix |= (uint32_t)rs.bin << lo;
+        base = rs.above;
+        t = rs.ties;
+        __syncthreads(); // everyone has read rs before the next digit clears it
+    }
+    *above = base;
+    *ties = t;
+    return prefix;
+}
+
+// The lowest (want_max: highest) kept id whose probability is exactly v, in one coalesced pass;
+// KC_NO_ID when none.
+__device__ int kc_tie_end(const float *w, int n, const kc_keep &k, float v, bool want_max,
+                          kc_sample_smem &sh) {
+    if (threadIdx.x == 0) sh.id = want_max ? -1 : KC_NO_ID;
+    __syncthreads();
+    int best = want_max ? -1 : KC_NO_ID;
+    kc_each(w, n, k, [&](float p, int j) {
+        if (p == v && kc_kept(p, j, k)) best = want_max ? max(best, j) : min(best, j);
+    });
+    if (want_max && best >= 0) atomicMax(&sh.id, best);
+    if (!want_max && best != KC_NO_ID) atomicMin(&sh.id, best);
+    __syncthreads();
+    int id = sh.id;
+    __syncthreads();
+    return id < 0 ? KC_NO_ID : id;
+}
+
+// kc_tie_id, in one coalesced pass when the need-th tie is the first or the last one.
+__device__ int kc_tie_fast(const float *w, int n, const kc_keep &k, float v, int need, int ties,
+                           kc_sample_smem &sh) {
+    if (ties > 0 && need >= ties) return kc_tie_end(w, n, k, v, true, sh);
+    if (ties > 0 && need <= 1) return kc_tie_end(w, n, k, v, false, sh);
+    return kc_tie_id(w, n, k, v, need, sh);
+}
+
+// kc_truncate with the radix select: top_k, then top_p, narrowing k.last_p / k.last_id.
+__device__ void kc_truncate_radix(const float *w, int n, const kern_sample_params &P, kc_keep &k,
+                                  float *pc, kc_sample_smem &sh) {
+    __shared__ kc_radix_smem rs;
+    double total;
+    int n_cand;
+    kc_fill(w, n, k, pc, total, n_cand, sh);
+    if (P.top_k > 0 && P.top_k < n_cand) {
+        double above;
+        int ties;
+        uint32_t v = kc_radix_select(w, n, k, false, (double)P.top_k, &above, &ties, rs);
+        float vf = __uint_as_float(v);
+        k.last_id = kc_tie_fast(w, n, k, vf, P.top_k - (int)above, ties, sh);
+        k.last_p = vf;
+        kc_mass_all(w, n, k, total, n_cand, sh); // what top_p sees: the mass top_k left
+    }
+    if (P.top_p < 1.0f) {
+        double target = (double)P.top_p * total;
+        if (n_cand > 0 && total >= target) {
+            double above;
+            int ties;
+            uint32_t v = kc_radix_select(w, n, k, true, target, &above, &ties, rs);
+            float vf = __uint_as_float(v);
+            // The ties at v, in id order, until the running mass reaches the target.
+            double need = vf > 0 ? ceil((target - above) / (double)vf) : 1;
+            int nt = need < 1 ? 1 : need > 2e9 ? 2000000000 : (int)need;
+            while (nt > 1 && above + (double)(nt - 1) * vf >= target)
+                nt--;
+            k.last_id = kc_tie_fast(w, n, k, vf, nt, ties, sh);
+            k.last_p = vf;
+        }
+    }
+}
+
+template <bool RADIX>
 __global__ void __launch_bounds__(KC_SAMPLE_THREADS)
     kc_sample(kern_sample_out *out /* [m] */, float *logits /* [m, vocab] */, int vocab,
               const kern_sample_params *params /* [m] */, const kern_sample_adj *adj /* [n_adj] */,
@@ -438,7 +702,12 @@ __global__ void __launch_bounds__(KC_SAMPLE_THREADS)
     } else {
         kc_keep k = {mx, 1.0f / P.temperature, P.min_p > 0 ? P.min_p : 0, 0, KC_NO_ID, NULL};
         float *pc = row < n_pcache ? pcache + (size_t)row * vocab : NULL;
-        if (P.min_p > 0 || P.top_k > 0 || P.top_p < 1.0f) kc_truncate(w, n, P, k, pc, sh);
+        if (P.min_p > 0 || P.top_k > 0 || P.top_p < 1.0f) {
+            if constexpr (RADIX)
+                kc_truncate_radix(w, n, P, k, pc, sh);
+            else
+                kc_truncate(w, n, P, k, pc, sh);
+        }
         token = kc_draw(w, n, k, P.u, best, sh);
     }
 
@@ -478,8 +747,15 @@ extern "C" int kern_cuda_sample(kern_sample_out *d_out, float *logits, int n_row
         return err_set(ERR_INVAL, "sample: bad sizes rows=%d vocab=%d cache rows=%d", n_rows, vocab,
                        n_pcache);
     if (n_rows == 0) return 0;
-    kc_sample<<<n_rows, KC_SAMPLE_THREADS, 0, s>>>(d_out, logits, vocab, d_params, d_adj, d_orig,
-                                                   d_pcache, n_pcache);
+    // Read on every call (a getenv is nothing next to a launch), so tests and the playground can
+    // switch between the two truncations at run time.
+    const char *env = getenv("KEEL_SAMPLE_RADIX");
+    if (env && strcmp(env, "0") == 0)
+        kc_sample<false><<<n_rows, KC_SAMPLE_THREADS, 0, s>>>(d_out, logits, vocab, d_params,
+                                                             d_adj, d_orig, d_pcache, n_pcache);
+    else
+        kc_sample<true><<<n_rows, KC_SAMPLE_THREADS, 0, s>>>(d_out, logits, vocab, d_params, d_adj,
+                                                            d_orig, d_pcache, n_pcache);
     KC_LAUNCHED();
     return 0;
 }

@@ -6,7 +6,11 @@
 // row's (the draw walks ids in order, so tokens are monotone in u); at most 1% of rows may be
 // such cases, and any other mismatch fails. Logprobs within 1e-4, top ids exact, the logits
 // unchanged afterwards ("sample logits"), the probability cache changing nothing ("sample
-// cache"), greedy rows equal to the argmax kernel, and the op's error paths.
+// cache"), greedy rows equal to the argmax kernel, and the op's error paths. The default
+// truncation (the radix select) against the bisection it replaced (KEEL_SAMPLE_RADIX=0): rows
+// without top_p equal bit for bit (counts are exact), top_p rows the same tokens but for
+// rounding boundaries ("sample radix"); the sweep (mode 3) covers top_k 1..1000, top_p
+// 0.01..0.999, min_p mixes and heavy ties at 1..256 rows and odd vocabularies.
 #include "common/err.h"
 #include "common/rng.h"
 #include "kernels/cuda/kern_cuda.h"
@@ -22,7 +26,8 @@ static float gs_frand(uint64_t s[4]) {
     return (float)((double)(rng_next(s) >> 11) * 0x1.0p-53);
 }
 
-// Logits of several characters: flat noise, a peaked head, exact ties, -inf entries.
+// Logits of several characters: flat noise, a peaked head, exact ties, -inf entries, and
+// (kind 4) six values only, so every threshold falls inside a run of thousands of ties.
 static void gs_row(float *l, int vocab, int kind, uint64_t s[4]) {
     for (int i = 0; i < vocab; i++)
         l[i] = (gs_frand(s) * 2 - 1) * (kind == 0 ? 3.0f : 6.0f);
@@ -35,9 +40,27 @@ static void gs_row(float *l, int vocab, int kind, uint64_t s[4]) {
     if (kind == 3)
         for (int j = 0; j < vocab / 10; j++)
             l[rng_next(s) % vocab] = -INFINITY;
+    if (kind == 4)
+        for (int i = 0; i < vocab; i++)
+            l[i] = (float)(rng_next(s) % 6) * 0.75f;
 }
 
-// mode 0: every mix; 1: greedy only; 2: top_p only (the playground's two cases).
+// The truncation sweep: every row truncates, with wide top_k / top_p / min_p ranges.
+static void gs_params_sweep(struct kern_sample_params *p, int vocab, uint64_t s[4]) {
+    static const float temps[] = {0.3f, 0.7f, 1.0f, 1.5f};
+    static const int ks[] = {0, 1, 2, 7, 50, 333, 1000};
+    static const float ps[] = {1, 0.01f, 0.3f, 0.9f, 0.95f, 0.999f};
+    static const float mps[] = {0, 0, 0.01f, 0.2f};
+    p->temperature = temps[rng_next(s) % 4];
+    p->top_k = ks[rng_next(s) % 7];
+    p->top_p = ps[rng_next(s) % 6];
+    p->min_p = mps[rng_next(s) % 4];
+    if (p->top_k == 0 && p->top_p == 1 && p->min_p == 0) p->top_p = 0.5f;
+    p->n_valid = rng_next(s) % 5 == 0 ? vocab - 3 : vocab;
+    p->n_logprobs = (int)(rng_next(s) % 4) - 1;
+}
+
+// mode 0: every mix; 1: greedy only; 2: top_p only (the playground's two cases); 3: the sweep.
 static void gs_params(struct kern_sample_params *p, int vocab, int mode,
                       struct kern_sample_adj *adj, int *n_adj, int32_t *marks, uint64_t s[4]) {
     static const float temps[] = {0, 0.5f, 1.0f, 1.3f};
@@ -54,6 +77,7 @@ static void gs_params(struct kern_sample_params *p, int vocab, int mode,
     p->u = gs_frand(s);
     p->repetition_penalty = 1.0f;
     p->adj_start = *n_adj;
+    if (mode == 3) gs_params_sweep(p, vocab, s);
     if (mode == 0 && rng_next(s) % 2) {
         p->repetition_penalty = rng_next(s) % 2 ? 1.3f : 0.8f;
         p->frequency_penalty = rng_next(s) % 2 ? 0.4f : -0.3f;
@@ -96,7 +120,7 @@ static void gs_check(int vocab, int n_rows, int mode, uint64_t seed) {
     struct kern_sample_out *got = calloc(n_rows, sizeof(*got));
     int n_adj = 0;
     for (int r = 0; r < n_rows; r++) {
-        gs_row(logits + (size_t)r * vocab, vocab, (r + (int)seed) % 4, s);
+        gs_row(logits + (size_t)r * vocab, vocab, (r + (int)seed) % (mode == 3 ? 5 : 4), s);
         gs_params(&P[r], vocab, mode, adj, &n_adj, marks, s);
     }
     CHECK_OK(kern_cpu_ops.sample(gt_cpu(), want, logits, n_rows, vocab, P, adj, n_adj));
@@ -112,6 +136,20 @@ static void gs_check(int vocab, int n_rows, int mode, uint64_t seed) {
     for (int r = 0; r < n_rows; r++)
         cache_diff += memcmp(&nocache[r], &got[r], sizeof(got[r])) != 0;
     free(nocache);
+    // The bisection (KEEL_SAMPLE_RADIX=0) against the radix select of `got`.
+    struct kern_sample_out *bis = calloc(n_rows, sizeof(*bis));
+    CHECK(setenv("KEEL_SAMPLE_RADIX", "0", 1) == 0);
+    int bis_rc = kern_cuda_ops.sample(gt_ctx(), bis, d_l, n_rows, vocab, P, adj, n_adj);
+    unsetenv("KEEL_SAMPLE_RADIX");
+    CHECK_OK(bis_rc);
+    size_t radix_exact_bad = 0, radix_p_diff = 0;
+    for (int r = 0; r < n_rows; r++) {
+        if (P[r].top_p >= 1.0f || P[r].temperature < KERN_SAMPLE_EPS)
+            radix_exact_bad += memcmp(&bis[r], &got[r], sizeof(got[r])) != 0;
+        else
+            radix_p_diff += bis[r].token != got[r].token || bis[r].status != got[r].status;
+    }
+    free(bis);
     gt_down(after, d_l, sizeof(float) * n);
     size_t changed = 0;
     for (size_t i = 0; i < n; i++)
@@ -151,17 +189,24 @@ static void gs_check(int vocab, int n_rows, int mode, uint64_t seed) {
         }
     }
     char shape[96];
-    const char *mname = mode == 1 ? "greedy" : mode == 2 ? "top_p 0.9" : "mixed";
+    const char *mname = mode == 1   ? "greedy"
+                        : mode == 2 ? "top_p 0.9"
+                        : mode == 3 ? "sweep"
+                                    : "mixed";
     snprintf(shape, sizeof shape, "rows=%d vocab=%d %s", n_rows, vocab, mname);
     printf("  %s: %zu boundary, %zu wrong, %zu status, %zu top ids, logprob err %.2e\n", shape,
            boundary, wrong, status_bad, top_bad, lp_err);
     gt_row_exact("sample tokens", shape,
                  wrong + status_bad + (boundary * 100 > (size_t)n_rows ? boundary : 0));
-    if (mode == 0) {
+    if (mode == 0 || mode == 3) {
         gt_row_exact("sample top ids", shape, top_bad);
         struct gt_err e = {lp_err, lp_err, 0};
         gt_row("sample logprob", shape, e, 1e-4);
     }
+    printf("  %s: radix vs bisection: %zu rows without top_p differ, %zu top_p tokens differ\n",
+           shape, radix_exact_bad, radix_p_diff);
+    gt_row_exact("sample radix", shape,
+                 radix_exact_bad + (radix_p_diff * 100 > (size_t)n_rows ? radix_p_diff : 0));
     gt_row_exact("sample logits", shape, changed);
     gt_row_exact("sample cache", shape, cache_diff);
     kern_sample_scratch_free(&sc);
@@ -182,6 +227,17 @@ TEST(gpu_sample_greedy_and_top_p) {
     gs_check(151936, 128, 1, 7);
     gs_check(151936, 128, 2, 8);
     gs_check(33, 5, 1, 9);
+}
+
+// The radix select on truncating rows of every kind, small to large batches, odd vocabularies.
+TEST(gpu_sample_radix_sweep) {
+    gs_check(151936, 1, 3, 11);
+    gs_check(152064, 7, 3, 12);
+    gs_check(151936, 64, 3, 13);
+    gs_check(152064, 256, 3, 14);
+    gs_check(4097, 33, 3, 15);
+    gs_check(1001, 100, 3, 16);
+    gs_check(37, 60, 3, 17);
 }
 
 // Greedy rows agree with the argmax kernel that greedy decoding used before the op existed.
