@@ -5,9 +5,9 @@
 // the engine runs it (parameters up, kernel, outputs down, the stream synchronised), with the
 // probability cache when the context has it on (KEEL_SAMPLE_PROB_CACHE). Bytes
 // counted: one read of the logits, so the GB/s column says how close to a single pass a variant
-// comes (truncating rows make several passes over L2-resident rows by design). Truncating rows
-// run twice: with the radix select (the default) and with the bisection it replaced (lines
-// marked "bisect", KEEL_SAMPLE_RADIX=0).
+// comes (truncating rows make several passes over L2-resident rows by design). Every case runs
+// twice: the default kernel (radix select, candidate buffer, argmax and draw with loads in
+// flight) and the kernel it replaced (lines marked "OLD": KEEL_SAMPLE_RADIX=0, bisection).
 #include <stdlib.h>
 #include "bench/kernels/play.h"
 
@@ -74,9 +74,8 @@ int main(void) {
             kern_sample_out *d_o = (kern_sample_out *)play_dev(sizeof(kern_sample_out) * n);
             PLAY_CUDA(
                 cudaMemcpy(d_p, P.data(), sizeof(kern_sample_params) * n, cudaMemcpyHostToDevice));
-            bool truncates = mode == 1 || mode == 2;
-            for (int bisect = 0; bisect < (truncates ? 2 : 1); bisect++) {
-                const char *tag = bisect ? " bisect" : "";
+            for (int bisect = 0; bisect < 2; bisect++) {
+                const char *tag = bisect ? " OLD" : "";
                 if (bisect) setenv("KEEL_SAMPLE_RADIX", "0", 1);
                 for (int cache = 0; cache < 2; cache++) {
                     t = play_time(s, 3, 20, [&](int) {

@@ -34,7 +34,7 @@ struct kc_sample_smem {
     double d[KC_SAMPLE_WARPS + 1];
     int i[KC_SAMPLE_WARPS + 1];
     float f[KC_SAMPLE_WARPS];
-    int id;
+    int id, id2;
 };
 
 __device__ __forceinline__ double kc_warp_sum_d(double v) {
@@ -143,18 +143,31 @@ __device__ __forceinline__ void kc_better(float &v, int &i, float ov, int oi) {
 
 // The first (lowest id) element after (pv, pid) in the order (value desc, id asc) among w[0, n):
 // with pv = +inf, pid = -1 it is the argmax. NaN is never chosen; -inf is, when nothing better
-// exists. Returns KC_NO_ID when nothing qualifies.
-__device__ int kc_block_next(const float *w, int n, float pv, int pid, float &best_v,
+// exists. Returns KC_NO_ID when nothing qualifies. fast: 8 loads in flight per thread instead of
+// one (the result does not depend on the order: the best in a total order).
+__device__ int kc_block_next(const float *w, int n, float pv, int pid, float &best_v, bool fast,
                              kc_sample_smem &sh) {
     float best = -INFINITY;
     int idx = KC_NO_ID;
-    for (int j = threadIdx.x; j < n; j += KC_SAMPLE_THREADS) {
-        float f = w[j];
-        if (isnan(f)) continue;
-        if (!(f < pv || (f == pv && j > pid))) continue;
+    auto consider = [&](float f, int j) {
+        if (isnan(f)) return;
+        if (!(f < pv || (f == pv && j > pid))) return;
         kc_better(best, idx, f, j);
         if (idx == KC_NO_ID) idx = j; // -inf only: the first one
-    }
+    };
+    int j = threadIdx.x;
+    if (fast)
+        for (; j + 7 * KC_SAMPLE_THREADS < n; j += 8 * KC_SAMPLE_THREADS) {
+            float f[8];
+#pragma unroll
+            for (int u = 0; u < 8; u++)
+                f[u] = w[j + u * KC_SAMPLE_THREADS];
+#pragma unroll
+            for (int u = 0; u < 8; u++)
+                consider(f[u], j + u * KC_SAMPLE_THREADS);
+        }
+    for (; j < n; j += KC_SAMPLE_THREADS)
+        consider(w[j], j);
     for (int o = 16; o > 0; o >>= 1)
         kc_better(best, idx, __shfl_xor_sync(0xffffffffu, best, o),
                   __shfl_xor_sync(0xffffffffu, idx, o));
@@ -188,6 +201,7 @@ struct kc_keep {
     float last_p; // 0 with last_id KC_NO_ID: every candidate
     int last_id;
     const float *pc; // [n] the row's probabilities when cached (kc_cache_probs), else NULL
+    bool cands;      // the radix select may compact candidates into shared memory
 };
 
 __device__ __forceinline__ float kc_exp(float w, const kc_keep &k) {
@@ -368,6 +382,7 @@ __device__ void kc_truncate(const float *w, int n, const kern_sample_params &P, 
 
 #define KC_UNROLL 8
 #define KC_RADIX_BINS 2048
+#define KC_CANDS 2048 // candidate buffer entries (16 KB of shared memory)
 
 struct kc_radix_smem {
     int cnt[KC_RADIX_BINS];
@@ -376,6 +391,16 @@ struct kc_radix_smem {
     int seg_c[KC_SAMPLE_WARPS];
     double above; // count or mass of kept elements above the chosen bin (all digits so far)
     int bin, ties;
+};
+
+// Candidates compacted into shared memory once they are few, so the passes after that read
+// KC_CANDS entries instead of the whole row. `full`: the buffer holds every kept element from
+// the threshold up (what top_p after top_k needs), not just the threshold's digit bin.
+struct kc_cands {
+    float p[KC_CANDS];
+    int id[KC_CANDS];
+    int n;
+    bool active, full;
 };
 
 // f(p, j) for every id j < n, thread by thread in ascending j (j = tid, tid + T, ...: the order of
@@ -395,6 +420,18 @@ __device__ __forceinline__ void kc_each(const float *w, int n, const kc_keep &k,
     }
     for (; j < n; j += T)
         f(kc_prob(w, j, k), j);
+}
+
+// kc_each over the candidate buffer when it is active (in buffer order), else over the row.
+template <class F>
+__device__ __forceinline__ void kc_each_src(const float *w, int n, const kc_keep &k,
+                                            const kc_cands &cs, F f) {
+    if (cs.active) {
+        for (int i = threadIdx.x; i < cs.n; i += KC_SAMPLE_THREADS)
+            f(cs.p[i], cs.id[i]);
+    } else {
+        kc_each(w, n, k, f);
+    }
 }
 
 __device__ __forceinline__ double kc_warp_scan_d(double v) {
@@ -438,23 +475,42 @@ __device__ void kc_mass_all(const float *w, int n, const kc_keep &k, double &m, 
 }
 
 // Histograms of the kept elements whose key has `prefix`'s bits from `hi` up, binned by key bits
-// [lo, hi).
+// [lo, hi). collect 1: the same pass copies those elements into the (inactive, empty) candidate
+// buffer; collect 2: every kept element whose bits from `hi` up are >= prefix's; the caller
+// knows they fit. The buffer is active afterwards.
 __device__ void kc_radix_hist(const float *w, int n, const kc_keep &k, uint32_t prefix, int lo,
-                              int hi, bool by_mass, kc_radix_smem &rs) {
+                              int hi, bool by_mass, int collect, kc_radix_smem &rs,
+                              kc_cands &cs) {
     const int nb = 1 << (hi - lo);
     for (int b = threadIdx.x; b < nb; b += KC_SAMPLE_THREADS) {
         rs.cnt[b] = 0;
         rs.mass[b] = 0;
     }
+    if (collect && threadIdx.x == 0) cs.n = 0;
     __syncthreads();
     const uint32_t want = prefix >> hi; // hi is at most 30 and keys are below 2^30
-    kc_each(w, n, k, [&](float p, int j) {
+    kc_each_src(w, n, k, cs, [&](float p, int j) {
         uint32_t key = __float_as_uint(p);
-        if (!kc_kept(p, j, k) || (key >> hi) != want) return;
+        if (!kc_kept(p, j, k)) return;
+        uint32_t top = key >> hi;
+        if (collect && (collect == 2 ? top >= want : top == want)) {
+            int at = atomicAdd(&cs.n, 1);
+            if (at < KC_CANDS) { // always, as the caller counted; the check guards the memory
+                cs.p[at] = p;
+                cs.id[at] = j;
+            }
+        }
+        if (top != want) return;
         int b = (int)((key >> lo) & (uint32_t)(nb - 1));
         atomicAdd(&rs.cnt[b], 1);
         if (by_mass) atomicAdd(&rs.mass[b], (double)p);
     });
+    __syncthreads();
+    if (collect && threadIdx.x == 0) {
+        cs.n = min(cs.n, KC_CANDS);
+        cs.active = true;
+        cs.full = collect == 2;
+    }
     __syncthreads();
 }
 
@@ -529,9 +585,13 @@ __device__ void kc_radix_find(int nb, bool by_mass, double base, double target,
 }
 
 // kc_bisect by radix select; *ties gets the number of kept elements whose key is the result (-1:
-// not known).
+// not known). n_kept: how many elements are kept (-1: not known). Once the elements left to
+// refine fit the candidate buffer, the next digit's pass also collects them there and later
+// passes read the buffer: by count, everything from the chosen digit-1 bin up (so top_p can
+// follow from the buffer); else just the chosen bin's elements.
 __device__ uint32_t kc_radix_select(const float *w, int n, const kc_keep &k, bool by_mass,
-                                    double target, double *above, int *ties, kc_radix_smem &rs) {
+                                    double target, int n_kept, double *above, int *ties,
+                                    kc_radix_smem &rs, kc_cands &cs) {
     if (!(target > 0)) { // kc_bisect's answer when every key qualifies
         *above = 0;
         *ties = -1;
@@ -542,7 +602,16 @@ __device__ uint32_t kc_radix_select(const float *w, int n, const kc_keep &k, boo
     int t = -1;
     for (int d = 0; d < 3; d++) {
         int lo = d == 0 ? 19 : d == 1 ? 8 : 0, hi = d == 0 ? 30 : d == 1 ? 19 : 8;
-        kc_radix_hist(w, n, k, prefix, lo, hi, by_mass, rs);
+        int collect = 0;
+        if (!cs.active && k.cands) {
+            if (d == 0 && n_kept >= 0 && n_kept <= KC_CANDS)
+                collect = 2;
+            else if (d > 0 && !by_mass && base + t <= KC_CANDS)
+                collect = 2;
+            else if (d > 0 && t <= KC_CANDS)
+                collect = 1;
+        }
+        kc_radix_hist(w, n, k, prefix, lo, hi, by_mass, collect, rs, cs);
         kc_radix_find(1 << (hi - lo), by_mass, base, target, rs);
         prefix |= (uint32_t)rs.bin << lo;
         base = rs.above;
@@ -572,9 +641,33 @@ __device__ int kc_tie_end(const float *w, int n, const kc_keep &k, float v, bool
     return id < 0 ? KC_NO_ID : id;
 }
 
-// kc_tie_id, in one coalesced pass when the need-th tie is the first or the last one.
+// kc_tie_id from the active candidate buffer, which holds every kept element of probability v
+// (ties of them): the one with need - 1 such ids below it.
+__device__ int kc_cands_tie(const kc_keep &k, float v, int need, int ties, const kc_cands &cs,
+                            kc_sample_smem &sh) {
+    if (need > ties) need = ties;
+    if (need < 1) need = 1;
+    if (threadIdx.x == 0) sh.id = KC_NO_ID;
+    __syncthreads();
+    for (int i = threadIdx.x; i < cs.n; i += KC_SAMPLE_THREADS) {
+        int id = cs.id[i];
+        if (!(cs.p[i] == v && kc_kept(v, id, k))) continue;
+        int below = 0;
+        for (int e = 0; e < cs.n && below < need; e++)
+            below += cs.p[e] == v && cs.id[e] < id && kc_kept(v, cs.id[e], k);
+        if (below == need - 1) sh.id = id;
+    }
+    __syncthreads();
+    int id = sh.id;
+    __syncthreads();
+    return id;
+}
+
+// kc_tie_id: from the candidate buffer when active, else in one coalesced pass when the need-th
+// tie is the first or the last one.
 __device__ int kc_tie_fast(const float *w, int n, const kc_keep &k, float v, int need, int ties,
-                           kc_sample_smem &sh) {
+                           const kc_cands &cs, kc_sample_smem &sh) {
+    if (cs.active && ties >= 0) return kc_cands_tie(k, v, need, ties, cs, sh);
     if (ties > 0 && need >= ties) return kc_tie_end(w, n, k, v, true, sh);
     if (ties > 0 && need <= 1) return kc_tie_end(w, n, k, v, false, sh);
     return kc_tie_id(w, n, k, v, need, sh);
@@ -584,37 +677,143 @@ __device__ int kc_tie_fast(const float *w, int n, const kc_keep &k, float v, int
 __device__ void kc_truncate_radix(const float *w, int n, const kern_sample_params &P, kc_keep &k,
                                   float *pc, kc_sample_smem &sh) {
     __shared__ kc_radix_smem rs;
+    __shared__ kc_cands cs;
+    if (threadIdx.x == 0) {
+        cs.n = 0;
+        cs.active = cs.full = false;
+    }
     double total;
     int n_cand;
-    kc_fill(w, n, k, pc, total, n_cand, sh);
+    kc_fill(w, n, k, pc, total, n_cand, sh); // its barriers publish cs
     if (P.top_k > 0 && P.top_k < n_cand) {
         double above;
         int ties;
-        uint32_t v = kc_radix_select(w, n, k, false, (double)P.top_k, &above, &ties, rs);
+        uint32_t v =
+            kc_radix_select(w, n, k, false, (double)P.top_k, n_cand, &above, &ties, rs, cs);
         float vf = __uint_as_float(v);
-        k.last_id = kc_tie_fast(w, n, k, vf, P.top_k - (int)above, ties, sh);
+        k.last_id = kc_tie_fast(w, n, k, vf, P.top_k - (int)above, ties, cs, sh);
         k.last_p = vf;
-        kc_mass_all(w, n, k, total, n_cand, sh); // what top_p sees: the mass top_k left
+        // What top_p sees: the mass top_k left, from the buffer when it holds all of it.
+        if (P.top_p < 1.0f) {
+            if (cs.active && cs.full) {
+                total = 0;
+                n_cand = 0;
+                for (int i = threadIdx.x; i < cs.n; i += KC_SAMPLE_THREADS)
+                    if (kc_kept(cs.p[i], cs.id[i], k)) {
+                        total += cs.p[i];
+                        n_cand++;
+                    }
+                kc_block_sum(total, n_cand, sh);
+            } else {
+                __syncthreads(); // everyone has seen cs.active before it changes
+                if (threadIdx.x == 0) cs.active = false;
+                kc_mass_all(w, n, k, total, n_cand, sh); // its barriers publish cs
+            }
+        }
     }
     if (P.top_p < 1.0f) {
         double target = (double)P.top_p * total;
         if (n_cand > 0 && total >= target) {
             double above;
             int ties;
-            uint32_t v = kc_radix_select(w, n, k, true, target, &above, &ties, rs);
+            uint32_t v = kc_radix_select(w, n, k, true, target, n_cand, &above, &ties, rs, cs);
             float vf = __uint_as_float(v);
             // The ties at v, in id order, until the running mass reaches the target.
             double need = vf > 0 ? ceil((target - above) / (double)vf) : 1;
             int nt = need < 1 ? 1 : need > 2e9 ? 2000000000 : (int)need;
             while (nt > 1 && above + (double)(nt - 1) * vf >= target)
                 nt--;
-            k.last_id = kc_tie_fast(w, n, k, vf, nt, ties, sh);
+            k.last_id = kc_tie_fast(w, n, k, vf, nt, ties, cs, sh);
             k.last_p = vf;
         }
     }
 }
 
-template <bool RADIX>
+// kc_draw with coalesced reads: each warp sums a contiguous span of ids (lanes stride 32, 8
+// loads in flight), a block scan of the warp totals finds the span holding u * (kept mass), and
+// the whole block then splits that span into short per-thread runs for a second scan and the
+// walk. The same token as kc_draw but where the two summation orders round a boundary apart.
+__device__ int kc_draw_fast(const float *w, int n, const kc_keep &k, float u, int fallback,
+                            kc_sample_smem &sh) {
+    const unsigned full = 0xffffffffu;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int span = ((n + KC_SAMPLE_WARPS - 1) / KC_SAMPLE_WARPS + 31) / 32 * 32;
+    const int lo = min(n, warp * span), hi = min(n, lo + span);
+    double m = 0;
+    int j = lo + lane;
+    for (; j + 7 * 32 < hi; j += 8 * 32) {
+        float f[8];
+#pragma unroll
+        for (int e = 0; e < 8; e++)
+            f[e] = k.pc ? k.pc[j + e * 32] : w[j + e * 32];
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            float p = k.pc ? f[e] : kc_exp(f[e], k);
+            if (kc_kept(p, j + e * 32, k)) m += p;
+        }
+    }
+    for (; j < hi; j += 32) {
+        float p = kc_prob(w, j, k);
+        if (kc_kept(p, j, k)) m += p;
+    }
+    m = kc_warp_sum_d(m); // the same bits in every lane
+    double m_ex, m_in, m_tot;
+    int c_ex, c_in, c_tot;
+    kc_block_scan(lane == 0 ? m : 0, 0, m_ex, m_in, c_ex, c_in, m_tot, c_tot, sh);
+    // Warp spans tile [0, m_tot) exactly: a span ends (lane 31's inclusive sum) where the next
+    // begins (its lane 0's exclusive sum).
+    double w_lo = __shfl_sync(full, m_ex, 0), w_hi = __shfl_sync(full, m_in, 31);
+    double x = (double)u * m_tot;
+    if (threadIdx.x == 0) {
+        sh.id = -1;
+        sh.id2 = -1;
+    }
+    __syncthreads();
+    if (lane == 0 && m > 0 && w_lo <= x && x < w_hi) {
+        sh.id = warp;
+        sh.d[0] = w_lo;
+    }
+    __syncthreads();
+    const int cw = sh.id;
+    const double base = sh.d[0];
+    __syncthreads();
+    if (cw < 0) return fallback;
+    const int slo = min(n, cw * span), shi = min(n, slo + span);
+    const int per = (shi - slo + KC_SAMPLE_THREADS - 1) / KC_SAMPLE_THREADS;
+    const int a = min(shi, slo + (int)threadIdx.x * per), b = min(shi, a + per);
+    double m2 = 0;
+    int last = -1;
+    for (int i = a; i < b; i++) {
+        float p = kc_prob(w, i, k);
+        if (kc_kept(p, i, k)) {
+            m2 += p;
+            last = i;
+        }
+    }
+    if (last >= 0) atomicMax(&sh.id2, last); // the fallback: the span's last kept id
+    double t_ex, t_in, t_tot;
+    kc_block_scan(m2, 0, t_ex, t_in, c_ex, c_in, t_tot, c_tot, sh);
+    if (threadIdx.x == 0) sh.id = -1;
+    __syncthreads();
+    if (m2 > 0 && base + t_ex <= x && x < base + t_in) {
+        double cum = base + t_ex;
+        int pick = -1;
+        for (int i = a; i < b; i++) {
+            float p = kc_prob(w, i, k);
+            if (!kc_kept(p, i, k)) continue;
+            cum += p;
+            pick = i;
+            if (x < cum) break;
+        }
+        sh.id = pick;
+    }
+    __syncthreads();
+    int id = sh.id >= 0 ? sh.id : sh.id2 >= 0 ? sh.id2 : fallback;
+    __syncthreads();
+    return id;
+}
+
+template <int ALGO> // 0: bisection, 1: radix select, 2: radix select and candidate buffer
 __global__ void __launch_bounds__(KC_SAMPLE_THREADS)
     kc_sample(kern_sample_out *out /* [m] */, float *logits /* [m, vocab] */, int vocab,
               const kern_sample_params *params /* [m] */, const kern_sample_adj *adj /* [n_adj] */,
@@ -637,7 +836,7 @@ __global__ void __launch_bounds__(KC_SAMPLE_THREADS)
     double lse = 0;
     if (P.n_logprobs >= 0) {
         float mx;
-        kc_block_next(w, n, INFINITY, -1, mx, sh);
+        kc_block_next(w, n, INFINITY, -1, mx, ALGO == 2, sh);
         double s = 0;
         int unused = 0;
         for (int j = threadIdx.x; j < n; j += KC_SAMPLE_THREADS)
@@ -650,7 +849,7 @@ __global__ void __launch_bounds__(KC_SAMPLE_THREADS)
         int pid = -1;
         for (int t = 0; t < n_top; t++) {
             float v;
-            int id = kc_block_next(w, n, pv, pid, v, sh);
+            int id = kc_block_next(w, n, pv, pid, v, ALGO == 2, sh);
             if (id == KC_NO_ID) {
                 n_top = t;
                 break;
@@ -690,7 +889,7 @@ __global__ void __launch_bounds__(KC_SAMPLE_THREADS)
     }
 
     float mx;
-    int best = kc_block_next(w, n, INFINITY, -1, mx, sh);
+    int best = kc_block_next(w, n, INFINITY, -1, mx, ALGO == 2, sh);
     int token, status = 0;
     if (!has_adj && P.temperature < KERN_SAMPLE_EPS) {
         token = best == KC_NO_ID ? 0 : best; // every value NaN: id 0, as the reference
@@ -700,15 +899,19 @@ __global__ void __launch_bounds__(KC_SAMPLE_THREADS)
     } else if (P.temperature < KERN_SAMPLE_EPS) {
         token = best;
     } else {
-        kc_keep k = {mx, 1.0f / P.temperature, P.min_p > 0 ? P.min_p : 0, 0, KC_NO_ID, NULL};
+        kc_keep k = {mx,       1.0f / P.temperature, P.min_p > 0 ? P.min_p : 0, 0, KC_NO_ID,
+                     NULL,     ALGO == 2};
         float *pc = row < n_pcache ? pcache + (size_t)row * vocab : NULL;
         if (P.min_p > 0 || P.top_k > 0 || P.top_p < 1.0f) {
-            if constexpr (RADIX)
+            if constexpr (ALGO > 0)
                 kc_truncate_radix(w, n, P, k, pc, sh);
             else
                 kc_truncate(w, n, P, k, pc, sh);
         }
-        token = kc_draw(w, n, k, P.u, best, sh);
+        if constexpr (ALGO == 2)
+            token = kc_draw_fast(w, n, k, P.u, best, sh);
+        else
+            token = kc_draw(w, n, k, P.u, best, sh);
     }
 
     if (has_adj) {
@@ -747,15 +950,20 @@ extern "C" int kern_cuda_sample(kern_sample_out *d_out, float *logits, int n_row
         return err_set(ERR_INVAL, "sample: bad sizes rows=%d vocab=%d cache rows=%d", n_rows, vocab,
                        n_pcache);
     if (n_rows == 0) return 0;
-    // Read on every call (a getenv is nothing next to a launch), so tests and the playground can
-    // switch between the two truncations at run time.
+    // KEEL_SAMPLE_RADIX: 0 the bisection, 1 the radix select alone, anything else (the default)
+    // the radix select with the candidate buffer. Read on every call (a getenv is nothing next
+    // to a launch), so tests and the playground can switch at run time.
     const char *env = getenv("KEEL_SAMPLE_RADIX");
-    if (env && strcmp(env, "0") == 0)
-        kc_sample<false><<<n_rows, KC_SAMPLE_THREADS, 0, s>>>(d_out, logits, vocab, d_params,
-                                                             d_adj, d_orig, d_pcache, n_pcache);
+    int algo = env && strcmp(env, "0") == 0 ? 0 : env && strcmp(env, "1") == 0 ? 1 : 2;
+    if (algo == 0)
+        kc_sample<0><<<n_rows, KC_SAMPLE_THREADS, 0, s>>>(d_out, logits, vocab, d_params, d_adj,
+                                                         d_orig, d_pcache, n_pcache);
+    else if (algo == 1)
+        kc_sample<1><<<n_rows, KC_SAMPLE_THREADS, 0, s>>>(d_out, logits, vocab, d_params, d_adj,
+                                                         d_orig, d_pcache, n_pcache);
     else
-        kc_sample<true><<<n_rows, KC_SAMPLE_THREADS, 0, s>>>(d_out, logits, vocab, d_params, d_adj,
-                                                            d_orig, d_pcache, n_pcache);
+        kc_sample<2><<<n_rows, KC_SAMPLE_THREADS, 0, s>>>(d_out, logits, vocab, d_params, d_adj,
+                                                         d_orig, d_pcache, n_pcache);
     KC_LAUNCHED();
     return 0;
 }
