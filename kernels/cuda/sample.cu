@@ -479,8 +479,7 @@ __device__ void kc_mass_all(const float *w, int n, const kc_keep &k, double &m, 
 // buffer; collect 2: every kept element whose bits from `hi` up are >= prefix's; the caller
 // knows they fit. The buffer is active afterwards.
 __device__ void kc_radix_hist(const float *w, int n, const kc_keep &k, uint32_t prefix, int lo,
-                              int hi, bool by_mass, int collect, kc_radix_smem &rs,
-                              kc_cands &cs) {
+                              int hi, bool by_mass, int collect, kc_radix_smem &rs, kc_cands &cs) {
     const int nb = 1 << (hi - lo);
     for (int b = threadIdx.x; b < nb; b += KC_SAMPLE_THREADS) {
         rs.cnt[b] = 0;
@@ -519,8 +518,7 @@ __device__ void kc_radix_hist(const float *w, int n, const kc_keep &k, uint32_t 
 // chunks of 32. When rounding leaves every partial sum short of the target (the sums of one set
 // in two orders), the lowest non-empty bin of the last non-empty segment. Sets rs.bin, rs.above
 // (base + the bins above it) and rs.ties (its count).
-__device__ void kc_radix_find(int nb, bool by_mass, double base, double target,
-                              kc_radix_smem &rs) {
+__device__ void kc_radix_find(int nb, bool by_mass, double base, double target, kc_radix_smem &rs) {
     const unsigned full = 0xffffffffu;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int seg = nb / KC_SAMPLE_WARPS; // ranks r = nb - 1 - b: rank 0 is the highest bin
@@ -899,8 +897,8 @@ __global__ void __launch_bounds__(KC_SAMPLE_THREADS)
     } else if (P.temperature < KERN_SAMPLE_EPS) {
         token = best;
     } else {
-        kc_keep k = {mx,       1.0f / P.temperature, P.min_p > 0 ? P.min_p : 0, 0, KC_NO_ID,
-                     NULL,     ALGO == 2};
+        kc_keep k = {mx, 1.0f / P.temperature, P.min_p > 0 ? P.min_p : 0, 0, KC_NO_ID, NULL, false};
+        k.cands = ALGO == 2;
         float *pc = row < n_pcache ? pcache + (size_t)row * vocab : NULL;
         if (P.min_p > 0 || P.top_k > 0 || P.top_p < 1.0f) {
             if constexpr (ALGO > 0)
@@ -957,13 +955,13 @@ extern "C" int kern_cuda_sample(kern_sample_out *d_out, float *logits, int n_row
     int algo = env && strcmp(env, "0") == 0 ? 0 : env && strcmp(env, "1") == 0 ? 1 : 2;
     if (algo == 0)
         kc_sample<0><<<n_rows, KC_SAMPLE_THREADS, 0, s>>>(d_out, logits, vocab, d_params, d_adj,
-                                                         d_orig, d_pcache, n_pcache);
+                                                          d_orig, d_pcache, n_pcache);
     else if (algo == 1)
         kc_sample<1><<<n_rows, KC_SAMPLE_THREADS, 0, s>>>(d_out, logits, vocab, d_params, d_adj,
-                                                         d_orig, d_pcache, n_pcache);
+                                                          d_orig, d_pcache, n_pcache);
     else
         kc_sample<2><<<n_rows, KC_SAMPLE_THREADS, 0, s>>>(d_out, logits, vocab, d_params, d_adj,
-                                                         d_orig, d_pcache, n_pcache);
+                                                          d_orig, d_pcache, n_pcache);
     KC_LAUNCHED();
     return 0;
 }
