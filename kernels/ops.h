@@ -37,7 +37,7 @@ struct kern_attn_batch {
     const int32_t *seq_lens;     // [n_seqs], backend memory
     const int32_t *block_tables; // [n_seqs, max_blocks_per_seq], backend memory
     int max_blocks_per_seq;
-    int max_query_len;           // host-side hints for launch shapes
+    int max_query_len; // host-side hints for launch shapes
     int max_seq_len;
 };
 
@@ -56,10 +56,10 @@ struct kern_attn_batch {
 // and the same u gives the same token up to the rounding of the sums.
 // Logprobs are raw: log_softmax of the logits before penalties, temperature or truncation, over
 // ids [0, n_valid); the top ones are ordered by (logprob descending, id ascending).
-#define KERN_SAMPLE_EPS 1e-5f   // temperatures below this are greedy (vLLM's _SAMPLING_EPS)
-#define KERN_SAMPLE_MAX_TOP 20  // most top logprobs a row can ask for (OpenAI's limit)
-#define KERN_SAMPLE_HISTORY 1   // kern_sample_adj.flags: the token is in prompt or output
-#define KERN_SAMPLE_BANNED 2    // kern_sample_adj.flags: the token may not be drawn this step
+#define KERN_SAMPLE_EPS 1e-5f  // temperatures below this are greedy (vLLM's _SAMPLING_EPS)
+#define KERN_SAMPLE_MAX_TOP 20 // most top logprobs a row can ask for (OpenAI's limit)
+#define KERN_SAMPLE_HISTORY 1  // kern_sample_adj.flags: the token is in prompt or output
+#define KERN_SAMPLE_BANNED 2   // kern_sample_adj.flags: the token may not be drawn this step
 
 struct kern_sample_params {
     float temperature;        // < KERN_SAMPLE_EPS: greedy
@@ -82,10 +82,10 @@ struct kern_sample_adj {
 };
 
 struct kern_sample_out {
-    int32_t token;   // the sampled id; -1 for a skipped row or when status != 0
-    int32_t status;  // 0, or ERR_INVAL when every token is suppressed
-    float logprob;   // raw logprob of token (n_logprobs >= 0)
-    int32_t n_top;   // == max(n_logprobs, 0), capped at n_valid
+    int32_t token;  // the sampled id; -1 for a skipped row or when status != 0
+    int32_t status; // 0, or ERR_INVAL when every token is suppressed
+    float logprob;  // raw logprob of token (n_logprobs >= 0)
+    int32_t n_top;  // == max(n_logprobs, 0), capped at n_valid
     int32_t top_id[KERN_SAMPLE_MAX_TOP];
     float top_lp[KERN_SAMPLE_MAX_TOP];
 };
@@ -110,7 +110,8 @@ struct kern_ops {
 
     // y = x · w^T (+ bias): bf16 in and out, float32 accumulation.
     int (*gemm)(struct kern_ctx *c, bf16 *y /* [m, n] */, const bf16 *x /* [m, k] */,
-                const bf16 *w /* [n, k] */, const bf16 *bias /* [n] or NULL */, int m, int n, int k);
+                const bf16 *w /* [n, k] */, const bf16 *bias /* [n] or NULL */, int m, int n,
+                int k);
 
     // The same with float32 output, for logits.
     int (*gemm_f32)(struct kern_ctx *c, float *y /* [m, n] */, const bf16 *x /* [m, k] */,
@@ -146,6 +147,37 @@ struct kern_ops {
     // out = silu(gate) * up, where gate_up rows are [gate (h) | up (h)].
     int (*silu_mul)(struct kern_ctx *c, bf16 *out /* [n, h] */, const bf16 *gate_up /* [n, 2h] */,
                     int n, int h);
+
+    // ---- fused ops (optional: NULL in a table means "run the composition instead")
+
+    // y = silu_mul(gate_up) . w^T: the composition silu_mul then gemm (no bias), with the same
+    // roundings (the bf16 hidden row). `hidden` [m, h] is scratch the op may use for the
+    // intermediate; its contents afterwards are unspecified. The CUDA op fuses the two for
+    // m <= 8 (decode), so the hidden row is never written and one launch goes.
+    int (*gemm_silu)(struct kern_ctx *c, bf16 *y /* [m, n] */, bf16 *hidden /* [m, h] */,
+                     const bf16 *gate_up /* [m, 2h] */, const bf16 *w /* [n, h] */, int m, int n,
+                     int h);
+
+    // The residual add + RMSNorm of the next sublayer's input, then its projection:
+    //   res_out = bf16(residual + delta) (a copy of residual when delta is NULL)
+    //   xn = add_rmsnorm's out (HF's roundings), y = xn . w^T (+ bias)
+    // res_out is a different buffer from residual and delta (the forward pass ping-pongs the
+    // residual stream between two buffers, so no kernel reads what another block writes);
+    // `xn` [m, k] is scratch the op may use for the normed rows. The CUDA op fuses it all into
+    // the gemv for m <= 8; elsewhere it is add_rmsnorm then gemm.
+    int (*add_rmsnorm_gemm)(struct kern_ctx *c, bf16 *y /* [m, n] */, bf16 *res_out /* [m, k] */,
+                            const bf16 *residual /* [m, k] */,
+                            const bf16 *delta /* [m, k] or NULL */, const bf16 *norm_w /* [k] */,
+                            const bf16 *w /* [n, k] */, const bf16 *bias /* [n] or NULL */,
+                            bf16 *xn /* [m, k] */, int m, int n, int k, float eps);
+
+    // qk_norm (only when q_w != NULL; k_w must then be set too), then rope, then kv_write: the
+    // composition of the three ops, same results bit for bit, in one op (one launch on CUDA).
+    int (*qk_rope_kv)(struct kern_ctx *c, bf16 *qkv /* [n, (n_heads + 2 n_kv) * head_dim] */,
+                      bf16 *k_cache, bf16 *v_cache, const bf16 *q_w /* [head_dim] or NULL */,
+                      const bf16 *k_w /* [head_dim] or NULL */, const int32_t *positions /* [n] */,
+                      const int32_t *slot_mapping /* [n] */, int n, int n_heads, int n_kv_heads,
+                      int head_dim, float eps, float theta);
 
     // out[i, :] = x[rows[i], :] (the last position of each sequence, before the final norm).
     int (*gather_rows)(struct kern_ctx *c, bf16 *out /* [m, dim] */, const bf16 *x /* [*, dim] */,
@@ -197,7 +229,7 @@ struct kern_sample_scratch {
 };
 #define KERN_SAMPLE_BLOCK 256
 int kern_sample_scratch_init(struct kern_sample_scratch *s, int vocab); // ERR_NOMEM
-void kern_sample_scratch_free(struct kern_sample_scratch *s);            // NULL-safe
+void kern_sample_scratch_free(struct kern_sample_scratch *s);           // NULL-safe
 // Samples one row of host logits (not modified) into *out; returns 0 or ERR_INVAL for bad sizes
 // (an unsampleable row is out->status). n_valid must be <= s->vocab.
 int kern_sample_row(struct kern_sample_out *out, const float *logits /* [>= n_valid] */,
@@ -212,7 +244,8 @@ void kern_sample_top(const float *logits, int n_valid, int n_top, double lse,
 // The CUDA backend (kernels/cuda). One context per GPU: one stream, one cuBLAS(Lt) handle bound to
 // it, created here at start-up and never in a request path. cuBLAS gets `workspace` (an arena
 // region) so it never allocates on its own; `op_scratch` (an arena region) is for kernels that
-// need temporary space (split-KV attention partials, sampling). Nothing here allocates device memory.
+// need temporary space (split-KV attention partials, sampling). Nothing here allocates device
+// memory.
 extern const struct kern_ops kern_cuda_ops;
 int kern_cuda_ctx_init(struct kern_ctx **c, int device, void *workspace, size_t workspace_bytes,
                        void *op_scratch, size_t op_scratch_bytes);

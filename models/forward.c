@@ -16,6 +16,8 @@
 #include "models/model.h"
 #include "models/graph.h"
 #include "models/profile.h"
+#include "models/tp.h"
+#include "kernels/comm.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -62,10 +64,13 @@ static int graphs_init(struct model *m);
 int model_init(struct model *m, const struct model_config *cfg, const struct kern_ops *ops,
                struct kern_ctx *ctx, struct mem_arena *arena, const struct mem_plan *plan,
                const struct mem_plan_settings *set) {
-    // m->w was filled by model_weights_load before this call; everything else is set here.
+    // m->w was filled by model_weights_load before this call, and m->tp by the tensor-parallel
+    // set-up (models/tp.c) when there is one; everything else is set here.
     struct model_weights w = m->w;
+    struct model_tp tp = m->tp;
     memset(m, 0, sizeof *m);
     m->w = w;
+    m->tp = tp;
     m->cfg = *cfg;
     m->ops = ops;
     m->ctx = ctx;
@@ -105,7 +110,12 @@ int model_init(struct model *m, const struct model_config *cfg, const struct ker
     if ((rc = mem_arena_carve(arena, "kv_cache", kv_bytes, &p))) return rc;
     m->kv_cache = p;
 #ifdef KEEL_CUDA
-    if (model_graphs_usable(ops) && (rc = graphs_init(m))) return rc;
+    // A rank of a tensor-parallel group runs NCCL collectives inside its step. NCCL can be
+    // captured, and every rank captures and replays the same steps (they see the same batches),
+    // but that is not yet measured: such ranks run eagerly unless KEEL_TP_GRAPHS=1.
+    const char *tp_graphs = getenv("KEEL_TP_GRAPHS");
+    bool graphs_ok = !m->tp.comm || (tp_graphs && !strcmp(tp_graphs, "1"));
+    if (graphs_ok && model_graphs_usable(ops) && (rc = graphs_init(m))) return rc;
 #endif
     const char *inject = getenv("KEEL_DEBUG_INJECT_FAULT");
     if (inject && *inject) {
@@ -137,7 +147,7 @@ void model_free(struct model *m) {
 // A bad batch is the scheduler's bug, but it must not become a wild write on the device: check
 // every index the kernels will follow before anything runs.
 static int check_batch(const struct model *m, const struct model_batch *b) {
-    const struct model_config *c = &m->cfg;
+    const int vocab = m->tp.comm ? m->tp.full_vocab_size : m->cfg.vocab_size;
     if (b->n_tokens <= 0 || b->n_tokens > m->max_tokens || b->n_seqs <= 0 ||
         b->n_seqs > m->max_seqs || b->n_seqs > b->n_tokens)
         return err_set(ERR_INVAL,
@@ -169,9 +179,9 @@ static int check_batch(const struct model *m, const struct model_batch *b) {
     }
     int64_t n_slots = (int64_t)m->n_kv_blocks * m->block_size;
     for (int t = 0; t < b->n_tokens; t++) {
-        if (b->token_ids[t] < 0 || b->token_ids[t] >= c->vocab_size)
+        if (b->token_ids[t] < 0 || b->token_ids[t] >= vocab)
             return err_set(ERR_INVAL, "model_forward: token id %d is outside the vocabulary (%d)",
-                           b->token_ids[t], c->vocab_size);
+                           b->token_ids[t], vocab);
         if (b->slot_mapping[t] >= n_slots)
             return err_set(ERR_INVAL, "model_forward: slot %d is outside the cache (%lld slots)",
                            b->slot_mapping[t], (long long)n_slots);
@@ -244,30 +254,68 @@ static int network(struct model *m, const struct fwd_step *st, bool prof_ops) {
     size_t cache_elems = (size_t)m->n_kv_blocks * m->block_size * nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
 
+    // With the fused norm + projection op (kernels/ops.h add_rmsnorm_gemm) the normed rows are
+    // never stored, so xb is free and the residual stream ping-pongs: the attention norm writes
+    // the new residual to xb, the MLP norm writes it back to `residual`, so it is in `residual`
+    // after every layer. `hidden` (hid >= dim) is the op's scratch for batches it does not fuse.
+    const bool fuse_norm = op->add_rmsnorm_gemm && hid >= dim;
+
     OP(MODEL_PROF_EMBED, op->embed(ctx, residual, ids, m->w.embed, n, dim));
+    // Tensor parallel: each rank embedded the ids of its vocabulary slice (zeros elsewhere), and
+    // after each row-parallel GEMM (wo, down) every rank holds a partial sum: all_reduce makes
+    // the residual stream whole and identical on every rank.
+    struct kern_comm *comm = m->tp.comm;
+    if (comm) OP(MODEL_PROF_EMBED, kern_comm_all_reduce_bf16(comm, ctx, residual, (size_t)n * dim));
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *L = &m->w.layers[l];
         bf16 *k_cache = m->kv_cache + (size_t)l * 2 * cache_elems; // [blocks, bs, nkv, hd]
         bf16 *v_cache = k_cache + cache_elems;
 
         // attention
-        OP(MODEL_PROF_NORM,
-           op->add_rmsnorm(ctx, xb, residual, l == 0 ? NULL : x, L->attn_norm, n, dim, eps));
-        OP(MODEL_PROF_QKV, op->gemm(ctx, qkv, xb, L->wqkv, L->bqkv, n, qkv_dim, dim));
-        if (c->qk_norm)
+        if (fuse_norm) { // the residual moves to xb (see fuse_norm)
+            OP(MODEL_PROF_QKV,
+               op->add_rmsnorm_gemm(ctx, qkv, xb, residual, l == 0 ? NULL : x, L->attn_norm,
+                                    L->wqkv, L->bqkv, hidden, n, qkv_dim, dim, eps));
+        } else {
+            OP(MODEL_PROF_NORM,
+               op->add_rmsnorm(ctx, xb, residual, l == 0 ? NULL : x, L->attn_norm, n, dim, eps));
+            OP(MODEL_PROF_QKV, op->gemm(ctx, qkv, xb, L->wqkv, L->bqkv, n, qkv_dim, dim));
+        }
+        if (op->qk_rope_kv) { // fused: qk_norm (Qwen3) + rope + kv_write
             OP(MODEL_PROF_QK_ROPE,
-               op->qk_norm(ctx, qkv, L->q_norm, L->k_norm, n, nh, nkv, hd, eps));
-        OP(MODEL_PROF_QK_ROPE, op->rope(ctx, qkv, pos, n, nh, nkv, hd, c->rope_theta));
-        OP(MODEL_PROF_KV_WRITE, op->kv_write(ctx, k_cache, v_cache, qkv, slots, n, nh, nkv, hd));
+               op->qk_rope_kv(ctx, qkv, k_cache, v_cache, c->qk_norm ? L->q_norm : NULL,
+                              c->qk_norm ? L->k_norm : NULL, pos, slots, n, nh, nkv, hd, eps,
+                              c->rope_theta));
+        } else {
+            if (c->qk_norm)
+                OP(MODEL_PROF_QK_ROPE,
+                   op->qk_norm(ctx, qkv, L->q_norm, L->k_norm, n, nh, nkv, hd, eps));
+            OP(MODEL_PROF_QK_ROPE, op->rope(ctx, qkv, pos, n, nh, nkv, hd, c->rope_theta));
+            OP(MODEL_PROF_KV_WRITE,
+               op->kv_write(ctx, k_cache, v_cache, qkv, slots, n, nh, nkv, hd));
+        }
         OP(MODEL_PROF_ATTENTION,
            op->attention(ctx, attn, qkv, k_cache, v_cache, &ab, nh, nkv, hd, m->block_size, scale));
         OP(MODEL_PROF_WO, op->gemm(ctx, x, attn, L->wo, NULL, n, dim, q_dim));
+        if (comm) OP(MODEL_PROF_WO, kern_comm_all_reduce_bf16(comm, ctx, x, (size_t)n * dim));
 
         // MLP
-        OP(MODEL_PROF_NORM, op->add_rmsnorm(ctx, xb, residual, x, L->ffn_norm, n, dim, eps));
-        OP(MODEL_PROF_GATE_UP, op->gemm(ctx, gate_up, xb, L->w_gate_up, NULL, n, 2 * hid, dim));
-        OP(MODEL_PROF_SILU, op->silu_mul(ctx, hidden, gate_up, n, hid));
-        OP(MODEL_PROF_DOWN, op->gemm(ctx, x, hidden, L->w_down, NULL, n, dim, hid));
+        if (fuse_norm) { // and back to residual
+            OP(MODEL_PROF_GATE_UP,
+               op->add_rmsnorm_gemm(ctx, gate_up, residual, xb, x, L->ffn_norm, L->w_gate_up, NULL,
+                                    hidden, n, 2 * hid, dim, eps));
+        } else {
+            OP(MODEL_PROF_NORM, op->add_rmsnorm(ctx, xb, residual, x, L->ffn_norm, n, dim, eps));
+            OP(MODEL_PROF_GATE_UP,
+               op->gemm(ctx, gate_up, xb, L->w_gate_up, NULL, n, 2 * hid, dim));
+        }
+        if (op->gemm_silu) { // fused: silu_mul + down
+            OP(MODEL_PROF_DOWN, op->gemm_silu(ctx, x, hidden, gate_up, L->w_down, n, dim, hid));
+        } else {
+            OP(MODEL_PROF_SILU, op->silu_mul(ctx, hidden, gate_up, n, hid));
+            OP(MODEL_PROF_DOWN, op->gemm(ctx, x, hidden, L->w_down, NULL, n, dim, hid));
+        }
+        if (comm) OP(MODEL_PROF_DOWN, kern_comm_all_reduce_bf16(comm, ctx, x, (size_t)n * dim));
     }
 
     // The last position of each sequence: residual + last sublayer output, final norm, logits.
@@ -475,6 +523,8 @@ static int forward_queue(struct model *m, const struct model_batch *b, int pad_t
     // Pack the metadata into the host staging buffer and send it in one copy.
     struct fwd_step st;
     pack_meta(m, b, rows, &st);
+    // Tensor parallel: token ids become rows of this rank's embedding shard.
+    if (m->tp.comm) model_tp_map_ids(m, m->host_meta + st.o.ids, st.n);
     if (rows) st.max_len = ctx_bucket(m, st.max_len, NULL); // as the graph was captured
     int32_t *meta = (int32_t *)(m->scratch_base + m->scratch.meta);
     OP(MODEL_PROF_META, op->copy_to_backend(ctx, meta, m->host_meta, st.o.n_ints * sizeof(int32_t)));
@@ -492,6 +542,13 @@ static int forward_queue(struct model *m, const struct model_batch *b, int pad_t
 
 int model_forward_padded(struct model *m, const struct model_batch *b, int pad_to,
                          enum model_fwd_mode mode, float *logits) {
+    if (m->tp.group) {
+        // Tensor parallel: the batch is checked here once against the full model, so a bad one
+        // fails before any rank starts (a rank failing alone would have to abort the
+        // collectives); each rank then pads and graphs its step as model_forward does.
+        TRY(check_batch(m, b));
+        return model_group_forward(m->tp.group, b, logits);
+    }
     const bool prof_ops = model_prof_mode() == MODEL_PROF_OPS;
     const struct kern_ops *op = m->ops;
     struct kern_ctx *ctx = m->ctx;
@@ -512,6 +569,8 @@ int model_forward_sample(struct model *m, const struct model_batch *b, const str
     const bool prof_ops = model_prof_mode() == MODEL_PROF_OPS;
     const struct kern_ops *op = m->ops;
     struct kern_ctx *ctx = m->ctx;
+    if (m->tp.group || !op) // the full logits of a tensor-parallel step exist on the host only
+        return err_set(ERR_UNSUPPORTED, "tensor parallel steps sample on the host");
     if (!op->sample) return err_set(ERR_UNSUPPORTED, "the %s backend has no sample op", op->name);
     TRY(forward_queue(m, b, 0, MODEL_FWD_AUTO, prof_ops));
     OP(MODEL_PROF_COPY_OUT, op->sample(ctx, out, m->logits, b->n_seqs, m->cfg.vocab_size,

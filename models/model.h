@@ -51,6 +51,25 @@ int model_weights_load(struct model_weights *w, const struct model_config *cfg, 
                        struct kern_ctx *ctx, struct mem_arena *arena);
 void model_weights_free(struct model_weights *w);
 
+// Tensor parallelism (models/tp.c, docs/TP.md): rank `rank` of `tp_size` holds a shard of the
+// weights of the full model `cfg` (q/k/v and gate/up rows of its heads and hidden slice, wo and
+// down columns of its slice, embedding and LM head rows of its vocabulary slice, norms whole).
+// tp_size 1 is the unsharded model. Same codes as model_weights_load, and ERR_INVAL when the
+// shapes do not divide by tp_size (model_config_shard).
+int64_t model_weights_bytes_shard(const struct model_config *cfg, int tp_size, int rank);
+int model_weights_load_shard(struct model_weights *w, const struct model_config *cfg, int tp_size,
+                             int rank, const char *dir, enum model_load_format fmt, uint64_t seed,
+                             const struct kern_ops *ops, struct kern_ctx *ctx,
+                             struct mem_arena *arena);
+
+// A rank's config: n_heads, n_kv_heads and hidden_dim divided by tp_size, vocab_size = the
+// vocabulary shard (model_tp_vocab_shard). Returns 0 or ERR_INVAL naming the dimension that
+// does not divide (tp_size must be >= 1 and rank in [0, tp_size)).
+int model_config_shard(const struct model_config *full, int tp_size, int rank,
+                       struct model_config *out);
+// Rows of each rank's vocabulary shard: vocab_size rounded up to a multiple of tp_size, divided.
+int model_tp_vocab_shard(const struct model_config *full, int tp_size);
+
 struct model {
     struct model_config cfg;
     const struct kern_ops *ops;
@@ -70,6 +89,16 @@ struct model {
     // fail with ERR_CUDA_FAULT, as a sticky device fault does. 0 = off.
     int64_t inject_fault_step;
     int64_t n_steps;
+    // Tensor parallelism (models/tp.h). A rank's model has comm set (before model_init, which
+    // keeps this struct) and runs its shard; the model the engine drives has group set and
+    // model_forward hands the step to the group. All zero without tensor parallelism.
+    struct model_tp {
+        struct kern_comm *comm;     // this rank's end, or NULL
+        int size, rank;
+        int vocab_offset;           // first global token id of this rank's vocabulary shard
+        int full_vocab_size;        // the full model's vocab_size
+        struct model_group *group;  // the engine's model only: the ranks it drives
+    } tp;
 };
 
 // One scheduled batch: variable-length spans of n_seqs sequences, n_tokens tokens in all. All
@@ -119,5 +148,9 @@ int model_logits_to_host(struct model *m, int n_seqs, float *logits);
 // Fills struct mem_plan_shape from a config.
 struct mem_plan_shape;
 void model_plan_shape(const struct model_config *cfg, struct mem_plan_shape *s);
+// The same for rank `rank` of a tensor-parallel group (its local shapes, its shard's exact weight
+// bytes). Returns 0 or ERR_INVAL as model_config_shard.
+int model_plan_shape_shard(const struct model_config *full, int tp_size, int rank,
+                           struct mem_plan_shape *s);
 
 #endif

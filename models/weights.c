@@ -23,50 +23,71 @@
 // How dummy values are drawn for a tensor (and whether it is a matrix or a vector).
 enum wt_kind { WT_MATRIX, WT_NORM, WT_BIAS, WT_EMBED };
 
-// One tensor of the weights region, as keel stores it.
+// How a tensor is split across the ranks of a tensor-parallel group (Megatron's scheme):
+// replicated (norms), by rows of each source (column-parallel: q/k/v by heads, gate/up by
+// hidden_dim), by columns (row-parallel: wo, down), or by vocabulary rows (embed, LM head; the
+// vocabulary padded up to a multiple of tp_size with zero rows).
+enum wt_split { WT_REPLICATED, WT_ROWS, WT_COLS, WT_VOCAB };
+
+// Which shard this load builds: rank `rank` of `size` (1, 0 without tensor parallelism).
+struct wt_shard {
+    int size, rank;
+};
+
+// One tensor of the weights region, as keel stores it (this rank's shard of it).
 struct wt_tensor {
     int layer;         // -1 for embed, final_norm, lm_head
     const char *what;  // keel's name (also selects the Hugging Face sources, see wt__sources)
     enum wt_kind kind;
-    int64_t rows, cols; // cols == 1 for vectors
+    int64_t rows, cols; // this rank's shape; cols == 1 for vectors
     bf16 **dst;        // where the loader stores the pointer
+    enum wt_split split;
+    int64_t full_cols;  // the unsharded tensor's columns (dummy values' scale)
 };
 
 static int64_t wt__align(int64_t bytes) {
     return (bytes + MEM_ARENA_ALIGN - 1) / MEM_ARENA_ALIGN * MEM_ARENA_ALIGN;
 }
 
-// Calls fn for every tensor in layout order; stops at the first non-zero return. `w` may be NULL
-// when only sizes are needed (dst is then NULL).
-static int wt__layout(const struct model_config *c, struct model_weights *w,
+// Calls fn for every tensor in layout order, with this rank's shapes; stops at the first
+// non-zero return. `w` may be NULL when only sizes are needed (dst is then NULL). `c` is the
+// full model's config. With tp.size > 1 the embedding shard has one extra zero row at the end
+// (row vocab_shard): the forward pass maps token ids outside the rank's slice to it, so the
+// unchanged embed op yields zeros for them and the all_reduce assembles the rows.
+static int wt__layout(const struct model_config *c, struct wt_shard tp, struct model_weights *w,
                       int (*fn)(const struct wt_tensor *t, void *arg), void *arg) {
-    const int64_t dim = c->dim, qkv = model_config_qkv_dim(c), hd = c->head_dim;
+    const int64_t dim = c->dim, hd = c->head_dim, P = tp.size;
+    const int64_t qkv = model_config_qkv_dim(c) / P, q = model_config_q_dim(c);
+    const int64_t vocab_rows = P > 1 ? model_tp_vocab_shard(c, tp.size) : c->vocab_size;
     struct wt_tensor t;
-#define WT__EMIT(L, WHAT, KIND, R, C, DST)                                                     \
+#define WT__EMIT(L, WHAT, KIND, R, C, DST, SPLIT, FULL_C)                                      \
     do {                                                                                        \
-        t = (struct wt_tensor){(L), (WHAT), (KIND), (R), (C), (DST)};                           \
+        t = (struct wt_tensor){(L), (WHAT), (KIND), (R), (C), (DST), (SPLIT), (FULL_C)};        \
         int wt__rc = fn(&t, arg);                                                               \
         if (wt__rc) return wt__rc;                                                              \
     } while (0)
-    WT__EMIT(-1, "embed", WT_EMBED, c->vocab_size, dim, w ? &w->embed : NULL);
+    WT__EMIT(-1, "embed", WT_EMBED, vocab_rows + (P > 1), dim, w ? &w->embed : NULL, WT_VOCAB,
+             dim);
     for (int l = 0; l < c->n_layers; l++) {
         struct model_layer *ly = (w && w->layers) ? &w->layers[l] : NULL;
-        WT__EMIT(l, "attn_norm", WT_NORM, dim, 1, ly ? &ly->attn_norm : NULL);
-        WT__EMIT(l, "wqkv", WT_MATRIX, qkv, dim, ly ? &ly->wqkv : NULL);
-        if (c->qkv_bias) WT__EMIT(l, "bqkv", WT_BIAS, qkv, 1, ly ? &ly->bqkv : NULL);
+        WT__EMIT(l, "attn_norm", WT_NORM, dim, 1, ly ? &ly->attn_norm : NULL, WT_REPLICATED, 1);
+        WT__EMIT(l, "wqkv", WT_MATRIX, qkv, dim, ly ? &ly->wqkv : NULL, WT_ROWS, dim);
+        if (c->qkv_bias)
+            WT__EMIT(l, "bqkv", WT_BIAS, qkv, 1, ly ? &ly->bqkv : NULL, WT_ROWS, 1);
         if (c->qk_norm) {
-            WT__EMIT(l, "q_norm", WT_NORM, hd, 1, ly ? &ly->q_norm : NULL);
-            WT__EMIT(l, "k_norm", WT_NORM, hd, 1, ly ? &ly->k_norm : NULL);
+            WT__EMIT(l, "q_norm", WT_NORM, hd, 1, ly ? &ly->q_norm : NULL, WT_REPLICATED, 1);
+            WT__EMIT(l, "k_norm", WT_NORM, hd, 1, ly ? &ly->k_norm : NULL, WT_REPLICATED, 1);
         }
-        WT__EMIT(l, "wo", WT_MATRIX, dim, model_config_q_dim(c), ly ? &ly->wo : NULL);
-        WT__EMIT(l, "ffn_norm", WT_NORM, dim, 1, ly ? &ly->ffn_norm : NULL);
-        WT__EMIT(l, "w_gate_up", WT_MATRIX, 2 * (int64_t)c->hidden_dim, dim,
-                 ly ? &ly->w_gate_up : NULL);
-        WT__EMIT(l, "w_down", WT_MATRIX, dim, c->hidden_dim, ly ? &ly->w_down : NULL);
+        WT__EMIT(l, "wo", WT_MATRIX, dim, q / P, ly ? &ly->wo : NULL, WT_COLS, q);
+        WT__EMIT(l, "ffn_norm", WT_NORM, dim, 1, ly ? &ly->ffn_norm : NULL, WT_REPLICATED, 1);
+        WT__EMIT(l, "w_gate_up", WT_MATRIX, 2 * (int64_t)c->hidden_dim / P, dim,
+                 ly ? &ly->w_gate_up : NULL, WT_ROWS, dim);
+        WT__EMIT(l, "w_down", WT_MATRIX, dim, c->hidden_dim / P, ly ? &ly->w_down : NULL, WT_COLS,
+                 c->hidden_dim);
     }
-    WT__EMIT(-1, "final_norm", WT_NORM, dim, 1, w ? &w->final_norm : NULL);
+    WT__EMIT(-1, "final_norm", WT_NORM, dim, 1, w ? &w->final_norm : NULL, WT_REPLICATED, 1);
     if (!c->tie_word_embeddings)
-        WT__EMIT(-1, "lm_head", WT_MATRIX, c->vocab_size, dim, w ? &w->lm_head : NULL);
+        WT__EMIT(-1, "lm_head", WT_MATRIX, vocab_rows, dim, w ? &w->lm_head : NULL, WT_VOCAB, dim);
 #undef WT__EMIT
     return 0;
 }
@@ -82,8 +103,12 @@ static int wt__sum_unpadded_cb(const struct wt_tensor *t, void *arg) {
 }
 
 int64_t model_weights_bytes(const struct model_config *cfg) {
+    return model_weights_bytes_shard(cfg, 1, 0);
+}
+
+int64_t model_weights_bytes_shard(const struct model_config *cfg, int tp_size, int rank) {
     int64_t total = 0;
-    wt__layout(cfg, NULL, wt__sum_cb, &total);
+    wt__layout(cfg, (struct wt_shard){tp_size, rank}, NULL, wt__sum_cb, &total);
     return total;
 }
 
@@ -252,7 +277,7 @@ static void wt__dummy_table(bf16 *table, const struct wt_tensor *t) {
     case WT_EMBED: center = 0.0f, scale = 1.0f; break;
     case WT_NORM: center = 1.0f, scale = 0.1f; break;
     case WT_BIAS: center = 0.0f, scale = 0.02f; break;
-    case WT_MATRIX: center = 0.0f, scale = 1.0f / sqrtf((float)t->cols); break;
+    case WT_MATRIX: center = 0.0f, scale = 1.0f / sqrtf((float)t->full_cols); break;
     }
     for (uint32_t u = 0; u < 256; u++) {
         float v = center + scale * (((float)u + 0.5f) / 128.0f - 1.0f);
@@ -260,6 +285,31 @@ static void wt__dummy_table(bf16 *table, const struct wt_tensor *t) {
         memcpy(&bits, &v, sizeof bits);
         table[u] = (bf16)(bits >> 16);
     }
+}
+
+// A rank's piece of a source: `cols` columns starting at (row0, col0) of a row-major source of
+// src_cols columns, read through the source's own producer. Element e of the piece is source
+// element (row0 + e / cols) * src_cols + col0 + e % cols; each row is one contiguous run.
+struct wt_window {
+    wt_produce_cb fn;
+    const void *arg;
+    int64_t src_cols, row0, col0, cols;
+};
+
+static void wt__window(const void *arg, bf16 *out, int64_t begin, int64_t n) {
+    const struct wt_window *w = arg;
+    for (int64_t e = begin; e < begin + n;) {
+        int64_t r = e / w->cols, c = e % w->cols;
+        int64_t run = w->cols - c < begin + n - e ? w->cols - c : begin + n - e;
+        w->fn(w->arg, out + (e - begin), (w->row0 + r) * w->src_cols + w->col0 + c, run);
+        e += run;
+    }
+}
+
+// The padding rows of a vocabulary shard (and the embedding's zero row).
+static void wt__zero(const void *arg, bf16 *out, int64_t begin, int64_t n) {
+    (void)arg, (void)begin;
+    memset(out, 0, (size_t)n * sizeof(bf16));
 }
 
 // ---- the fill engine: producers -> (staging) -> backend memory, on a few threads
@@ -339,15 +389,16 @@ static void wt__progress(struct wt_fill *f, int64_t bytes, bool final) {
         log_info("loaded %.2f GB of weights in %.2f s (%.2f GB/s)", f->done / 1e9, dt, rate / 1e9);
 }
 
-// Fills n elements at dst (backend memory) from a producer.
-static int wt__put(struct wt_fill *f, bf16 *dst, int64_t n, wt_produce_cb fn, const void *arg) {
+// Fills n elements at dst (backend memory) from a producer's elements [src_begin, src_begin + n).
+static int wt__put(struct wt_fill *f, bf16 *dst, int64_t n, wt_produce_cb fn, const void *arg,
+                   int64_t src_begin) {
     int rc = 0;
     if (f->half_bytes) {
         int64_t step = (int64_t)(f->half_bytes / sizeof(bf16));
         for (int64_t b = 0; b < n && !rc; b += step) {
             int64_t m = n - b < step ? n - b : step;
             bf16 *buf = (bf16 *)f->half[f->cur];
-            wt__par(f->n_threads, fn, arg, buf, b, m);
+            wt__par(f->n_threads, fn, arg, buf, src_begin + b, m);
             // The copy queued last used the other half; waiting for it here (after filling this
             // half) lets the fill overlap that copy.
             rc = f->ops->sync(f->ctx);
@@ -365,10 +416,10 @@ static int wt__put(struct wt_fill *f, bf16 *dst, int64_t n, wt_produce_cb fn, co
     for (int64_t b = 0; b < n && !rc; b += WT_HOST_CHUNK) {
         int64_t m = n - b < WT_HOST_CHUNK ? n - b : WT_HOST_CHUNK;
         if (fn == wt__from_bf16)
-            rc = f->ops->copy_to_backend(f->ctx, dst + b, (const uint8_t *)arg + b * 2,
+            rc = f->ops->copy_to_backend(f->ctx, dst + b, (const uint8_t *)arg + (src_begin + b) * 2,
                                          (size_t)m * sizeof(bf16));
         else
-            wt__par(f->n_threads, fn, arg, dst + b, b, m);
+            wt__par(f->n_threads, fn, arg, dst + b, src_begin + b, m);
         wt__progress(f, m * (int64_t)sizeof(bf16), false);
     }
     return rc;
@@ -377,7 +428,8 @@ static int wt__put(struct wt_fill *f, bf16 *dst, int64_t n, wt_produce_cb fn, co
 // ---- the loader
 
 struct wt_load {
-    const struct model_config *cfg;
+    const struct model_config *cfg; // the full model's
+    struct wt_shard tp;
     struct model_weights *w;
     uint8_t *base;
     int64_t offset;
@@ -407,28 +459,57 @@ static int wt__check_cb(const struct wt_tensor *t, void *arg) {
     return 0;
 }
 
+// Fills this rank's shard of one tensor: for each source, the rows or columns of the rank's
+// slice, then zero rows up to the shard's height. Dummy values are read from the full fused
+// tensor (the TP=1 layout) at each element's global index, so every shard is a view of the same
+// full tensor whatever tp_size is.
 static int wt__fill_cb(const struct wt_tensor *t, void *arg) {
     struct wt_load *L = arg;
     int index = L->index++;
+    struct wt_dummy d = {0};
     if (!L->ck) {
         // The key depends on the seed and the tensor's place in the layout only.
-        struct wt_dummy d = {.key = wt__mix(wt__mix(L->seed) ^ wt__mix(0x6b65656cull + (uint64_t)index)),
-                             .table = L->table};
+        d.key = wt__mix(wt__mix(L->seed) ^ wt__mix(0x6b65656cull + (uint64_t)index));
+        d.table = L->table;
         wt__dummy_table(L->table, t);
-        return wt__put(L->fill, *t->dst, t->rows * t->cols, wt__dummy, &d);
     }
+    const int64_t P = L->tp.size, rank = L->tp.rank;
     struct wt_source src[3];
     int n = wt__sources(L->cfg, t, src);
-    int64_t row = 0;
+    int64_t row = 0, fused_row = 0; // rows written to the shard; source's first row in the fused tensor
     for (int i = 0; i < n; i++) {
-        const struct st_tensor *st = st_find(L->ck, src[i].name);
-        wt_produce_cb fn = st->dtype == ST_BF16  ? wt__from_bf16
-                           : st->dtype == ST_F16 ? wt__from_f16
-                                                 : wt__from_f32;
-        int rc = wt__put(L->fill, *t->dst + row * t->cols, st->n_elems, fn, st->data);
+        const int64_t R = src[i].rows, C = src[i].cols;
+        int64_t row0 = 0, col0 = 0, rows = R, cols = C;
+        switch (t->split) {
+        case WT_REPLICATED: break;
+        case WT_ROWS: rows = R / P, row0 = rank * rows; break;
+        case WT_COLS: cols = C / P, col0 = rank * cols; break;
+        case WT_VOCAB: {
+            int64_t per = P > 1 ? model_tp_vocab_shard(L->cfg, (int)P) : R;
+            row0 = rank * per;
+            rows = R - row0 < per ? (R - row0 > 0 ? R - row0 : 0) : per;
+            break;
+        }
+        }
+        struct wt_window win = {.src_cols = C, .row0 = row0, .col0 = col0, .cols = cols};
+        if (L->ck) {
+            const struct st_tensor *st = st_find(L->ck, src[i].name);
+            win.fn = st->dtype == ST_BF16 ? wt__from_bf16 : st->dtype == ST_F16 ? wt__from_f16
+                                                                                : wt__from_f32;
+            win.arg = st->data;
+        } else {
+            win.fn = wt__dummy, win.arg = &d, win.row0 += fused_row;
+        }
+        bf16 *dst = *t->dst + row * t->cols;
+        int rc = rows == 0 ? 0
+                 : cols == C ? wt__put(L->fill, dst, rows * C, win.fn, win.arg, win.row0 * C)
+                             : wt__put(L->fill, dst, rows * cols, wt__window, &win, 0);
         if (rc) return rc;
-        row += src[i].rows;
+        row += rows;
+        fused_row += R;
     }
+    if (row < t->rows) return wt__put(L->fill, *t->dst + row * t->cols, (t->rows - row) * t->cols,
+                                      wt__zero, NULL, 0);
     return 0;
 }
 
@@ -440,9 +521,19 @@ static int wt__threads(void) {
 int model_weights_load(struct model_weights *w, const struct model_config *cfg, const char *dir,
                        enum model_load_format fmt, uint64_t seed, const struct kern_ops *ops,
                        struct kern_ctx *ctx, struct mem_arena *arena) {
+    return model_weights_load_shard(w, cfg, 1, 0, dir, fmt, seed, ops, ctx, arena);
+}
+
+int model_weights_load_shard(struct model_weights *w, const struct model_config *cfg, int tp_size,
+                             int rank, const char *dir, enum model_load_format fmt, uint64_t seed,
+                             const struct kern_ops *ops, struct kern_ctx *ctx,
+                             struct mem_arena *arena) {
     memset(w, 0, sizeof *w);
+    struct model_config local;
+    int rc = model_config_shard(cfg, tp_size, rank, &local);
+    if (rc) return rc;
+    const struct wt_shard tp = {tp_size, rank};
     struct st_checkpoint ck = {0};
-    int rc = 0;
     if (fmt == MODEL_LOAD_SAFETENSORS) {
         // Open and validate everything before carving or copying a byte.
         rc = st_open(&ck, dir);
@@ -451,13 +542,13 @@ int model_weights_load(struct model_weights *w, const struct model_config *cfg, 
         return err_set(ERR_INVAL, "unknown load format %d", (int)fmt);
     }
     struct wt_fill fill = {.ops = ops, .ctx = ctx, .arena = arena, .n_threads = wt__threads()};
-    struct wt_load L = {.cfg = cfg, .w = w, .dir = dir, .seed = seed, .fill = &fill,
+    struct wt_load L = {.cfg = cfg, .tp = tp, .w = w, .dir = dir, .seed = seed, .fill = &fill,
                         .ck = fmt == MODEL_LOAD_SAFETENSORS ? &ck : NULL};
-    if (L.ck) rc = wt__layout(cfg, NULL, wt__check_cb, &L);
+    if (L.ck) rc = wt__layout(cfg, tp, NULL, wt__check_cb, &L);
     if (!rc && !L.ck && !(L.table = malloc(256 * sizeof(bf16))))
         rc = err_set(ERR_NOMEM, "weights: out of memory");
 
-    int64_t bytes = model_weights_bytes(cfg);
+    int64_t bytes = model_weights_bytes_shard(cfg, tp_size, rank);
     void *base = NULL;
     if (!rc) {
         w->layers = calloc((size_t)cfg->n_layers, sizeof *w->layers);
@@ -466,17 +557,17 @@ int model_weights_load(struct model_weights *w, const struct model_config *cfg, 
     if (!rc) rc = mem_arena_carve(arena, "weights", (size_t)bytes, &base);
     if (!rc) {
         L.base = base;
-        wt__layout(cfg, w, wt__assign_cb, &L);
+        wt__layout(cfg, tp, w, wt__assign_cb, &L);
         if (cfg->tie_word_embeddings) w->lm_head = w->embed;
         if (arena->staging && arena->staging_bytes >= 2 * MEM_ARENA_ALIGN) {
             fill.half_bytes = arena->staging_bytes / 2 / MEM_ARENA_ALIGN * MEM_ARENA_ALIGN;
             fill.half[0] = arena->staging;
             fill.half[1] = (uint8_t *)arena->staging + fill.half_bytes;
         }
-        wt__layout(cfg, NULL, wt__sum_unpadded_cb, &fill.total);
+        wt__layout(cfg, tp, NULL, wt__sum_unpadded_cb, &fill.total);
         fill.t0 = fill.last_draw = wt__now();
         fill.tty = isatty(STDERR_FILENO);
-        rc = wt__layout(cfg, w, wt__fill_cb, &L);
+        rc = wt__layout(cfg, tp, w, wt__fill_cb, &L);
         if (!rc) rc = ops->sync(ctx);
         if (!rc) wt__progress(&fill, 0, true);
         else if (fill.tty) fputc('\n', stderr);

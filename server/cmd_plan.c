@@ -5,6 +5,7 @@
 #include "memory/arena.h"
 #include "memory/plan.h"
 #include "models/config.h"
+#include "models/graph.h"
 #include "models/model.h"
 #include "models/safetensors.h"
 #include "server/cli.h"
@@ -495,6 +496,10 @@ int srv_cmd_plan(int argc, char **argv) {
 
     struct mem_plan_shape shape;
     model_plan_shape(&cfg, &shape);
+    // The plan keel serve makes on a GPU: decode graphs on (their reservation in the budget)
+    // unless KEEL_CUDA_GRAPHS=0 or KEEL_CUDA_GRAPH_MAX_SEQS=0 turn them off.
+    const char *g = getenv("KEEL_CUDA_GRAPHS");
+    set.cuda_graphs = !(g && !strcmp(g, "0")) && model_graphs_max_seqs_setting() > 0;
     struct mem_plan plan;
     rc = mem_plan_compute(&shape, &set, total, free_b, &plan);
     if (rc == ERR_INVAL) {

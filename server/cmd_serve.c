@@ -11,6 +11,7 @@
 #include "models/graph.h"
 #include "models/model.h"
 #include "models/tokenizer.h"
+#include "models/tp.h"
 #include "server/api.h"
 #include "server/cli.h"
 #include "server/engine.h"
@@ -47,6 +48,16 @@ struct serve {
     struct kern_ctx *ctx;
     struct model model;
     bool model_ok, weights_ok;
+    // Tensor parallelism (tp_size > 1): rank r runs on devices[r] with its own context, plan and
+    // arena (rank 0's are the fields above); one engine drives the group through tp_model.
+    int tp_size;
+    struct kern_ctx *tp_ctx[SRV_SETTINGS_MAX_DEVICES];
+    struct mem_plan tp_plan[SRV_SETTINGS_MAX_DEVICES];
+    struct mem_arena tp_arena[SRV_SETTINGS_MAX_DEVICES];
+    bool tp_arena_ok[SRV_SETTINGS_MAX_DEVICES];
+    struct kern_comm *tp_comm[SRV_SETTINGS_MAX_DEVICES];
+    struct model_group *tp_group;
+    struct model *engine_model; // &model, or the group's model
     struct srv_metrics metrics;
     struct srv_engine *engine;
     struct api_server *api;
@@ -141,6 +152,110 @@ static int serve__fail(const struct serve *s, int rc) {
     return srv_exit_code(rc);
 }
 
+// Tensor parallel: one context per GPU, then the communicator (NCCL's buffers are allocated at
+// its init, so they count as each GPU's overhead like the context's), then one plan per rank
+// from its shard's shapes (mem_plan_compute_tp: every rank gets the smallest rank's KV block
+// count, so the single scheduler's block ids mean the same everywhere). Returns an exit code.
+static int serve__prepare_tp(struct serve *s) {
+    int rc = 0, P = s->tp_size;
+    if (s->cuda) {
+#ifdef KEEL_CUDA
+        for (int r = 0; r < P; r++)
+            if ((rc = kern_cuda_ctx_init(&s->tp_ctx[r], s->set.devices[r], NULL, 0, NULL, 0)))
+                goto fail;
+        // Connect eagerly (no buffers allocated behind the plan's back at the first step), and
+        // keep NVLink multicast off; a value set by the user wins.
+        setenv("NCCL_RUNTIME_CONNECT", "0", 0);
+        setenv("NCCL_NVLS_ENABLE", "0", 0);
+        if ((rc = kern_nccl_comm_init_all(s->tp_comm, P, s->set.devices))) goto fail;
+#endif
+    } else {
+        if ((rc = kern_cpu_comm_init_all(s->tp_comm, P))) goto fail;
+    }
+    size_t total[SRV_SETTINGS_MAX_DEVICES], free_b[SRV_SETTINGS_MAX_DEVICES];
+    for (int r = 0; r < P; r++) {
+        if (s->cuda) {
+            if ((rc = mem_device_info(s->set.devices[r], &total[r], &free_b[r]))) goto fail;
+        } else {
+            total[r] = free_b[r] = (size_t)s->set.cpu_memory;
+        }
+    }
+    s->pset.tensor_parallel_size = P;
+    s->pset.n_device_ids = P;
+    for (int r = 0; r < P; r++) s->pset.device_ids[r] = s->set.devices[r];
+    struct mem_plan_shape shape;
+    model_plan_shape(&s->cfg, &shape);
+    rc = mem_plan_compute_tp(&shape, &s->pset, P, total, free_b, s->tp_plan);
+    char *table = mem_plan_table_tp(s->tp_plan, P, &s->pset);
+    if (table) {
+        log_info("memory plan (%s, %d GPUs, tensor parallel, %s):", s->cuda ? "cuda" : "cpu", P,
+                 s->model_dir);
+        serve__log_lines(table);
+    }
+    free(table);
+    if (rc) {
+        fprintf(stderr, "keel serve: the memory plan does not fit: %s\n", err_msg());
+        return srv_exit_code(rc);
+    }
+    // The loader carves exactly what the plan counted for each shard.
+    for (int r = 0; r < P; r++) {
+        int64_t want = model_weights_bytes_shard(&s->cfg, P, r);
+        if ((int64_t)s->tp_plan[r].weights_bytes != want) {
+            rc = err_set(ERR_INTERNAL, "rank %d: the plan has %zu bytes of weights, the loader "
+                                       "needs %lld", r, s->tp_plan[r].weights_bytes, (long long)want);
+            goto fail;
+        }
+    }
+    s->plan = s->tp_plan[0];
+    s->ctx = s->tp_ctx[0];
+    return 0;
+fail:
+    return serve__fail(s, rc);
+}
+
+// Arenas, backends, sharded weights, models and the group. Returns an exit code.
+static int serve__load_tp(struct serve *s, enum model_load_format fmt) {
+    int rc = 0, P = s->tp_size;
+    struct model_tp_rank ranks[SRV_SETTINGS_MAX_DEVICES];
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    for (int r = 0; r < P; r++) {
+        const struct mem_plan *pl = &s->tp_plan[r];
+        if ((rc = mem_arena_init(&s->tp_arena[r], s->cuda ? MEM_DEVICE : MEM_HOST,
+                                 s->set.devices[r], pl->arena_bytes,
+                                 s->cuda ? (size_t)64 << 20 : 0)))
+            goto fail;
+        s->tp_arena_ok[r] = true;
+        if (s->cuda) {
+#ifdef KEEL_CUDA
+            void *ws = NULL, *scratch = NULL;
+            if ((rc = mem_arena_carve(&s->tp_arena[r], "workspace", pl->workspace_bytes, &ws)) ||
+                (rc = mem_arena_carve(&s->tp_arena[r], "op_scratch", pl->sampling_bytes, &scratch)) ||
+                (rc = kern_cuda_ctx_set_regions(s->tp_ctx[r], ws, pl->workspace_bytes, scratch,
+                                                pl->sampling_bytes)))
+                goto fail;
+            s->ops = &kern_cuda_ops;
+#endif
+        } else {
+            // The ranks run at once: share the cores between them.
+            int n = cores > P ? (int)(cores / P) : 1;
+            if ((rc = kern_cpu_ctx_init(&s->tp_ctx[r], n))) goto fail;
+            s->ops = &kern_cpu_ops;
+        }
+        ranks[r] = (struct model_tp_rank){s->ops, s->tp_ctx[r], &s->tp_arena[r], pl};
+    }
+    s->ctx = s->tp_ctx[0];
+    log_info("loading weights (%s) from %s, %d tensor-parallel shards",
+             fmt == MODEL_LOAD_DUMMY ? "dummy" : "safetensors", s->model_dir, P);
+    rc = model_group_load(&s->tp_group, &s->cfg, s->model_dir, fmt, (uint64_t)s->set.seed, ranks,
+                          s->tp_comm, P, &s->pset);
+    for (int r = 0; r < P; r++) s->tp_comm[r] = NULL; // the group's now (freed on failure too)
+    if (rc) goto fail;
+    s->engine_model = model_group_model(s->tp_group);
+    return 0;
+fail:
+    return serve__fail(s, rc);
+}
+
 // Settings, model folder, device, config, tokenizer, plan. Returns an exit code.
 static int serve__prepare(struct serve *s) {
     int rc;
@@ -179,13 +294,22 @@ static int serve__prepare(struct serve *s) {
     } else {
         s->cuda = s->set.device[0] == '\0' && n_gpus > 0;
     }
-    if (s->cuda && s->set.devices[0] >= n_gpus) {
-        fprintf(stderr, "keel serve: device %d does not exist (%d CUDA device(s) visible)\n",
-                s->set.devices[0], n_gpus);
-        return SRV_EXIT_USAGE;
-    }
+    s->tp_size = s->set.n_devices > 0 ? s->set.n_devices : 1;
+    for (int r = 0; s->cuda && r < s->tp_size; r++)
+        if (s->set.devices[r] >= n_gpus) {
+            fprintf(stderr, "keel serve: device %d does not exist (%d CUDA device(s) visible)\n",
+                    s->set.devices[r], n_gpus);
+            return SRV_EXIT_USAGE;
+        }
 
     if ((rc = model_config_load(s->model_dir, &s->cfg))) goto fail;
+    if (s->tp_size > 1) {
+        struct model_config local;
+        if ((rc = model_config_shard(&s->cfg, s->tp_size, 0, &local))) {
+            fprintf(stderr, "keel serve: %s\n", err_msg());
+            return SRV_EXIT_USAGE;
+        }
+    }
     if ((rc = tok_load(&s->tok, s->model_dir))) goto fail;
 
     mem_plan_settings_defaults(&s->pset, s->cfg.max_position_embeddings);
@@ -204,6 +328,7 @@ static int serve__prepare(struct serve *s) {
     s->pset.block_size = s->set.block_size;
     s->pset.num_kv_blocks = s->set.num_kv_blocks;
 
+    if (s->tp_size > 1) return serve__prepare_tp(s);
     size_t total, free_b;
     if (s->cuda) {
 #ifdef KEEL_CUDA
@@ -242,6 +367,7 @@ static int serve__load(struct serve *s) {
     if (lf[0] == '\0' || !strcmp(lf, "auto")) fmt = s->set.model[0] == '\0' ? MODEL_LOAD_DUMMY
                                                                           : MODEL_LOAD_SAFETENSORS;
     else if ((rc = model_parse_load_format(lf, &fmt))) goto fail;
+    if (s->tp_size > 1) return serve__load_tp(s, fmt);
 
     if ((rc = mem_arena_init(&s->arena, s->cuda ? MEM_DEVICE : MEM_HOST, s->set.devices[0],
                              s->plan.arena_bytes, s->cuda ? (size_t)64 << 20 : 0)))
@@ -269,6 +395,7 @@ static int serve__load(struct serve *s) {
     s->weights_ok = true;
     if ((rc = model_init(&s->model, &s->cfg, s->ops, s->ctx, &s->arena, &s->plan, &s->pset))) goto fail;
     s->model_ok = true;
+    s->engine_model = &s->model;
     // Every decode graph now, so no request waits for a capture (models/graph.h).
     if ((rc = model_graphs_warmup(&s->model)) < 0) goto fail;
     return 0;
@@ -347,6 +474,19 @@ static void serve__free(struct serve *s) {
     api_free(s->api);
     if (s->model_ok) model_free(&s->model);
     if (s->weights_ok) model_weights_free(&s->model.w);
+    if (s->tp_size > 1) {
+        model_group_free(s->tp_group); // before the contexts and arenas its ranks use
+        for (int r = 0; r < s->tp_size; r++) {
+            kern_comm_free(s->tp_comm[r]);
+#ifdef KEEL_CUDA
+            if (s->cuda) kern_cuda_ctx_free(s->tp_ctx[r]);
+            else
+#endif
+                if (s->tp_ctx[r]) kern_cpu_ctx_free(s->tp_ctx[r]);
+            if (s->tp_arena_ok[r]) mem_arena_free(&s->tp_arena[r]);
+        }
+        s->ctx = NULL;
+    }
 #ifdef KEEL_CUDA
     if (s->cuda) kern_cuda_ctx_free(s->ctx);
     else
@@ -393,7 +533,8 @@ int srv_cmd_serve(int argc, char **argv) {
 
     uv_loop_init(&s->loop);
     srv_metrics_init(&s->metrics);
-    char *plan_json = mem_plan_json(&s->plan, &s->pset);
+    char *plan_json = s->tp_size > 1 ? mem_plan_json_tp(s->tp_plan, s->tp_size, &s->pset)
+                                     : mem_plan_json(&s->plan, &s->pset);
     struct api_config acfg = {.settings = &s->set, .model_name = s->name, .tok = s->tok,
                               .max_model_len = s->pset.max_model_len, .plan_json = plan_json,
                               .metrics = &s->metrics};
@@ -403,7 +544,7 @@ int srv_cmd_serve(int argc, char **argv) {
                                      .max_num_batched_tokens = s->pset.max_num_batched_tokens,
                                      .max_model_len = s->pset.max_model_len,
                                      .max_queue = s->set.max_queue};
-    if (rc == 0) rc = srv_engine_init(&s->engine, &s->model, s->tok, &ecfg, api_engine_notify, s->api);
+    if (rc == 0) rc = srv_engine_init(&s->engine, s->engine_model, s->tok, &ecfg, api_engine_notify, s->api);
     if (rc == 0) api_set_engine(s->api, s->engine);
     struct srv_http_config hcfg = {.host = s->set.host, .port = s->set.port,
                                    .max_body_bytes = (size_t)s->set.max_body_bytes,
@@ -443,9 +584,10 @@ int srv_cmd_serve(int argc, char **argv) {
     s->tick.data = s->grace.data = s;
     uv_timer_start(&s->tick, serve__tick_cb, 50, 50);
 
-    log_info("keel serve: model '%s' (%s, %d layers) on %s, max_model_len %d, %lld KV blocks of %d "
-             "tokens", s->name, s->cfg.arch_name, s->cfg.n_layers, s->cuda ? "cuda" : "cpu",
-             s->pset.max_model_len, (long long)s->plan.num_kv_blocks, s->pset.block_size);
+    log_info("keel serve: model '%s' (%s, %d layers) on %s%s, max_model_len %d, %lld KV blocks of "
+             "%d tokens", s->name, s->cfg.arch_name, s->cfg.n_layers, s->cuda ? "cuda" : "cpu",
+             s->tp_size > 1 ? " (tensor parallel)" : "", s->pset.max_model_len,
+             (long long)s->engine_model->n_kv_blocks, s->pset.block_size);
     log_info("keel serve: listening on http://%s:%d%s", s->set.host, srv_http_port(s->http),
              s->set.api_key[0] ? " (API key required on /v1/*)" : "");
     uv_run(&s->loop, UV_RUN_DEFAULT);

@@ -182,6 +182,44 @@ static int cpu_silu_mul(struct kern_ctx *c, bf16 *out, const bf16 *gate_up, int 
     return 0;
 }
 
+// ---- fused ops: on the reference backend, the compositions themselves (so they define what the
+// fused kernels of other backends must compute)
+
+static int cpu_gemm_silu(struct kern_ctx *c, bf16 *y, bf16 *hidden, const bf16 *gate_up,
+                         const bf16 *w, int m, int n, int h) {
+    if (m < 0 || n <= 0 || h <= 0)
+        return err_set(ERR_INVAL, "cpu gemm_silu: bad shape m=%d n=%d h=%d", m, n, h);
+    int rc = cpu_silu_mul(c, hidden, gate_up, m, h);
+    if (rc) return rc;
+    return kern__cpu_gemm(c, y, hidden, w, NULL, m, n, h);
+}
+
+static int cpu_add_rmsnorm_gemm(struct kern_ctx *c, bf16 *y, bf16 *res_out, const bf16 *residual,
+                                const bf16 *delta, const bf16 *norm_w, const bf16 *w,
+                                const bf16 *bias, bf16 *xn, int m, int n, int k, float eps) {
+    if (m < 0 || n <= 0 || k <= 0)
+        return err_set(ERR_INVAL, "cpu add_rmsnorm_gemm: bad shape m=%d n=%d k=%d", m, n, k);
+    if (res_out == residual || (delta && res_out == delta))
+        return err_set(ERR_INVAL, "cpu add_rmsnorm_gemm: res_out may not alias residual or delta");
+    memcpy(res_out, residual, (size_t)m * k * sizeof(bf16));
+    int rc = cpu_add_rmsnorm(c, xn, res_out, delta, norm_w, m, k, eps);
+    if (rc) return rc;
+    return kern__cpu_gemm(c, y, xn, w, bias, m, n, k);
+}
+
+static int cpu_qk_rope_kv(struct kern_ctx *c, bf16 *qkv, bf16 *k_cache, bf16 *v_cache,
+                          const bf16 *q_w, const bf16 *k_w, const int32_t *positions,
+                          const int32_t *slot_mapping, int n, int n_heads, int n_kv_heads,
+                          int head_dim, float eps, float theta) {
+    if ((q_w != NULL) != (k_w != NULL))
+        return err_set(ERR_INVAL, "cpu qk_rope_kv: q_w and k_w must be both given or both NULL");
+    int rc;
+    if (q_w && (rc = cpu_qk_norm(c, qkv, q_w, k_w, n, n_heads, n_kv_heads, head_dim, eps)))
+        return rc;
+    if ((rc = cpu_rope(c, qkv, positions, n, n_heads, n_kv_heads, head_dim, theta))) return rc;
+    return cpu_kv_write(c, k_cache, v_cache, qkv, slot_mapping, n, n_heads, n_kv_heads, head_dim);
+}
+
 // ---- copies and sync (host memory is backend memory here)
 
 static int cpu_copy(struct kern_ctx *c, void *dst, const void *src, size_t bytes) {
@@ -210,6 +248,9 @@ const struct kern_ops kern_cpu_ops = {
     .kv_write = cpu_kv_write,
     .attention = kern__cpu_attention,
     .silu_mul = cpu_silu_mul,
+    .gemm_silu = cpu_gemm_silu,
+    .add_rmsnorm_gemm = cpu_add_rmsnorm_gemm,
+    .qk_rope_kv = cpu_qk_rope_kv,
     .gather_rows = cpu_gather_rows,
     .copy_to_backend = cpu_copy,
     .copy_to_host = cpu_copy,

@@ -18,14 +18,18 @@
 //
 // Split-KV: the host picks the number of key slices from the batch's size hints so the grid fills
 // the multiprocessors about KERN_CUDA_DEC_WAVES times (kern_cuda_dec_splits in attention_dec.h);
-// slices write unnormalised partials to op_scratch and kc_dec_combine merges them (a warp per
-// output row, all slices' weights in one round of loads).
+// slices write unnormalised partials to op_scratch, and the last slice block of each group to
+// finish merges them (kc_dec_tickets: a per-group ticket counter that returns to zero), a warp per
+// output row with all slices' weights in one round of loads; so a split launch is one kernel.
+// KEEL_ATTN_FUSED_COMBINE=0 (or more groups than tickets) runs kc_dec_combine after instead.
 // head_dim 64 or 128 (registers: Q is head_dim/4 words, O head_dim/2 floats per thread).
 #include "kernels/cuda/attention_dec.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/kern_cuda.h"
 
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define KC_DEC_WARPS 4
 #define KC_DEC_ROWS 16  // query rows per block: one m16 tile
@@ -81,6 +85,53 @@ template <int N> static __device__ __forceinline__ void kc_dec_wait(void) {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
+// The merge of one output row's key slices, by one warp (kc_dec_combine and the main kernel's
+// fused combine): lane s holds slices s and s + 32's max and sum, so the softmax weights
+// 2^(m_s - M) and the total come from one round of loads and two warp reductions; then each lane
+// accumulates its head_dim / 32 output dims over the slices, whose loads are independent. Loads
+// go through L2 (ld.cg): the partials were written by other blocks of the same launch.
+template <int D>
+static __device__ __forceinline__ void kc_dec_merge_row(bf16 *dst /* [D] */,
+                                                        const float *p /* [n_splits, D + 2] */,
+                                                        int n_splits, int lane) {
+    static_assert(KERN_CUDA_DEC_MAX_SPLITS <= 64, "two slices a lane");
+    constexpr int PER = D / 32; // output dims per lane
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+    if (lane < n_splits)
+        m0 = __ldcg(p + lane * (D + 2) + D), l0 = __ldcg(p + lane * (D + 2) + D + 1);
+    if (lane + 32 < n_splits)
+        m1 = __ldcg(p + (lane + 32) * (D + 2) + D), l1 = __ldcg(p + (lane + 32) * (D + 2) + D + 1);
+    const float mx = kc_warp_max(fmaxf(m0, m1));
+    // A slice with no visible key (max -inf) weighs nothing.
+    const float w0 = m0 == -INFINITY ? 0.0f : exp2f(m0 - mx);
+    const float w1 = m1 == -INFINITY ? 0.0f : exp2f(m1 - mx);
+    const float sum = kc_warp_sum(l0 * w0 + l1 * w1);
+    float acc[PER];
+#pragma unroll
+    for (int e = 0; e < PER; e++)
+        acc[e] = 0.0f;
+#pragma unroll 4
+    for (int sl = 0; sl < n_splits; sl++) {
+        float w = __shfl_sync(0xffffffffu, sl < 32 ? w0 : w1, sl & 31);
+        const float *ps = p + (size_t)sl * (D + 2) + lane * PER;
+#pragma unroll
+        for (int e = 0; e < PER; e++)
+            acc[e] += __ldcg(ps + e) * w;
+    }
+    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+#pragma unroll
+    for (int e = 0; e < PER; e++)
+        dst[lane * PER + e] = kc_bf(acc[e] * inv);
+}
+
+// Fused combine: one ticket per (query tile, sequence, kv head part) of a split launch. Every
+// slice block takes a ticket once its partials are written; the last one (ticket n_splits - 1)
+// merges the slices and puts the ticket back to 0, so the array is all zeros between launches
+// (graph replays included) and no combine kernel runs. Per device (a __device__ array), so
+// launches on one device must be stream-ordered, as keel's one stream per device makes them.
+#define KC_DEC_MAX_GROUPS 4096
+__device__ unsigned kc_dec_tickets[KC_DEC_MAX_GROUPS];
+
 template <int D>
 __global__ void __launch_bounds__(KC_DEC_WARPS * 32)
     kc_attention_dec(bf16 *out /* [n_tokens, n_heads * D] */,
@@ -91,7 +142,8 @@ __global__ void __launch_bounds__(KC_DEC_WARPS * 32)
                      const int32_t *block_tables /* [n_seqs, max_blocks_per_seq] */,
                      int max_blocks_per_seq, int n_heads, int n_kv_heads, int block_size, int gp,
                      int n_parts, int tq, float scale_log2, int n_splits, int split_len,
-                     float *partial /* [n_tokens, n_heads, n_splits, D + 2] or NULL */) {
+                     float *partial /* [n_tokens, n_heads, n_splits, D + 2] or NULL */,
+                     int fused_combine) {
     constexpr int QS = D + KC_DEC_PAD;         // shared row stride (bf16)
     constexpr int STAGE = 2 * KC_DEC_SUB * QS; // one stage: 16 K rows, then 16 V rows
     extern __shared__ __align__(16) unsigned char kc_dec_smem_raw[];
@@ -295,49 +347,44 @@ __global__ void __launch_bounds__(KC_DEC_WARPS * 32)
             out[(tok * n_heads + head) * D + d] = kc_bf(sum > 0.0f ? acc / sum : 0.0f);
         }
     }
+    if (!partial || !fused_combine) return;
+
+    // Fused combine (kc_dec_tickets): publish this slice's partials, take a ticket; the last
+    // slice block of the group merges all of them, a warp per row.
+    __shared__ int kc_dec_last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned grp =
+            ((unsigned)(blockIdx.x / n_splits) * gridDim.y + blockIdx.y) * gridDim.z + blockIdx.z;
+        unsigned ticket = atomicAdd(&kc_dec_tickets[grp], 1u);
+        kc_dec_last = ticket == (unsigned)n_splits - 1;
+        if (kc_dec_last) kc_dec_tickets[grp] = 0u;
+    }
+    __syncthreads();
+    if (!kc_dec_last) return;
+    __threadfence();
+    for (int r = warp; r < KC_DEC_ROWS; r += KC_DEC_WARPS) {
+        const int t = t0 + r / gp, hh = r % gp;
+        if (!(r < tq * gp && t < qlen && hh < gp_here)) continue; // warp-uniform
+        const size_t tok = (size_t)(qs + t), head = (size_t)(h0 + hh);
+        kc_dec_merge_row<D>(out + (tok * n_heads + head) * D,
+                            partial + (tok * n_heads + head) * n_splits * (D + 2), n_splits, lane);
+    }
 }
 
 // Merges the key slices (attention.cu's combine, reorganised for many slices): one warp per
-// (token, query head); lane s holds slices s and s + 32's max and sum, so the softmax weights
-// 2^(m_s - M) and the total come from one round of loads and two warp reductions; then each lane
-// accumulates its head_dim / 32 output dims over the slices, whose loads are independent.
+// (token, query head), kc_dec_merge_row. The fallback when the fused combine is off or the launch
+// has more groups than kc_dec_tickets holds.
 template <int D>
 __global__ void __launch_bounds__(128)
     kc_dec_combine(bf16 *out /* [n_tokens, n_heads * D] */,
                    const float *partial /* [n_tokens, n_heads, n_splits, D + 2] */, int n_heads,
                    int n_splits) {
-    static_assert(KERN_CUDA_DEC_MAX_SPLITS <= 64, "two slices a lane");
-    constexpr int PER = D / 32; // output dims per lane
     const int lane = threadIdx.x & 31, head = blockIdx.y * 4 + (threadIdx.x >> 5);
     if (head >= n_heads) return;
     const size_t row = (size_t)blockIdx.x * n_heads + head;
-    const float *p = partial + row * n_splits * (D + 2);
-    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
-    if (lane < n_splits) m0 = p[lane * (D + 2) + D], l0 = p[lane * (D + 2) + D + 1];
-    if (lane + 32 < n_splits)
-        m1 = p[(lane + 32) * (D + 2) + D], l1 = p[(lane + 32) * (D + 2) + D + 1];
-    const float mx = kc_warp_max(fmaxf(m0, m1));
-    // A slice with no visible key (max -inf) weighs nothing.
-    const float w0 = m0 == -INFINITY ? 0.0f : exp2f(m0 - mx);
-    const float w1 = m1 == -INFINITY ? 0.0f : exp2f(m1 - mx);
-    const float sum = kc_warp_sum(l0 * w0 + l1 * w1);
-    float acc[PER];
-#pragma unroll
-    for (int e = 0; e < PER; e++)
-        acc[e] = 0.0f;
-#pragma unroll 4
-    for (int sl = 0; sl < n_splits; sl++) {
-        float w = __shfl_sync(0xffffffffu, sl < 32 ? w0 : w1, sl & 31);
-        const float *ps = p + (size_t)sl * (D + 2) + lane * PER;
-#pragma unroll
-        for (int e = 0; e < PER; e++)
-            acc[e] += ps[e] * w;
-    }
-    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-    bf16 *dst = out + row * D + lane * PER;
-#pragma unroll
-    for (int e = 0; e < PER; e++)
-        dst[e] = kc_bf(acc[e] * inv);
+    kc_dec_merge_row<D>(out + row * D, partial + row * n_splits * (D + 2), n_splits, lane);
 }
 
 // ---- launchers
@@ -347,20 +394,48 @@ template <int D> static cudaError_t kc_dec_setup_one(void) {
                                 (int)kc_dec_smem<D>());
 }
 
+// Contexts this short run as one slice (attention_dec.h); set once at setup, read per launch.
+static int kc_dec_min_split_ctx = KERN_CUDA_DEC_MIN_SPLIT_CTX;
+// Whether split launches merge their slices in the main kernel (KEEL_ATTN_FUSED_COMBINE=0: the
+// separate combine kernel, as before); set at setup.
+static int kc_dec_fused_combine = 1;
+
 extern "C" int kern_cuda__attention_dec_setup(void) {
     CUDA_CHECK(kc_dec_setup_one<64>());
     CUDA_CHECK(kc_dec_setup_one<128>());
+    const char *env = getenv("KEEL_ATTN_SPLIT_MIN_CTX");
+    if (env && *env) kc_dec_min_split_ctx = atoi(env);
+    env = getenv("KEEL_ATTN_FUSED_COMBINE");
+    kc_dec_fused_combine = !(env && strcmp(env, "0") == 0);
     return 0;
+}
+
+extern "C" int kern_cuda__attention_dec_min_split_ctx(void) {
+    return kc_dec_min_split_ctx;
+}
+
+extern "C" void kern_cuda__attention_dec_set_min_split_ctx(int keys) {
+    kc_dec_min_split_ctx = keys;
+}
+
+extern "C" int kern_cuda__attention_dec_fused_combine(void) {
+    return kc_dec_fused_combine;
+}
+
+extern "C" void kern_cuda__attention_dec_set_fused_combine(int on) {
+    kc_dec_fused_combine = on != 0;
 }
 
 template <int D>
 static void kc_dec_launch(dim3 grid, cudaStream_t s, bf16 *out, const bf16 *qkv, const bf16 *kc,
                           const bf16 *vc, const struct kern_attn_batch *b, int n_heads,
                           int n_kv_heads, int block_size, int gp, int n_parts, int tq,
-                          float scale_log2, int n_splits, int split_len, float *partial) {
+                          float scale_log2, int n_splits, int split_len, float *partial,
+                          int fused_combine) {
     kc_attention_dec<D><<<grid, KC_DEC_WARPS * 32, kc_dec_smem<D>(), s>>>(
         out, qkv, kc, vc, b->query_start, b->seq_lens, b->block_tables, b->max_blocks_per_seq,
-        n_heads, n_kv_heads, block_size, gp, n_parts, tq, scale_log2, n_splits, split_len, partial);
+        n_heads, n_kv_heads, block_size, gp, n_parts, tq, scale_log2, n_splits, split_len, partial,
+        fused_combine);
 }
 
 extern "C" int kern_cuda__attention_dec(bf16 *out, const bf16 *qkv, const bf16 *k_cache,
@@ -389,19 +464,24 @@ extern "C" int kern_cuda__attention_dec(bf16 *out, const bf16 *qkv, const bf16 *
     int n_splits =
         kern_cuda_dec_splits(blocks > (1 << 30) ? (1 << 30) : (int)blocks, b->max_seq_len,
                              per_split, scratch ? scratch_bytes : 0, n_sm, &split_len);
+    if (b->max_seq_len <= kc_dec_min_split_ctx) { // one slice covering every key, no combine
+        n_splits = 1;
+        split_len = 1 << 30;
+    }
     float *partial = n_splits > 1 ? (float *)scratch : NULL;
     dim3 grid(q_tiles * n_splits, b->n_seqs, n_kv_heads * n_parts);
     if (grid.y > KC_MAX_GRID_YZ || grid.z > KC_MAX_GRID_YZ)
         return err_set(ERR_INVAL, "attention (decode): grid too large (n_seqs=%d)", b->n_seqs);
     float sl = scale * 1.4426950408889634f;
+    const int fused = partial && kc_dec_fused_combine && blocks <= KC_DEC_MAX_GROUPS;
     if (head_dim == 64)
         kc_dec_launch<64>(grid, s, out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, block_size,
-                          gp, n_parts, tq, sl, n_splits, split_len, partial);
+                          gp, n_parts, tq, sl, n_splits, split_len, partial, fused);
     else
         kc_dec_launch<128>(grid, s, out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, block_size,
-                           gp, n_parts, tq, sl, n_splits, split_len, partial);
+                           gp, n_parts, tq, sl, n_splits, split_len, partial, fused);
     KC_LAUNCHED();
-    if (!partial) return 0;
+    if (!partial || fused) return 0;
     dim3 cgrid(b->n_tokens, (n_heads + 3) / 4);
     if (head_dim == 64)
         kc_dec_combine<64><<<cgrid, 128, 0, s>>>(out, partial, n_heads, n_splits);

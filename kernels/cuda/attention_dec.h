@@ -13,6 +13,11 @@
 #define KERN_CUDA_DEC_SLICE_KEYS 64 // slices are multiples of one block's round of keys
 #define KERN_CUDA_DEC_MAX_SPLITS 64 // at most this many slices (scratch permitting)
 #define KERN_CUDA_DEC_WAVES 4       // aim for this many blocks per multiprocessor
+// Contexts of at most this many keys are never split: one slice and no combine kernel. Splitting
+// 128 keys into two slices of 64 buys two fewer sub-tile rounds per warp and costs a second launch
+// (the combine) and a round trip of the partials; KEEL_ATTN_SPLIT_MIN_CTX overrides it (0: split
+// whenever kern_cuda_dec_splits says so, the behaviour before).
+#define KERN_CUDA_DEC_MIN_SPLIT_CTX 256
 
 // How many key slices (n_splits) and how long each is (*split_len keys, a multiple of
 // KERN_CUDA_DEC_SLICE_KEYS) for a launch of `blocks` (query tile, sequence, kv head) blocks over
@@ -61,6 +66,15 @@ int kern_cuda__attention_dec(bf16 *out /* [n_tokens, n_heads * head_dim] */,
                              int n_heads, int n_kv_heads, int head_dim, int block_size, float scale,
                              void *scratch, size_t scratch_bytes, int n_sm, cudaStream_t s);
 int kern_cuda__attention_dec_setup(void);
+// The no-split threshold in use (KERN_CUDA_DEC_MIN_SPLIT_CTX, or KEEL_ATTN_SPLIT_MIN_CTX read at
+// setup); the setter is for playgrounds and tests (set it before launching, not concurrently).
+int kern_cuda__attention_dec_min_split_ctx(void);
+void kern_cuda__attention_dec_set_min_split_ctx(int keys);
+// Whether split launches merge their slices inside the main kernel (1, the default) or in the
+// separate combine kernel (KEEL_ATTN_FUSED_COMBINE=0 at setup); the setter is for playgrounds and
+// tests.
+int kern_cuda__attention_dec_fused_combine(void);
+void kern_cuda__attention_dec_set_fused_combine(int on);
 
 // Whether kern_cuda_attention uses the decode path (1) or the CUDA-core kernel (0) for short
 // query spans: read once from KEEL_ATTN_DECODE at kern_cuda_attention_setup ("old" turns it off).

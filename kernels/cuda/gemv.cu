@@ -26,10 +26,29 @@
 // same kernel loads element by element. The partial chunk at the end of k always goes through the
 // guarded loads.
 //
+// Fused down projection (kern_cuda_gemv_silu): y = silu_mul(gate_up) . w^T, with x computed
+// while it is staged instead of read. Per chunk, each warp first issues its weight loads, then
+// computes its m x 128 tile of bf16(silu(gate) * up) once (lane L: columns 4L..4L+3 of every row,
+// the same arithmetic as silu_mul.cu through kernels/cuda/fused_act.h) into a per-warp
+// shared-memory tile, and feeds the mma from the tile exactly as it would feed x. So each block
+// evaluates m * k activations (not the 8 * k a lane-per-row layout would, which at m = 1 is 8x the
+// special-function work), the [m, h] hidden row is never written or read, one launch per layer
+// goes, and the result equals silu_mul followed by kern_cuda_gemv with the same warps, bit for bit.
+//
+// Fused residual add + RMSNorm before a projection (kern_cuda_gemv_add_rmsnorm): the same
+// staging with x = bf16(nw * bf16(v * inv_rms)), v = bf16(residual + delta), so add_rmsnorm's
+// launch and its normed row go. The inverse RMS needs the whole row, so every block first sums
+// the squares of the m rows itself (a few KiB each, hot in L2: the previous op just wrote them)
+// and block 0 stores v as the new residual into a second buffer (res_out; nobody reads it during
+// the kernel, so no ordering between blocks is needed). The sum's order differs from
+// add_rmsnorm.cu's block reduction, so y may differ from the unfused path in the last bit of a
+// few elements; res_out is exact.
+//
 // Which wins is measured, not assumed: kern_cuda_gemm (gemm.c) times this kernel against
 // cuBLASLt's pick per shape on first use and keeps the faster; bench/kernels/gemm.cu prints both
 // at every 7B/8B decode shape.
 #include "kernels/cuda/device.h"
+#include "kernels/cuda/fused_act.h"
 #include "kernels/cuda/kern_cuda.h"
 
 // ---- kernels
@@ -74,17 +93,187 @@ __device__ __forceinline__ void kc_gemv_step(float acc[4], uint4 w0, uint4 w1, u
     kc_gemv_mma(acc, w0.z, w1.z, w0.w, w1.w, xv.z, xv.w);
 }
 
+// Four bf16 from p[0..3] as two packed pairs, those at or past `left` as zero.
+__device__ __forceinline__ uint2 kc_gemv_ld4_guarded(const bf16 *p, int left) {
+    uint32_t r[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        uint32_t lo = 2 * i < left ? (uint32_t)p[2 * i] : 0u;
+        uint32_t hi = 2 * i + 1 < left ? (uint32_t)p[2 * i + 1] : 0u;
+        r[i] = lo | (hi << 16);
+    }
+    return make_uint2(r[0], r[1]);
+}
+
+// The fused down projection's staging: tile[r][4 lane .. 4 lane + 3] = bf16(silu(gate) * up) of
+// hidden row r (< m), columns kc + 4 lane.. of the [m, 2k] gate_up rows; zero past k (so the
+// guarded weights meet zeros, as in the unfused kernel). All loads are issued before any math.
 template <bool VEC>
+__device__ __forceinline__ void kc_gemv_stage_silu(bf16 (*tile)[KC_GEMV_CHUNK],
+                                                   const bf16 *gate_up /* [m, 2k] */, int m, int k,
+                                                   int kc, int lane, bool full) {
+    const int col = kc + 4 * lane;
+    uint2 gv[KC_GEMV_ROWS / 2], uv[KC_GEMV_ROWS / 2];
+#pragma unroll
+    for (int r = 0; r < KC_GEMV_ROWS / 2; r++) {
+        if (r >= m) break;
+        const bf16 *gp = gate_up + (size_t)r * 2 * k + col;
+        if (VEC && full) {
+            gv[r] = __ldg(reinterpret_cast<const uint2 *>(gp));
+            uv[r] = __ldg(reinterpret_cast<const uint2 *>(gp + k));
+        } else {
+            gv[r] = kc_gemv_ld4_guarded(gp, k - col);
+            uv[r] = kc_gemv_ld4_guarded(gp + k, k - col);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < KC_GEMV_ROWS / 2; r++) {
+        if (r >= m) break;
+        *reinterpret_cast<uint2 *>(&tile[r][4 * lane]) =
+            make_uint2(kc_silu_mul2(gv[r].x, uv[r].x), kc_silu_mul2(gv[r].y, uv[r].y));
+    }
+}
+
+// The fused add + RMSNorm staging: tile[r][4 lane ..] = bf16(nw * bf16(v * inv[r])) with
+// v = bf16(residual + delta) (add_rmsnorm.cu's roundings), columns kc + 4 lane.. of row r < m;
+// zero past k.
+template <bool VEC>
+__device__ __forceinline__ void
+kc_gemv_stage_norm(bf16 (*tile)[KC_GEMV_CHUNK], const bf16 *res /* [m, k] */,
+                   const bf16 *delta /* [m, k] or NULL */, const bf16 *nw /* [k] */,
+                   const float *inv, int m, int k, int kc, int lane, bool full) {
+    const int col = kc + 4 * lane;
+    const bool fast = VEC && full;
+    uint2 rv[KC_GEMV_ROWS / 2], dv[KC_GEMV_ROWS / 2];
+    uint2 wv = fast ? __ldg(reinterpret_cast<const uint2 *>(nw + col))
+                    : kc_gemv_ld4_guarded(nw + col, k - col);
+#pragma unroll
+    for (int r = 0; r < KC_GEMV_ROWS / 2; r++) {
+        if (r >= m) break;
+        const bf16 *rp = res + (size_t)r * k + col;
+        rv[r] =
+            fast ? __ldg(reinterpret_cast<const uint2 *>(rp)) : kc_gemv_ld4_guarded(rp, k - col);
+        dv[r] = make_uint2(0u, 0u);
+        if (delta) {
+            const bf16 *dp = delta + (size_t)r * k + col;
+            dv[r] = fast ? __ldg(reinterpret_cast<const uint2 *>(dp))
+                         : kc_gemv_ld4_guarded(dp, k - col);
+        }
+    }
+    const uint32_t wp[2] = {wv.x, wv.y};
+#pragma unroll
+    for (int r = 0; r < KC_GEMV_ROWS / 2; r++) {
+        if (r >= m) break;
+        const uint32_t rp[2] = {rv[r].x, rv[r].y}, dp[2] = {dv[r].x, dv[r].y};
+        uint32_t o[2];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            uint32_t packed = 0;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                float v = kc_f((bf16)(rp[i] >> (16 * h)));
+                if (delta) v = kc_round(v + kc_f((bf16)(dp[i] >> (16 * h))));
+                float wf = kc_f((bf16)(wp[i] >> (16 * h)));
+                packed |= (uint32_t)kc_bf(wf * kc_round(v * inv[r])) << (16 * h);
+            }
+            o[i] = packed;
+        }
+        *reinterpret_cast<uint2 *>(&tile[r][4 * lane]) = make_uint2(o[0], o[1]);
+    }
+}
+
+// The fused norm's pre-pass, by the whole block: inv[r] = 1 / sqrt(mean(v^2) + eps) for each row
+// r < m of v = bf16(residual + delta), every block computing it for itself (the rows are a few KiB
+// each and hot in L2); block 0 also stores v into res_out. Ends with a barrier.
+template <bool VEC>
+__device__ __forceinline__ void
+kc_gemv_norm_prepass(float *inv /* [8] */, float (*part)[KC_GEMV_ROWS / 2], const bf16 *res,
+                     const bf16 *delta, bf16 *res_out, int m, int k, float eps) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    const bool writer = blockIdx.x == 0;
+    float ss[KC_GEMV_ROWS / 2];
+#pragma unroll
+    for (int r = 0; r < KC_GEMV_ROWS / 2; r++) {
+        ss[r] = 0.f;
+        if (r >= m) continue;
+        const bf16 *rp = res + (size_t)r * k, *dp = delta ? delta + (size_t)r * k : nullptr;
+        bf16 *op = res_out + (size_t)r * k;
+        if (VEC) {
+            for (int j = threadIdx.x * 8; j < k; j += blockDim.x * 8) {
+                // Packed pairs handled as words (no bf16 view of a uint4: that is type punning).
+                uint4 rv = __ldg(reinterpret_cast<const uint4 *>(rp + j));
+                uint32_t r4[4] = {rv.x, rv.y, rv.z, rv.w};
+                if (dp) {
+                    uint4 dv = __ldg(reinterpret_cast<const uint4 *>(dp + j));
+                    const uint32_t d4[4] = {dv.x, dv.y, dv.z, dv.w};
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        bf16 lo =
+                            kc_bf(kc_f((bf16)(r4[i] & 0xffff)) + kc_f((bf16)(d4[i] & 0xffff)));
+                        bf16 hi = kc_bf(kc_f((bf16)(r4[i] >> 16)) + kc_f((bf16)(d4[i] >> 16)));
+                        r4[i] = (uint32_t)lo | ((uint32_t)hi << 16);
+                    }
+                }
+                if (writer)
+                    *reinterpret_cast<uint4 *>(op + j) = make_uint4(r4[0], r4[1], r4[2], r4[3]);
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    float lo = kc_f((bf16)(r4[i] & 0xffff)), hi = kc_f((bf16)(r4[i] >> 16));
+                    ss[r] += lo * lo;
+                    ss[r] += hi * hi;
+                }
+            }
+        } else {
+            for (int j = threadIdx.x; j < k; j += blockDim.x) {
+                float v = kc_f(rp[j]);
+                if (dp) v = kc_round(v + kc_f(dp[j]));
+                if (writer) op[j] = kc_bf(v);
+                ss[r] += v * v;
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < KC_GEMV_ROWS / 2; r++) {
+        float t = kc_warp_sum(ss[r]);
+        if (lane == 0) part[warp][r] = t;
+    }
+    __syncthreads();
+    if (threadIdx.x < KC_GEMV_ROWS / 2) {
+        float t = 0.f;
+        for (int v = 0; v < n_warps; v++)
+            t += part[v][threadIdx.x];
+        inv[threadIdx.x] = 1.0f / sqrtf(t / (float)k + eps);
+    }
+    __syncthreads();
+}
+
+#define KC_GEMV_PLAIN 0 // x is [m, k]
+#define KC_GEMV_SILU 1  // x is gate_up [m, 2k]: multiply by bf16(silu(gate) * up)
+#define KC_GEMV_NORM 2  // x is the residual [m, k]: multiply by add_rmsnorm(x, delta) * nw
+
+// MODE says what x is (above). SILU: y bf16, no bias (the fused down projection). NORM: the
+// fused residual add + RMSNorm before the qkv or gate_up projection; block 0 writes the new
+// residual to res_out (a different buffer, so no block reads what another writes).
+template <bool VEC, int MODE>
 __global__ void __launch_bounds__(256)
-    kc_gemv(void *y /* [m, n] bf16 or f32 */, int y_f32, const bf16 *x /* [m, k] */,
-            const bf16 *w /* [n, k] */, const bf16 *bias /* [n] or NULL */, int m, int n, int k) {
+    kc_gemv(void *y /* [m, n] bf16 or f32 */, int y_f32, const bf16 *x /* [m, k] or [m, 2k] */,
+            const bf16 *w /* [n, k] */, const bf16 *bias /* [n] or NULL */, int m, int n, int k,
+            const bf16 *delta /* NORM: [m, k] or NULL */, const bf16 *nw /* NORM: [k] */,
+            bf16 *res_out /* NORM: [m, k] */, float eps) {
+    constexpr bool SILU = MODE == KC_GEMV_SILU, NORM = MODE == KC_GEMV_NORM, STAGED = SILU || NORM;
     __shared__ float red[KC_GEMV_MAX_WARPS][32][4];
+    // SILU, NORM: each warp's tile of the (computed) x rows for its current chunk.
+    __shared__ __align__(16)
+        bf16 hid[STAGED ? KC_GEMV_MAX_WARPS : 1][STAGED ? KC_GEMV_ROWS / 2 : 1][KC_GEMV_CHUNK];
+    __shared__ float inv_rms[KC_GEMV_ROWS / 2];
+    __shared__ float part[NORM ? KC_GEMV_MAX_WARPS : 1][KC_GEMV_ROWS / 2];
+    if (NORM) kc_gemv_norm_prepass<VEC>(inv_rms, part, x, delta, res_out, m, k, eps);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int r0 = blockIdx.x * KC_GEMV_ROWS;
     const bf16 *w0 = w + (size_t)min(r0 + g, n - 1) * k;
     const bf16 *w1 = w + (size_t)min(r0 + g + 8, n - 1) * k;
-    const bf16 *xr = x + (size_t)min(g, m - 1) * k;
+    const bf16 *xr = x + (size_t)min(g, m - 1) * k; // PLAIN only
 
     // Two accumulator chains halve the dependent mma latency per chunk.
     float acc0[4] = {0.f, 0.f, 0.f, 0.f}, acc1[4] = {0.f, 0.f, 0.f, 0.f};
@@ -99,17 +288,32 @@ __global__ void __launch_bounds__(256)
                 a[u] = kc_gemv_ld_stream(w0 + k0 + 32 * u);
                 b[u] = kc_gemv_ld_stream(w1 + k0 + 32 * u);
             }
+            if (!STAGED) {
 #pragma unroll
-            for (int u = 0; u < KC_GEMV_U; u++)
-                xv[u] = __ldg(reinterpret_cast<const uint4 *>(xr + k0 + 32 * u));
+                for (int u = 0; u < KC_GEMV_U; u++)
+                    xv[u] = __ldg(reinterpret_cast<const uint4 *>(xr + k0 + 32 * u));
+            }
         } else {
 #pragma unroll
             for (int u = 0; u < KC_GEMV_U; u++) {
                 int left = k - (k0 + 32 * u);
                 a[u] = kc_gemv_ld_guarded(w0 + k0 + 32 * u, left);
                 b[u] = kc_gemv_ld_guarded(w1 + k0 + 32 * u, left);
-                xv[u] = kc_gemv_ld_guarded(xr + k0 + 32 * u, left);
+                if (!STAGED) xv[u] = kc_gemv_ld_guarded(xr + k0 + 32 * u, left);
             }
+        }
+        if (STAGED) {
+            if (SILU)
+                kc_gemv_stage_silu<VEC>(hid[warp], x, m, k, c * KC_GEMV_CHUNK, lane, c < n_full);
+            else
+                kc_gemv_stage_norm<VEC>(hid[warp], x, delta, nw, inv_rms, m, k, c * KC_GEMV_CHUNK,
+                                        lane, c < n_full);
+            __syncwarp();
+            const bf16 *hr = &hid[warp][min(g, m - 1)][8 * t];
+#pragma unroll
+            for (int u = 0; u < KC_GEMV_U; u++)
+                xv[u] = *reinterpret_cast<const uint4 *>(hr + 32 * u);
+            __syncwarp(); // the tile is rewritten by the next chunk
         }
 #pragma unroll
         for (int u = 0; u < KC_GEMV_U; u += 2) {
@@ -179,9 +383,61 @@ extern "C" int kern_cuda_gemv(void *y, int y_f32, const bf16 *x, const bf16 *w, 
     bool vec = k % 8 == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)w % 16 == 0;
     unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
     if (vec)
-        kc_gemv<true><<<blocks, 32 * warps, 0, s>>>(y, y_f32, x, w, bias, m, n, k);
+        kc_gemv<true, KC_GEMV_PLAIN>
+            <<<blocks, 32 * warps, 0, s>>>(y, y_f32, x, w, bias, m, n, k, NULL, NULL, NULL, 0.f);
     else
-        kc_gemv<false><<<blocks, 32 * warps, 0, s>>>(y, y_f32, x, w, bias, m, n, k);
+        kc_gemv<false, KC_GEMV_PLAIN>
+            <<<blocks, 32 * warps, 0, s>>>(y, y_f32, x, w, bias, m, n, k, NULL, NULL, NULL, 0.f);
+    KC_LAUNCHED();
+    return 0;
+}
+
+extern "C" int kern_cuda_gemv_silu(bf16 *y, const bf16 *gate_up, const bf16 *w, int m, int n, int h,
+                                   int warps, cudaStream_t s) {
+    if (m < 0 || m > KERN_CUDA_GEMV_MAX_M || n <= 0 || h <= 0)
+        return err_set(ERR_INVAL, "gemv_silu: bad sizes m=%d n=%d h=%d (m at most %d)", m, n, h,
+                       KERN_CUDA_GEMV_MAX_M);
+    if (warps < 0 || warps > KC_GEMV_MAX_WARPS)
+        return err_set(ERR_INVAL, "gemv_silu: bad warp count %d (0 = default, at most %d)", warps,
+                       KC_GEMV_MAX_WARPS);
+    if (m == 0) return 0;
+    if (warps == 0) warps = kern_cuda_gemv_default_warps(h);
+    bool vec = h % 8 == 0 && (uintptr_t)gate_up % 16 == 0 && (uintptr_t)w % 16 == 0;
+    unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
+    if (vec)
+        kc_gemv<true, KC_GEMV_SILU>
+            <<<blocks, 32 * warps, 0, s>>>(y, 0, gate_up, w, NULL, m, n, h, NULL, NULL, NULL, 0.f);
+    else
+        kc_gemv<false, KC_GEMV_SILU>
+            <<<blocks, 32 * warps, 0, s>>>(y, 0, gate_up, w, NULL, m, n, h, NULL, NULL, NULL, 0.f);
+    KC_LAUNCHED();
+    return 0;
+}
+
+extern "C" int kern_cuda_gemv_add_rmsnorm(bf16 *y, bf16 *res_out, const bf16 *residual,
+                                          const bf16 *delta, const bf16 *norm_w, const bf16 *w,
+                                          const bf16 *bias, int m, int n, int k, float eps,
+                                          int warps, cudaStream_t s) {
+    if (m < 0 || m > KERN_CUDA_GEMV_MAX_M || n <= 0 || k <= 0)
+        return err_set(ERR_INVAL, "gemv_add_rmsnorm: bad sizes m=%d n=%d k=%d (m at most %d)", m, n,
+                       k, KERN_CUDA_GEMV_MAX_M);
+    if (warps < 0 || warps > KC_GEMV_MAX_WARPS)
+        return err_set(ERR_INVAL, "gemv_add_rmsnorm: bad warp count %d (0 = default, at most %d)",
+                       warps, KC_GEMV_MAX_WARPS);
+    if (res_out == residual || (delta && res_out == delta))
+        return err_set(ERR_INVAL, "gemv_add_rmsnorm: res_out may not alias residual or delta");
+    if (m == 0) return 0;
+    if (warps == 0) warps = kern_cuda_gemv_default_warps(k);
+    bool vec = k % 8 == 0 && (uintptr_t)residual % 16 == 0 && (uintptr_t)w % 16 == 0 &&
+               (uintptr_t)norm_w % 16 == 0 && (uintptr_t)res_out % 16 == 0 &&
+               (!delta || (uintptr_t)delta % 16 == 0);
+    unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
+    if (vec)
+        kc_gemv<true, KC_GEMV_NORM><<<blocks, 32 * warps, 0, s>>>(y, 0, residual, w, bias, m, n, k,
+                                                                  delta, norm_w, res_out, eps);
+    else
+        kc_gemv<false, KC_GEMV_NORM><<<blocks, 32 * warps, 0, s>>>(y, 0, residual, w, bias, m, n, k,
+                                                                   delta, norm_w, res_out, eps);
     KC_LAUNCHED();
     return 0;
 }

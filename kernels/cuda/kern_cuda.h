@@ -28,6 +28,13 @@ int kern_cuda_add_rmsnorm(bf16 *out /* [n, dim] */, bf16 *residual /* [n, dim] *
                           const bf16 *delta /* [n, dim] or NULL */, const bf16 *w /* [dim] */,
                           int n, int dim, float eps, cudaStream_t s);
 
+// The same with the new residual written to res_out (may equal residual; otherwise residual is
+// only read): bf16(residual + delta), or a copy of residual when delta is NULL.
+int kern_cuda_add_rmsnorm_to(bf16 *out /* [n, dim] */, bf16 *res_out /* [n, dim] */,
+                             const bf16 *residual /* [n, dim] */,
+                             const bf16 *delta /* [n, dim] or NULL */, const bf16 *w /* [dim] */,
+                             int n, int dim, float eps, cudaStream_t s);
+
 // y[i, :] += bias (rounded to bf16): the fallback when cuBLASLt has no bias epilogue for a shape.
 int kern_cuda_bias_add(bf16 *y /* [m, n] */, const bf16 *bias /* [n] */, int m, int n,
                        cudaStream_t s);
@@ -71,6 +78,19 @@ int kern_cuda__attention_tc(bf16 *out, const bf16 *qkv, const bf16 *k_cache, con
                             const struct kern_attn_batch *b, int n_heads, int n_kv_heads,
                             int head_dim, int block_size, float scale, cudaStream_t s);
 int kern_cuda__attention_tc_setup(void);
+
+// qk_norm (when q_w != NULL) + rope + kv_write in one launch (fused_qk_rope_kv.cu), equal bit for
+// bit to the three launchers in turn. head_dim must be a multiple of 64, at most 256
+// (kern_cuda_qk_rope_kv_supported); otherwise ERR_UNSUPPORTED.
+int kern_cuda_qk_rope_kv(bf16 *qkv /* [n, (n_heads + 2 n_kv) * head_dim] */, bf16 *k_cache,
+                         bf16 *v_cache, const bf16 *q_w /* [head_dim] or NULL */,
+                         const bf16 *k_w /* [head_dim] or NULL */,
+                         const int32_t *positions /* [n] */, const int32_t *slot_mapping /* [n] */,
+                         int n, int n_heads, int n_kv_heads, int head_dim, float eps, float theta,
+                         cudaStream_t s);
+static inline int kern_cuda_qk_rope_kv_supported(int head_dim) {
+    return head_dim > 0 && head_dim % 64 == 0 && head_dim <= 256;
+}
 
 int kern_cuda_silu_mul(bf16 *out /* [n, h] */, const bf16 *gate_up /* [n, 2h] */, int n, int h,
                        cudaStream_t s);
@@ -130,6 +150,21 @@ int kern_cuda_gemv(void *y /* [m, n] */, int y_f32, const bf16 *x /* [m, k] */,
                    const bf16 *w /* [n, k] */, const bf16 *bias /* [n] or NULL */, int m, int n,
                    int k, int warps, cudaStream_t s);
 int kern_cuda_gemv_default_warps(int k);
+// The fused down projection: y[m, n] = silu_mul(gate_up)[m, h] . w[n, h]^T, bf16 out, no bias,
+// 1 <= m <= KERN_CUDA_GEMV_MAX_M; equal bit for bit to kern_cuda_silu_mul then kern_cuda_gemv
+// with the same warps (kernels/cuda/gemv.cu).
+int kern_cuda_gemv_silu(bf16 *y /* [m, n] */, const bf16 *gate_up /* [m, 2h] */,
+                        const bf16 *w /* [n, h] */, int m, int n, int h, int warps, cudaStream_t s);
+// The fused residual add + RMSNorm + projection (gemv.cu): res_out = bf16(residual + delta)
+// (residual when delta is NULL), y = add_rmsnorm's out . w^T (+ bias), bf16 y, 1 <= m <= 8,
+// without the normed row ever stored. res_out may not alias residual or delta. Equal to
+// kern_cuda_add_rmsnorm_to then kern_cuda_gemv up to the order of the sum of squares (the inverse
+// RMS may differ in its last bit; res_out is exact).
+int kern_cuda_gemv_add_rmsnorm(bf16 *y /* [m, n] */, bf16 *res_out /* [m, k] */,
+                               const bf16 *residual /* [m, k] */,
+                               const bf16 *delta /* [m, k] or NULL */, const bf16 *norm_w /* [k] */,
+                               const bf16 *w /* [n, k] */, const bf16 *bias /* [n] or NULL */,
+                               int m, int n, int k, float eps, int warps, cudaStream_t s);
 // sums[0] = sum (a - b)^2, sums[1] = sum b^2 over `count` bf16 (f32 = 0) or float32 values
 // (device pointers; sums is zeroed first): the GEMM tuner checks a gemv against cuBLASLt with it.
 int kern_cuda__gemv_diff(const void *a, const void *b, int f32, size_t count, float *sums /* [2] */,

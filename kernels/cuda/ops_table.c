@@ -3,6 +3,10 @@
 #include "kernels/cuda/ctx.h"
 #include "kernels/cuda/kern_cuda.h"
 
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
 int kern_cuda__copy_to_backend(struct kern_ctx *c, void *dst, const void *src, size_t bytes);
 int kern_cuda__copy_to_host(struct kern_ctx *c, void *dst, const void *src, size_t bytes);
 int kern_cuda__sync(struct kern_ctx *c);
@@ -47,6 +51,68 @@ static int op_silu_mul(struct kern_ctx *c, bf16 *out, const bf16 *gate_up, int n
     return kern_cuda_silu_mul(out, gate_up, n, h, c->stream);
 }
 
+// ---- fused ops: each falls back to the composition when its switch is off or the shape is
+// not one the fused kernel takes. KEEL_FUSE_SILU=0, KEEL_FUSE_NORM=0 and KEEL_FUSE_ROPE_KV=0
+// turn them off; KEEL_FUSE_SILU_MAX_M (default 4) and KEEL_FUSE_NORM_MAX_M (default 2) bound the
+// batch the fused gemvs take. All are read per call: a host-side string scan, and graph replays
+// do not call ops at all.
+
+static bool op_env_off(const char *name) {
+    const char *v = getenv(name);
+    return v && strcmp(v, "0") == 0;
+}
+
+// The largest batch a fused gemv takes: `name` when set (0 = never), else `dflt`. The fused
+// kernels redo per-block work that grows with m (every block stages all m rows: silu's special
+// functions; the norm's re-read of the rows for its sums), so past a few rows the separate
+// launches can win; bench/kernels/fused.cu measures both at m = 1, 2, 4, 8.
+static int op_env_max_m(const char *name, int dflt) {
+    const char *v = getenv(name);
+    if (!v || !*v) return dflt;
+    int m = atoi(v);
+    return m < 0 ? 0 : m > KERN_CUDA_GEMV_MAX_M ? KERN_CUDA_GEMV_MAX_M : m;
+}
+
+static int op_gemm_silu(struct kern_ctx *c, bf16 *y, bf16 *hidden, const bf16 *gate_up,
+                        const bf16 *w, int m, int n, int h) {
+    // The fused kernel is the gemv: it goes off with the gemv (KEEL_GEMV=0) too.
+    if (m >= 1 && m <= op_env_max_m("KEEL_FUSE_SILU_MAX_M", 4) && !op_env_off("KEEL_FUSE_SILU") &&
+        !op_env_off("KEEL_GEMV"))
+        return kern_cuda_gemv_silu(y, gate_up, w, m, n, h, 0, c->stream);
+    int rc = kern_cuda_silu_mul(hidden, gate_up, m, h, c->stream);
+    if (rc) return rc;
+    return kern_cuda_gemm(c, y, hidden, w, NULL, m, n, h);
+}
+
+static int op_add_rmsnorm_gemm(struct kern_ctx *c, bf16 *y, bf16 *res_out, const bf16 *residual,
+                               const bf16 *delta, const bf16 *norm_w, const bf16 *w,
+                               const bf16 *bias, bf16 *xn, int m, int n, int k, float eps) {
+    if (m >= 1 && m <= op_env_max_m("KEEL_FUSE_NORM_MAX_M", 2) && !op_env_off("KEEL_FUSE_NORM") &&
+        !op_env_off("KEEL_GEMV"))
+        return kern_cuda_gemv_add_rmsnorm(y, res_out, residual, delta, norm_w, w, bias, m, n, k,
+                                          eps, 0, c->stream);
+    int rc = kern_cuda_add_rmsnorm_to(xn, res_out, residual, delta, norm_w, m, k, eps, c->stream);
+    if (rc) return rc;
+    return kern_cuda_gemm(c, y, xn, w, bias, m, n, k);
+}
+
+static int op_qk_rope_kv(struct kern_ctx *c, bf16 *qkv, bf16 *k_cache, bf16 *v_cache,
+                         const bf16 *q_w, const bf16 *k_w, const int32_t *positions,
+                         const int32_t *slot_mapping, int n, int n_heads, int n_kv_heads,
+                         int head_dim, float eps, float theta) {
+    if (kern_cuda_qk_rope_kv_supported(head_dim) && !op_env_off("KEEL_FUSE_ROPE_KV"))
+        return kern_cuda_qk_rope_kv(qkv, k_cache, v_cache, q_w, k_w, positions, slot_mapping, n,
+                                    n_heads, n_kv_heads, head_dim, eps, theta, c->stream);
+    int rc;
+    if (q_w &&
+        (rc = kern_cuda_qk_norm(qkv, q_w, k_w, n, n_heads, n_kv_heads, head_dim, eps, c->stream)))
+        return rc;
+    if ((rc = kern_cuda_rope(qkv, positions, n, n_heads, n_kv_heads, head_dim, theta, c->stream)))
+        return rc;
+    return kern_cuda_kv_write(k_cache, v_cache, qkv, slot_mapping, n, n_heads, n_kv_heads, head_dim,
+                              c->stream);
+}
+
 static int op_gather_rows(struct kern_ctx *c, bf16 *out, const bf16 *x, const int32_t *rows, int m,
                           int dim) {
     return kern_cuda_gather_rows(out, x, rows, m, dim, c->stream);
@@ -70,6 +136,9 @@ const struct kern_ops kern_cuda_ops = {
     .kv_write = op_kv_write,
     .attention = op_attention,
     .silu_mul = op_silu_mul,
+    .gemm_silu = op_gemm_silu,
+    .add_rmsnorm_gemm = op_add_rmsnorm_gemm,
+    .qk_rope_kv = op_qk_rope_kv,
     .gather_rows = op_gather_rows,
     .copy_to_backend = kern_cuda__copy_to_backend,
     .copy_to_host = kern_cuda__copy_to_host,

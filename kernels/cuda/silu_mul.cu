@@ -1,16 +1,13 @@
 // silu_mul: out = silu(gate) * up, gate_up rows being [gate (h) | up (h)].
 // Rounding follows Hugging Face's bf16 MLP (act_fn(gate) * up): silu(gate) is rounded to bf16,
-// then the product is rounded again. Grid-stride over all n*h outputs, two per thread when h is
+// then the product is rounded again (kernels/cuda/fused_act.h, shared with the fused down
+// projection in gemv.cu). Grid-stride over all n*h outputs, two per thread when h is
 // even (bf16x2 loads); memory-bound.
 #include "kernels/cuda/device.h"
+#include "kernels/cuda/fused_act.h"
 #include "kernels/cuda/kern_cuda.h"
 
 // ---- kernels
-
-__device__ __forceinline__ float kc_silu_mul1(float g, float u) {
-    float a = kc_round(g / (1.0f + expf(-g)));
-    return a * u;
-}
 
 __global__ void kc_silu_mul_pair(uint32_t *out /* [n, h/2] */, const uint32_t *gate_up /* [n, h] */,
                                  int n, int h2) {
@@ -18,10 +15,7 @@ __global__ void kc_silu_mul_pair(uint32_t *out /* [n, h/2] */, const uint32_t *g
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
          t += (size_t)gridDim.x * blockDim.x) {
         size_t i = t / h2, j = t % h2;
-        uint32_t g = gate_up[i * 2 * h2 + j], u = gate_up[i * 2 * h2 + h2 + j];
-        float lo = kc_silu_mul1(kc_f((bf16)(g & 0xffff)), kc_f((bf16)(u & 0xffff)));
-        float hi = kc_silu_mul1(kc_f((bf16)(g >> 16)), kc_f((bf16)(u >> 16)));
-        out[t] = (uint32_t)kc_bf(lo) | ((uint32_t)kc_bf(hi) << 16);
+        out[t] = kc_silu_mul2(gate_up[i * 2 * h2 + j], gate_up[i * 2 * h2 + h2 + j]);
     }
 }
 

@@ -12,6 +12,10 @@ trap 'rm -f "$out" "$err"' EXIT
 
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 
+# The numbers below are test_plan.c's, computed without the decode graphs' reservation; the last
+# check turns graphs back on (keel serve's default on a GPU) and pins what they take.
+export KEEL_CUDA_GRAPHS=0
+
 # run WANT_RC ARGS...: runs keel plan, checks the exit status.
 run() {
   local want=$1; shift
@@ -38,6 +42,7 @@ json_is weights_bytes 15231233024
 json_is activation_bytes 1307020544
 json_is kv_block_bytes 917504
 json_is num_kv_blocks 65273
+
 json_is kv_tokens 1044368
 json_is arena_bytes 76772522240
 json_is fits true
@@ -131,6 +136,17 @@ has "$out" "--gpu-memory-utilization F"
 rc=$?
 if [ $rc -eq 0 ]; then has "$out" "CUDA device 0 (measured)";
 elif [ $rc -ne 1 ] && [ $rc -ne 3 ]; then fail "--device 0 without a GPU: exit $rc"; fi
+
+# Decode graphs (keel serve's default on a GPU): their reservation leaves the KV pool.
+run 0 --model "$cfg/Qwen2.5-7B-Instruct" --device-memory 80GiB --json
+json_is graphs_bytes 0
+# With graphs on (the default), MEM_PLAN_GRAPHS_BYTES (128 MiB) leaves the pool: 65273 -
+# ceil(134217728 / 917504) = 65273 - 147 = 65126 blocks, and the table says where they went.
+KEEL_CUDA_GRAPHS=1 run 0 --model "$cfg/Qwen2.5-7B-Instruct" --device-memory 80GiB --json
+json_is graphs_bytes 134217728
+json_is num_kv_blocks 65126
+KEEL_CUDA_GRAPHS=1 run 0 --model "$cfg/Qwen2.5-7B-Instruct" --device-memory 80GiB
+has "$out" "CUDA graphs"
 
 if [ $fails -ne 0 ]; then echo "$fails failures"; exit 1; fi
 echo "plan_cli: all checks passed"

@@ -16,10 +16,15 @@ using std::max;
 struct d3 { unsigned x, y, z; };
 static thread_local d3 threadIdx, blockIdx;
 static d3 blockDim = {128, 1, 1};
+static d3 gridDim;
 #define __global__
 #define __device__
 #define __forceinline__ inline
 #define __launch_bounds__(x)
+#define __shared__ static
+static float __ldcg(const float *p) { float v; __atomic_load(p, &v, __ATOMIC_ACQUIRE); return v; }
+static unsigned atomicAdd(unsigned *p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL); }
+static void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 #define KC_MAX_GRID_YZ 65535
 alignas(16) static unsigned char kc_dec_smem_raw[256 * 1024];
 
@@ -91,6 +96,7 @@ template <int N> static void kc_dec_wait(void) {}
 
 // ---- launch: 128 threads, each runs every block in order
 static void launch(d3 grid, std::function<void()> body) {
+    gridDim = grid;
     pthread_barrier_init(&block_bar, NULL, 128);
     for (int w = 0; w < 4; w++) pthread_barrier_init(&warp_bar[w], NULL, 32);
     struct arg { int tid; d3 grid; std::function<void()> *body; };
@@ -121,7 +127,7 @@ template <int D>
 static void run_dec(bf16 *out, const bf16 *qkv, const bf16 *kc, const bf16 *vc, int n_seqs,
                     int n_tokens, const int32_t *qs, const int32_t *lens, const int32_t *tab,
                     int mbps, int max_q, int max_len, int nh, int nkv, int bs, float scale,
-                    float *scratch, size_t scratch_bytes, int n_sm, int *splits_out) {
+                    float *scratch, size_t scratch_bytes, int n_sm, int *splits_out, int fused) {
     int group = nh / nkv, gp = group < 16 ? group : 16, n_parts = (group + gp - 1) / gp, tq = 16 / gp;
     int q_tiles = (max_q + tq - 1) / tq;
     long blocks = (long)q_tiles * n_seqs * nkv * n_parts;
@@ -130,12 +136,13 @@ static void run_dec(bf16 *out, const bf16 *qkv, const bf16 *kc, const bf16 *vc, 
     int n_splits = kern_cuda_dec_splits((int)blocks, max_len, per_split, scratch ? scratch_bytes : 0, n_sm, &split_len);
     *splits_out = n_splits;
     float *partial = n_splits > 1 ? scratch : NULL;
+    fused = fused && partial;
     float sl = scale * 1.4426950408889634f;
     launch({(unsigned)(q_tiles * n_splits), (unsigned)n_seqs, (unsigned)(nkv * n_parts)}, [&] {
         kc_attention_dec<D>(out, qkv, kc, vc, qs, lens, tab, mbps, nh, nkv, bs, gp, n_parts, tq, sl,
-                            n_splits, split_len, partial);
+                            n_splits, split_len, partial, fused);
     });
-    if (partial)
+    if (partial && !fused)
         launch({(unsigned)n_tokens, (unsigned)((nh + 3) / 4), 1}, [&] {
             kc_dec_combine<D>(out, partial, nh, n_splits);
         });
@@ -145,6 +152,7 @@ static uint64_t rs = 88172645463325252ull;
 static float urand() { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return (float)((rs >> 40) * (1.0 / (1ull << 24))) * 2 - 1; }
 
 struct cas { int nh, nkv, hd, bs, n; int q[8], len[8]; int n_sm; bool split; };
+static int g_fused = 0; // the fused combine (kc_dec_tickets) instead of kc_dec_combine
 
 static int check(const cas &c) {
     int nh = c.nh, nkv = c.nkv, hd = c.hd, bs = c.bs;
@@ -170,8 +178,8 @@ static int check(const cas &c) {
     float scale = 1.0f / sqrtf((float)hd);
     size_t sbytes = (size_t)64 << 20; std::vector<float> scratch(sbytes / 4, NAN);
     int splits;
-    if (hd == 64) run_dec<64>(out.data(), qkv.data(), kc.data(), vc.data(), c.n, ntok, qs, lens, tab.data(), mb, maxq, maxlen, nh, nkv, bs, scale, c.split ? scratch.data() : NULL, c.split ? sbytes : 0, c.n_sm, &splits);
-    else run_dec<128>(out.data(), qkv.data(), kc.data(), vc.data(), c.n, ntok, qs, lens, tab.data(), mb, maxq, maxlen, nh, nkv, bs, scale, c.split ? scratch.data() : NULL, c.split ? sbytes : 0, c.n_sm, &splits);
+    if (hd == 64) run_dec<64>(out.data(), qkv.data(), kc.data(), vc.data(), c.n, ntok, qs, lens, tab.data(), mb, maxq, maxlen, nh, nkv, bs, scale, c.split ? scratch.data() : NULL, c.split ? sbytes : 0, c.n_sm, &splits, g_fused);
+    else run_dec<128>(out.data(), qkv.data(), kc.data(), vc.data(), c.n, ntok, qs, lens, tab.data(), mb, maxq, maxlen, nh, nkv, bs, scale, c.split ? scratch.data() : NULL, c.split ? sbytes : 0, c.n_sm, &splits, g_fused);
     // reference
     double num = 0, den = 0; size_t nan = 0;
     int group = nh / nkv;
@@ -197,7 +205,7 @@ static int check(const cas &c) {
         }
     }
     double rel = sqrt(num / den);
-    printf("h=%d/%d hd=%d bs=%d n=%d split=%d (n_sm %d) -> splits %d: rel %.3e nan %zu %s\n", nh, nkv, hd, bs, c.n, c.split, c.n_sm, splits, rel, nan, rel < 1e-2 && !nan ? "ok" : "FAIL");
+    printf("h=%d/%d hd=%d bs=%d n=%d split=%d (n_sm %d)%s -> splits %d: rel %.3e nan %zu %s\n", nh, nkv, hd, bs, c.n, c.split, c.n_sm, g_fused ? " fused" : "", splits, rel, nan, rel < 1e-2 && !nan ? "ok" : "FAIL");
     return rel < 1e-2 && !nan;
 }
 
@@ -214,8 +222,11 @@ int main() {
         {8, 2, 64, 4, 3, {1, 1, 1}, {3, 90, 255}, 1000, true},
         {32, 8, 128, 16, 4, {2, 7, 1, 3}, {2, 200, 64, 67}, 132, true},
     };
-    int ok = 0, n = sizeof cases / sizeof *cases;
-    for (auto &c : cases) ok += check(c);
+    int ok = 0, n = 2 * (int)(sizeof cases / sizeof *cases);
+    for (g_fused = 0; g_fused < 2; g_fused++)
+        for (auto &c : cases) ok += check(c);
+    for (unsigned t : kc_dec_tickets) // every ticket back at zero after the fused launches
+        if (t) { printf("FAIL: a ticket left at %u\n", t); return 1; }
     printf("%d/%d ok\n", ok, n);
     return ok == n ? 0 : 1;
 }

@@ -1,5 +1,6 @@
 # Cuts the kernels out of kernels/cuda/attention_dec.cu for the host emulation (emu.cpp): drops the
-# includes, the inline-asm helpers (emu.cpp emulates them) and the launchers.
+# includes, the inline-asm helpers (emu.cpp emulates them) and the launchers; keeps the row merge
+# and the fused combine's tickets.
 import re
 import sys
 
@@ -7,7 +8,7 @@ root = sys.argv[1] if len(sys.argv) > 1 else "."
 s = open(root + "/kernels/cuda/attention_dec.cu").read()
 s = re.sub(r"#include [^\n]*\n", "", s)
 a = s.index("static __device__ __forceinline__ void kc_dec_mma")
-b = s.index("template <int D>\n__global__")
+b = s.index("// The merge of one output row")
 s = s[:a] + s[b:]
 s = s[: s.index("// ---- launchers")]
 s = s.replace("extern __shared__ __align__(16) unsigned char kc_dec_smem_raw[];", "")
