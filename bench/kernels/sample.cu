@@ -5,7 +5,10 @@
 // the engine runs it (parameters up, kernel, outputs down, the stream synchronised), with the
 // probability cache when the context has it on (KEEL_SAMPLE_PROB_CACHE). Bytes
 // counted: one read of the logits, so the GB/s column says how close to a single pass a variant
-// comes (truncating rows make many passes over L2-resident rows by design).
+// comes (truncating rows make several passes over L2-resident rows by design). Every case runs
+// twice: the default kernel (radix select, candidate buffer, argmax and draw with loads in
+// flight) and the kernel it replaced (lines marked "OLD": KEEL_SAMPLE_RADIX=0, bisection).
+#include <stdlib.h>
 #include "bench/kernels/play.h"
 
 #include <vector>
@@ -71,20 +74,25 @@ int main(void) {
             kern_sample_out *d_o = (kern_sample_out *)play_dev(sizeof(kern_sample_out) * n);
             PLAY_CUDA(
                 cudaMemcpy(d_p, P.data(), sizeof(kern_sample_params) * n, cudaMemcpyHostToDevice));
-            for (int cache = 0; cache < 2; cache++) {
+            for (int bisect = 0; bisect < 2; bisect++) {
+                const char *tag = bisect ? " OLD" : "";
+                if (bisect) setenv("KEEL_SAMPLE_RADIX", "0", 1);
+                for (int cache = 0; cache < 2; cache++) {
+                    t = play_time(s, 3, 20, [&](int) {
+                        PLAY_OK(kern_cuda_sample(d_o, d_l, n, V, d_p, NULL, NULL,
+                                                 cache ? d_pc : NULL, cache ? n : 0, s));
+                    });
+                    snprintf(v, sizeof v, "kernel %s rows=%d%s%s", modes[mode], n,
+                             cache ? " (prob cache)" : "", tag);
+                    play_line(v, t, (double)n * V * 4, 0, &pk);
+                }
                 t = play_time(s, 3, 20, [&](int) {
-                    PLAY_OK(kern_cuda_sample(d_o, d_l, n, V, d_p, NULL, NULL, cache ? d_pc : NULL,
-                                             cache ? n : 0, s));
+                    PLAY_OK(kern_cuda_ops.sample(c, out.data(), d_l, n, V, P.data(), NULL, 0));
                 });
-                snprintf(v, sizeof v, "kernel %s rows=%d%s", modes[mode], n,
-                         cache ? " (prob cache)" : "");
+                snprintf(v, sizeof v, "op %s rows=%d%s", modes[mode], n, tag);
                 play_line(v, t, (double)n * V * 4, 0, &pk);
+                unsetenv("KEEL_SAMPLE_RADIX");
             }
-            t = play_time(s, 3, 20, [&](int) {
-                PLAY_OK(kern_cuda_ops.sample(c, out.data(), d_l, n, V, P.data(), NULL, 0));
-            });
-            snprintf(v, sizeof v, "op %s rows=%d", modes[mode], n);
-            play_line(v, t, (double)n * V * 4, 0, &pk);
             cudaFree(d_p);
             cudaFree(d_o);
         }

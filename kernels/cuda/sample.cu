@@ -11,13 +11,20 @@
 // bit patterns), one counting or mass-summing pass per step, then the id that splits the ties at
 // the threshold by a block prefix count over contiguous id chunks. The draw is a block prefix sum
 // over contiguous id chunks, so it walks ids in ascending order exactly as the CPU reference
-// does. Masses accumulate in double. The variant is the simplest that is exact; a radix select
-// with per-warp histograms would cut the ~30 passes of a truncating row to ~6 (see
-// bench/kernels/sample.cu for its cost).
+// does. Masses accumulate in double. That is the reference variant (KEEL_SAMPLE_RADIX=0). By
+// default (kernels/cuda/sample_fast.cuh) the thresholds come from a radix select instead: 3
+// histogram passes per threshold over the probabilities' bits with 8 loads in flight per thread,
+// the candidates compacted into shared memory once they are few (top_p after top_k then reads
+// only those), and the argmax and the draw read with loads in flight and coalesced (with one
+// load in flight per thread, a pass over a row waits on ~150 L2 round trips one after another).
+// KEEL_SAMPLE_RADIX=1: the radix select alone. bench/kernels/sample.cu runs the default and the
+// reference side by side.
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/kern_cuda.h"
 
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define KC_SAMPLE_THREADS 1024
 #define KC_SAMPLE_WARPS (KC_SAMPLE_THREADS / 32)
@@ -30,7 +37,7 @@ struct kc_sample_smem {
     double d[KC_SAMPLE_WARPS + 1];
     int i[KC_SAMPLE_WARPS + 1];
     float f[KC_SAMPLE_WARPS];
-    int id;
+    int id, id2;
 };
 
 __device__ __forceinline__ double kc_warp_sum_d(double v) {
@@ -139,18 +146,31 @@ __device__ __forceinline__ void kc_better(float &v, int &i, float ov, int oi) {
 
 // The first (lowest id) element after (pv, pid) in the order (value desc, id asc) among w[0, n):
 // with pv = +inf, pid = -1 it is the argmax. NaN is never chosen; -inf is, when nothing better
-// exists. Returns KC_NO_ID when nothing qualifies.
-__device__ int kc_block_next(const float *w, int n, float pv, int pid, float &best_v,
+// exists. Returns KC_NO_ID when nothing qualifies. fast: 8 loads in flight per thread instead of
+// one (the result does not depend on the order: the best in a total order).
+__device__ int kc_block_next(const float *w, int n, float pv, int pid, float &best_v, bool fast,
                              kc_sample_smem &sh) {
     float best = -INFINITY;
     int idx = KC_NO_ID;
-    for (int j = threadIdx.x; j < n; j += KC_SAMPLE_THREADS) {
-        float f = w[j];
-        if (isnan(f)) continue;
-        if (!(f < pv || (f == pv && j > pid))) continue;
+    auto consider = [&](float f, int j) {
+        if (isnan(f)) return;
+        if (!(f < pv || (f == pv && j > pid))) return;
         kc_better(best, idx, f, j);
         if (idx == KC_NO_ID) idx = j; // -inf only: the first one
-    }
+    };
+    int j = threadIdx.x;
+    if (fast)
+        for (; j + 7 * KC_SAMPLE_THREADS < n; j += 8 * KC_SAMPLE_THREADS) {
+            float f[8];
+#pragma unroll
+            for (int u = 0; u < 8; u++)
+                f[u] = w[j + u * KC_SAMPLE_THREADS];
+#pragma unroll
+            for (int u = 0; u < 8; u++)
+                consider(f[u], j + u * KC_SAMPLE_THREADS);
+        }
+    for (; j < n; j += KC_SAMPLE_THREADS)
+        consider(w[j], j);
     for (int o = 16; o > 0; o >>= 1)
         kc_better(best, idx, __shfl_xor_sync(0xffffffffu, best, o),
                   __shfl_xor_sync(0xffffffffu, idx, o));
@@ -184,6 +204,7 @@ struct kc_keep {
     float last_p; // 0 with last_id KC_NO_ID: every candidate
     int last_id;
     const float *pc; // [n] the row's probabilities when cached (kc_cache_probs), else NULL
+    bool cands;      // the radix select may compact candidates into shared memory
 };
 
 __device__ __forceinline__ float kc_exp(float w, const kc_keep &k) {
@@ -351,6 +372,9 @@ __device__ void kc_truncate(const float *w, int n, const kern_sample_params &P, 
     }
 }
 
+#include "kernels/cuda/sample_fast.cuh"
+
+template <int ALGO> // 0: bisection, 1: radix select, 2: radix select and candidate buffer
 __global__ void __launch_bounds__(KC_SAMPLE_THREADS)
     kc_sample(kern_sample_out *out /* [m] */, float *logits /* [m, vocab] */, int vocab,
               const kern_sample_params *params /* [m] */, const kern_sample_adj *adj /* [n_adj] */,
@@ -373,7 +397,7 @@ __global__ void __launch_bounds__(KC_SAMPLE_THREADS)
     double lse = 0;
     if (P.n_logprobs >= 0) {
         float mx;
-        kc_block_next(w, n, INFINITY, -1, mx, sh);
+        kc_block_next(w, n, INFINITY, -1, mx, ALGO == 2, sh);
         double s = 0;
         int unused = 0;
         for (int j = threadIdx.x; j < n; j += KC_SAMPLE_THREADS)
@@ -386,7 +410,7 @@ __global__ void __launch_bounds__(KC_SAMPLE_THREADS)
         int pid = -1;
         for (int t = 0; t < n_top; t++) {
             float v;
-            int id = kc_block_next(w, n, pv, pid, v, sh);
+            int id = kc_block_next(w, n, pv, pid, v, ALGO == 2, sh);
             if (id == KC_NO_ID) {
                 n_top = t;
                 break;
@@ -426,7 +450,7 @@ __global__ void __launch_bounds__(KC_SAMPLE_THREADS)
     }
 
     float mx;
-    int best = kc_block_next(w, n, INFINITY, -1, mx, sh);
+    int best = kc_block_next(w, n, INFINITY, -1, mx, ALGO == 2, sh);
     int token, status = 0;
     if (!has_adj && P.temperature < KERN_SAMPLE_EPS) {
         token = best == KC_NO_ID ? 0 : best; // every value NaN: id 0, as the reference
@@ -436,10 +460,19 @@ __global__ void __launch_bounds__(KC_SAMPLE_THREADS)
     } else if (P.temperature < KERN_SAMPLE_EPS) {
         token = best;
     } else {
-        kc_keep k = {mx, 1.0f / P.temperature, P.min_p > 0 ? P.min_p : 0, 0, KC_NO_ID, NULL};
+        kc_keep k = {mx, 1.0f / P.temperature, P.min_p > 0 ? P.min_p : 0, 0, KC_NO_ID, NULL, false};
+        k.cands = ALGO == 2;
         float *pc = row < n_pcache ? pcache + (size_t)row * vocab : NULL;
-        if (P.min_p > 0 || P.top_k > 0 || P.top_p < 1.0f) kc_truncate(w, n, P, k, pc, sh);
-        token = kc_draw(w, n, k, P.u, best, sh);
+        if (P.min_p > 0 || P.top_k > 0 || P.top_p < 1.0f) {
+            if constexpr (ALGO > 0)
+                kc_truncate_radix(w, n, P, k, pc, sh);
+            else
+                kc_truncate(w, n, P, k, pc, sh);
+        }
+        if constexpr (ALGO == 2)
+            token = kc_draw_fast(w, n, k, P.u, best, sh);
+        else
+            token = kc_draw(w, n, k, P.u, best, sh);
     }
 
     if (has_adj) {
@@ -478,8 +511,20 @@ extern "C" int kern_cuda_sample(kern_sample_out *d_out, float *logits, int n_row
         return err_set(ERR_INVAL, "sample: bad sizes rows=%d vocab=%d cache rows=%d", n_rows, vocab,
                        n_pcache);
     if (n_rows == 0) return 0;
-    kc_sample<<<n_rows, KC_SAMPLE_THREADS, 0, s>>>(d_out, logits, vocab, d_params, d_adj, d_orig,
-                                                   d_pcache, n_pcache);
+    // KEEL_SAMPLE_RADIX: 0 the bisection, 1 the radix select alone, anything else (the default)
+    // the radix select with the candidate buffer. Read on every call (a getenv is nothing next
+    // to a launch), so tests and the playground can switch at run time.
+    const char *env = getenv("KEEL_SAMPLE_RADIX");
+    int algo = env && strcmp(env, "0") == 0 ? 0 : env && strcmp(env, "1") == 0 ? 1 : 2;
+    if (algo == 0)
+        kc_sample<0><<<n_rows, KC_SAMPLE_THREADS, 0, s>>>(d_out, logits, vocab, d_params, d_adj,
+                                                          d_orig, d_pcache, n_pcache);
+    else if (algo == 1)
+        kc_sample<1><<<n_rows, KC_SAMPLE_THREADS, 0, s>>>(d_out, logits, vocab, d_params, d_adj,
+                                                          d_orig, d_pcache, n_pcache);
+    else
+        kc_sample<2><<<n_rows, KC_SAMPLE_THREADS, 0, s>>>(d_out, logits, vocab, d_params, d_adj,
+                                                          d_orig, d_pcache, n_pcache);
     KC_LAUNCHED();
     return 0;
 }

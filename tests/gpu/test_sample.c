@@ -6,7 +6,12 @@
 // row's (the draw walks ids in order, so tokens are monotone in u); at most 1% of rows may be
 // such cases, and any other mismatch fails. Logprobs within 1e-4, top ids exact, the logits
 // unchanged afterwards ("sample logits"), the probability cache changing nothing ("sample
-// cache"), greedy rows equal to the argmax kernel, and the op's error paths.
+// cache"), greedy rows equal to the argmax kernel, and the op's error paths. The default kernel
+// (radix select, candidate buffer, coalesced argmax and draw) against the one it replaced
+// (KEEL_SAMPLE_RADIX=0) and the radix select alone (=1): rows without top_p equal bit for bit
+// where the counting is the same, other rows the same tokens but for rounding boundaries
+// ("sample radix"); the sweep (mode 3) covers top_k 1..1000, top_p 0.01..0.999, min_p mixes and
+// heavy ties at 1..256 rows and odd vocabularies.
 #include "common/err.h"
 #include "common/rng.h"
 #include "kernels/cuda/kern_cuda.h"
@@ -22,7 +27,8 @@ static float gs_frand(uint64_t s[4]) {
     return (float)((double)(rng_next(s) >> 11) * 0x1.0p-53);
 }
 
-// Logits of several characters: flat noise, a peaked head, exact ties, -inf entries.
+// Logits of several characters: flat noise, a peaked head, exact ties, -inf entries, and
+// (kind 4) six values only, so every threshold falls inside a run of thousands of ties.
 static void gs_row(float *l, int vocab, int kind, uint64_t s[4]) {
     for (int i = 0; i < vocab; i++)
         l[i] = (gs_frand(s) * 2 - 1) * (kind == 0 ? 3.0f : 6.0f);
@@ -35,9 +41,27 @@ static void gs_row(float *l, int vocab, int kind, uint64_t s[4]) {
     if (kind == 3)
         for (int j = 0; j < vocab / 10; j++)
             l[rng_next(s) % vocab] = -INFINITY;
+    if (kind == 4)
+        for (int i = 0; i < vocab; i++)
+            l[i] = (float)(rng_next(s) % 6) * 0.75f;
 }
 
-// mode 0: every mix; 1: greedy only; 2: top_p only (the playground's two cases).
+// The truncation sweep: every row truncates, with wide top_k / top_p / min_p ranges.
+static void gs_params_sweep(struct kern_sample_params *p, int vocab, uint64_t s[4]) {
+    static const float temps[] = {0.3f, 0.7f, 1.0f, 1.5f};
+    static const int ks[] = {0, 1, 2, 7, 50, 333, 1000};
+    static const float ps[] = {1, 0.01f, 0.3f, 0.9f, 0.95f, 0.999f};
+    static const float mps[] = {0, 0, 0.01f, 0.2f};
+    p->temperature = temps[rng_next(s) % 4];
+    p->top_k = ks[rng_next(s) % 7];
+    p->top_p = ps[rng_next(s) % 6];
+    p->min_p = mps[rng_next(s) % 4];
+    if (p->top_k == 0 && p->top_p == 1 && p->min_p == 0) p->top_p = 0.5f;
+    p->n_valid = rng_next(s) % 5 == 0 ? vocab - 3 : vocab;
+    p->n_logprobs = (int)(rng_next(s) % 4) - 1;
+}
+
+// mode 0: every mix; 1: greedy only; 2: top_p only (the playground's two cases); 3: the sweep.
 static void gs_params(struct kern_sample_params *p, int vocab, int mode,
                       struct kern_sample_adj *adj, int *n_adj, int32_t *marks, uint64_t s[4]) {
     static const float temps[] = {0, 0.5f, 1.0f, 1.3f};
@@ -54,6 +78,7 @@ static void gs_params(struct kern_sample_params *p, int vocab, int mode,
     p->u = gs_frand(s);
     p->repetition_penalty = 1.0f;
     p->adj_start = *n_adj;
+    if (mode == 3) gs_params_sweep(p, vocab, s);
     if (mode == 0 && rng_next(s) % 2) {
         p->repetition_penalty = rng_next(s) % 2 ? 1.3f : 0.8f;
         p->frequency_penalty = rng_next(s) % 2 ? 0.4f : -0.3f;
@@ -96,7 +121,7 @@ static void gs_check(int vocab, int n_rows, int mode, uint64_t seed) {
     struct kern_sample_out *got = calloc(n_rows, sizeof(*got));
     int n_adj = 0;
     for (int r = 0; r < n_rows; r++) {
-        gs_row(logits + (size_t)r * vocab, vocab, (r + (int)seed) % 4, s);
+        gs_row(logits + (size_t)r * vocab, vocab, (r + (int)seed) % (mode == 3 ? 5 : 4), s);
         gs_params(&P[r], vocab, mode, adj, &n_adj, marks, s);
     }
     CHECK_OK(kern_cpu_ops.sample(gt_cpu(), want, logits, n_rows, vocab, P, adj, n_adj));
@@ -112,6 +137,37 @@ static void gs_check(int vocab, int n_rows, int mode, uint64_t seed) {
     for (int r = 0; r < n_rows; r++)
         cache_diff += memcmp(&nocache[r], &got[r], sizeof(got[r])) != 0;
     free(nocache);
+    // The reference variant (KEEL_SAMPLE_RADIX=0: bisection, one-load argmax and draw) and the
+    // radix select alone (=1) against each other and against the default of `got` (=2: radix
+    // select, candidate buffer, coalesced argmax and draw). 1 and 0 count the same way, so rows
+    // without top_p must agree bit for bit; elsewhere sums round in other orders, so a token may
+    // differ at a boundary (at most 1% of rows); greedy rows and logprobs never.
+    struct kern_sample_out *alg[2];
+    for (int a = 0; a < 2; a++) {
+        alg[a] = calloc(n_rows, sizeof(*alg[a]));
+        CHECK(setenv("KEEL_SAMPLE_RADIX", a ? "1" : "0", 1) == 0);
+        int a_rc = kern_cuda_ops.sample(gt_ctx(), alg[a], d_l, n_rows, vocab, P, adj, n_adj);
+        unsetenv("KEEL_SAMPLE_RADIX");
+        CHECK_OK(a_rc);
+    }
+    size_t radix_exact_bad = 0, radix_p_diff = 0;
+    for (int r = 0; r < n_rows; r++) {
+        struct kern_sample_out *o0 = &alg[0][r], *o1 = &alg[1][r], *o2 = &got[r];
+        bool greedy = P[r].temperature < KERN_SAMPLE_EPS;
+        if (P[r].top_p >= 1.0f || greedy)
+            radix_exact_bad += memcmp(o0, o1, sizeof(*o0)) != 0;
+        else
+            radix_p_diff += o0->token != o1->token || o0->status != o1->status;
+        if (greedy || o0->status)
+            radix_exact_bad += memcmp(o0, o2, sizeof(*o0)) != 0;
+        else if (o0->token != o2->token)
+            radix_p_diff++;
+        else
+            radix_exact_bad += o0->n_top != o2->n_top || o0->logprob != o2->logprob ||
+                               memcmp(o0->top_id, o2->top_id, sizeof(o0->top_id)) != 0;
+    }
+    free(alg[0]);
+    free(alg[1]);
     gt_down(after, d_l, sizeof(float) * n);
     size_t changed = 0;
     for (size_t i = 0; i < n; i++)
@@ -151,17 +207,25 @@ static void gs_check(int vocab, int n_rows, int mode, uint64_t seed) {
         }
     }
     char shape[96];
-    const char *mname = mode == 1 ? "greedy" : mode == 2 ? "top_p 0.9" : "mixed";
+    const char *mname = mode == 1   ? "greedy"
+                        : mode == 2 ? "top_p 0.9"
+                        : mode == 3 ? "sweep"
+                                    : "mixed";
     snprintf(shape, sizeof shape, "rows=%d vocab=%d %s", n_rows, vocab, mname);
     printf("  %s: %zu boundary, %zu wrong, %zu status, %zu top ids, logprob err %.2e\n", shape,
            boundary, wrong, status_bad, top_bad, lp_err);
     gt_row_exact("sample tokens", shape,
                  wrong + status_bad + (boundary * 100 > (size_t)n_rows ? boundary : 0));
-    if (mode == 0) {
+    if (mode == 0 || mode == 3) {
         gt_row_exact("sample top ids", shape, top_bad);
         struct gt_err e = {lp_err, lp_err, 0};
         gt_row("sample logprob", shape, e, 1e-4);
     }
+    printf("  %s: variants 0/1/2 (KEEL_SAMPLE_RADIX): %zu exact mismatches, %zu boundary "
+           "tokens\n",
+           shape, radix_exact_bad, radix_p_diff);
+    gt_row_exact("sample radix", shape,
+                 radix_exact_bad + (radix_p_diff * 50 > (size_t)n_rows ? radix_p_diff : 0));
     gt_row_exact("sample logits", shape, changed);
     gt_row_exact("sample cache", shape, cache_diff);
     kern_sample_scratch_free(&sc);
@@ -182,6 +246,17 @@ TEST(gpu_sample_greedy_and_top_p) {
     gs_check(151936, 128, 1, 7);
     gs_check(151936, 128, 2, 8);
     gs_check(33, 5, 1, 9);
+}
+
+// The radix select on truncating rows of every kind, small to large batches, odd vocabularies.
+TEST(gpu_sample_radix_sweep) {
+    gs_check(151936, 1, 3, 11);
+    gs_check(152064, 7, 3, 12);
+    gs_check(151936, 64, 3, 13);
+    gs_check(152064, 256, 3, 14);
+    gs_check(4097, 33, 3, 15);
+    gs_check(1001, 100, 3, 16);
+    gs_check(37, 60, 3, 17);
 }
 
 // Greedy rows agree with the argmax kernel that greedy decoding used before the op existed.

@@ -171,7 +171,7 @@ static void check_padding(int n_seqs) {
                test_argmax(want, V));
         CHECK_EQ(diff, 0);
         // Only the real rows are written back.
-        CHECK_MSG(got[n_seqs * V] == -1e30f || n_seqs == PAD_MAX_SEQS,
+        CHECK_MSG(n_seqs == PAD_MAX_SEQS || got[n_seqs * V] == -1e30f,
                   "a padding row's logits were copied out");
         CHECK_MSG(memcmp(f.m.kv_cache, kv_want, f.kv_bytes) == 0,
                   "padded to %d rows, the KV cache differs from the unpadded step's", buckets[i]);
