@@ -4,6 +4,7 @@
 #   tests   build/tests/gpu (whole table)          graphs  decode step per bucket, eager vs graph
 #   play    kernel playgrounds (sample, attention, gemm)
 #   perf    scripts/perf_run.sh PERF_PARTS ($PERF_PARTS, default "peaks keel serve")
+#   ab      perf_run.sh's keel part again with AB_ENV set (A/B of switchable kernels)
 #   fuzz    FUZZ_SPEC ("tokenizer:8") fork campaigns for FUZZ_S seconds, in the background
 # Everything lands in $OUT; summary.txt last.
 set -u
@@ -35,9 +36,15 @@ if has graphs; then
   note "graphs timing rc=$?"; grep -vE '^\s*$' "$OUT/graphs-timing.log" | tail -40 >>"$S"
 fi
 if has play; then
-  for p in sample attention gemm; do [ -x "$X/play/$p" ] || continue
+  for p in ${PLAYS:-sample attention gemm}; do [ -x "$X/play/$p" ] || continue
     timeout 120 "$X/play/$p" >"$OUT/play-$p.log" 2>&1; note "play $p rc=$?"; done
   grep -vE '^\s*$' "$OUT/play-sample.log" 2>/dev/null | head -30 >>"$S"
+fi
+if has ab; then
+  # The same decode/prefill runs with AB_ENV set (e.g. the newest kernels switched off), for A/B.
+  env ${AB_ENV:-} X=$X PERF_PARTS=keel OUT=$OUT/ab bash scripts/perf_run.sh >/dev/null 2>&1
+  note "== A/B baseline (${AB_ENV:-no env})"; grep -E '^--|^\| (decode|prefill) ' $OUT/ab/summary.txt >>"$S"
+  (cd $OUT && tar czf ab.tgz ab && rm -rf ab)
 fi
 if has perf; then
   X=$X PERF_PARTS="${PERF_PARTS:-peaks keel serve}" OUT=$OUT/perf bash scripts/perf_run.sh >/dev/null 2>&1

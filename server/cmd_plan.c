@@ -7,6 +7,7 @@
 #include "models/config.h"
 #include "models/graph.h"
 #include "models/model.h"
+#include "models/tp.h"
 #include "models/safetensors.h"
 #include "server/cli.h"
 
@@ -421,6 +422,11 @@ static int plan_tp(const struct plan_args *a, int tp, const struct model_config 
     }
     set->n_device_ids = tp;
     set->tensor_parallel_size = tp;
+    // As keel serve plans it: every rank keeps its decode graphs' reservation unless graphs are
+    // off for tensor parallelism (KEEL_TP_GRAPHS=0) or at all (KEEL_CUDA_GRAPHS=0).
+    const char *g = getenv("KEEL_CUDA_GRAPHS");
+    set->cuda_graphs = model_tp_graphs_on() && !(g && !strcmp(g, "0")) &&
+                       model_graphs_max_seqs_setting() > 0;
     struct mem_plan_shape shape;
     model_plan_shape(cfg, &shape);
     struct mem_plan plans[MEM_PLAN_MAX_TP];

@@ -182,6 +182,10 @@ static int serve__prepare_tp(struct serve *s) {
     }
     s->pset.tensor_parallel_size = P;
     s->pset.n_device_ids = P;
+#ifdef KEEL_CUDA
+    // Each rank captures its decode graphs at start-up (models/tp.c): the plan keeps their memory.
+    if (s->cuda) s->pset.cuda_graphs = model_tp_graphs_on() && model_graphs_usable(&kern_cuda_ops);
+#endif
     for (int r = 0; r < P; r++) s->pset.device_ids[r] = s->set.devices[r];
     struct mem_plan_shape shape;
     model_plan_shape(&s->cfg, &shape);
