@@ -396,9 +396,12 @@ template <int D> static cudaError_t kc_dec_setup_one(void) {
 
 // Contexts this short run as one slice (attention_dec.h); set once at setup, read per launch.
 static int kc_dec_min_split_ctx = KERN_CUDA_DEC_MIN_SPLIT_CTX;
-// Whether split launches merge their slices in the main kernel (KEEL_ATTN_FUSED_COMBINE=0: the
-// separate combine kernel, as before); set at setup.
-static int kc_dec_fused_combine = 1;
+// Whether split launches merge their slices in the main kernel. Off by default
+// (KEEL_ATTN_FUSED_COMBINE=1 turns it on): on the H100 (2026-11-22, docs/PERF.md run 6) it did not
+// make decode faster (7B: 5.942 ms/step with it, 5.905 without), and with it on two forwards of the
+// same batch gave float32 logits differing by up to 1.9e-6 (gpu_sample_model_tiny), where the
+// separate combine kernel is deterministic.
+static int kc_dec_fused_combine = 0;
 
 extern "C" int kern_cuda__attention_dec_setup(void) {
     CUDA_CHECK(kc_dec_setup_one<64>());
@@ -406,7 +409,7 @@ extern "C" int kern_cuda__attention_dec_setup(void) {
     const char *env = getenv("KEEL_ATTN_SPLIT_MIN_CTX");
     if (env && *env) kc_dec_min_split_ctx = atoi(env);
     env = getenv("KEEL_ATTN_FUSED_COMBINE");
-    kc_dec_fused_combine = !(env && strcmp(env, "0") == 0);
+    kc_dec_fused_combine = env && strcmp(env, "1") == 0;
     return 0;
 }
 

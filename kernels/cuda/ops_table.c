@@ -52,8 +52,12 @@ static int op_silu_mul(struct kern_ctx *c, bf16 *out, const bf16 *gate_up, int n
 }
 
 // ---- fused ops: each falls back to the composition when its switch is off or the shape is
-// not one the fused kernel takes. KEEL_FUSE_SILU=0, KEEL_FUSE_NORM=0 and KEEL_FUSE_ROPE_KV=0
-// turn them off; KEEL_FUSE_SILU_MAX_M (default 4) and KEEL_FUSE_NORM_MAX_M (default 2) bound the
+// not one the fused kernel takes. KEEL_FUSE_SILU=0 and KEEL_FUSE_ROPE_KV=0 turn those off;
+// the norm fusion is off unless KEEL_FUSE_NORM=1, because on the H100 it made decode slower
+// (docs/PERF.md run 6: 7B 5.60 ms/step without it, 5.94 with it; Qwen3-8B 6.12 vs 6.24). The
+// qk_norm + rope + kv_write fusion is used for at most KEEL_FUSE_ROPE_KV_MAX_N tokens (default 8:
+// decode steps, where it measured 3-6% faster and bit-identical to the three kernels; at a
+// 300-token prefill the GPU test found 2% of the values differing in the last bit); KEEL_FUSE_SILU_MAX_M (default 4) and KEEL_FUSE_NORM_MAX_M (default 2) bound the
 // batch the fused gemvs take. All are read per call: a host-side string scan, and graph replays
 // do not call ops at all.
 
@@ -87,7 +91,9 @@ static int op_gemm_silu(struct kern_ctx *c, bf16 *y, bf16 *hidden, const bf16 *g
 static int op_add_rmsnorm_gemm(struct kern_ctx *c, bf16 *y, bf16 *res_out, const bf16 *residual,
                                const bf16 *delta, const bf16 *norm_w, const bf16 *w,
                                const bf16 *bias, bf16 *xn, int m, int n, int k, float eps) {
-    if (m >= 1 && m <= op_env_max_m("KEEL_FUSE_NORM_MAX_M", 2) && !op_env_off("KEEL_FUSE_NORM") &&
+    const char *fuse_norm = getenv("KEEL_FUSE_NORM");
+    if (m >= 1 && m <= op_env_max_m("KEEL_FUSE_NORM_MAX_M", 2) && fuse_norm &&
+        strcmp(fuse_norm, "1") == 0 &&
         !op_env_off("KEEL_GEMV"))
         return kern_cuda_gemv_add_rmsnorm(y, res_out, residual, delta, norm_w, w, bias, m, n, k,
                                           eps, 0, c->stream);
@@ -100,7 +106,9 @@ static int op_qk_rope_kv(struct kern_ctx *c, bf16 *qkv, bf16 *k_cache, bf16 *v_c
                          const bf16 *q_w, const bf16 *k_w, const int32_t *positions,
                          const int32_t *slot_mapping, int n, int n_heads, int n_kv_heads,
                          int head_dim, float eps, float theta) {
-    if (kern_cuda_qk_rope_kv_supported(head_dim) && !op_env_off("KEEL_FUSE_ROPE_KV"))
+    const char *max_n = getenv("KEEL_FUSE_ROPE_KV_MAX_N");
+    if (kern_cuda_qk_rope_kv_supported(head_dim) && !op_env_off("KEEL_FUSE_ROPE_KV") &&
+        n <= (max_n && *max_n ? atoi(max_n) : 8))
         return kern_cuda_qk_rope_kv(qkv, k_cache, v_cache, q_w, k_w, positions, slot_mapping, n,
                                     n_heads, n_kv_heads, head_dim, eps, theta, c->stream);
     int rc;

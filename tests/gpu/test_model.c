@@ -311,7 +311,9 @@ static void smoke(const char *name) {
     }
     size_t total = 0, free_b = 0;
     CHECK_OK(mem_device_info(0, &total, &free_b));
-    size_t used = total - free_b;
+    // mem_device_info reports free memory less the allocation slack (memory/arena.h), so the
+    // plan keeps room for it; what the device has in use is without that.
+    size_t used = total - (free_b + MEM_DEVICE_ALLOC_SLACK_BYTES);
     printf("  %s: load %.1f s, prefill 4 x 2048 tokens %.3f s, decode step (32 seqs) %.2f ms; "
            "logits in [%.2f, %.2f]; used %zu MiB of budget %zu MiB; kv blocks %lld; handles %d, "
            "device allocations %d; loaded on first use after start-up %zd KiB\n",
