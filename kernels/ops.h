@@ -235,6 +235,10 @@ void kern_sample_scratch_free(struct kern_sample_scratch *s);           // NULL-
 int kern_sample_row(struct kern_sample_out *out, const float *logits /* [>= n_valid] */,
                     const struct kern_sample_params *p, const struct kern_sample_adj *adj,
                     struct kern_sample_scratch *s);
+// The sample op's argument check, shared by the backends: sizes, every row's n_valid, its slice
+// of the adjustments and its logprob count. Returns 0 or ERR_INVAL naming the row ("who: ...").
+int kern_sample_check(const char *who, int n_rows, int vocab, const struct kern_sample_params *params,
+                      int n_adj);
 // Raw logprobs of one row: log-sum-exp over [0, n_valid) and the n_top best (id, logprob).
 double kern_sample_lse(const float *logits, int n_valid);
 void kern_sample_top(const float *logits, int n_valid, int n_top, double lse,

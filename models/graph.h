@@ -65,6 +65,11 @@ int model_graphs_bucket_of(const int *buckets, int n, int x);
 // The largest batch bucket asked for: KEEL_CUDA_GRAPH_MAX_SEQS or MODEL_GRAPHS_MAX_SEQS.
 int model_graphs_max_seqs_setting(void);
 
+// Whether the settings ask for decode graphs (KEEL_CUDA_GRAPHS is not "0" and the largest batch
+// bucket is not 0), on any backend: what `keel plan` plans for a GPU; model_graphs_usable adds
+// "and the backend is CUDA".
+bool model_graphs_enabled(void);
+
 // ---- padded decode steps (models/forward.c)
 
 enum model_fwd_mode {

@@ -6,6 +6,7 @@
 #include "common/log.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 // ---- buckets
 
@@ -52,4 +53,9 @@ int model_graphs_max_seqs_setting(void) {
         return MODEL_GRAPHS_MAX_SEQS;
     }
     return (int)n;
+}
+
+bool model_graphs_enabled(void) {
+    const char *v = getenv("KEEL_CUDA_GRAPHS");
+    return !(v && !strcmp(v, "0")) && model_graphs_max_seqs_setting() > 0;
 }

@@ -43,9 +43,7 @@ static double graph_now(void) {
 }
 
 bool model_graphs_usable(const struct kern_ops *ops) {
-    if (ops != &kern_cuda_ops) return false;
-    const char *v = getenv("KEEL_CUDA_GRAPHS");
-    return !(v && !strcmp(v, "0")) && model_graphs_max_seqs_setting() > 0;
+    return ops == &kern_cuda_ops && model_graphs_enabled();
 }
 
 int model_graphs_init(struct model_graphs **g, const int *batch, int n_batch, const int *ctx,

@@ -424,9 +424,7 @@ static int plan_tp(const struct plan_args *a, int tp, const struct model_config 
     set->tensor_parallel_size = tp;
     // As keel serve plans it: every rank keeps its decode graphs' reservation unless graphs are
     // off for tensor parallelism (KEEL_TP_GRAPHS=0) or at all (KEEL_CUDA_GRAPHS=0).
-    const char *g = getenv("KEEL_CUDA_GRAPHS");
-    set->cuda_graphs = model_tp_graphs_on() && !(g && !strcmp(g, "0")) &&
-                       model_graphs_max_seqs_setting() > 0;
+    set->cuda_graphs = model_tp_graphs_on() && model_graphs_enabled();
     struct mem_plan_shape shape;
     model_plan_shape(cfg, &shape);
     struct mem_plan plans[MEM_PLAN_MAX_TP];
@@ -504,8 +502,7 @@ int srv_cmd_plan(int argc, char **argv) {
     model_plan_shape(&cfg, &shape);
     // The plan keel serve makes on a GPU: decode graphs on (their reservation in the budget)
     // unless KEEL_CUDA_GRAPHS=0 or KEEL_CUDA_GRAPH_MAX_SEQS=0 turn them off.
-    const char *g = getenv("KEEL_CUDA_GRAPHS");
-    set.cuda_graphs = !(g && !strcmp(g, "0")) && model_graphs_max_seqs_setting() > 0;
+    set.cuda_graphs = model_graphs_enabled();
     struct mem_plan plan;
     rc = mem_plan_compute(&shape, &set, total, free_b, &plan);
     if (rc == ERR_INVAL) {

@@ -265,6 +265,25 @@ static int32_t draw_truncated(float *w, int n, const struct kern_sample_params *
     return best; // rounding left x at the very end
 }
 
+int kern_sample_check(const char *who, int n_rows, int vocab, const struct kern_sample_params *params,
+                      int n_adj) {
+    if (n_rows < 0 || vocab <= 0 || n_adj < 0)
+        return err_set(ERR_INVAL, "%s: bad sizes rows=%d vocab=%d adj=%d", who, n_rows, vocab,
+                       n_adj);
+    for (int r = 0; r < n_rows; r++) {
+        const struct kern_sample_params *p = &params[r];
+        if (p->n_valid > vocab || p->n_adj < 0 || p->adj_start < 0 ||
+            (p->n_adj > 0 && p->adj_start + p->n_adj > n_adj) ||
+            p->n_logprobs > KERN_SAMPLE_MAX_TOP)
+            return err_set(ERR_INVAL,
+                           "%s: row %d has n_valid %d (vocab %d), adjustments [%d, +%d) of %d, %d "
+                           "logprobs (at most %d)",
+                           who, r, p->n_valid, vocab, p->adj_start, p->n_adj, n_adj, p->n_logprobs,
+                           KERN_SAMPLE_MAX_TOP);
+    }
+    return 0;
+}
+
 int kern_sample_row(struct kern_sample_out *out, const float *logits,
                     const struct kern_sample_params *p, const struct kern_sample_adj *adj,
                     struct kern_sample_scratch *s) {
@@ -359,21 +378,9 @@ void kern__cpu_sample_free(struct kern_ctx *c) {
 int kern__cpu_sample(struct kern_ctx *c, struct kern_sample_out *out, float *logits, int n_rows,
                      int vocab, const struct kern_sample_params *params,
                      const struct kern_sample_adj *adj, int n_adj) {
-    if (n_rows < 0 || vocab <= 0 || n_adj < 0)
-        return err_set(ERR_INVAL, "cpu sample: bad sizes rows=%d vocab=%d adj=%d", n_rows, vocab,
-                       n_adj);
-    for (int r = 0; r < n_rows; r++) {
-        const struct kern_sample_params *p = &params[r];
-        if (p->n_valid > vocab || p->n_adj < 0 || p->adj_start < 0 ||
-            (p->n_adj > 0 && p->adj_start + p->n_adj > n_adj) ||
-            p->n_logprobs > KERN_SAMPLE_MAX_TOP)
-            return err_set(ERR_INVAL,
-                           "cpu sample: row %d has n_valid %d (vocab %d), adjustments [%d, +%d) "
-                           "of %d, %d logprobs (at most %d)",
-                           r, p->n_valid, vocab, p->adj_start, p->n_adj, n_adj, p->n_logprobs,
-                           KERN_SAMPLE_MAX_TOP);
-    }
-    int rc = grow_scratch(c, vocab);
+    int rc = kern_sample_check("cpu sample", n_rows, vocab, params, n_adj);
+    if (rc) return rc;
+    rc = grow_scratch(c, vocab);
     if (rc) return rc;
     struct sample_job j = {c, out, logits, vocab, params, adj, 0};
     kern__cpu_parallel_for(c, n_rows, 1, sample_task, &j);

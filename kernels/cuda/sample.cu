@@ -534,21 +534,9 @@ extern "C" int kern_cuda__sample_op(void *scratch, size_t scratch_bytes, kern_sa
                                     float *logits, int n_rows, int vocab,
                                     const kern_sample_params *params, const kern_sample_adj *adj,
                                     int n_adj, bool prob_cache, cudaStream_t s) {
-    if (n_rows < 0 || vocab <= 0 || n_adj < 0)
-        return err_set(ERR_INVAL, "sample: bad sizes rows=%d vocab=%d adj=%d", n_rows, vocab,
-                       n_adj);
+    int rc = kern_sample_check("sample", n_rows, vocab, params, n_adj);
+    if (rc) return rc;
     if (n_rows == 0) return 0;
-    for (int r = 0; r < n_rows; r++) {
-        const kern_sample_params *p = &params[r];
-        if (p->n_valid > vocab || p->n_adj < 0 || p->adj_start < 0 ||
-            (p->n_adj > 0 && p->adj_start + p->n_adj > n_adj) ||
-            p->n_logprobs > KERN_SAMPLE_MAX_TOP)
-            return err_set(ERR_INVAL,
-                           "sample: row %d has n_valid %d (vocab %d), adjustments [%d, +%d) of "
-                           "%d, %d logprobs (at most %d)",
-                           r, p->n_valid, vocab, p->adj_start, p->n_adj, n_adj, p->n_logprobs,
-                           KERN_SAMPLE_MAX_TOP);
-    }
     size_t need = kern_cuda_sample_scratch_bytes(n_rows, n_adj);
     if (!scratch || need > scratch_bytes)
         return err_set(ERR_NOSPACE,
@@ -574,7 +562,7 @@ extern "C" int kern_cuda__sample_op(void *scratch, size_t scratch_bytes, kern_sa
     if (n_adj > 0)
         CUDA_CHECK(
             cudaMemcpyAsync(d_adj, adj, (size_t)n_adj * sizeof(*adj), cudaMemcpyHostToDevice, s));
-    int rc = kern_cuda_sample(d_out, logits, n_rows, vocab, d_params, d_adj, d_orig,
+    rc = kern_cuda_sample(d_out, logits, n_rows, vocab, d_params, d_adj, d_orig,
                               n_pcache ? (float *)at : NULL, n_pcache, s);
     if (rc) return rc;
     CUDA_CHECK(
