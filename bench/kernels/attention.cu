@@ -157,8 +157,8 @@ static void prefill_case(struct kern_ctx *c, const struct play_peaks *pk, int nh
         set_prefill_kernel(modes[r]);
         float t = bench_time(c, &a, path, n_sm);
         char v[96];
-        snprintf(v, sizeof v, "prefill %s h=%d/%d hd=%d seqs=%d q=%d ctx=%d", names[r], nh, nkv,
-                 hd, n_seqs, qlen, ctx);
+        snprintf(v, sizeof v, "prefill %s h=%d/%d hd=%d seqs=%d q=%d ctx=%d", names[r], nh, nkv, hd,
+                 n_seqs, qlen, ctx);
         play_line(v, t, a.bytes, a.flops, pk);
         if (r == 2) t_tc = t;
         if (r >= 3 && r <= 5 && t_tc > 0.0f) printf("  %s vs tc: %.2fx\n", names[r], t_tc / t);

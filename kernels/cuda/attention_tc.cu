@@ -1,7 +1,8 @@
 // attention, prefill path on tensor cores: the same op as attention.cu (causal attention over the
 // paged KV cache for a mixed batch, GQA-aware, no gather copies), for batches with long query
 // spans, where the CUDA-core kernel is bound by arithmetic. bf16 in, float32 accumulate, bf16 out;
-// head_dim 64 or 128 (others: ERR_UNSUPPORTED), any block size.
+// head_dim 64 or 128 (others: ERR_UNSUPPORTED), any block size (the new kernel takes powers of
+// two; another size runs the previous kernel).
 //
 // Two kernels, chosen once at set-up from KEEL_ATTN_PREFILL:
 //
@@ -288,8 +289,9 @@ __device__ __forceinline__ uint32_t kc_fa_pack(float lo, float hi) {
 }
 
 // Blocks per multiprocessor the registers must allow: one 8-warp or two 4-warp blocks. head_dim
-// 128 takes ~224 registers a thread (O, Q and S fragments: 64 + 32 + 32 of them), head_dim 64
-// ~172; squeezing head_dim 64 into 128 (two 8-warp blocks) spilled, so it is not asked for.
+// 128 takes 236-252 registers a thread (O, Q and S fragments: 64 + 32 + 32 of them, and the next
+// tile's block ids), head_dim 64 ~170; squeezing head_dim 64 into 128 registers (two 8-warp
+// blocks) spilled, so it is not asked for.
 template <int D, int WARPS> static constexpr int kc_fa_min_blocks() {
     return WARPS == 4 ? 2 : 1;
 }
@@ -302,7 +304,7 @@ __global__ void __launch_bounds__(WARPS * 32, kc_fa_min_blocks<D, WARPS>())
                      const bf16 *v_cache /* same */, const int32_t *query_start /* [n_seqs + 1] */,
                      const int32_t *seq_lens /* [n_seqs] */,
                      const int32_t *block_tables /* [n_seqs, max_blocks_per_seq] */,
-                     int max_blocks_per_seq, int n_heads, int n_kv_heads, int block_size, int gp,
+                     int max_blocks_per_seq, int n_heads, int n_kv_heads, int bs_shift, int gp,
                      int n_parts, int tq, int n_qtiles, int n_seqs, float scale_log2) {
     constexpr int ROWS = 16 * WARPS, THREADS = 32 * WARPS, S = D + KC_FA_PAD, CH = D / 8;
     constexpr int KT = KC_FA_KT;
@@ -343,24 +345,37 @@ __global__ void __launch_bounds__(WARPS * 32, kc_fa_min_blocks<D, WARPS>())
     }
     kc_fa_commit();
 
-    // Issues the copies of key tile kt into ring stage kt & 1 (one commit group).
+    // The K/V copies: this thread moves chunks threadIdx.x + i THREADS (i < NI) of each tile, key
+    // (chunk / CH) of the tile, dims 8 (chunk % CH) + 0..7. Their cache blocks are read from the
+    // table one tile ahead of the copies, so the table's latency hides behind a tile of MMAs.
+    constexpr int NI = KT * CH / THREADS;
+    static_assert(KT * CH % THREADS == 0, "a tile is a whole number of rounds of 16-byte chunks");
+    int blk[NI];
+    auto fetch_blocks = [&](int kt) {
+#pragma unroll
+        for (int i = 0; i < NI; i++) {
+            int kpos = kt * KT + (threadIdx.x + i * THREADS) / CH;
+            blk[i] = kpos < n_keys ? table[kpos >> bs_shift] : 0;
+        }
+    };
+    // Issues the copies of key tile kt into ring stage kt & 1 (one commit group); blk holds the
+    // tile's blocks (fetch_blocks(kt)).
     auto load_kv = [&](int kt) {
-        const int kb = kt * KT;
         bf16 *kd = k_s + (kt & 1) * KT * S, *vd = v_s + (kt & 1) * KT * S;
-        for (int idx = threadIdx.x; idx < KT * CH; idx += THREADS) {
-            int j = idx / CH, c = idx % CH, kpos = kb + j;
+#pragma unroll
+        for (int i = 0; i < NI; i++) {
+            int idx = threadIdx.x + i * THREADS, j = idx / CH, c = idx % CH, kpos = kt * KT + j;
             bool ok = kpos < n_keys;
-            size_t off = 0;
-            if (ok) {
-                size_t slot = (size_t)table[kpos / block_size] * block_size + kpos % block_size;
-                off = (slot * n_kv_heads + kvh) * D + (size_t)c * 8;
-            }
+            size_t slot = ((size_t)blk[i] << bs_shift) + (kpos & ((1 << bs_shift) - 1));
+            size_t off = ok ? (slot * n_kv_heads + kvh) * D + (size_t)c * 8 : 0;
             kc_fa_cp16(kc_fa_saddr(kd + j * S + c * 8), k_cache + off, ok);
             kc_fa_cp16(kc_fa_saddr(vd + j * S + c * 8), v_cache + off, ok);
         }
         kc_fa_commit();
     };
+    fetch_blocks(0);
     load_kv(0);
+    fetch_blocks(1);
 
     // This thread's two rows: 16 warp + g and 16 warp + g + 8 (-1: no row).
     int qpos[2];
@@ -386,8 +401,8 @@ __global__ void __launch_bounds__(WARPS * 32, kc_fa_min_blocks<D, WARPS>())
     uint32_t qf[D / 16][4];
 #pragma unroll
     for (int kc = 0; kc < D / 16; kc++)
-        kc_fa_ldsm(qf[kc], kc_fa_saddr(q_s + (warp * 16 + (lane & 15)) * S + kc * 16 +
-                                       (lane >> 4) * 8));
+        kc_fa_ldsm(qf[kc],
+                   kc_fa_saddr(q_s + (warp * 16 + (lane & 15)) * S + kc * 16 + (lane >> 4) * 8));
 
     float o[D / 8][4];
 #pragma unroll
@@ -401,7 +416,10 @@ __global__ void __launch_bounds__(WARPS * 32, kc_fa_min_blocks<D, WARPS>())
         // stage the next copies overwrite.
         kc_fa_wait<0>();
         __syncthreads();
-        if (kt + 1 < n_kt) load_kv(kt + 1);
+        if (kt + 1 < n_kt) {
+            load_kv(kt + 1);
+            fetch_blocks(kt + 2);
+        }
         const int kb = kt * KT;
         if (warp_max < kb) continue; // every key of this tile is in all this warp's futures
         const bf16 *kt_s = k_s + (kt & 1) * KT * S, *vt_s = v_s + (kt & 1) * KT * S;
@@ -416,8 +434,8 @@ __global__ void __launch_bounds__(WARPS * 32, kc_fa_min_blocks<D, WARPS>())
 #pragma unroll
             for (int kc2 = 0; kc2 < D / 32; kc2++) {
                 uint32_t b[4];
-                kc_fa_ldsm(b, kc_fa_saddr(kt_s + (n * 8 + (lane & 7)) * S + kc2 * 32 +
-                                          (lane >> 3) * 8));
+                kc_fa_ldsm(
+                    b, kc_fa_saddr(kt_s + (n * 8 + (lane & 7)) * S + kc2 * 32 + (lane >> 3) * 8));
                 kc_mma(s[n], qf[2 * kc2][0], qf[2 * kc2][1], qf[2 * kc2][2], qf[2 * kc2][3], b[0],
                        b[1]);
                 kc_mma(s[n], qf[2 * kc2 + 1][0], qf[2 * kc2 + 1][1], qf[2 * kc2 + 1][2],
@@ -478,8 +496,8 @@ __global__ void __launch_bounds__(WARPS * 32, kc_fa_min_blocks<D, WARPS>())
 #pragma unroll
             for (int n2 = 0; n2 < D / 16; n2++) {
                 uint32_t b[4];
-                kc_fa_ldsm_t(b, kc_fa_saddr(vt_s + (kk * 16 + (lane & 15)) * S + n2 * 16 +
-                                            (lane >> 4) * 8));
+                kc_fa_ldsm_t(
+                    b, kc_fa_saddr(vt_s + (kk * 16 + (lane & 15)) * S + n2 * 16 + (lane >> 4) * 8));
                 kc_mma(o[2 * n2], a0, a1, a2, a3, b[0], b[1]);
                 kc_mma(o[2 * n2 + 1], a0, a1, a2, a3, b[2], b[3]);
             }
@@ -530,11 +548,11 @@ template <int D> static cudaError_t kc_tc_setup_one(void) {
 
 extern "C" int kern_cuda__attention_tc_setup(void) {
     const char *env = getenv("KEEL_ATTN_PREFILL");
-    kc_fa_mode = !env                         ? KC_FA_AUTO
-                 : !strcmp(env, "old")        ? KC_FA_OLD
-                 : !strcmp(env, "fa2_64")     ? KC_FA_W4
-                 : !strcmp(env, "fa2_128")    ? KC_FA_W8
-                                              : KC_FA_AUTO;
+    kc_fa_mode = !env                      ? KC_FA_AUTO
+                 : !strcmp(env, "old")     ? KC_FA_OLD
+                 : !strcmp(env, "fa2_64")  ? KC_FA_W4
+                 : !strcmp(env, "fa2_128") ? KC_FA_W8
+                                           : KC_FA_AUTO;
     int dev = 0, n_sm = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev));
@@ -564,13 +582,16 @@ static int kc_fa_launch(bf16 *out, const bf16 *qkv, const bf16 *k_cache, const b
     int tq = rows / gp;
     int n_qtiles = (b->max_query_len + tq - 1) / tq;
     long blocks = (long)n_qtiles * b->n_seqs * n_kv_heads * n_parts;
+    int bs_shift = 0;
+    while ((1 << bs_shift) < block_size)
+        bs_shift++;
     if (blocks > INT_MAX)
         return err_set(ERR_INVAL, "attention: grid too large (n_seqs=%d, max_query_len=%d)",
                        b->n_seqs, b->max_query_len);
     kc_attention_fa2<D, WARPS><<<(unsigned)blocks, WARPS * 32, kc_fa_smem<D, WARPS>(), s>>>(
         out, qkv, k_cache, v_cache, b->query_start, b->seq_lens, b->block_tables,
-        b->max_blocks_per_seq, n_heads, n_kv_heads, block_size, gp, n_parts, tq, n_qtiles,
-        b->n_seqs, sl);
+        b->max_blocks_per_seq, n_heads, n_kv_heads, bs_shift, gp, n_parts, tq, n_qtiles, b->n_seqs,
+        sl);
     return 0;
 }
 
@@ -588,10 +609,10 @@ static int kc_fa_dispatch(bf16 *out, const bf16 *qkv, const bf16 *k_cache, const
         long blocks = tiles * n_kv_heads * ((group + gp - 1) / gp);
         use8 = blocks >= 3L * kc_fa_n_sm;
     }
-    return use8 ? kc_fa_launch<D, 8>(out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads,
-                                     block_size, sl, s)
-                : kc_fa_launch<D, 4>(out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads,
-                                     block_size, sl, s);
+    return use8 ? kc_fa_launch<D, 8>(out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, block_size,
+                                     sl, s)
+                : kc_fa_launch<D, 4>(out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, block_size,
+                                     sl, s);
 }
 
 extern "C" int kern_cuda__attention_tc(bf16 *out, const bf16 *qkv, const bf16 *k_cache,
@@ -602,11 +623,14 @@ extern "C" int kern_cuda__attention_tc(bf16 *out, const bf16 *qkv, const bf16 *k
         return err_set(ERR_UNSUPPORTED, "attention (tensor cores): head_dim %d", head_dim);
     if (!b || b->n_seqs <= 0 || b->max_query_len <= 0) return 0;
     float sl = scale * 1.4426950408889634f;
-    if (kc_fa_mode != KC_FA_OLD) {
+    // The new kernel finds a key's slot by shifts: block sizes that are no power of two (which
+    // keel never configures) take the previous kernel.
+    bool pow2 = block_size > 0 && (block_size & (block_size - 1)) == 0;
+    if (kc_fa_mode != KC_FA_OLD && pow2) {
         int rc = head_dim == 64 ? kc_fa_dispatch<64>(out, qkv, k_cache, v_cache, b, n_heads,
-                                                      n_kv_heads, block_size, sl, s)
+                                                     n_kv_heads, block_size, sl, s)
                                 : kc_fa_dispatch<128>(out, qkv, k_cache, v_cache, b, n_heads,
-                                                       n_kv_heads, block_size, sl, s);
+                                                      n_kv_heads, block_size, sl, s);
         if (rc) return rc;
         KC_LAUNCHED();
         return 0;
@@ -619,11 +643,11 @@ extern "C" int kern_cuda__attention_tc(bf16 *out, const bf16 *qkv, const bf16 *k
     if (grid.y > KC_MAX_GRID_YZ || grid.z > KC_MAX_GRID_YZ)
         return err_set(ERR_INVAL, "attention: grid too large (n_seqs=%d)", b->n_seqs);
     if (head_dim == 64)
-        kc_tc_old_launch<64>(out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, block_size, sl,
-                             s, grid, gp, n_parts, tq);
+        kc_tc_old_launch<64>(out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, block_size, sl, s,
+                             grid, gp, n_parts, tq);
     else
-        kc_tc_old_launch<128>(out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, block_size, sl,
-                              s, grid, gp, n_parts, tq);
+        kc_tc_old_launch<128>(out, qkv, k_cache, v_cache, b, n_heads, n_kv_heads, block_size, sl, s,
+                              grid, gp, n_parts, tq);
     KC_LAUNCHED();
     return 0;
 }

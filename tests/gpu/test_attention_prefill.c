@@ -10,9 +10,10 @@
 // single 1k, 4k and 32k prompts; mixed batches of different lengths; chunked prefill (first
 // position > 0, the cached context crossing many blocks); spans of 1, 63, 65, 300 tokens (not
 // multiples of any tile); GQA 1 and 40 (several head parts); block sizes 8, 16 and 32; block tables
-// a random permutation of the pool. Inputs: q uniform in [-3, 3), k and v in [-1, 1) (scores of
-// about unit spread after the 1/sqrt(head_dim) scale). Tolerance: relative L2 1e-2 against the
-// reference (as test_attention.c), 5e-3 between the new and old kernels.
+// a random permutation of the pool (and 24, which the new kernel hands to the old one). Inputs: q
+// uniform in [-3, 3), k and v in [-1, 1) (scores of about unit spread after the 1/sqrt(head_dim)
+// scale). Tolerance: relative L2 1e-2 against the reference (as test_attention.c), 5e-3 between the
+// new and old kernels.
 #include "common/err.h"
 #include "kernels/cuda/kern_cuda.h"
 #include "tests/gpu/gpu_ref.h"
@@ -101,11 +102,11 @@ static void check_prefill(const struct pf_case *tc, uint64_t seed) {
         for (int w = 0; w < nw; w++) {
             int n = w1[w] - w0[w];
             int32_t qs2[2] = {0, n}, lens2[1] = {first_pos + w1[w]};
-            struct kern_attn_batch hb = {1,          n, qs2, lens2, tables + i * max_blocks,
+            struct kern_attn_batch hb = {1,          n, qs2,     lens2, tables + i * max_blocks,
                                          max_blocks, n, lens2[0]};
             gpu_ref_ops.attention(NULL, want + (size_t)n_rows * out_row,
-                                  qkv + (size_t)(qstart[i] + w0[w]) * row, kc, vc, &hb, nh, nkv,
-                                  hd, bs, scale);
+                                  qkv + (size_t)(qstart[i] + w0[w]) * row, kc, vc, &hb, nh, nkv, hd,
+                                  bs, scale);
             for (int t = w0[w]; t < w1[w]; t++)
                 rows[n_rows++] = qstart[i] + t;
         }
@@ -136,8 +137,7 @@ static void check_prefill(const struct pf_case *tc, uint64_t seed) {
         CHECK_MSG(all.n_nan == 0, "%s: %zu NaN or unwritten outputs of %zu", pf_modes[mode],
                   all.n_nan, out_n);
         for (int r = 0; r < n_rows; r++)
-            memcpy(got_c + (size_t)r * out_row, got[mode] + (size_t)rows[r] * out_row,
-                   out_row * 2);
+            memcpy(got_c + (size_t)r * out_row, got[mode] + (size_t)rows[r] * out_row, out_row * 2);
         gt_row(pf_names[mode], shape, gt_cmp_bf16(got_c, want, (size_t)n_rows * out_row), 1e-2);
     }
     // The new kernel against the old on every row; both widths of the new one against each other.
@@ -205,6 +205,9 @@ TEST(gpu_prefill_odd_spans) {
     check_prefill(&d, 343);
     struct pf_case e = {16, 8, 128, 32, 3, {1, 2, 3}, {33, 64, 65}};
     check_prefill(&e, 344);
+    // A block size that is no power of two: every mode falls back to the previous kernel.
+    struct pf_case f = {28, 4, 128, 24, 2, {100, 30}, {100, 400}};
+    check_prefill(&f, 345);
 }
 
 TEST_TIMEOUT(gpu_prefill_32k, 180) {
