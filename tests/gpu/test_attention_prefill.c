@@ -9,11 +9,11 @@
 // Shapes: Qwen2.5-7B (28/4 heads, head_dim 128), Qwen3-8B (32/8, 128), Qwen2.5-0.5B (14/2, 64);
 // single 1k, 4k and 32k prompts; mixed batches of different lengths; chunked prefill (first
 // position > 0, the cached context crossing many blocks); spans of 1, 63, 65, 300 tokens (not
-// multiples of any tile); GQA 1 and 40 (several head parts); block sizes 8, 16 and 32; block tables
-// a random permutation of the pool (and 24, which the new kernel hands to the old one). Inputs: q
-// uniform in [-3, 3), k and v in [-1, 1) (scores of about unit spread after the 1/sqrt(head_dim)
-// scale). Tolerance: relative L2 1e-2 against the reference (as test_attention.c), 5e-3 between the
-// new and old kernels.
+// multiples of any tile); GQA 1, 40 and 80 (several head parts); block sizes 8, 16 and 32; block
+// tables a random permutation of the pool (and 24, which the new kernel hands to the old one).
+// Inputs: q uniform in [-3, 3), k and v in [-1, 1) (scores of about unit spread after the
+// 1/sqrt(head_dim) scale). Tolerance: relative L2 1e-2 against the reference (as test_attention.c),
+// 5e-3 between the new and old kernels.
 #include "common/err.h"
 #include "kernels/cuda/kern_cuda.h"
 #include "tests/gpu/gpu_ref.h"
@@ -205,6 +205,9 @@ TEST(gpu_prefill_odd_spans) {
     check_prefill(&d, 343);
     struct pf_case e = {16, 8, 128, 32, 3, {1, 2, 3}, {33, 64, 65}};
     check_prefill(&e, 344);
+    // GQA 80: two head parts (64 + 16 rows) of one kv head in 4-warp blocks, one in 8-warp ones.
+    struct pf_case g = {80, 1, 64, 16, 2, {5, 40}, {30, 40}};
+    check_prefill(&g, 346);
     // A block size that is no power of two: every mode falls back to the previous kernel.
     struct pf_case f = {28, 4, 128, 24, 2, {100, 30}, {100, 400}};
     check_prefill(&f, 345);
