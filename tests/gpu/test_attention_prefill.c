@@ -170,7 +170,7 @@ TEST_TIMEOUT(gpu_prefill_models_4k, 120) {
     check_prefill(&c, 312);
 }
 
-TEST(gpu_prefill_mixed) {
+TEST_TIMEOUT(gpu_prefill_mixed, 120) {
     // Several fresh prompts of different lengths in one launch.
     struct pf_case a = {28, 4, 128, 16, 3, {300, 1000, 65}, {300, 1000, 65}};
     check_prefill(&a, 320);
@@ -180,18 +180,18 @@ TEST(gpu_prefill_mixed) {
     check_prefill(&c, 322);
 }
 
-TEST(gpu_prefill_chunked) {
-    // Chunks that continue a cached context (first position 700, 517, 1935, ...), next to a fresh
-    // prompt and a decode token; the keys before the chunk come from scattered cache blocks.
+TEST_TIMEOUT(gpu_prefill_chunked, 120) {
+    // Chunks that continue a cached context (first positions 700, 517, 1935, 3900, 800), next to a
+    // fresh prompt and a decode token; the keys before the chunk come from scattered cache blocks.
     struct pf_case a = {32, 8, 128, 16, 3, {300, 63, 100}, {1000, 580, 100}};
     check_prefill(&a, 330);
     struct pf_case b = {28, 4, 128, 32, 2, {65, 1}, {2000, 3000}};
     check_prefill(&b, 331);
-    struct pf_case c = {14, 2, 64, 16, 2, {300, 700}, {4100, 1500}};
+    struct pf_case c = {14, 2, 64, 16, 2, {200, 700}, {4100, 1500}};
     check_prefill(&c, 332);
 }
 
-TEST(gpu_prefill_odd_spans) {
+TEST_TIMEOUT(gpu_prefill_odd_spans, 120) {
     // Spans that are no multiple of any tile (query tiles of 128 / group tokens, key tiles of
     // 64), block size 8; GQA 1 (tiles of 64 or 128 tokens) and GQA 40 (one 40-row part of a 64-
     // or 128-row block, 1 or 3 tokens a tile).
