@@ -192,13 +192,30 @@ static void check_golden(const char *dir, const char *label) {
                       label, pi, positions[k], max_diff, at, max_ref);
         }
         CHECK_EQ(s->n_done, n);
-        size_t mismatches = 0;
+        // Greedy ids: exact wherever the float32 reference's top-1/top-2 margin is at least
+        // twice this prompt's measured logit error (worst_diff, itself within the tolerance
+        // above); below that the two ids are a near-tie that bf16 rounding order may flip (an
+        // H100 run of 2026-11-22 flipped one at a margin under 1.4 with the logits within 2%),
+        // so such flips are printed and at most a quarter of the ids may be one.
+        const cJSON *jm = cJSON_GetObjectItem(pr, "margins");
+        size_t mismatches = 0, near_ties = 0;
         int first_bad = -1;
         for (int k = 0; k < n_greedy; k++) {
             int got = test_argmax(logits, V);
             if (got != want[k]) {
-                if (first_bad < 0) first_bad = k;
-                mismatches++;
+                const cJSON *mk = cJSON_GetArrayItem(jm, k);
+                double margin = cJSON_IsNumber(mk) ? mk->valuedouble : INFINITY;
+                bool tie = margin < 2.0 * worst_diff;
+                printf("  %s prompt %d greedy id %d: keel %d, hf %d (hf margin %.3f, keel prefers "
+                       "its id by %.3f): %s\n",
+                       label, pi, k, got, want[k], margin, logits[got] - logits[want[k]],
+                       tie ? "a near-tie" : "a real mismatch");
+                if (tie) {
+                    near_ties++;
+                } else {
+                    if (first_bad < 0) first_bad = k;
+                    mismatches++;
+                }
             }
             s->toks[s->n_done] = want[k]; // teacher-forced: a mismatch does not derail the rest
             gstep_add(&st, &f, s, 1);
@@ -211,6 +228,8 @@ static void check_golden(const char *dir, const char *label) {
         gt_row("model", shape, e, 3e-2);
         snprintf(shape, sizeof shape, "%s prompt %d greedy ids (%d)", label, pi, n_greedy);
         gt_row_exact("model", shape, mismatches);
+        CHECK_MSG(near_ties * 4 <= (size_t)n_greedy, "%s prompt %d: %zu of %d greedy ids flipped "
+                  "at near-ties", label, pi, near_ties, n_greedy);
         free(s);
         pi++;
     }
