@@ -5,7 +5,7 @@
 # short keel serve + keel-bench throughput run. Builds nothing: run from the repo root with
 #   X=.xfer-perf scripts/perf_run.sh   (X holds keel, keel-bench, libcjson.so.1, models/*)
 # Everything goes to $OUT; a summary table is printed last.
-# PERF_PARTS (default "peaks keel hf serve") picks the parts.
+# PERF_PARTS (default "peaks keel hf serve") picks the parts; also prefill, graphs, full, serve_ops.
 set -u
 X=${X:-.xfer-perf}
 OUT=${OUT:-/tmp/perf-out}
@@ -64,6 +64,32 @@ kgen "${M7}_prefill4k" "$X/models/$M7" 4096 8 steps
 kgen "${M7}_ops" "$X/models/$M7" 1024 32 1
 kgen "Qwen3-8B_p4k_decode" "$X/models/Qwen3-8B" 4096 128 steps
 grep -A40 'per op' "$OUT/Qwen2.5-7B-Instruct_ops.err" | head -40 >>"$S"
+fi
+
+# ---- prefill: one 4k prompt in one step, and a 32k prompt (8k chunks as keel serve takes them,
+# and in one step), 7B and Qwen3-8B; PREFILL_AB_ENV (e.g. KEEL_ATTN_PREFILL=old) repeats the 32k
+# runs with that set. Ids 10..99 keep a 32k-id argument under Linux's 128 KiB per argument.
+kpre() { # name model n_prompt chunk [env...]
+    local name=$1 model=$2 np=$3 ch=$4; shift 4
+    env "$@" KEEL_PROFILE=steps timeout 300 "$X/keel" generate --model "$model" --load-format dummy \
+        --device cuda --prompt-ids "$(python3 -c "import random; random.seed(1); print(','.join(str(random.randrange(10, 100)) for _ in range($np)))")" \
+        --max-tokens 4 --ignore-eos --prefill-chunk "$ch" --json >"$OUT/$name.out" 2>"$OUT/$name.err"
+    echo "rc=$?" >>"$OUT/$name.err"
+    note "-- $name ($model, prompt $np, prefill chunk $ch${*:+, $*})"
+    grep -E '^\| prefill +\|' "$OUT/$name.err" | tee -a "$S"
+    grep -E 'rc=' "$OUT/$name.err" | tail -1 | tee -a "$S"
+}
+if has prefill; then
+M7="$X/models/Qwen2.5-7B-Instruct"; M8="$X/models/Qwen3-8B"
+kpre pre_7b_4k_1step "$M7" 4096 4096
+kpre pre_8b_4k_1step "$M8" 4096 4096
+kpre pre_7b_32k_8k "$M7" 32700 8192
+kpre pre_7b_32k_1step "$M7" 32700 32768
+kpre pre_8b_32k_8k "$M8" 32700 8192
+if [ -n "${PREFILL_AB_ENV:-}" ]; then
+  kpre pre_7b_4k_1step_ab "$M7" 4096 4096 $PREFILL_AB_ENV
+  kpre pre_7b_32k_8k_ab "$M7" 32700 8192 $PREFILL_AB_ENV
+fi
 fi
 
 # ---- CUDA graphs for decode steps: on vs off, same runs; greedy ids compared

@@ -4,7 +4,7 @@
 //   keel generate --model DIR [--load-format auto|safetensors|dummy]
 //                 (--prompt TEXT | --prompt-ids 1,2,3) [--max-tokens N]
 //                 [--temperature T] [--seed S] [--ignore-eos] [--device cpu|cuda]
-//                 [--threads N] [--json]
+//                 [--threads N] [--prefill-chunk N] [--json]
 //
 // Prints the completion's text, or with --json one object {"ids": [...], "text": "..."}
 // ("text" is null when the model folder has no tokenizer.json: ids-only mode).
@@ -31,11 +31,11 @@
 #include <time.h>
 
 #define GEN_BLOCK_SIZE 16
-#define GEN_CHUNK 512 // prompt tokens per prefill step
+#define GEN_CHUNK 512 // prompt tokens per prefill step, unless --prefill-chunk says otherwise
 
 struct gen_args {
     const char *model_dir, *load_format, *prompt, *prompt_ids, *device;
-    int max_tokens, threads;
+    int max_tokens, threads, prefill_chunk;
     float temperature;
     uint64_t seed;
     bool json, ignore_eos;
@@ -57,6 +57,8 @@ static void usage(FILE *f) {
             "  --device D            cpu | cuda  [cuda when built with CUDA and a GPU is "
             "present]\n"
             "  --threads N           CPU backend threads, 0 = all cores  [0]\n"
+            "  --prefill-chunk N     prompt tokens per prefill step (the activation scratch\n"
+            "                        grows with it)  [512]\n"
             "  --json                print {\"ids\": [...], \"text\": \"...\"}\n");
 }
 
@@ -76,6 +78,7 @@ static int parse_args(int argc, char **argv, struct gen_args *a) {
     memset(a, 0, sizeof *a);
     a->load_format = "auto";
     a->max_tokens = 16;
+    a->prefill_chunk = GEN_CHUNK;
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "--json")) {
@@ -102,6 +105,8 @@ static int parse_args(int argc, char **argv, struct gen_args *a) {
             a->device = v;
         else if (!strcmp(f, "--max-tokens")) {
             if (!(rc = parse_int(f, v, 1, 1 << 20, &n))) a->max_tokens = (int)n;
+        } else if (!strcmp(f, "--prefill-chunk")) {
+            if (!(rc = parse_int(f, v, 1, 1 << 20, &n))) a->prefill_chunk = (int)n;
         } else if (!strcmp(f, "--threads")) {
             if (!(rc = parse_int(f, v, 0, 1024, &n))) a->threads = (int)n;
         } else if (!strcmp(f, "--seed")) {
@@ -344,7 +349,7 @@ static int run(const struct gen_args *a, struct gen_run *r) {
     r->set.block_size = GEN_BLOCK_SIZE;
     r->set.max_model_len = max_len;
     r->set.max_num_seqs = 1;
-    r->set.max_num_batched_tokens = max_len < GEN_CHUNK ? max_len : GEN_CHUNK;
+    r->set.max_num_batched_tokens = max_len < a->prefill_chunk ? max_len : a->prefill_chunk;
     r->set.num_kv_blocks = (max_len + GEN_BLOCK_SIZE - 1) / GEN_BLOCK_SIZE;
     if (!rc) rc = open_backend(r, a);
     double t0 = now_s();

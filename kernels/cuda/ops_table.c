@@ -55,10 +55,11 @@ static int op_silu_mul(struct kern_ctx *c, bf16 *out, const bf16 *gate_up, int n
 // not one the fused kernel takes. KEEL_FUSE_SILU=0 and KEEL_FUSE_ROPE_KV=0 turn those off;
 // the norm fusion is off unless KEEL_FUSE_NORM=1, because on the H100 it made decode slower
 // (docs/PERF.md run 6: 7B 5.60 ms/step without it, 5.94 with it; Qwen3-8B 6.12 vs 6.24). The
-// qk_norm + rope + kv_write fusion is used for at most KEEL_FUSE_ROPE_KV_MAX_N tokens (default 8:
-// decode steps, where it measured 3-6% faster and bit-identical to the three kernels; at a
-// 300-token prefill the GPU test found 2% of the values differing in the last bit); KEEL_FUSE_SILU_MAX_M (default 4) and KEEL_FUSE_NORM_MAX_M (default 2) bound the
-// batch the fused gemvs take. All are read per call: a host-side string scan, and graph replays
+// qk_norm + rope + kv_write fusion (3-6% faster decode, bit-identical to the three kernels at
+// every size) takes steps of at most KEEL_FUSE_ROPE_KV_MAX_N tokens when that is set (default: all;
+// run 6's "differences at 300 tokens" were the test's own colliding cache slots);
+// KEEL_FUSE_SILU_MAX_M (default 4) and KEEL_FUSE_NORM_MAX_M (default 2) bound the batch the fused
+// gemvs take. All are read per call: a host-side string scan, and graph replays
 // do not call ops at all.
 
 static bool op_env_off(const char *name) {
@@ -108,7 +109,7 @@ static int op_qk_rope_kv(struct kern_ctx *c, bf16 *qkv, bf16 *k_cache, bf16 *v_c
                          int head_dim, float eps, float theta) {
     const char *max_n = getenv("KEEL_FUSE_ROPE_KV_MAX_N");
     if (kern_cuda_qk_rope_kv_supported(head_dim) && !op_env_off("KEEL_FUSE_ROPE_KV") &&
-        n <= (max_n && *max_n ? atoi(max_n) : 8))
+        (!max_n || !*max_n || n <= atoi(max_n)))
         return kern_cuda_qk_rope_kv(qkv, k_cache, v_cache, q_w, k_w, positions, slot_mapping, n,
                                     n_heads, n_kv_heads, head_dim, eps, theta, c->stream);
     int rc;

@@ -52,6 +52,18 @@ c=$("$keel" generate --model tests/data/tiny-qwen2 --device "$device" --prompt-i
 [ -n "$a" ] && [ "$a" = "$b" ] && [ "$a" != "$c" ] && say "ok   seeded sampling: $a / $c" \
   || bad "seeded sampling: seed 7 gave '$a' and '$b', seed 8 '$c'"
 
+# --prefill-chunk: a 20-token prompt prefilled 1, 7 or all 20 tokens per step gives the same
+# greedy ids (logits teacher-forced through different step shapes agree at these sizes).
+ids=$(seq -s, 3 22)
+p1=$("$keel" generate --model tests/data/tiny-qwen3 --device "$device" --prompt-ids "$ids" --max-tokens 8 \
+     --ignore-eos --prefill-chunk 1 2>/dev/null)
+p7=$("$keel" generate --model tests/data/tiny-qwen3 --device "$device" --prompt-ids "$ids" --max-tokens 8 \
+     --ignore-eos --prefill-chunk 7 2>/dev/null)
+pa=$("$keel" generate --model tests/data/tiny-qwen3 --device "$device" --prompt-ids "$ids" --max-tokens 8 \
+     --ignore-eos --prefill-chunk 4096 2>/dev/null)
+[ -n "$p1" ] && [ "$p1" = "$p7" ] && [ "$p1" = "$pa" ] && say "ok   --prefill-chunk 1/7/4096: $p1" \
+  || bad "--prefill-chunk 1/7/4096 gave '$p1' / '$p7' / '$pa'"
+
 # Exit codes: 2 for bad usage, 4 for a model folder that is missing.
 expect_rc() {
   local want=$1; shift
@@ -62,6 +74,7 @@ expect_rc() {
 expect_rc 2 --model tests/data/tiny-qwen2 --prompt-ids 1,x
 expect_rc 2 --model tests/data/tiny-qwen2 --prompt-ids 1,600
 expect_rc 2 --model tests/data/tiny-qwen2
+expect_rc 2 --model tests/data/tiny-qwen2 --prompt-ids 1,2 --prefill-chunk 0
 expect_rc 2 --model tests/data/tiny-qwen2 --prompt-ids 1 --max-tokens 0
 expect_rc 2 --model tests/data/tiny-qwen2 --prompt-ids 1 --device tpu
 expect_rc 2 --model tests/data/tiny-qwen2 --prompt-ids 1 --max-tokens 300
