@@ -44,6 +44,12 @@
 // add_rmsnorm.cu's block reduction, so y may differ from the unfused path in the last bit of a
 // few elements; res_out is exact.
 //
+// Programmatic dependent launch (device.h, kc_launch; KEEL_PDL=0 turns it off): launched while
+// the previous kernel still runs, each warp issues its first chunk's weight loads (weights are
+// never written while serving) and only then waits for the previous kernel, so the weight stream
+// starts during the previous kernel's tail instead of after its drain; x and everything written
+// come after the wait. After its loop a block lets the next kernel in (kc_pdl_trigger).
+//
 // Which wins is measured, not assumed: kern_cuda_gemm (gemm.c) times this kernel against
 // cuBLASLt's pick per shape on first use and keeps the faster; bench/kernels/gemm.cu prints both
 // at every 7B/8B decode shape.
