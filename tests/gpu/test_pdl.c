@@ -244,13 +244,20 @@ static void pdl_decode(struct pdl_step *st, const struct model *m, int S, uint64
         pdl_add(st, m, s, pdl_len(s), 1, &seed);
 }
 
-// Milliseconds per replay of the decode step's graph (logits copy included), over `reps`.
-static double pdl_time_graph(struct model *m, const struct model_batch *b, float *lg, int reps) {
+// Milliseconds per replay of the decode step's graph (logits copy included), over `reps`; every
+// replay's logits are compared with want (S rows): a race shows as a replay that differs.
+static double pdl_time_graph(struct model *m, const struct model_batch *b, float *lg,
+                             const float *want, int reps, size_t *n_diff) {
+    const size_t n = (size_t)b->n_seqs * (size_t)m->cfg.vocab_size;
     CHECK_OK(model_forward_padded(m, b, 0, MODEL_FWD_GRAPH, lg));
-    double t0 = pdl_now();
-    for (int i = 0; i < reps; i++)
+    double t = 0.0;
+    for (int i = 0; i < reps; i++) {
+        double t0 = pdl_now();
         CHECK_OK(model_forward_padded(m, b, 0, MODEL_FWD_GRAPH, lg));
-    return (pdl_now() - t0) * 1e3 / reps;
+        t += pdl_now() - t0;
+        *n_diff += pdl_ndiff(lg, want, n);
+    }
+    return t * 1e3 / reps;
 }
 
 static void pdl_model_case(const char *name, const char *dir, enum model_load_format fmt,
@@ -299,6 +306,7 @@ static void pdl_model_case(const char *name, const char *dir, enum model_load_fo
     const int sizes[2] = {1, PDL_SEQS};
     float *want[2], *got[2][2]; // want[size]: eager, PDL off; got[size][graph, eager PDL on]
     double ms[2][2];            // [size][pdl]: graph replay
+    size_t replay_diff[2][2] = {{0, 0}, {0, 0}};
     for (int pdl = 0; pdl < 2; pdl++) {
         CHECK_EQ(kern_cuda_set_pdl(pdl), pdl);
         if (pdl) pdx_capture(m);
@@ -322,7 +330,7 @@ static void pdl_model_case(const char *name, const char *dir, enum model_load_fo
                 gt_row_exact("pdl", shape, pdl_ndiff(graph, want[i], (size_t)S * V));
                 free(graph);
             }
-            ms[i][pdl] = pdl_time_graph(m, &b, lg, 20);
+            ms[i][pdl] = pdl_time_graph(m, &b, lg, want[i], 20, &replay_diff[i][pdl]);
         }
     }
     for (int i = 0; i < 2; i++) {
@@ -331,6 +339,10 @@ static void pdl_model_case(const char *name, const char *dir, enum model_load_fo
         gt_row_exact("pdl", shape, pdl_ndiff(got[i][1], want[i], (size_t)S * V));
         snprintf(shape, sizeof shape, "%s decode b=%d graph: on vs off", name, S);
         gt_row_exact("pdl", shape, pdl_ndiff(got[i][0], want[i], (size_t)S * V));
+        snprintf(shape, sizeof shape, "%s decode b=%d graph: 20 replays on vs off", name, S);
+        gt_row_exact("pdl", shape, replay_diff[i][1]);
+        snprintf(shape, sizeof shape, "%s decode b=%d graph: 20 replays off vs off", name, S);
+        gt_row_exact("pdl", shape, replay_diff[i][0]);
         printf("  %s decode b=%d graph replay (logits copy included): %.3f ms PDL off, %.3f ms "
                "PDL on (%+.1f%%)\n",
                name, S, ms[i][0], ms[i][1], (ms[i][1] / ms[i][0] - 1.0) * 100.0);
