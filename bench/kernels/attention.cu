@@ -8,12 +8,16 @@
 // line prints both times, GB/s, % of 3.0 TB/s (the H100's nominal copy rate) and the gain.
 //
 // Prefill (FLOPs = 4 * n_heads * head_dim * causal pairs; the GEMM peak is the ceiling tensor
-// cores could reach): the CUDA-core kernel, with and without split-KV, and the tensor-core path,
-// up to a 32k-token prompt (tensor cores only there: the CUDA-core kernel takes seconds).
+// cores could reach): the CUDA-core kernel, with and without split-KV, the previous tensor-core
+// kernel ("tc", KEEL_ATTN_PREFILL=old) and the flash-attention-2 kernel that replaced it ("fa2",
+// its launcher's choice of width; "fa2 64" / "fa2 128": forced to 4 / 8 warps), up to a 32k-token
+// prompt (tensor cores only there: the CUDA-core kernel takes seconds); each fa2 line is followed
+// by its gain over tc.
 #include "bench/kernels/play.h"
 #include "kernels/cuda/attention_dec.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #define NOMINAL_GBS 3000.0 // the H100 SXM's copy rate the issue measures against
@@ -76,6 +80,16 @@ static void bench_free(struct att_bench *a) {
 
 enum { PATH_CC, PATH_CC_SPLIT, PATH_TC, PATH_DEC };
 
+// The prefill kernel kern_cuda__attention_tc runs (KEEL_ATTN_PREFILL, read at its set-up; NULL:
+// the default).
+static void set_prefill_kernel(const char *mode) {
+    if (mode)
+        setenv("KEEL_ATTN_PREFILL", mode, 1);
+    else
+        unsetenv("KEEL_ATTN_PREFILL");
+    PLAY_OK(kern_cuda__attention_tc_setup());
+}
+
 // Median milliseconds of one path on the batch (fewer repetitions for the multi-GB cases).
 static float bench_time(struct kern_ctx *c, struct att_bench *a, int path, int n_sm) {
     cudaStream_t s = kern_cuda_stream(c);
@@ -130,41 +144,63 @@ static void prefill_case(struct kern_ctx *c, const struct play_peaks *pk, int nh
                          int n_seqs, int qlen, int ctx, int n_sm) {
     struct att_bench a;
     bench_init(&a, nh, nkv, hd, n_seqs, qlen, ctx);
-    const char *names[] = {"cc", "cc split-kv", "tc", "dec"};
+    // Rows: path, prefill kernel (KEEL_ATTN_PREFILL) and name.
+    const int paths[] = {PATH_CC, PATH_CC_SPLIT, PATH_TC, PATH_TC, PATH_TC, PATH_TC, PATH_DEC};
+    const char *modes[] = {NULL, NULL, "old", NULL, "fa2_64", "fa2_128", NULL};
+    const char *names[] = {"cc", "cc split-kv", "tc", "fa2", "fa2 64", "fa2 128", "dec"};
     bool long_prompt = (double)qlen * ctx > 1e7; // the CUDA-core kernel would take seconds
-    for (int path = 0; path < 4; path++) {
+    float t_tc = 0.0f;
+    for (int r = 0; r < 7; r++) {
+        int path = paths[r];
         if ((path == PATH_TC || path == PATH_DEC) && hd != 64 && hd != 128) continue;
         if (long_prompt && path != PATH_TC) continue;
+        set_prefill_kernel(modes[r]);
         float t = bench_time(c, &a, path, n_sm);
         char v[96];
-        snprintf(v, sizeof v, "prefill %s h=%d/%d hd=%d seqs=%d q=%d ctx=%d", names[path], nh, nkv,
-                 hd, n_seqs, qlen, ctx);
+        snprintf(v, sizeof v, "prefill %s h=%d/%d hd=%d seqs=%d q=%d ctx=%d", names[r], nh, nkv, hd,
+                 n_seqs, qlen, ctx);
         play_line(v, t, a.bytes, a.flops, pk);
+        if (r == 2) t_tc = t;
+        if (r >= 3 && r <= 5 && t_tc > 0.0f) printf("  %s vs tc: %.2fx\n", names[r], t_tc / t);
     }
+    set_prefill_kernel(NULL);
     fflush(stdout);
     bench_free(&a);
 }
 
-int main(void) {
+// `attention prefill` runs the prefill table alone.
+int main(int argc, char **argv) {
+    bool prefill_only = argc > 1 && !strcmp(argv[1], "prefill");
     struct kern_ctx *c = play_ctx();
     struct play_peaks pk = play_measure_peaks(c);
     int n_sm = 0;
     PLAY_CUDA(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, 0));
     const int batches[] = {1, 8, 32, 92, 256}, ctxs[] = {128, 1024, 4096, 16384, 32768};
     const int heads[2][2] = {{28, 4}, {32, 8}};
-    decode_header();
-    for (int m = 0; m < 2; m++)
-        for (int bi = 0; bi < 5; bi++)
-            for (int ci = 0; ci < 5; ci++)
-                decode_case(c, heads[m][0], heads[m][1], batches[bi], ctxs[ci], n_sm);
+    if (!prefill_only) {
+        decode_header();
+        for (int m = 0; m < 2; m++)
+            for (int bi = 0; bi < 5; bi++)
+                for (int ci = 0; ci < 5; ci++)
+                    decode_case(c, heads[m][0], heads[m][1], batches[bi], ctxs[ci], n_sm);
+    }
     printf("\n");
     play_header();
     prefill_case(c, &pk, 32, 8, 128, 1, 512, 512, n_sm);
     prefill_case(c, &pk, 32, 8, 128, 1, 2048, 2048, n_sm);
     prefill_case(c, &pk, 14, 2, 64, 4, 1024, 1024, n_sm);
     prefill_case(c, &pk, 28, 4, 128, 16, 4, 1024, n_sm); // short spans: the decode path's rows
-    prefill_case(c, &pk, 32, 8, 128, 1, 32768, 32768, n_sm);
     prefill_case(c, &pk, 14, 2, 64, 1, 32768, 32768, n_sm);
+    // The fast-prefill issue's table: single 1k, 4k and 32k prompts and 8 x 1k, 7B and 8B heads,
+    // and the 0.5B head shape at 1k and 4k.
+    for (int m = 0; m < 2; m++) {
+        prefill_case(c, &pk, heads[m][0], heads[m][1], 128, 1, 1024, 1024, n_sm);
+        prefill_case(c, &pk, heads[m][0], heads[m][1], 128, 1, 4096, 4096, n_sm);
+        prefill_case(c, &pk, heads[m][0], heads[m][1], 128, 1, 32768, 32768, n_sm);
+        prefill_case(c, &pk, heads[m][0], heads[m][1], 128, 8, 1024, 1024, n_sm);
+    }
+    prefill_case(c, &pk, 14, 2, 64, 1, 1024, 1024, n_sm);
+    prefill_case(c, &pk, 14, 2, 64, 1, 4096, 4096, n_sm);
     kern_cuda_ctx_free(c);
     return 0;
 }
