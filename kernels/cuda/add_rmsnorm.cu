@@ -19,6 +19,7 @@ __global__ void kc_add_rmsnorm(bf16 *out /* [n, dim] */, bf16 *res_out /* [n, di
                                const bf16 *residual /* [n, dim], may be res_out */,
                                const bf16 *delta /* [n, dim] or NULL */, const bf16 *w /* [dim] */,
                                int dim, float eps) {
+    kc_pdl_begin();
     __shared__ float red[32];
     size_t row = (size_t)blockIdx.x * dim;
     // Each thread re-reads in the second pass exactly the elements it wrote in the first.
@@ -88,9 +89,11 @@ extern "C" int kern_cuda_add_rmsnorm_to(bf16 *out, bf16 *res_out, const bf16 *re
     int threads = (dim / per + 31) / 32 * 32;
     threads = threads < 64 ? 64 : threads > 1024 ? 1024 : threads;
     if (vec)
-        kc_add_rmsnorm<true><<<n, threads, 0, s>>>(out, res_out, residual, delta, w, dim, eps);
+        kc_launch(kc_add_rmsnorm<true>, n, threads, 0, s, out, res_out, residual, delta, w, dim,
+                  eps);
     else
-        kc_add_rmsnorm<false><<<n, threads, 0, s>>>(out, res_out, residual, delta, w, dim, eps);
+        kc_launch(kc_add_rmsnorm<false>, n, threads, 0, s, out, res_out, residual, delta, w, dim,
+                  eps);
     KC_LAUNCHED();
     return 0;
 }

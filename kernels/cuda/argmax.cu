@@ -16,6 +16,7 @@ __device__ __forceinline__ void kc_better(float &v, int &i, float ov, int oi) {
 }
 
 __global__ void kc_argmax(int32_t *ids /* [m] */, const float *logits /* [m, vocab] */, int vocab) {
+    kc_pdl_begin();
     __shared__ float sv[32];
     __shared__ int si[32];
     const float *x = logits + (size_t)blockIdx.x * vocab;
@@ -53,7 +54,7 @@ extern "C" int kern_cuda_argmax(int32_t *ids, const float *logits, int m, int vo
                                 cudaStream_t s) {
     if (m < 0 || vocab <= 0) return err_set(ERR_INVAL, "argmax: bad sizes m=%d vocab=%d", m, vocab);
     if (m == 0) return 0;
-    kc_argmax<<<m, 1024, 0, s>>>(ids, logits, vocab);
+    kc_launch(kc_argmax, m, 1024, 0, s, ids, logits, vocab);
     KC_LAUNCHED();
     return 0;
 }

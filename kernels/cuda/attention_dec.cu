@@ -144,6 +144,7 @@ __global__ void __launch_bounds__(KC_DEC_WARPS * 32)
                      int n_parts, int tq, float scale_log2, int n_splits, int split_len,
                      float *partial /* [n_tokens, n_heads, n_splits, D + 2] or NULL */,
                      int fused_combine) {
+    kc_pdl_begin();
     constexpr int QS = D + KC_DEC_PAD;         // shared row stride (bf16)
     constexpr int STAGE = 2 * KC_DEC_SUB * QS; // one stage: 16 K rows, then 16 V rows
     extern __shared__ __align__(16) unsigned char kc_dec_smem_raw[];
@@ -381,6 +382,7 @@ __global__ void __launch_bounds__(128)
     kc_dec_combine(bf16 *out /* [n_tokens, n_heads * D] */,
                    const float *partial /* [n_tokens, n_heads, n_splits, D + 2] */, int n_heads,
                    int n_splits) {
+    kc_pdl_begin();
     const int lane = threadIdx.x & 31, head = blockIdx.y * 4 + (threadIdx.x >> 5);
     if (head >= n_heads) return;
     const size_t row = (size_t)blockIdx.x * n_heads + head;
@@ -435,10 +437,10 @@ static void kc_dec_launch(dim3 grid, cudaStream_t s, bf16 *out, const bf16 *qkv,
                           int n_kv_heads, int block_size, int gp, int n_parts, int tq,
                           float scale_log2, int n_splits, int split_len, float *partial,
                           int fused_combine) {
-    kc_attention_dec<D><<<grid, KC_DEC_WARPS * 32, kc_dec_smem<D>(), s>>>(
-        out, qkv, kc, vc, b->query_start, b->seq_lens, b->block_tables, b->max_blocks_per_seq,
-        n_heads, n_kv_heads, block_size, gp, n_parts, tq, scale_log2, n_splits, split_len, partial,
-        fused_combine);
+    kc_launch(kc_attention_dec<D>, grid, KC_DEC_WARPS * 32, kc_dec_smem<D>(), s, out, qkv, kc, vc,
+              b->query_start, b->seq_lens, b->block_tables, b->max_blocks_per_seq, n_heads,
+              n_kv_heads, block_size, gp, n_parts, tq, scale_log2, n_splits, split_len, partial,
+              fused_combine);
 }
 
 extern "C" int kern_cuda__attention_dec(bf16 *out, const bf16 *qkv, const bf16 *k_cache,
@@ -487,9 +489,9 @@ extern "C" int kern_cuda__attention_dec(bf16 *out, const bf16 *qkv, const bf16 *
     if (!partial || fused) return 0;
     dim3 cgrid(b->n_tokens, (n_heads + 3) / 4);
     if (head_dim == 64)
-        kc_dec_combine<64><<<cgrid, 128, 0, s>>>(out, partial, n_heads, n_splits);
+        kc_launch(kc_dec_combine<64>, cgrid, 128, 0, s, out, partial, n_heads, n_splits);
     else
-        kc_dec_combine<128><<<cgrid, 128, 0, s>>>(out, partial, n_heads, n_splits);
+        kc_launch(kc_dec_combine<128>, cgrid, 128, 0, s, out, partial, n_heads, n_splits);
     KC_LAUNCHED();
     return 0;
 }

@@ -11,6 +11,7 @@
 // ---- kernels
 
 __global__ void kc_bias_add_vec8(bf16 *y /* [m, n] */, const bf16 *bias /* [n] */, int m, int n) {
+    kc_pdl_begin();
     const int j = (blockIdx.x * blockDim.x + threadIdx.x) * 8;
     if (j >= n) return;
     uint4 bv = *reinterpret_cast<const uint4 *>(bias + j);
@@ -27,6 +28,7 @@ __global__ void kc_bias_add_vec8(bf16 *y /* [m, n] */, const bf16 *bias /* [n] *
 }
 
 __global__ void kc_bias_add(bf16 *y /* [m, n] */, const bf16 *bias /* [n] */, int m, int n) {
+    kc_pdl_begin();
     const int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= n) return;
     const float b = kc_f(bias[j]);
@@ -44,9 +46,9 @@ extern "C" int kern_cuda_bias_add(bf16 *y, const bf16 *bias, int m, int n, cudaS
     unsigned cols = (unsigned)((n / per_thread + 255) / 256);
     dim3 grid(cols, (unsigned)(m < KC_MAX_GRID_YZ ? m : KC_MAX_GRID_YZ));
     if (vec)
-        kc_bias_add_vec8<<<grid, 256, 0, s>>>(y, bias, m, n);
+        kc_launch(kc_bias_add_vec8, grid, 256, 0, s, y, bias, m, n);
     else
-        kc_bias_add<<<grid, 256, 0, s>>>(y, bias, m, n);
+        kc_launch(kc_bias_add, grid, 256, 0, s, y, bias, m, n);
     KC_LAUNCHED();
     return 0;
 }

@@ -14,6 +14,7 @@ extern "C" {
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <utility>
 
 // ---- bf16 conversions (round to nearest even, like the host's f32_to_bf16)
 
@@ -60,6 +61,66 @@ __device__ __forceinline__ float kc_block_sum(float v, float *red) {
     t = kc_warp_sum(t);
     __syncthreads();
     return t;
+}
+
+// ---- programmatic dependent launch (PDL, sm_90+)
+//
+// A kernel launched with kc_launch while PDL is on may start while the kernel before it in the
+// stream is still running (cudaLaunchAttributeProgrammaticStreamSerialization; stream capture
+// keeps it as a programmatic graph edge), so its launch and first loads overlap the previous
+// kernel's tail instead of following its drain. The price is a rule every such kernel keeps: it
+// calls kc_pdl_wait() on every path of every block before its first read of anything an earlier
+// kernel may have written and before its first global write; only weights (never written while
+// serving) may be read before it. Every block waits, idle ones too, so a grid never completes
+// before its predecessor has: the kernel after it, which waits only for this one, inherits the
+// whole chain. Without the attribute (PDL off, older GPUs) the wait returns at once.
+
+// Blocks until the grids this one depends on have completed and their writes are visible.
+__device__ __forceinline__ void kc_pdl_wait(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// Lets the next kernel's blocks be scheduled once every block of this grid has called it or
+// exited. It carries no memory guarantee (the dependent's kc_pdl_wait still waits for this grid
+// to complete and flush), so it is safe anywhere; it only helps where little work is left.
+__device__ __forceinline__ void kc_pdl_trigger(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
+// The start of a kernel with no weights worth loading early: wait for the previous grids, then
+// let the next kernel's blocks in at once (they wait for this grid in turn), so the next launch
+// and its weight loads overlap this kernel's whole run instead of following its drain.
+__device__ __forceinline__ void kc_pdl_begin(void) {
+    kc_pdl_wait();
+    kc_pdl_trigger();
+}
+
+// Whether launches carry the PDL attribute (kernels/cuda/pdl.cu): KEEL_PDL=0 turns it off, it is
+// on by default where the device's compute capability is 9.0 or higher; decided once per process
+// (kern_cuda_set_pdl in kern_cuda.h overrides it for tests).
+extern "C" int kern_cuda_pdl_enabled(void);
+
+// Launches kernel<<<grid, block, smem, s>>>(args...), with the PDL attribute when PDL is on. Only
+// for kernels that call kc_pdl_wait() as described above. The launch's error, if any, is left
+// for KC_LAUNCHED() as a <<<>>> launch's would be.
+template <typename... P, typename... A>
+static inline void kc_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
+                             cudaStream_t s, A &&...args) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cfg.attrs = attr;
+    cfg.numAttrs = kern_cuda_pdl_enabled() ? 1 : 0;
+    (void)cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...);
 }
 
 // ---- launcher helpers

@@ -8,6 +8,7 @@
 
 __global__ void kc_embed_vec(uint4 *out /* [n, dim/8] */, const int32_t *ids /* [n] */,
                              const uint4 *table /* [vocab, dim/8] */, int dim8) {
+    kc_pdl_begin();
     int i = blockIdx.x;
     const uint4 *src = table + (size_t)ids[i] * dim8;
     uint4 *dst = out + (size_t)i * dim8;
@@ -17,6 +18,7 @@ __global__ void kc_embed_vec(uint4 *out /* [n, dim/8] */, const int32_t *ids /* 
 
 __global__ void kc_embed_scalar(bf16 *out /* [n, dim] */, const int32_t *ids /* [n] */,
                                 const bf16 *table /* [vocab, dim] */, int dim) {
+    kc_pdl_begin();
     int i = blockIdx.x;
     const bf16 *src = table + (size_t)ids[i] * dim;
     bf16 *dst = out + (size_t)i * dim;
@@ -33,9 +35,9 @@ extern "C" int kern_cuda_embed(bf16 *out, const int32_t *ids, const bf16 *table,
     bool vec = dim % 8 == 0 && ((uintptr_t)out % 16) == 0 && ((uintptr_t)table % 16) == 0;
     if (vec) {
         int threads = dim / 8 < 256 ? ((dim / 8 + 31) / 32) * 32 : 256;
-        kc_embed_vec<<<n, threads, 0, s>>>((uint4 *)out, ids, (const uint4 *)table, dim / 8);
+        kc_launch(kc_embed_vec, n, threads, 0, s, (uint4 *)out, ids, (const uint4 *)table, dim / 8);
     } else {
-        kc_embed_scalar<<<n, 256, 0, s>>>(out, ids, table, dim);
+        kc_launch(kc_embed_scalar, n, 256, 0, s, out, ids, table, dim);
     }
     KC_LAUNCHED();
     return 0;

@@ -30,6 +30,7 @@ __global__ void __launch_bounds__(32 * KC_QRK_WARPS)
                   const bf16 *q_w /* [head_dim] */, const bf16 *k_w /* [head_dim] */,
                   const int32_t *positions /* [n] */, const int32_t *slot_mapping /* [n] */,
                   int n_heads, int n_kv_heads, int head_dim, float eps, float theta) {
+    kc_pdl_begin();
     const int lane = threadIdx.x & 31;
     const int head = blockIdx.y * KC_QRK_WARPS + (threadIdx.x >> 5);
     if (head >= n_heads + 2 * n_kv_heads) return;
@@ -113,9 +114,8 @@ extern "C" int kern_cuda_qk_rope_kv(bf16 *qkv, bf16 *k_cache, bf16 *v_cache, con
     switch ((head_dim / 64) * 2 + (q_w != NULL)) {
 #define KC_QRK_CASE(P, NORM)                                                                       \
     case (P / 2) * 2 + NORM:                                                                       \
-        kc_qk_rope_kv<NORM, P><<<grid, 32 * KC_QRK_WARPS, 0, s>>>(                                 \
-            qkv, k_cache, v_cache, q_w, k_w, positions, slot_mapping, n_heads, n_kv_heads,         \
-            head_dim, eps, theta);                                                                 \
+        kc_launch(kc_qk_rope_kv<NORM, P>, grid, 32 * KC_QRK_WARPS, 0, s, qkv, k_cache, v_cache,    \
+                  q_w, k_w, positions, slot_mapping, n_heads, n_kv_heads, head_dim, eps, theta);   \
         break;
         KC_QRK_CASE(2, 0)
         KC_QRK_CASE(2, 1)

@@ -44,6 +44,12 @@
 // add_rmsnorm.cu's block reduction, so y may differ from the unfused path in the last bit of a
 // few elements; res_out is exact.
 //
+// Programmatic dependent launch (device.h, kc_launch; KEEL_PDL=0 turns it off): launched while
+// the previous kernel still runs, each warp issues its first chunk's weight loads (weights are
+// never written while serving) and only then waits for the previous kernel, so the weight stream
+// starts during the previous kernel's tail instead of after its drain; x and everything written
+// come after the wait. After its loop a block lets the next kernel in (kc_pdl_trigger).
+//
 // Which wins is measured, not assumed: kern_cuda_gemm (gemm.c) times this kernel against
 // cuBLASLt's pick per shape on first use and keeps the faster; bench/kernels/gemm.cu prints both
 // at every 7B/8B decode shape.
@@ -267,6 +273,9 @@ __global__ void __launch_bounds__(256)
         bf16 hid[STAGED ? KC_GEMV_MAX_WARPS : 1][STAGED ? KC_GEMV_ROWS / 2 : 1][KC_GEMV_CHUNK];
     __shared__ float inv_rms[KC_GEMV_ROWS / 2];
     __shared__ float part[NORM ? KC_GEMV_MAX_WARPS : 1][KC_GEMV_ROWS / 2];
+    // NORM reads the residual rows before its loop: it waits at once. PLAIN and SILU wait after
+    // their first chunk's weight loads are issued (below).
+    if (NORM) kc_pdl_wait();
     if (NORM) kc_gemv_norm_prepass<VEC>(inv_rms, part, x, delta, res_out, m, k, eps);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
     const int g = lane >> 2, t = lane & 3;
@@ -288,6 +297,9 @@ __global__ void __launch_bounds__(256)
                 a[u] = kc_gemv_ld_stream(w0 + k0 + 32 * u);
                 b[u] = kc_gemv_ld_stream(w1 + k0 + 32 * u);
             }
+            // PDL: the first chunk's weight loads are in flight while the previous kernel ends;
+            // x (its output) is read only after the wait.
+            if (c == warp) kc_pdl_wait();
             if (!STAGED) {
 #pragma unroll
                 for (int u = 0; u < KC_GEMV_U; u++)
@@ -299,7 +311,12 @@ __global__ void __launch_bounds__(256)
                 int left = k - (k0 + 32 * u);
                 a[u] = kc_gemv_ld_guarded(w0 + k0 + 32 * u, left);
                 b[u] = kc_gemv_ld_guarded(w1 + k0 + 32 * u, left);
-                if (!STAGED) xv[u] = kc_gemv_ld_guarded(xr + k0 + 32 * u, left);
+            }
+            if (c == warp) kc_pdl_wait();
+            if (!STAGED) {
+#pragma unroll
+                for (int u = 0; u < KC_GEMV_U; u++)
+                    xv[u] = kc_gemv_ld_guarded(xr + k0 + 32 * u, k - (k0 + 32 * u));
             }
         }
         if (STAGED) {
@@ -321,6 +338,11 @@ __global__ void __launch_bounds__(256)
             kc_gemv_step(acc1, a[u + 1], b[u + 1], xv[u + 1]);
         }
     }
+    // A warp with no chunk (more warps than chunks) has not waited yet; y is written below.
+    if (warp >= n_chunks) kc_pdl_wait();
+    // The weight stream is done: the next kernel's blocks may be scheduled while this block
+    // reduces and stores (the next kernel still waits for this one to complete).
+    kc_pdl_trigger();
 #pragma unroll
     for (int i = 0; i < 4; i++)
         red[warp][lane][i] = acc0[i] + acc1[i];
@@ -383,11 +405,11 @@ extern "C" int kern_cuda_gemv(void *y, int y_f32, const bf16 *x, const bf16 *w, 
     bool vec = k % 8 == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)w % 16 == 0;
     unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
     if (vec)
-        kc_gemv<true, KC_GEMV_PLAIN>
-            <<<blocks, 32 * warps, 0, s>>>(y, y_f32, x, w, bias, m, n, k, NULL, NULL, NULL, 0.f);
+        kc_launch(kc_gemv<true, KC_GEMV_PLAIN>, blocks, 32 * warps, 0, s, y, y_f32, x, w, bias, m,
+                  n, k, nullptr, nullptr, nullptr, 0.f);
     else
-        kc_gemv<false, KC_GEMV_PLAIN>
-            <<<blocks, 32 * warps, 0, s>>>(y, y_f32, x, w, bias, m, n, k, NULL, NULL, NULL, 0.f);
+        kc_launch(kc_gemv<false, KC_GEMV_PLAIN>, blocks, 32 * warps, 0, s, y, y_f32, x, w, bias, m,
+                  n, k, nullptr, nullptr, nullptr, 0.f);
     KC_LAUNCHED();
     return 0;
 }
@@ -405,11 +427,11 @@ extern "C" int kern_cuda_gemv_silu(bf16 *y, const bf16 *gate_up, const bf16 *w, 
     bool vec = h % 8 == 0 && (uintptr_t)gate_up % 16 == 0 && (uintptr_t)w % 16 == 0;
     unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
     if (vec)
-        kc_gemv<true, KC_GEMV_SILU>
-            <<<blocks, 32 * warps, 0, s>>>(y, 0, gate_up, w, NULL, m, n, h, NULL, NULL, NULL, 0.f);
+        kc_launch(kc_gemv<true, KC_GEMV_SILU>, blocks, 32 * warps, 0, s, y, 0, gate_up, w, nullptr,
+                  m, n, h, nullptr, nullptr, nullptr, 0.f);
     else
-        kc_gemv<false, KC_GEMV_SILU>
-            <<<blocks, 32 * warps, 0, s>>>(y, 0, gate_up, w, NULL, m, n, h, NULL, NULL, NULL, 0.f);
+        kc_launch(kc_gemv<false, KC_GEMV_SILU>, blocks, 32 * warps, 0, s, y, 0, gate_up, w, nullptr,
+                  m, n, h, nullptr, nullptr, nullptr, 0.f);
     KC_LAUNCHED();
     return 0;
 }
@@ -433,11 +455,11 @@ extern "C" int kern_cuda_gemv_add_rmsnorm(bf16 *y, bf16 *res_out, const bf16 *re
                (!delta || (uintptr_t)delta % 16 == 0);
     unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
     if (vec)
-        kc_gemv<true, KC_GEMV_NORM><<<blocks, 32 * warps, 0, s>>>(y, 0, residual, w, bias, m, n, k,
-                                                                  delta, norm_w, res_out, eps);
+        kc_launch(kc_gemv<true, KC_GEMV_NORM>, blocks, 32 * warps, 0, s, y, 0, residual, w, bias, m,
+                  n, k, delta, norm_w, res_out, eps);
     else
-        kc_gemv<false, KC_GEMV_NORM><<<blocks, 32 * warps, 0, s>>>(y, 0, residual, w, bias, m, n, k,
-                                                                   delta, norm_w, res_out, eps);
+        kc_launch(kc_gemv<false, KC_GEMV_NORM>, blocks, 32 * warps, 0, s, y, 0, residual, w, bias,
+                  m, n, k, delta, norm_w, res_out, eps);
     KC_LAUNCHED();
     return 0;
 }

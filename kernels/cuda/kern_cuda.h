@@ -21,6 +21,13 @@
 extern "C" {
 #endif
 
+// Programmatic dependent launch on the decode path's kernels (kernels/cuda/device.h): whether
+// it is on, and a switch for tests: 1 turns it on where the device supports it (compute
+// capability >= 9.0; otherwise it stays off), 0 off, -1 back to the default (on for sm_90+ unless
+// KEEL_PDL=0). Returns the state now in force. Graphs keep the state they were captured with.
+int kern_cuda_pdl_enabled(void);
+int kern_cuda_set_pdl(int on);
+
 int kern_cuda_embed(bf16 *out /* [n, dim] */, const int32_t *ids /* [n] */,
                     const bf16 *table /* [vocab, dim] */, int n, int dim, cudaStream_t s);
 

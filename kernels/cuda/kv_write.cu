@@ -10,6 +10,7 @@
 template <typename T>
 __global__ void kc_kv_write(T *k_cache, T *v_cache, const T *qkv /* [n, row] */,
                             const int32_t *slot_mapping /* [n] */, int row, int q_off, int kv_len) {
+    kc_pdl_begin();
     int slot = slot_mapping[blockIdx.x];
     if (slot < 0) return;
     const T *k = qkv + (size_t)blockIdx.x * row + q_off;
@@ -37,12 +38,11 @@ extern "C" int kern_cuda_kv_write(bf16 *k_cache, bf16 *v_cache, const bf16 *qkv,
     int items = vec ? kv_len / 8 : kv_len;
     int threads = items < 256 ? (items + 31) / 32 * 32 : 256;
     if (vec)
-        kc_kv_write<uint4><<<n, threads, 0, s>>>((uint4 *)k_cache, (uint4 *)v_cache,
-                                                 (const uint4 *)qkv, slot_mapping, row / 8,
-                                                 q_off / 8, kv_len / 8);
+        kc_launch(kc_kv_write<uint4>, n, threads, 0, s, (uint4 *)k_cache, (uint4 *)v_cache,
+                  (const uint4 *)qkv, slot_mapping, row / 8, q_off / 8, kv_len / 8);
     else
-        kc_kv_write<bf16>
-            <<<n, threads, 0, s>>>(k_cache, v_cache, qkv, slot_mapping, row, q_off, kv_len);
+        kc_launch(kc_kv_write<bf16>, n, threads, 0, s, k_cache, v_cache, qkv, slot_mapping, row,
+                  q_off, kv_len);
     KC_LAUNCHED();
     return 0;
 }

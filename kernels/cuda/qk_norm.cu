@@ -14,6 +14,7 @@
 __global__ void kc_qk_norm(bf16 *qkv /* [n, (n_heads + 2 n_kv) * head_dim] */,
                            const bf16 *q_w /* [head_dim] */, const bf16 *k_w /* [head_dim] */,
                            int n_heads, int n_kv_heads, int head_dim, float eps) {
+    kc_pdl_begin();
     int lane = threadIdx.x & 31;
     int head = blockIdx.y * KC_QKN_WARPS + (threadIdx.x >> 5);
     if (head >= n_heads + n_kv_heads) return;
@@ -47,8 +48,8 @@ extern "C" int kern_cuda_qk_norm(bf16 *qkv, const bf16 *q_w, const bf16 *k_w, in
     if (n == 0) return 0;
     dim3 grid(n, (n_heads + n_kv_heads + KC_QKN_WARPS - 1) / KC_QKN_WARPS);
     if (grid.y > KC_MAX_GRID_YZ) return err_set(ERR_INVAL, "qk_norm: too many heads");
-    kc_qk_norm<<<grid, 32 * KC_QKN_WARPS, 0, s>>>(qkv, q_w, k_w, n_heads, n_kv_heads, head_dim,
-                                                  eps);
+    kc_launch(kc_qk_norm, grid, 32 * KC_QKN_WARPS, 0, s, qkv, q_w, k_w, n_heads, n_kv_heads,
+              head_dim, eps);
     KC_LAUNCHED();
     return 0;
 }

@@ -12,6 +12,7 @@
 __global__ void kc_rope(bf16 *qkv /* [n, (n_heads + 2 n_kv) * head_dim] */,
                         const int32_t *positions /* [n] */, int n_heads, int n_kv_heads,
                         int head_dim, float theta) {
+    kc_pdl_begin();
     int half = head_dim / 2;
     int n_pairs = (n_heads + n_kv_heads) * half;
     bf16 *row = qkv + (size_t)blockIdx.x * (n_heads + 2 * n_kv_heads) * head_dim;
@@ -40,7 +41,7 @@ extern "C" int kern_cuda_rope(bf16 *qkv, const int32_t *positions, int n, int n_
     if (n == 0) return 0;
     int pairs = (n_heads + n_kv_heads) * head_dim / 2;
     int threads = pairs < 256 ? (pairs + 31) / 32 * 32 : 256;
-    kc_rope<<<n, threads, 0, s>>>(qkv, positions, n_heads, n_kv_heads, head_dim, theta);
+    kc_launch(kc_rope, n, threads, 0, s, qkv, positions, n_heads, n_kv_heads, head_dim, theta);
     KC_LAUNCHED();
     return 0;
 }

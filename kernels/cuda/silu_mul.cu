@@ -11,6 +11,7 @@
 
 __global__ void kc_silu_mul_pair(uint32_t *out /* [n, h/2] */, const uint32_t *gate_up /* [n, h] */,
                                  int n, int h2) {
+    kc_pdl_begin();
     size_t total = (size_t)n * h2;
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
          t += (size_t)gridDim.x * blockDim.x) {
@@ -21,6 +22,7 @@ __global__ void kc_silu_mul_pair(uint32_t *out /* [n, h/2] */, const uint32_t *g
 
 __global__ void kc_silu_mul_scalar(bf16 *out /* [n, h] */, const bf16 *gate_up /* [n, 2h] */, int n,
                                    int h) {
+    kc_pdl_begin();
     size_t total = (size_t)n * h;
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
          t += (size_t)gridDim.x * blockDim.x) {
@@ -40,10 +42,10 @@ extern "C" int kern_cuda_silu_mul(bf16 *out, const bf16 *gate_up, int n, int h, 
     size_t items = pair ? total / 2 : total;
     int blocks = (int)((items + 255) / 256 < 65536 ? (items + 255) / 256 : 65536);
     if (pair)
-        kc_silu_mul_pair<<<blocks, 256, 0, s>>>((uint32_t *)out, (const uint32_t *)gate_up, n,
-                                                h / 2);
+        kc_launch(kc_silu_mul_pair, blocks, 256, 0, s, (uint32_t *)out, (const uint32_t *)gate_up,
+                  n, h / 2);
     else
-        kc_silu_mul_scalar<<<blocks, 256, 0, s>>>(out, gate_up, n, h);
+        kc_launch(kc_silu_mul_scalar, blocks, 256, 0, s, out, gate_up, n, h);
     KC_LAUNCHED();
     return 0;
 }

@@ -70,6 +70,10 @@ static float __shfl_xor_sync(unsigned, float v, int o) {
 static float kc_warp_sum(float v) { for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0, v, o); return v; }
 
 static uint4 kc_gemv_ld_stream(const bf16 *p) { uint4 v; memcpy(&v, p, 16); return v; }
+// Programmatic dependent launch (device.h): one grid at a time here, nothing to wait for.
+static void kc_pdl_wait(void) {}
+static void kc_pdl_trigger(void) {}
+static void kc_pdl_begin(void) {}
 // mma.m16n8k16.row.col f32.bf16 (g = lane / 4, t = lane % 4): A regs a0 (row g, k 2t..2t+1),
 // a1 (row g+8), a2 (row g, k 2t+8..), a3 (row g+8, k 2t+8..); B regs b0 (k 2t.., col g),
 // b1 (k 2t+8.., col g); D: d0,d1 row g cols 2t,2t+1; d2,d3 row g+8.

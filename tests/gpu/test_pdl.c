@@ -1,0 +1,367 @@
+// Programmatic dependent launch on the decode path (kernels/cuda/device.h, kc_launch):
+// - a capture of three PDL launches records programmatic edges between them (and none with PDL
+//   off), and the graph's output equals the eager launches', bit for bit, either way;
+// - on real model shapes (Qwen2.5-7B and Qwen3-0.6B with dummy weights, tiny-qwen3 with its
+//   weights), PDL changes no number: a 300-token prefill, and decode steps of 1 and 8 sequences,
+//   eager and replayed from graphs (captured once with PDL off, once with it on), give the same
+//   float32 logits bit for bit as with PDL off. A kernel that read its predecessor's output
+//   before its griddepcontrol.wait would show here as differing (or NaN) logits.
+// The graph replays are also timed (printed, not checked): the decode timing that matters is the
+// integrator's keel generate run with and without KEEL_PDL=0.
+#include "common/err.h"
+#include "kernels/cuda/kern_cuda.h"
+#include "memory/arena.h"
+#include "memory/plan.h"
+#include "models/config.h"
+#include "models/graph.h"
+#include "models/model.h"
+#include "tests/gpu/gpu_util.h"
+#include "tests/test.h"
+
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdlib.h>
+#include <time.h>
+
+static double pdl_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static size_t pdl_ndiff(const float *a, const float *b, size_t n) {
+    size_t d = 0;
+    for (size_t i = 0; i < n; i++)
+        d += memcmp(&a[i], &b[i], sizeof(float)) != 0;
+    return d;
+}
+
+// Logits that are all finite and not all zero: a comparison of two such arrays means something.
+static void pdl_check_real(const char *what, const float *x, size_t n) {
+    size_t bad = 0, nonzero = 0;
+    for (size_t i = 0; i < n; i++) {
+        bad += !isfinite(x[i]);
+        nonzero += x[i] != 0.0f;
+    }
+    CHECK_MSG(bad == 0 && nonzero > n / 2, "%s: %zu non-finite and %zu non-zero of %zu logits",
+              what, bad, nonzero, n);
+}
+
+// ---- the edges a capture records
+
+// Programmatic edges (type cudaGraphDependencyTypeProgrammatic) among the graph's edges.
+static int pdl_prog_edges(cudaGraph_t g, int *n_edges) {
+    size_t n = 0;
+    CHECK(cudaGraphGetEdges(g, NULL, NULL, NULL, &n) == cudaSuccess);
+    cudaGraphNode_t *from = calloc(n + 1, sizeof *from), *to = calloc(n + 1, sizeof *to);
+    cudaGraphEdgeData *ed = calloc(n + 1, sizeof *ed);
+    CHECK(from && to && ed);
+    CHECK(cudaGraphGetEdges(g, from, to, ed, &n) == cudaSuccess);
+    int prog = 0;
+    for (size_t i = 0; i < n; i++)
+        prog += ed[i].type == cudaGraphDependencyTypeProgrammatic;
+    free(from), free(to), free(ed);
+    *n_edges = (int)n;
+    return prog;
+}
+
+TEST(gpu_pdl_capture_edges) {
+    if (!kern_cuda_set_pdl(1)) TEST_SKIP("PDL needs compute capability 9.0 or higher");
+    enum { T = 4, DIM = 1024, VOCAB = 64, N = 2048 };
+    cudaStream_t s = kern_cuda_stream(gt_ctx());
+    uint64_t r = 17;
+    bf16 *h_table = gt_rand_bf16((size_t)VOCAB * DIM, 1.0f, &r);
+    bf16 *h_nw = gt_rand_bf16(DIM, 1.0f, &r), *h_w = gt_rand_bf16((size_t)N * DIM, 0.05f, &r);
+    int32_t h_ids[T] = {3, 60, 17, 3};
+    bf16 *table = gt_up(h_table, sizeof(bf16) * VOCAB * DIM), *nw = gt_up(h_nw, sizeof(bf16) * DIM);
+    bf16 *w = gt_up(h_w, sizeof(bf16) * N * DIM);
+    int32_t *ids = gt_up(h_ids, sizeof h_ids);
+    bf16 *x = gt_dev(sizeof(bf16) * T * DIM), *xn = gt_dev(sizeof(bf16) * T * DIM);
+    bf16 *y = gt_dev(sizeof(bf16) * T * N);
+    bf16 *out[2][2]; // [pdl][eager, graph]
+    int prog[2], edges[2];
+    for (int pdl = 0; pdl < 2; pdl++) {
+        CHECK_EQ(kern_cuda_set_pdl(pdl), pdl);
+        for (int graph = 0; graph < 2; graph++) {
+            gt_poison(x, sizeof(bf16) * T * DIM), gt_poison(xn, sizeof(bf16) * T * DIM);
+            gt_poison(y, sizeof(bf16) * T * N);
+            cudaGraph_t g = NULL;
+            if (graph) CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == 0);
+            CHECK_OK(kern_cuda_embed(x, ids, table, T, DIM, s));
+            CHECK_OK(kern_cuda_add_rmsnorm(xn, x, NULL, nw, T, DIM, 1e-6f, s));
+            CHECK_OK(kern_cuda_gemv(y, 0, xn, w, NULL, T, N, DIM, 0, s));
+            if (graph) {
+                CHECK(cudaStreamEndCapture(s, &g) == cudaSuccess);
+                prog[pdl] = pdl_prog_edges(g, &edges[pdl]);
+                cudaGraphExec_t ge = NULL;
+                CHECK(cudaGraphInstantiate(&ge, g, 0) == cudaSuccess);
+                CHECK(cudaGraphLaunch(ge, s) == cudaSuccess);
+                CHECK(cudaStreamSynchronize(s) == cudaSuccess);
+                cudaGraphExecDestroy(ge);
+                cudaGraphDestroy(g);
+            }
+            gt_sync();
+            out[pdl][graph] = malloc(sizeof(bf16) * T * N);
+            gt_down(out[pdl][graph], y, sizeof(bf16) * T * N);
+        }
+    }
+    printf("  capture of embed -> add_rmsnorm -> gemv: %d edges, %d programmatic with PDL off; "
+           "%d edges, %d programmatic with PDL on\n",
+           edges[0], prog[0], edges[1], prog[1]);
+    gt_row_exact("pdl", "capture, PDL on: programmatic edges != 2", (size_t)abs(2 - prog[1]));
+    gt_row_exact("pdl", "capture, PDL off: programmatic edges", (size_t)prog[0]);
+    struct gt_err e = gt_cmp_bf16(out[0][0], out[0][0], (size_t)T * N); // NaN check of the base
+    CHECK_EQ(e.n_nan, 0);
+    for (int pdl = 0; pdl < 2; pdl++)
+        for (int graph = 0; graph < 2; graph++) {
+            char shape[96];
+            snprintf(shape, sizeof shape, "embed+norm+gemv %s, PDL %s vs off eager",
+                     graph ? "graph" : "eager", pdl ? "on" : "off");
+            gt_row_exact("pdl", shape,
+                         memcmp(out[pdl][graph], out[0][0], sizeof(bf16) * T * N) != 0);
+        }
+    for (int i = 0; i < 4; i++)
+        free(out[i / 2][i % 2]);
+    free(h_table), free(h_nw), free(h_w);
+    gt_free(table), gt_free(nw), gt_free(w), gt_free(ids), gt_free(x), gt_free(xn), gt_free(y);
+    kern_cuda_set_pdl(-1);
+}
+
+// ---- a model on the CUDA backend, as keel serve starts one
+
+struct pdx {
+    struct mem_arena arena;
+    struct kern_ctx *ctx;
+    struct model m;
+    struct mem_plan plan;
+    struct mem_plan_settings set;
+    struct model_config cfg;
+};
+
+static void pdx_open(struct pdx *f, const char *dir, enum model_load_format fmt, int max_len) {
+    memset(f, 0, sizeof *f);
+    CHECK_OK(model_config_load(dir, &f->cfg));
+    CHECK(cudaFree(0) == cudaSuccess);
+    CHECK_OK(kern_cuda_ctx_init(&f->ctx, 0, NULL, 0, NULL, 0));
+    size_t total = 0, free_b = 0;
+    CHECK_OK(mem_device_info(0, &total, &free_b));
+    f->set = (struct mem_plan_settings){.gpu_memory_utilization = 0.5,
+                                        .max_model_len = max_len,
+                                        .max_num_seqs = 8,
+                                        .max_num_batched_tokens = 512,
+                                        .block_size = 16,
+                                        .cuda_graphs = model_graphs_usable(&kern_cuda_ops)};
+    struct mem_plan_shape shape;
+    model_plan_shape(&f->cfg, &shape);
+    CHECK_OK(mem_plan_compute(&shape, &f->set, total, free_b, &f->plan));
+    CHECK_OK(mem_arena_init(&f->arena, MEM_DEVICE, 0, f->plan.arena_bytes, 64u << 20));
+    void *ws = NULL, *scratch = NULL;
+    CHECK_OK(mem_arena_carve(&f->arena, "cublas_workspace", f->plan.workspace_bytes, &ws));
+    CHECK_OK(mem_arena_carve(&f->arena, "sampling", f->plan.sampling_bytes, &scratch));
+    CHECK_OK(kern_cuda_ctx_set_regions(f->ctx, ws, f->plan.workspace_bytes, scratch,
+                                       f->plan.sampling_bytes));
+    CHECK_OK(
+        model_weights_load(&f->m.w, &f->cfg, dir, fmt, 4321, &kern_cuda_ops, f->ctx, &f->arena));
+    CHECK_OK(model_init(&f->m, &f->cfg, &kern_cuda_ops, f->ctx, &f->arena, &f->plan, &f->set));
+}
+
+static void pdx_close(struct pdx *f) {
+    model_free(&f->m);
+    model_weights_free(&f->m.w);
+    kern_cuda_ctx_free(f->ctx);
+    mem_arena_free(&f->arena);
+}
+
+// Drops the model's graphs and captures every bucket again under the PDL setting now in force.
+static void pdx_capture(struct model *m) {
+    int nb, nc, bb[MODEL_GRAPHS_MAX_BUCKETS], cb[MODEL_GRAPHS_MAX_BUCKETS];
+    const int *b0 = model_graphs_batch(m->graphs, &nb), *c0 = model_graphs_ctx(m->graphs, &nc);
+    memcpy(bb, b0, sizeof(int) * nb), memcpy(cb, c0, sizeof(int) * nc);
+    model_graphs_free(m->graphs);
+    m->graphs = NULL;
+    CHECK_OK(model_graphs_init(&m->graphs, bb, nb, cb, nc, MEM_PLAN_GRAPHS_BYTES));
+    CHECK_EQ(model_graphs_warmup(m), nb * nc);
+}
+
+// ---- steps
+
+#define PDL_SEQS 8
+
+// The prefill under test: 300 tokens, fewer for a model with a shorter context.
+static int pdl_prefill = 300;
+
+struct pdl_step {
+    int n_tokens, n_seqs;
+    int32_t ids[512], pos[512], slots[512], qs[PDL_SEQS + 1], lens[PDL_SEQS];
+    int32_t *tables; // [PDL_SEQS, max_blocks_per_seq]
+};
+
+// Sequence s owns blocks 16 + s, 16 + s + PDL_SEQS, ...: clear of the blocks the graph warm-up
+// writes (0 .. 7, its rows' own blocks).
+static int32_t pdl_block(int s, int j) {
+    return 16 + s + j * PDL_SEQS;
+}
+
+// Adds n tokens of sequence s at positions start..; ids from r.
+static void pdl_add(struct pdl_step *st, const struct model *m, int s, int start, int n,
+                    uint64_t *r) {
+    int bs = m->block_size, mb = m->max_blocks_per_seq;
+    if (st->n_seqs == 0) st->qs[0] = 0, st->n_tokens = 0;
+    for (int i = 0; i < n; i++) {
+        int p = start + i, t = st->n_tokens + i;
+        st->ids[t] = (int32_t)(gt_rand(r) % (uint64_t)m->cfg.vocab_size);
+        st->pos[t] = p;
+        st->slots[t] = pdl_block(s, p / bs) * bs + p % bs;
+    }
+    st->n_tokens += n;
+    st->lens[st->n_seqs] = start + n;
+    for (int j = 0; j < mb; j++)
+        st->tables[(size_t)st->n_seqs * mb + j] = pdl_block(s, j);
+    st->n_seqs++;
+    st->qs[st->n_seqs] = st->n_tokens;
+}
+
+static struct model_batch pdl_view(const struct pdl_step *st) {
+    return (struct model_batch){.n_tokens = st->n_tokens,
+                                .n_seqs = st->n_seqs,
+                                .token_ids = st->ids,
+                                .positions = st->pos,
+                                .slot_mapping = st->slots,
+                                .query_start = st->qs,
+                                .seq_lens = st->lens,
+                                .block_tables = st->tables};
+}
+
+// The prompt lengths: sequence 0 is the prefill under test, the others shorter.
+static int pdl_len(int s) {
+    return s == 0 ? pdl_prefill : 20 + (pdl_prefill - 40) / PDL_SEQS * s;
+}
+
+// The decode step of the first S sequences (one token each, at position pdl_len(s)).
+static void pdl_decode(struct pdl_step *st, const struct model *m, int S, uint64_t seed) {
+    st->n_seqs = 0;
+    for (int s = 0; s < S; s++)
+        pdl_add(st, m, s, pdl_len(s), 1, &seed);
+}
+
+// Milliseconds per replay of the decode step's graph (logits copy included), over `reps`; every
+// replay's logits are compared with want (S rows): a race shows as a replay that differs.
+static double pdl_time_graph(struct model *m, const struct model_batch *b, float *lg,
+                             const float *want, int reps, size_t *n_diff) {
+    const size_t n = (size_t)b->n_seqs * (size_t)m->cfg.vocab_size;
+    CHECK_OK(model_forward_padded(m, b, 0, MODEL_FWD_GRAPH, lg));
+    double t = 0.0;
+    for (int i = 0; i < reps; i++) {
+        double t0 = pdl_now();
+        CHECK_OK(model_forward_padded(m, b, 0, MODEL_FWD_GRAPH, lg));
+        t += pdl_now() - t0;
+        *n_diff += pdl_ndiff(lg, want, n);
+    }
+    return t * 1e3 / reps;
+}
+
+static void pdl_model_case(const char *name, const char *dir, enum model_load_format fmt,
+                           int max_len, int prefill) {
+    pdl_prefill = prefill;
+    if (!kern_cuda_set_pdl(1)) TEST_SKIP("PDL needs compute capability 9.0 or higher");
+    unsetenv("KEEL_CUDA_GRAPHS");
+    unsetenv("KEEL_CUDA_GRAPH_MAX_SEQS");
+    CHECK_EQ(kern_cuda_set_pdl(0), 0);
+    struct pdx f;
+    pdx_open(&f, dir, fmt, max_len);
+    struct model *m = &f.m;
+    CHECK(m->graphs != NULL);
+    CHECK(model_graphs_warmup(m) > 0);
+    const int V = f.cfg.vocab_size, mb = m->max_blocks_per_seq;
+    CHECK(pdl_block(PDL_SEQS - 1, mb - 1) < m->n_kv_blocks);
+    struct pdl_step st = {0};
+    st.tables = calloc((size_t)PDL_SEQS * mb, sizeof(int32_t));
+    float *lg = malloc(sizeof(float) * PDL_SEQS * V), *base = malloc(sizeof(float) * PDL_SEQS * V);
+    CHECK(st.tables && lg && base);
+    char shape[128];
+
+    // Prompts, PDL off; sequence 0's is the prefill under test, run again with PDL on (the same
+    // tokens at the same slots: it stores the same K/V when it computes the same numbers).
+    for (int s = PDL_SEQS - 1; s >= 0; s--) {
+        uint64_t r = 1000 + s;
+        st.n_seqs = 0;
+        pdl_add(&st, m, s, 0, pdl_len(s), &r);
+        struct model_batch b = pdl_view(&st);
+        CHECK_OK(model_forward_padded(m, &b, 0, MODEL_FWD_EAGER, base));
+    }
+    pdl_check_real("prefill, PDL off", base, V);
+    CHECK_EQ(kern_cuda_set_pdl(1), 1);
+    {
+        uint64_t r = 1000;
+        st.n_seqs = 0;
+        pdl_add(&st, m, 0, 0, pdl_prefill, &r);
+        struct model_batch b = pdl_view(&st);
+        CHECK_OK(model_forward_padded(m, &b, 0, MODEL_FWD_EAGER, lg));
+    }
+    snprintf(shape, sizeof shape, "%s prefill n=%d: logits on vs off", name, pdl_prefill);
+    gt_row_exact("pdl", shape, pdl_ndiff(lg, base, V));
+
+    // Decode steps of 1 and 8 sequences: eager (padded to the bucket, as a graph runs) and from
+    // graphs, PDL off then on. Each run stores the same token's K/V at the same slot.
+    const int sizes[2] = {1, PDL_SEQS};
+    float *want[2], *got[2][2]; // want[size]: eager, PDL off; got[size][graph, eager PDL on]
+    double ms[2][2];            // [size][pdl]: graph replay
+    size_t replay_diff[2][2] = {{0, 0}, {0, 0}};
+    for (int pdl = 0; pdl < 2; pdl++) {
+        CHECK_EQ(kern_cuda_set_pdl(pdl), pdl);
+        if (pdl) pdx_capture(m);
+        for (int i = 0; i < 2; i++) {
+            const int S = sizes[i];
+            pdl_decode(&st, m, S, 77 + S);
+            struct model_batch b = pdl_view(&st);
+            float *eager =
+                pdl ? malloc(sizeof(float) * S * V) : (want[i] = malloc(sizeof(float) * S * V));
+            CHECK(eager);
+            CHECK_OK(model_forward_padded(m, &b, S, MODEL_FWD_EAGER, eager));
+            pdl_check_real("decode", eager, (size_t)S * V);
+            float *graph = malloc(sizeof(float) * S * V);
+            CHECK(graph);
+            CHECK_OK(model_forward_padded(m, &b, 0, MODEL_FWD_GRAPH, graph));
+            if (pdl) got[i][1] = eager;
+            if (pdl)
+                got[i][0] = graph;
+            else {
+                snprintf(shape, sizeof shape, "%s decode b=%d, PDL off: graph vs eager", name, S);
+                gt_row_exact("pdl", shape, pdl_ndiff(graph, want[i], (size_t)S * V));
+                free(graph);
+            }
+            ms[i][pdl] = pdl_time_graph(m, &b, lg, want[i], 20, &replay_diff[i][pdl]);
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        const int S = sizes[i];
+        snprintf(shape, sizeof shape, "%s decode b=%d eager: on vs off", name, S);
+        gt_row_exact("pdl", shape, pdl_ndiff(got[i][1], want[i], (size_t)S * V));
+        snprintf(shape, sizeof shape, "%s decode b=%d graph: on vs off", name, S);
+        gt_row_exact("pdl", shape, pdl_ndiff(got[i][0], want[i], (size_t)S * V));
+        snprintf(shape, sizeof shape, "%s decode b=%d graph: 20 replays on vs off", name, S);
+        gt_row_exact("pdl", shape, replay_diff[i][1]);
+        snprintf(shape, sizeof shape, "%s decode b=%d graph: 20 replays off vs off", name, S);
+        gt_row_exact("pdl", shape, replay_diff[i][0]);
+        printf("  %s decode b=%d graph replay (logits copy included): %.3f ms PDL off, %.3f ms "
+               "PDL on (%+.1f%%)\n",
+               name, S, ms[i][0], ms[i][1], (ms[i][1] / ms[i][0] - 1.0) * 100.0);
+        free(want[i]), free(got[i][0]), free(got[i][1]);
+    }
+    free(st.tables), free(lg), free(base);
+    pdx_close(&f);
+    kern_cuda_set_pdl(-1);
+}
+
+TEST_TIMEOUT(gpu_pdl_model_tiny, 120) {
+    pdl_model_case("tiny-qwen3", "tests/data/tiny-qwen3", MODEL_LOAD_SAFETENSORS, 256, 200);
+}
+
+TEST_TIMEOUT(gpu_pdl_model_qwen3_0_6b, 180) {
+    pdl_model_case("Qwen3-0.6B", "tests/data/configs/Qwen3-0.6B", MODEL_LOAD_DUMMY, 1024, 300);
+}
+
+TEST_TIMEOUT(gpu_pdl_model_7b, 300) {
+    pdl_model_case("Qwen2.5-7B", "tests/data/configs/Qwen2.5-7B-Instruct", MODEL_LOAD_DUMMY, 1024,
+                   300);
+}
