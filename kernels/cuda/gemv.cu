@@ -72,6 +72,27 @@ __device__ __forceinline__ uint4 kc_gemv_ld_stream(const bf16 *p) {
     return v;
 }
 
+// Activations (x, gate_up, the residual and delta: written by the kernels before this one) are
+// read with these, never __ldg: __ldg is an asm statement that is neither volatile nor a memory
+// access to the compiler, so it may be hoisted above kc_pdl_wait (device.h), and under
+// programmatic dependent launch that read the previous kernel's output before it was written
+// (the H100 run of 2026-11-22: logits off by up to 91 with PDL on). A volatile asm with a memory
+// clobber stays below the wait.
+__device__ __forceinline__ uint4 kc_gemv_ld_act(const bf16 *p) {
+    uint4 v;
+    asm volatile("ld.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p)
+                 : "memory");
+    return v;
+}
+
+__device__ __forceinline__ uint2 kc_gemv_ld_act2(const bf16 *p) {
+    uint2 v;
+    asm volatile("ld.global.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p) : "memory");
+    return v;
+}
+
 // Eight bf16 from p[0..7], those at or past `left` (elements left in the row) as zero.
 __device__ __forceinline__ uint4 kc_gemv_ld_guarded(const bf16 *p, int left) {
     uint32_t r[4];
@@ -125,8 +146,8 @@ __device__ __forceinline__ void kc_gemv_stage_silu(bf16 (*tile)[KC_GEMV_CHUNK],
         if (r >= m) break;
         const bf16 *gp = gate_up + (size_t)r * 2 * k + col;
         if (VEC && full) {
-            gv[r] = __ldg(reinterpret_cast<const uint2 *>(gp));
-            uv[r] = __ldg(reinterpret_cast<const uint2 *>(gp + k));
+            gv[r] = kc_gemv_ld_act2(gp);
+            uv[r] = kc_gemv_ld_act2(gp + k);
         } else {
             gv[r] = kc_gemv_ld4_guarded(gp, k - col);
             uv[r] = kc_gemv_ld4_guarded(gp + k, k - col);
@@ -157,13 +178,11 @@ kc_gemv_stage_norm(bf16 (*tile)[KC_GEMV_CHUNK], const bf16 *res /* [m, k] */,
     for (int r = 0; r < KC_GEMV_ROWS / 2; r++) {
         if (r >= m) break;
         const bf16 *rp = res + (size_t)r * k + col;
-        rv[r] =
-            fast ? __ldg(reinterpret_cast<const uint2 *>(rp)) : kc_gemv_ld4_guarded(rp, k - col);
+        rv[r] = fast ? kc_gemv_ld_act2(rp) : kc_gemv_ld4_guarded(rp, k - col);
         dv[r] = make_uint2(0u, 0u);
         if (delta) {
             const bf16 *dp = delta + (size_t)r * k + col;
-            dv[r] = fast ? __ldg(reinterpret_cast<const uint2 *>(dp))
-                         : kc_gemv_ld4_guarded(dp, k - col);
+            dv[r] = fast ? kc_gemv_ld_act2(dp) : kc_gemv_ld4_guarded(dp, k - col);
         }
     }
     const uint32_t wp[2] = {wv.x, wv.y};
@@ -207,10 +226,10 @@ kc_gemv_norm_prepass(float *inv /* [8] */, float (*part)[KC_GEMV_ROWS / 2], cons
         if (VEC) {
             for (int j = threadIdx.x * 8; j < k; j += blockDim.x * 8) {
                 // Packed pairs handled as words (no bf16 view of a uint4: that is type punning).
-                uint4 rv = __ldg(reinterpret_cast<const uint4 *>(rp + j));
+                uint4 rv = kc_gemv_ld_act(rp + j);
                 uint32_t r4[4] = {rv.x, rv.y, rv.z, rv.w};
                 if (dp) {
-                    uint4 dv = __ldg(reinterpret_cast<const uint4 *>(dp + j));
+                    uint4 dv = kc_gemv_ld_act(dp + j);
                     const uint32_t d4[4] = {dv.x, dv.y, dv.z, dv.w};
 #pragma unroll
                     for (int i = 0; i < 4; i++) {
@@ -303,7 +322,7 @@ __global__ void __launch_bounds__(256)
             if (!STAGED) {
 #pragma unroll
                 for (int u = 0; u < KC_GEMV_U; u++)
-                    xv[u] = __ldg(reinterpret_cast<const uint4 *>(xr + k0 + 32 * u));
+                    xv[u] = kc_gemv_ld_act(xr + k0 + 32 * u);
             }
         } else {
 #pragma unroll
