@@ -185,7 +185,7 @@ struct kern_ops {
     // step's results are read (the forward pass calls it once, at the end of its network; a CUDA
     // graph capture must join every fork). CUDA: a kernel on a side stream forked from the
     // context's stream, for decode steps, while the small ops before a projection leave the
-    // memory idle (KEEL_L2_PREFETCH=0 turns it off).
+    // memory idle (off unless KEEL_L2_PREFETCH=1: measured slower on the H100).
     int (*prefetch)(struct kern_ctx *c, const void *w, size_t bytes);
     int (*prefetch_join)(struct kern_ctx *c);
 

@@ -48,7 +48,7 @@ struct kern_ctx {
     size_t op_scratch_bytes;
     bool sample_prob_cache; // the sample op caches probabilities (KEEL_SAMPLE_PROB_CACHE != 0)
     // The prefetch op (prefetch.cu): a side stream forked from `stream` by fork_ev and joined
-    // back by join_ev; prefetch_on from KEEL_L2_PREFETCH (default on), side_pending while a fork
+    // back by join_ev; prefetch_on from KEEL_L2_PREFETCH=1 (default off), side_pending while a fork
     // has not been joined.
     cudaStream_t side;
     cudaEvent_t fork_ev, join_ev;
