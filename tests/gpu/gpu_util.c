@@ -7,6 +7,7 @@
 
 #include <cuda_runtime_api.h>
 #include <math.h>
+#include <string.h>
 #include <unistd.h>
 
 #define GT_CUDA(call)                                                                              \
@@ -193,4 +194,35 @@ static struct kern_ctx *gt__cpu;
 struct kern_ctx *gt_cpu(void) {
     if (!gt__cpu) CHECK_OK(kern_cpu_ctx_init(&gt__cpu, 0));
     return gt__cpu;
+}
+
+// ---- a model on the CUDA backend
+
+void gt_model_open(struct gt_model *f, const char *dir, enum model_load_format fmt,
+                   struct mem_plan_settings set, uint64_t seed) {
+    memset(f, 0, sizeof *f);
+    CHECK_OK(model_config_load(dir, &f->cfg));
+    CHECK(cudaFree(0) == cudaSuccess); // the CUDA context and the kernel context, before
+    CHECK_OK(kern_cuda_ctx_init(&f->ctx, 0, NULL, 0, NULL, 0)); // measuring what they cost
+    size_t total = 0, free_b = 0;
+    CHECK_OK(mem_device_info(0, &total, &free_b));
+    f->set = set;
+    struct mem_plan_shape shape;
+    model_plan_shape(&f->cfg, &shape);
+    CHECK_OK(mem_plan_compute(&shape, &f->set, total, free_b, &f->plan));
+    CHECK_OK(mem_arena_init(&f->arena, MEM_DEVICE, 0, f->plan.arena_bytes, 64u << 20));
+    CHECK_OK(mem_arena_carve(&f->arena, "cublas_workspace", f->plan.workspace_bytes, &f->ws));
+    CHECK_OK(mem_arena_carve(&f->arena, "sampling", f->plan.sampling_bytes, &f->scratch));
+    CHECK_OK(kern_cuda_ctx_set_regions(f->ctx, f->ws, f->plan.workspace_bytes, f->scratch,
+                                       f->plan.sampling_bytes));
+    CHECK_OK(
+        model_weights_load(&f->m.w, &f->cfg, dir, fmt, seed, &kern_cuda_ops, f->ctx, &f->arena));
+    CHECK_OK(model_init(&f->m, &f->cfg, &kern_cuda_ops, f->ctx, &f->arena, &f->plan, &f->set));
+}
+
+void gt_model_close(struct gt_model *f) {
+    model_free(&f->m);
+    model_weights_free(&f->m.w);
+    kern_cuda_ctx_free(f->ctx);
+    mem_arena_free(&f->arena);
 }

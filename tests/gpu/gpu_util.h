@@ -6,6 +6,10 @@
 #define KEEL_TESTS_GPU_GPU_UTIL_H
 
 #include "kernels/ops.h"
+#include "memory/arena.h"
+#include "memory/plan.h"
+#include "models/config.h"
+#include "models/model.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -47,5 +51,22 @@ struct kern_ctx *gt_cpu(void);
 
 // The path of this run's table file (shared by the forked test processes).
 void gt_table_path(char *buf, size_t len);
+
+// ---- a model on the CUDA backend, set up as keel serve starts one: the CUDA and kernel contexts
+// first (so the plan sees what they cost), the memory plan from the device's free memory and
+// `set`, one arena, the cuBLAS workspace and sampling regions carved from it, the weights (random
+// from `seed` with MODEL_LOAD_DUMMY), the model. Aborts the test on any failure.
+struct gt_model {
+    struct mem_arena arena;
+    struct kern_ctx *ctx;
+    struct model m;
+    struct mem_plan plan;
+    struct mem_plan_settings set;
+    struct model_config cfg;
+    void *ws, *scratch; // the arena's cuBLAS workspace and sampling regions
+};
+void gt_model_open(struct gt_model *f, const char *dir, enum model_load_format fmt,
+                   struct mem_plan_settings set, uint64_t seed);
+void gt_model_close(struct gt_model *f);
 
 #endif

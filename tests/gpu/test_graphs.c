@@ -23,48 +23,16 @@
 
 // ---- a model on the CUDA backend, as keel serve starts one (with the graphs' reservation)
 
-struct grx {
-    struct mem_arena arena;
-    struct kern_ctx *ctx;
-    struct model m;
-    struct mem_plan plan;
-    struct mem_plan_settings set;
-    struct model_config cfg;
-};
-
-static void grx_open(struct grx *f, const char *dir, enum model_load_format fmt, double util,
+static void grx_open(struct gt_model *f, const char *dir, enum model_load_format fmt, double util,
                      int max_model_len, int max_seqs, int max_tokens) {
-    memset(f, 0, sizeof *f);
-    CHECK_OK(model_config_load(dir, &f->cfg));
-    CHECK(cudaFree(0) == cudaSuccess);
-    CHECK_OK(kern_cuda_ctx_init(&f->ctx, 0, NULL, 0, NULL, 0));
-    size_t total = 0, free_b = 0;
-    CHECK_OK(mem_device_info(0, &total, &free_b));
-    f->set = (struct mem_plan_settings){.gpu_memory_utilization = util,
-                                        .max_model_len = max_model_len,
-                                        .max_num_seqs = max_seqs,
-                                        .max_num_batched_tokens = max_tokens,
-                                        .block_size = 16,
-                                        .cuda_graphs = model_graphs_usable(&kern_cuda_ops)};
-    struct mem_plan_shape shape;
-    model_plan_shape(&f->cfg, &shape);
-    CHECK_OK(mem_plan_compute(&shape, &f->set, total, free_b, &f->plan));
-    CHECK_OK(mem_arena_init(&f->arena, MEM_DEVICE, 0, f->plan.arena_bytes, 64u << 20));
-    void *ws = NULL, *scratch = NULL;
-    CHECK_OK(mem_arena_carve(&f->arena, "cublas_workspace", f->plan.workspace_bytes, &ws));
-    CHECK_OK(mem_arena_carve(&f->arena, "sampling", f->plan.sampling_bytes, &scratch));
-    CHECK_OK(kern_cuda_ctx_set_regions(f->ctx, ws, f->plan.workspace_bytes, scratch,
-                                       f->plan.sampling_bytes));
-    CHECK_OK(
-        model_weights_load(&f->m.w, &f->cfg, dir, fmt, 4321, &kern_cuda_ops, f->ctx, &f->arena));
-    CHECK_OK(model_init(&f->m, &f->cfg, &kern_cuda_ops, f->ctx, &f->arena, &f->plan, &f->set));
-}
-
-static void grx_close(struct grx *f) {
-    model_free(&f->m);
-    model_weights_free(&f->m.w);
-    kern_cuda_ctx_free(f->ctx);
-    mem_arena_free(&f->arena);
+    gt_model_open(f, dir, fmt,
+                  (struct mem_plan_settings){.gpu_memory_utilization = util,
+                                             .max_model_len = max_model_len,
+                                             .max_num_seqs = max_seqs,
+                                             .max_num_batched_tokens = max_tokens,
+                                             .block_size = 16,
+                                             .cuda_graphs = model_graphs_usable(&kern_cuda_ops)},
+                  4321);
 }
 
 static double grx_now(void) {
@@ -165,7 +133,7 @@ static int step_size(const int *bb, int bi, int k) {
 TEST_TIMEOUT(gpu_graphs_every_bucket_matches_eager, 300) {
     unsetenv("KEEL_CUDA_GRAPHS");
     unsetenv("KEEL_CUDA_GRAPH_MAX_SEQS");
-    struct grx f;
+    struct gt_model f;
     grx_open(&f, "tests/data/configs/Qwen2.5-0.5B-Instruct", MODEL_LOAD_DUMMY, 0.5, GR_MAX_CTX,
              GR_MAX_SEQS, 2048);
     struct model *m = &f.m;
@@ -299,7 +267,7 @@ TEST_TIMEOUT(gpu_graphs_every_bucket_matches_eager, 300) {
 
     free(seqs), free(tables), free(lg), free(want), free(pad), free(got);
     grstep_free(&st);
-    grx_close(&f);
+    gt_model_close(&f);
 }
 
 // ---- the switches
@@ -308,7 +276,7 @@ TEST_TIMEOUT(gpu_graphs_switches, 120) {
     // KEEL_CUDA_GRAPH_MAX_SEQS=4: buckets 1, 2, 4; a step of 5 sequences runs eagerly.
     unsetenv("KEEL_CUDA_GRAPHS");
     setenv("KEEL_CUDA_GRAPH_MAX_SEQS", "4", 1);
-    struct grx f;
+    struct gt_model f;
     grx_open(&f, "tests/data/tiny-qwen2", MODEL_LOAD_SAFETENSORS, 0.5, 256, 8, 256);
     CHECK(f.plan.graphs_bytes == MEM_PLAN_GRAPHS_BYTES);
     int n = model_graphs_warmup(&f.m);
@@ -346,7 +314,7 @@ TEST_TIMEOUT(gpu_graphs_switches, 120) {
     gt_row("graph switches", "tiny-qwen2: 3 of 5 rows via bucket 4", e, 2e-2);
     free(lg), free(lg2);
     grstep_free(&st);
-    grx_close(&f);
+    gt_model_close(&f);
 
     // KEEL_CUDA_GRAPHS=0: no table, no reservation, no warm-up; steps run eagerly.
     setenv("KEEL_CUDA_GRAPHS", "0", 1);
@@ -355,7 +323,7 @@ TEST_TIMEOUT(gpu_graphs_switches, 120) {
     CHECK(f.m.graphs == NULL);
     CHECK_EQ(f.plan.graphs_bytes, 0);
     CHECK_EQ(model_graphs_warmup(&f.m), 0);
-    grx_close(&f);
+    gt_model_close(&f);
     gt_row_exact("graph switches", "KEEL_CUDA_GRAPHS=0 leaves graphs on", 0);
     unsetenv("KEEL_CUDA_GRAPHS");
 }
@@ -403,7 +371,7 @@ TEST_TIMEOUT(gpu_graphs_timing, 550) {
     unsetenv("KEEL_CUDA_GRAPHS");
     CHECK(ctx_len < max_len);
 
-    struct grx f;
+    struct gt_model f;
     double t0 = grx_now();
     grx_open(&f, dir, MODEL_LOAD_DUMMY, 0.9, max_len, 256, 8192); // keel serve's defaults
     double t_load = grx_now() - t0;
@@ -470,5 +438,5 @@ TEST_TIMEOUT(gpu_graphs_timing, 550) {
     }
     free(seqs), free(tables), free(lg), free(host);
     grstep_free(&st);
-    grx_close(&f);
+    gt_model_close(&f);
 }

@@ -23,47 +23,15 @@
 
 // ---- a model on the CUDA backend, as keel starts one
 
-struct gfx {
-    struct mem_arena arena;
-    struct kern_ctx *ctx;
-    struct model m;
-    struct mem_plan plan;
-    struct mem_plan_settings set;
-    struct model_config cfg;
-};
-
-static void gfx_open(struct gfx *f, const char *dir, enum model_load_format fmt, double util,
+static void gfx_open(struct gt_model *f, const char *dir, enum model_load_format fmt, double util,
                      int max_model_len, int max_seqs, int max_tokens, int block_size) {
-    memset(f, 0, sizeof *f);
-    CHECK_OK(model_config_load(dir, &f->cfg));
-    CHECK(cudaFree(0) == cudaSuccess); // the CUDA context and the kernel context, before
-    CHECK_OK(kern_cuda_ctx_init(&f->ctx, 0, NULL, 0, NULL, 0)); // measuring what they cost
-    size_t total = 0, free_b = 0;
-    CHECK_OK(mem_device_info(0, &total, &free_b));
-    f->set = (struct mem_plan_settings){.gpu_memory_utilization = util,
-                                        .max_model_len = max_model_len,
-                                        .max_num_seqs = max_seqs,
-                                        .max_num_batched_tokens = max_tokens,
-                                        .block_size = block_size};
-    struct mem_plan_shape shape;
-    model_plan_shape(&f->cfg, &shape);
-    CHECK_OK(mem_plan_compute(&shape, &f->set, total, free_b, &f->plan));
-    CHECK_OK(mem_arena_init(&f->arena, MEM_DEVICE, 0, f->plan.arena_bytes, 64u << 20));
-    void *ws = NULL, *scratch = NULL;
-    CHECK_OK(mem_arena_carve(&f->arena, "cublas_workspace", f->plan.workspace_bytes, &ws));
-    CHECK_OK(mem_arena_carve(&f->arena, "sampling", f->plan.sampling_bytes, &scratch));
-    CHECK_OK(kern_cuda_ctx_set_regions(f->ctx, ws, f->plan.workspace_bytes, scratch,
-                                       f->plan.sampling_bytes));
-    CHECK_OK(
-        model_weights_load(&f->m.w, &f->cfg, dir, fmt, 1234, &kern_cuda_ops, f->ctx, &f->arena));
-    CHECK_OK(model_init(&f->m, &f->cfg, &kern_cuda_ops, f->ctx, &f->arena, &f->plan, &f->set));
-}
-
-static void gfx_close(struct gfx *f) {
-    model_free(&f->m);
-    model_weights_free(&f->m.w);
-    kern_cuda_ctx_free(f->ctx);
-    mem_arena_free(&f->arena);
+    gt_model_open(f, dir, fmt,
+                  (struct mem_plan_settings){.gpu_memory_utilization = util,
+                                             .max_model_len = max_model_len,
+                                             .max_num_seqs = max_seqs,
+                                             .max_num_batched_tokens = max_tokens,
+                                             .block_size = block_size},
+                  1234);
 }
 
 // ---- one sequence and its steps
@@ -92,13 +60,13 @@ static void gstep_free(struct gstep *st) {
 }
 
 // Sequence `id` owns blocks id, id + stride, id + 2 stride, ... (scattered through the pool).
-static void gseq_init(struct gseq *s, const struct gfx *f, int id, int stride) {
+static void gseq_init(struct gseq *s, const struct gt_model *f, int id, int stride) {
     memset(s, 0, sizeof *s);
     for (int i = 0; i < f->m.max_blocks_per_seq && i < 512; i++)
         s->table[i] = (id + i * stride) % f->m.n_kv_blocks;
 }
 
-static void gstep_add(struct gstep *st, const struct gfx *f, struct gseq *s, int n) {
+static void gstep_add(struct gstep *st, const struct gt_model *f, struct gseq *s, int n) {
     int bs = f->m.block_size, mb = f->m.max_blocks_per_seq;
     if (st->n_seqs == 0) st->qs[0] = 0, st->n_tokens = 0;
     for (int i = 0; i < n; i++) {
@@ -115,7 +83,7 @@ static void gstep_add(struct gstep *st, const struct gfx *f, struct gseq *s, int
     st->qs[st->n_seqs] = st->n_tokens;
 }
 
-static void gstep_run(struct gfx *f, struct gstep *st, float *logits) {
+static void gstep_run(struct gt_model *f, struct gstep *st, float *logits) {
     struct model_batch b = {.n_tokens = st->n_tokens,
                             .n_seqs = st->n_seqs,
                             .token_ids = st->ids,
@@ -149,7 +117,7 @@ static void check_golden(const char *dir, const char *label) {
     char *text = test_read_file(path);
     cJSON *g = cJSON_Parse(text);
     CHECK_MSG(g != NULL, "%s is not JSON", path);
-    struct gfx f;
+    struct gt_model f;
     gfx_open(&f, dir, MODEL_LOAD_SAFETENSORS, 0.5, 256, 4, 256, 16);
     int V = f.cfg.vocab_size;
     float *logits = malloc(sizeof(float) * V);
@@ -236,7 +204,7 @@ static void check_golden(const char *dir, const char *label) {
     CHECK(pi > 0);
     gstep_free(&st);
     free(logits);
-    gfx_close(&f);
+    gt_model_close(&f);
     cJSON_Delete(g);
     free(text);
 }
@@ -289,7 +257,7 @@ static void smoke(const char *name) {
     char dir[256];
     snprintf(dir, sizeof dir, "tests/data/configs/%s", name);
     CHECK_EQ(kern_cuda_handle_count(), 0);
-    struct gfx f;
+    struct gt_model f;
     double t0 = now_s();
     gfx_open(&f, dir, MODEL_LOAD_DUMMY, 0.90, 4096, 32, 2048, 16);
     double t_load = now_s() - t0;
@@ -353,7 +321,7 @@ static void smoke(const char *name) {
     free(seqs);
     gstep_free(&st);
     free(logits);
-    gfx_close(&f);
+    gt_model_close(&f);
 }
 
 TEST_TIMEOUT(gpu_smoke_qwen25_7b, 240) {

@@ -131,47 +131,15 @@ TEST(gpu_pdl_capture_edges) {
 
 // ---- a model on the CUDA backend, as keel serve starts one
 
-struct pdx {
-    struct mem_arena arena;
-    struct kern_ctx *ctx;
-    struct model m;
-    struct mem_plan plan;
-    struct mem_plan_settings set;
-    struct model_config cfg;
-};
-
-static void pdx_open(struct pdx *f, const char *dir, enum model_load_format fmt, int max_len) {
-    memset(f, 0, sizeof *f);
-    CHECK_OK(model_config_load(dir, &f->cfg));
-    CHECK(cudaFree(0) == cudaSuccess);
-    CHECK_OK(kern_cuda_ctx_init(&f->ctx, 0, NULL, 0, NULL, 0));
-    size_t total = 0, free_b = 0;
-    CHECK_OK(mem_device_info(0, &total, &free_b));
-    f->set = (struct mem_plan_settings){.gpu_memory_utilization = 0.5,
-                                        .max_model_len = max_len,
-                                        .max_num_seqs = 8,
-                                        .max_num_batched_tokens = 512,
-                                        .block_size = 16,
-                                        .cuda_graphs = model_graphs_usable(&kern_cuda_ops)};
-    struct mem_plan_shape shape;
-    model_plan_shape(&f->cfg, &shape);
-    CHECK_OK(mem_plan_compute(&shape, &f->set, total, free_b, &f->plan));
-    CHECK_OK(mem_arena_init(&f->arena, MEM_DEVICE, 0, f->plan.arena_bytes, 64u << 20));
-    void *ws = NULL, *scratch = NULL;
-    CHECK_OK(mem_arena_carve(&f->arena, "cublas_workspace", f->plan.workspace_bytes, &ws));
-    CHECK_OK(mem_arena_carve(&f->arena, "sampling", f->plan.sampling_bytes, &scratch));
-    CHECK_OK(kern_cuda_ctx_set_regions(f->ctx, ws, f->plan.workspace_bytes, scratch,
-                                       f->plan.sampling_bytes));
-    CHECK_OK(
-        model_weights_load(&f->m.w, &f->cfg, dir, fmt, 4321, &kern_cuda_ops, f->ctx, &f->arena));
-    CHECK_OK(model_init(&f->m, &f->cfg, &kern_cuda_ops, f->ctx, &f->arena, &f->plan, &f->set));
-}
-
-static void pdx_close(struct pdx *f) {
-    model_free(&f->m);
-    model_weights_free(&f->m.w);
-    kern_cuda_ctx_free(f->ctx);
-    mem_arena_free(&f->arena);
+static void pdx_open(struct gt_model *f, const char *dir, enum model_load_format fmt, int max_len) {
+    gt_model_open(f, dir, fmt,
+                  (struct mem_plan_settings){.gpu_memory_utilization = 0.5,
+                                             .max_model_len = max_len,
+                                             .max_num_seqs = 8,
+                                             .max_num_batched_tokens = 512,
+                                             .block_size = 16,
+                                             .cuda_graphs = model_graphs_usable(&kern_cuda_ops)},
+                  4321);
 }
 
 // Drops the model's graphs and captures every bucket again under the PDL setting now in force.
@@ -286,7 +254,7 @@ static void pdl_model_case(const char *name, const char *dir, enum model_load_fo
     unsetenv("KEEL_CUDA_GRAPHS");
     unsetenv("KEEL_CUDA_GRAPH_MAX_SEQS");
     if (sw_what == SW_PDL) CHECK_EQ(kern_cuda_set_pdl(0), 0);
-    struct pdx f;
+    struct gt_model f;
     pdx_open(&f, dir, fmt, max_len);
     sw_ctx = f.ctx;
     if (sw_what == SW_PREFETCH) sw_set(0);
@@ -370,7 +338,7 @@ static void pdl_model_case(const char *name, const char *dir, enum model_load_fo
         free(want[i]), free(got[i][0]), free(got[i][1]);
     }
     free(st.tables), free(lg), free(base);
-    pdx_close(&f);
+    gt_model_close(&f);
     sw_ctx = NULL;
     kern_cuda_set_pdl(-1);
 }

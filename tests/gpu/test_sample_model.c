@@ -23,46 +23,15 @@
 #include <string.h>
 #include <time.h>
 
-struct gsm {
-    struct mem_arena arena;
-    struct kern_ctx *ctx;
-    struct model m;
-    struct mem_plan plan;
-    struct mem_plan_settings set;
-    struct model_config cfg;
-    void *ws, *scratch;
-};
-
-static void gsm_open(struct gsm *f, const char *dir, enum model_load_format fmt, int max_seqs) {
-    memset(f, 0, sizeof *f);
-    CHECK_OK(model_config_load(dir, &f->cfg));
-    CHECK(cudaFree(0) == cudaSuccess);
-    CHECK_OK(kern_cuda_ctx_init(&f->ctx, 0, NULL, 0, NULL, 0));
-    size_t total = 0, free_b = 0;
-    CHECK_OK(mem_device_info(0, &total, &free_b));
-    f->set = (struct mem_plan_settings){.gpu_memory_utilization = 0.85,
-                                        .max_model_len = 1024,
-                                        .max_num_seqs = max_seqs,
-                                        .max_num_batched_tokens = 1024,
-                                        .block_size = 16};
-    struct mem_plan_shape shape;
-    model_plan_shape(&f->cfg, &shape);
-    CHECK_OK(mem_plan_compute(&shape, &f->set, total, free_b, &f->plan));
-    CHECK_OK(mem_arena_init(&f->arena, MEM_DEVICE, 0, f->plan.arena_bytes, 64u << 20));
-    CHECK_OK(mem_arena_carve(&f->arena, "cublas_workspace", f->plan.workspace_bytes, &f->ws));
-    CHECK_OK(mem_arena_carve(&f->arena, "sampling", f->plan.sampling_bytes, &f->scratch));
-    CHECK_OK(kern_cuda_ctx_set_regions(f->ctx, f->ws, f->plan.workspace_bytes, f->scratch,
-                                       f->plan.sampling_bytes));
-    CHECK_OK(
-        model_weights_load(&f->m.w, &f->cfg, dir, fmt, 1234, &kern_cuda_ops, f->ctx, &f->arena));
-    CHECK_OK(model_init(&f->m, &f->cfg, &kern_cuda_ops, f->ctx, &f->arena, &f->plan, &f->set));
-}
-
-static void gsm_close(struct gsm *f) {
-    model_free(&f->m);
-    model_weights_free(&f->m.w);
-    kern_cuda_ctx_free(f->ctx);
-    mem_arena_free(&f->arena);
+static void gsm_open(struct gt_model *f, const char *dir, enum model_load_format fmt,
+                     int max_seqs) {
+    gt_model_open(f, dir, fmt,
+                  (struct mem_plan_settings){.gpu_memory_utilization = 0.85,
+                                             .max_model_len = 1024,
+                                             .max_num_seqs = max_seqs,
+                                             .max_num_batched_tokens = 1024,
+                                             .block_size = 16},
+                  1234);
 }
 
 static double gsm_now(void) {
@@ -72,7 +41,7 @@ static double gsm_now(void) {
 }
 
 // S sequences of a prompt of 8 tokens then `steps` decode steps, each step run both ways.
-static void gsm_run(struct gsm *f, int S, int steps, uint64_t seed, const char *label) {
+static void gsm_run(struct gt_model *f, int S, int steps, uint64_t seed, const char *label) {
     int V = f->cfg.vocab_size, bs = f->m.block_size, mb = f->m.max_blocks_per_seq;
     int T = 8 + steps;
     uint64_t s[4];
@@ -165,7 +134,7 @@ static void gsm_run(struct gsm *f, int S, int steps, uint64_t seed, const char *
 // With too little op_scratch for the step's entries, model_forward_sample says ERR_NOSPACE
 // after the network ran, and model_logits_to_host hands over the step's logits (the engine's
 // fallback): they equal model_forward's.
-static void gsm_nospace(struct gsm *f) {
+static void gsm_nospace(struct gt_model *f) {
     int V = f->cfg.vocab_size;
     int32_t ids[2] = {5, 9}, pos[2] = {0, 0}, slots[2] = {0, 16}, qs[3] = {0, 1, 2};
     int32_t lens[2] = {1, 1};
@@ -199,18 +168,18 @@ static void gsm_nospace(struct gsm *f) {
 }
 
 TEST(gpu_sample_model_tiny) {
-    struct gsm f;
+    struct gt_model f;
     gsm_open(&f, "tests/data/tiny-qwen3", MODEL_LOAD_SAFETENSORS, 32);
     gsm_run(&f, 1, 12, 1, "tiny-qwen3");
     gsm_run(&f, 5, 12, 2, "tiny-qwen3"); // graphed decode steps
     gsm_run(&f, 24, 6, 3, "tiny-qwen3");
     gsm_nospace(&f);
-    gsm_close(&f);
+    gt_model_close(&f);
 }
 
 TEST_TIMEOUT(gpu_sample_model_qwen3_8b, 240) {
-    struct gsm f;
+    struct gt_model f;
     gsm_open(&f, "tests/data/configs/Qwen3-8B", MODEL_LOAD_DUMMY, 128);
     gsm_run(&f, 128, 8, 4, "Qwen3-8B dummy");
-    gsm_close(&f);
+    gt_model_close(&f);
 }
