@@ -7,6 +7,7 @@
 
 #include <cuda_runtime_api.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -225,4 +226,46 @@ void gt_model_close(struct gt_model *f) {
     model_weights_free(&f->m.w);
     kern_cuda_ctx_free(f->ctx);
     mem_arena_free(&f->arena);
+}
+
+// ---- a paged attention batch
+
+void gt_attn_layout_make(struct gt_attn_layout *l, int n_seqs, const int *qlen, const int *len,
+                         int block_size, uint64_t *seed) {
+    memset(l, 0, sizeof *l);
+    l->n_seqs = n_seqs;
+    l->qstart = malloc(sizeof(int32_t) * (n_seqs + 1));
+    l->lens = malloc(sizeof(int32_t) * (n_seqs > 0 ? n_seqs : 1));
+    CHECK(l->qstart && l->lens);
+    l->qstart[0] = 0;
+    for (int i = 0; i < n_seqs; i++) {
+        l->n_tokens += qlen[i];
+        l->qstart[i + 1] = l->n_tokens;
+        l->lens[i] = len[i];
+        int nb = (len[i] + block_size - 1) / block_size;
+        l->n_blocks += nb;
+        if (nb > l->max_blocks) l->max_blocks = nb;
+        if (qlen[i] > l->max_q) l->max_q = qlen[i];
+        if (len[i] > l->max_len) l->max_len = len[i];
+    }
+    l->max_blocks += 1; // a wider table than needed: the stride must be honoured
+    l->n_blocks += 3;   // blocks no sequence owns
+    int32_t *perm = malloc(sizeof(int32_t) * l->n_blocks);
+    l->tables = calloc((size_t)n_seqs * l->max_blocks + 1, sizeof(int32_t));
+    CHECK(perm && l->tables);
+    for (int i = 0; i < l->n_blocks; i++)
+        perm[i] = i;
+    for (int i = l->n_blocks - 1; i > 0; i--) {
+        int j = (int)(gt_rand(seed) % (uint64_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    for (int i = 0, used = 0; i < n_seqs; i++)
+        for (int b = 0; b < (len[i] + block_size - 1) / block_size; b++)
+            l->tables[i * l->max_blocks + b] = perm[used++];
+    free(perm);
+}
+
+void gt_attn_layout_free(struct gt_attn_layout *l) {
+    free(l->qstart), free(l->lens), free(l->tables);
+    memset(l, 0, sizeof *l);
 }

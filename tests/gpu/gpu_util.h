@@ -52,6 +52,19 @@ struct kern_ctx *gt_cpu(void);
 // The path of this run's table file (shared by the forked test processes).
 void gt_table_path(char *buf, size_t len);
 
+// ---- a paged attention batch (host arrays): sequence i has qlen[i] new tokens and a context of
+// len[i]; its blocks come from a shuffled order of all blocks, 3 more blocks than the sequences
+// own exist, and the table is one block wider than needed (kernels must honour its stride).
+struct gt_attn_layout {
+    int n_seqs, n_tokens, max_q, max_len, max_blocks, n_blocks;
+    int32_t *qstart; // [n_seqs + 1]
+    int32_t *lens;   // [n_seqs]
+    int32_t *tables; // [n_seqs, max_blocks]
+};
+void gt_attn_layout_make(struct gt_attn_layout *l, int n_seqs, const int *qlen, const int *len,
+                         int block_size, uint64_t *seed);
+void gt_attn_layout_free(struct gt_attn_layout *l);
+
 // ---- a model on the CUDA backend, set up as keel serve starts one: the CUDA and kernel contexts
 // first (so the plan sees what they cost), the memory plan from the device's free memory and
 // `set`, one arena, the cuBLAS workspace and sampling regions carved from it, the weights (random

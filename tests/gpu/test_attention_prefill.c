@@ -59,32 +59,11 @@ static int pf_windows(int qlen, int w0[3], int w1[3]) {
 
 static void check_prefill(const struct pf_case *tc, uint64_t seed) {
     int nh = tc->n_heads, nkv = tc->n_kv_heads, hd = tc->head_dim, bs = tc->block_size;
-    int32_t qstart[PF_MAX_SEQS + 1], lens[PF_MAX_SEQS];
-    int n_tokens = 0, max_q = 0, max_len = 0, max_blocks = 0, n_blocks = 0;
-    qstart[0] = 0;
-    for (int i = 0; i < tc->n_seqs; i++) {
-        n_tokens += tc->qlen[i];
-        qstart[i + 1] = n_tokens;
-        lens[i] = tc->len[i];
-        int nb = (tc->len[i] + bs - 1) / bs;
-        n_blocks += nb;
-        if (nb > max_blocks) max_blocks = nb;
-        if (tc->qlen[i] > max_q) max_q = tc->qlen[i];
-        if (tc->len[i] > max_len) max_len = tc->len[i];
-    }
-    max_blocks += 1; // a wider table than needed: the stride must be honoured
-    n_blocks += 3;   // blocks no sequence owns
-    int32_t *perm = malloc(sizeof(int32_t) * n_blocks);
-    for (int i = 0; i < n_blocks; i++)
-        perm[i] = i;
-    for (int i = n_blocks - 1; i > 0; i--) {
-        int j = (int)(gt_rand(&seed) % (uint64_t)(i + 1)), t = perm[i];
-        perm[i] = perm[j], perm[j] = t;
-    }
-    int32_t *tables = calloc((size_t)tc->n_seqs * max_blocks, sizeof(int32_t));
-    for (int i = 0, used = 0; i < tc->n_seqs; i++)
-        for (int b = 0; b < (tc->len[i] + bs - 1) / bs; b++)
-            tables[i * max_blocks + b] = perm[used++];
+    struct gt_attn_layout lay;
+    gt_attn_layout_make(&lay, tc->n_seqs, tc->qlen, tc->len, bs, &seed);
+    const int32_t *qstart = lay.qstart, *lens = lay.lens, *tables = lay.tables;
+    const int n_tokens = lay.n_tokens, max_q = lay.max_q, max_len = lay.max_len;
+    const int max_blocks = lay.max_blocks, n_blocks = lay.n_blocks;
 
     size_t row = (size_t)(nh + 2 * nkv) * hd, cache = (size_t)n_blocks * bs * nkv * hd;
     size_t out_row = (size_t)nh * hd, out_n = (size_t)n_tokens * out_row;
@@ -149,7 +128,8 @@ static void check_prefill(const struct pf_case *tc, uint64_t seed) {
         free(got[mode]);
     gt_free(d_qkv), gt_free(d_k), gt_free(d_v), gt_free(d_out), gt_free(d_qs), gt_free(d_lens),
         gt_free(d_tab);
-    free(got_c), free(rows), free(want), free(perm), free(tables), free(qkv), free(kc), free(vc);
+    free(got_c), free(rows), free(want), free(qkv), free(kc), free(vc);
+    gt_attn_layout_free(&lay);
 }
 
 TEST(gpu_prefill_models_1k) {
