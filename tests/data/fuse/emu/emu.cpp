@@ -70,6 +70,8 @@ static float __shfl_xor_sync(unsigned, float v, int o) {
 static float kc_warp_sum(float v) { for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0, v, o); return v; }
 
 static uint4 kc_gemv_ld_stream(const bf16 *p) { uint4 v; memcpy(&v, p, 16); return v; }
+static uint4 kc_gemv_ld_act(const bf16 *p) { uint4 v; memcpy(&v, p, 16); return v; }
+static uint2 kc_gemv_ld_act2(const bf16 *p) { uint2 v; memcpy(&v, p, 8); return v; }
 // Programmatic dependent launch (device.h): one grid at a time here, nothing to wait for.
 static void kc_pdl_wait(void) {}
 static void kc_pdl_trigger(void) {}
