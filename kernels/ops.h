@@ -179,16 +179,6 @@ struct kern_ops {
                       const int32_t *slot_mapping /* [n] */, int n, int n_heads, int n_kv_heads,
                       int head_dim, float eps, float theta);
 
-    // A hint with no effect on results (optional): starts reading w[0, bytes) into the device's
-    // cache beside the work queued so far, so that a memory-bound op queued soon after finds it
-    // there. Nothing queued later waits for it until prefetch_join, which must follow before the
-    // step's results are read (the forward pass calls it once, at the end of its network; a CUDA
-    // graph capture must join every fork). CUDA: a kernel on a side stream forked from the
-    // context's stream, for decode steps, while the small ops before a projection leave the
-    // memory idle (off unless KEEL_L2_PREFETCH=1: measured slower on the H100).
-    int (*prefetch)(struct kern_ctx *c, const void *w, size_t bytes);
-    int (*prefetch_join)(struct kern_ctx *c);
-
     // out[i, :] = x[rows[i], :] (the last position of each sequence, before the final norm).
     int (*gather_rows)(struct kern_ctx *c, bf16 *out /* [m, dim] */, const bf16 *x /* [*, dim] */,
                        const int32_t *rows /* [m] */, int m, int dim);

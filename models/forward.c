@@ -229,10 +229,6 @@ static int check_batch(const struct model *m, const struct model_batch *b) {
         }                                                                                          \
     } while (0)
 
-// Steps of at most this many tokens prefetch weights (the GEMV range, kernels/cuda/gemm.c): in
-// larger steps the GEMMs are no longer bound by the weights' read alone.
-#define FWD_PREFETCH_MAX_N 8
-
 // The step's shape as the device work needs it: the metadata's layout and the host-side hints.
 struct fwd_step {
     int n, S;           // tokens, sequences
@@ -284,13 +280,6 @@ static int network(struct model *m, const struct fwd_step *st, bool prof_ops) {
     // the new residual to xb, the MLP norm writes it back to `residual`, so it is in `residual`
     // after every layer. `hidden` (hid >= dim) is the op's scratch for batches it does not fuse.
     const bool fuse_norm = op->add_rmsnorm_gemm && hid >= dim;
-    // Decode-sized steps (the GEMVs' range): each projection's weights start into the cache
-    // while the small ops before it run (kernels/ops.h prefetch; joined at the end).
-    const bool pf = op->prefetch && op->prefetch_join && n <= FWD_PREFETCH_MAX_N && !prof_ops;
-#define PREFETCH(w, rows, cols)                                                                    \
-    do {                                                                                           \
-        if (pf) TRY(op->prefetch(ctx, (w), (size_t)(rows) * (cols) * sizeof(bf16)));              \
-    } while (0)
 
     OP(MODEL_PROF_EMBED, op->embed(ctx, residual, ids, m->w.embed, n, dim));
     // Tensor parallel: each rank embedded the ids of its vocabulary slice (zeros elsewhere), and
@@ -304,7 +293,6 @@ static int network(struct model *m, const struct fwd_step *st, bool prof_ops) {
         bf16 *v_cache = k_cache + cache_elems;
 
         // attention
-        PREFETCH(L->wqkv, qkv_dim, dim);
         if (fuse_norm) { // the residual moves to xb (see fuse_norm)
             OP(MODEL_PROF_QKV,
                op->add_rmsnorm_gemm(ctx, qkv, xb, residual, l == 0 ? NULL : x, L->attn_norm,
@@ -314,7 +302,6 @@ static int network(struct model *m, const struct fwd_step *st, bool prof_ops) {
                op->add_rmsnorm(ctx, xb, residual, l == 0 ? NULL : x, L->attn_norm, n, dim, eps));
             OP(MODEL_PROF_QKV, op->gemm(ctx, qkv, xb, L->wqkv, L->bqkv, n, qkv_dim, dim));
         }
-        PREFETCH(L->wo, dim, q_dim);
         if (op->qk_rope_kv) { // fused: qk_norm (Qwen3) + rope + kv_write
             OP(MODEL_PROF_QK_ROPE,
                op->qk_rope_kv(ctx, qkv, k_cache, v_cache, c->qk_norm ? L->q_norm : NULL,
@@ -334,7 +321,6 @@ static int network(struct model *m, const struct fwd_step *st, bool prof_ops) {
         if (comm) OP(MODEL_PROF_WO, kern_comm_all_reduce_bf16(comm, ctx, x, (size_t)n * dim));
 
         // MLP
-        PREFETCH(L->w_gate_up, 2 * hid, dim);
         if (fuse_norm) { // and back to residual
             OP(MODEL_PROF_GATE_UP,
                op->add_rmsnorm_gemm(ctx, gate_up, residual, xb, x, L->ffn_norm, L->w_gate_up, NULL,
@@ -358,8 +344,6 @@ static int network(struct model *m, const struct fwd_step *st, bool prof_ops) {
     OP(MODEL_PROF_LOGITS, op->gather_rows(ctx, xb, x, rows, S, dim));
     OP(MODEL_PROF_LOGITS, op->add_rmsnorm(ctx, x, last, xb, m->w.final_norm, S, dim, eps));
     OP(MODEL_PROF_LOGITS, op->gemm_f32(ctx, m->logits, x, m->w.lm_head, S, c->vocab_size, dim));
-    if (pf) TRY(op->prefetch_join(ctx));
-#undef PREFETCH
     return 0;
 }
 

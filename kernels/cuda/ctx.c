@@ -31,9 +31,6 @@ static int kern_cuda__ctx_setup(struct kern_ctx *c) {
     CUDA_CHECK(cudaSetDevice(c->device));
     CUDA_CHECK(cudaDeviceGetAttribute(&c->n_sm, cudaDevAttrMultiProcessorCount, c->device));
     CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
-    CUDA_CHECK(cudaStreamCreateWithFlags(&c->side, cudaStreamNonBlocking));
-    CUDA_CHECK(cudaEventCreateWithFlags(&c->fork_ev, cudaEventDisableTiming));
-    CUDA_CHECK(cudaEventCreateWithFlags(&c->join_ev, cudaEventDisableTiming));
     CUBLAS_CHECK(cublasLtCreate(&c->lt));
     __atomic_add_fetch(&kern_cuda__handles, 1, __ATOMIC_SEQ_CST);
     return kern_cuda_attention_setup();
@@ -71,10 +68,6 @@ int kern_cuda_ctx_init(struct kern_ctx **out, int device, void *workspace, size_
     // time should it ever misbehave (it changes speed, not results).
     const char *pcache = getenv("KEEL_SAMPLE_PROB_CACHE");
     c->sample_prob_cache = !(pcache && strcmp(pcache, "0") == 0);
-    // Off unless KEEL_L2_PREFETCH=1: on the H100 it made single-stream 7B decode 1.4% slower
-    // (docs/PERF.md run 7); kept, with its tests, for GPUs and batches where it may pay.
-    const char *pf = getenv("KEEL_L2_PREFETCH");
-    c->prefetch_on = pf && strcmp(pf, "1") == 0;
     rc = kern_cuda__ctx_setup(c);
     if (rc) {
         kern_cuda_ctx_free(c);
@@ -101,11 +94,7 @@ int kern_cuda_ctx_set_regions(struct kern_ctx *c, void *workspace, size_t worksp
 void kern_cuda_ctx_free(struct kern_ctx *c) {
     if (!c) return;
     if (c->stream) cudaStreamSynchronize(c->stream);
-    if (c->side) cudaStreamSynchronize(c->side);
     if (c->lt) cublasLtDestroy(c->lt);
-    if (c->fork_ev) cudaEventDestroy(c->fork_ev);
-    if (c->join_ev) cudaEventDestroy(c->join_ev);
-    if (c->side) cudaStreamDestroy(c->side);
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c);
 }

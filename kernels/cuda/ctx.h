@@ -47,26 +47,10 @@ struct kern_ctx {
     void *op_scratch; // arena region for kernels' temporaries, op_scratch_bytes long
     size_t op_scratch_bytes;
     bool sample_prob_cache; // the sample op caches probabilities (KEEL_SAMPLE_PROB_CACHE != 0)
-    // The prefetch op (prefetch.cu): a side stream forked from `stream` by fork_ev and joined
-    // back by join_ev; prefetch_on from KEEL_L2_PREFETCH=1 (default off), side_pending while a fork
-    // has not been joined.
-    cudaStream_t side;
-    cudaEvent_t fork_ev, join_ev;
-    bool prefetch_on, side_pending;
     unsigned long long n_gemm_calls;
     int n_gemm_plans_built; // heuristic queries made (tests check that the cache works)
     struct kern_cuda_gemm_plan plans[KERN_CUDA_GEMM_PLANS];
 };
-
-// The prefetch op's halves (prefetch.cu; kernels/ops.h).
-#ifdef __cplusplus
-extern "C" {
-#endif
-int kern_cuda__prefetch(struct kern_ctx *c, const void *w, size_t bytes);
-int kern_cuda__prefetch_join(struct kern_ctx *c);
-#ifdef __cplusplus
-}
-#endif
 
 // Plans built so far (each one a heuristic query); for tests.
 int kern_cuda__gemm_plans_built(const struct kern_ctx *c);

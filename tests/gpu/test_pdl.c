@@ -6,11 +6,9 @@
 //   eager and replayed from graphs (captured once with PDL off, once with it on), give the same
 //   float32 logits bit for bit as with PDL off. A kernel that read its predecessor's output
 //   before its griddepcontrol.wait would show here as differing (or NaN) logits.
-// The same cases run with the weight prefetch op (kernels/cuda/prefetch.cu) off and on instead.
 // The graph replays are also timed (printed, not checked): the decode timing that matters is the
-// integrator's keel generate run with and without KEEL_PDL=0 / KEEL_L2_PREFETCH=0.
+// integrator's keel generate run with and without KEEL_PDL=0.
 #include "common/err.h"
-#include "kernels/cuda/ctx.h"
 #include "kernels/cuda/kern_cuda.h"
 #include "memory/arena.h"
 #include "memory/plan.h"
@@ -230,34 +228,15 @@ static double pdl_time_graph(struct model *m, const struct model_batch *b, float
     return t * 1e3 / reps;
 }
 
-// The switch a case flips: programmatic dependent launch, or the weight prefetch op
-// (kernels/cuda/prefetch.cu, the context's prefetch_on). Neither may change a result.
-enum pdl_switch { SW_PDL, SW_PREFETCH };
-static enum pdl_switch sw_what;
-static struct kern_ctx *sw_ctx;
-
-static int sw_set(int on) {
-    if (sw_what == SW_PDL) return kern_cuda_set_pdl(on);
-    sw_ctx->prefetch_on = on != 0;
-    return on;
-}
-
-static const char *sw_name(void) {
-    return sw_what == SW_PDL ? "PDL" : "prefetch";
-}
-
 static void pdl_model_case(const char *name, const char *dir, enum model_load_format fmt,
                            int max_len, int prefill) {
     pdl_prefill = prefill;
-    if (sw_what == SW_PDL && !kern_cuda_set_pdl(1))
-        TEST_SKIP("PDL needs compute capability 9.0 or higher");
+    if (!kern_cuda_set_pdl(1)) TEST_SKIP("PDL needs compute capability 9.0 or higher");
     unsetenv("KEEL_CUDA_GRAPHS");
     unsetenv("KEEL_CUDA_GRAPH_MAX_SEQS");
-    if (sw_what == SW_PDL) CHECK_EQ(kern_cuda_set_pdl(0), 0);
+    CHECK_EQ(kern_cuda_set_pdl(0), 0);
     struct gt_model f;
     pdx_open(&f, dir, fmt, max_len);
-    sw_ctx = f.ctx;
-    if (sw_what == SW_PREFETCH) sw_set(0);
     struct model *m = &f.m;
     CHECK(m->graphs != NULL);
     CHECK(model_graphs_warmup(m) > 0);
@@ -278,8 +257,8 @@ static void pdl_model_case(const char *name, const char *dir, enum model_load_fo
         struct model_batch b = pdl_view(&st);
         CHECK_OK(model_forward_padded(m, &b, 0, MODEL_FWD_EAGER, base));
     }
-    pdl_check_real("prefill, switch off", base, V);
-    CHECK_EQ(sw_set(1), 1);
+    pdl_check_real("prefill, PDL off", base, V);
+    CHECK_EQ(kern_cuda_set_pdl(1), 1);
     {
         uint64_t r = 1000;
         st.n_seqs = 0;
@@ -288,7 +267,7 @@ static void pdl_model_case(const char *name, const char *dir, enum model_load_fo
         CHECK_OK(model_forward_padded(m, &b, 0, MODEL_FWD_EAGER, lg));
     }
     snprintf(shape, sizeof shape, "%s prefill n=%d: logits on vs off", name, pdl_prefill);
-    gt_row_exact(sw_name(), shape, pdl_ndiff(lg, base, V));
+    gt_row_exact("pdl", shape, pdl_ndiff(lg, base, V));
 
     // Decode steps of 1 and 8 sequences: eager (padded to the bucket, as a graph runs) and from
     // graphs, PDL off then on. Each run stores the same token's K/V at the same slot.
@@ -297,7 +276,7 @@ static void pdl_model_case(const char *name, const char *dir, enum model_load_fo
     double ms[2][2];            // [size][pdl]: graph replay
     size_t replay_diff[2][2] = {{0, 0}, {0, 0}};
     for (int pdl = 0; pdl < 2; pdl++) {
-        CHECK_EQ(sw_set(pdl), pdl);
+        CHECK_EQ(kern_cuda_set_pdl(pdl), pdl);
         if (pdl) pdx_capture(m);
         for (int i = 0; i < 2; i++) {
             const int S = sizes[i];
@@ -315,8 +294,8 @@ static void pdl_model_case(const char *name, const char *dir, enum model_load_fo
             if (pdl)
                 got[i][0] = graph;
             else {
-                snprintf(shape, sizeof shape, "%s decode b=%d, off: graph vs eager", name, S);
-                gt_row_exact(sw_name(), shape, pdl_ndiff(graph, want[i], (size_t)S * V));
+                snprintf(shape, sizeof shape, "%s decode b=%d, PDL off: graph vs eager", name, S);
+                gt_row_exact("pdl", shape, pdl_ndiff(graph, want[i], (size_t)S * V));
                 free(graph);
             }
             ms[i][pdl] = pdl_time_graph(m, &b, lg, want[i], 20, &replay_diff[i][pdl]);
@@ -325,49 +304,32 @@ static void pdl_model_case(const char *name, const char *dir, enum model_load_fo
     for (int i = 0; i < 2; i++) {
         const int S = sizes[i];
         snprintf(shape, sizeof shape, "%s decode b=%d eager: on vs off", name, S);
-        gt_row_exact(sw_name(), shape, pdl_ndiff(got[i][1], want[i], (size_t)S * V));
+        gt_row_exact("pdl", shape, pdl_ndiff(got[i][1], want[i], (size_t)S * V));
         snprintf(shape, sizeof shape, "%s decode b=%d graph: on vs off", name, S);
-        gt_row_exact(sw_name(), shape, pdl_ndiff(got[i][0], want[i], (size_t)S * V));
+        gt_row_exact("pdl", shape, pdl_ndiff(got[i][0], want[i], (size_t)S * V));
         snprintf(shape, sizeof shape, "%s decode b=%d graph: 20 replays on vs off", name, S);
-        gt_row_exact(sw_name(), shape, replay_diff[i][1]);
+        gt_row_exact("pdl", shape, replay_diff[i][1]);
         snprintf(shape, sizeof shape, "%s decode b=%d graph: 20 replays off vs off", name, S);
-        gt_row_exact(sw_name(), shape, replay_diff[i][0]);
-        printf("  %s decode b=%d graph replay (logits copy included): %.3f ms %s off, %.3f ms "
-               "on (%+.1f%%)\n",
-               name, S, ms[i][0], sw_name(), ms[i][1], (ms[i][1] / ms[i][0] - 1.0) * 100.0);
+        gt_row_exact("pdl", shape, replay_diff[i][0]);
+        printf("  %s decode b=%d graph replay (logits copy included): %.3f ms PDL off, %.3f ms "
+               "PDL on (%+.1f%%)\n",
+               name, S, ms[i][0], ms[i][1], (ms[i][1] / ms[i][0] - 1.0) * 100.0);
         free(want[i]), free(got[i][0]), free(got[i][1]);
     }
     free(st.tables), free(lg), free(base);
     gt_model_close(&f);
-    sw_ctx = NULL;
     kern_cuda_set_pdl(-1);
 }
 
 TEST_TIMEOUT(gpu_pdl_model_tiny, 120) {
-    sw_what = SW_PDL;
     pdl_model_case("tiny-qwen3", "tests/data/tiny-qwen3", MODEL_LOAD_SAFETENSORS, 256, 200);
 }
 
 TEST_TIMEOUT(gpu_pdl_model_qwen3_0_6b, 180) {
-    sw_what = SW_PDL;
     pdl_model_case("Qwen3-0.6B", "tests/data/configs/Qwen3-0.6B", MODEL_LOAD_DUMMY, 1024, 300);
 }
 
 TEST_TIMEOUT(gpu_pdl_model_7b, 300) {
-    sw_what = SW_PDL;
-    pdl_model_case("Qwen2.5-7B", "tests/data/configs/Qwen2.5-7B-Instruct", MODEL_LOAD_DUMMY, 1024,
-                   300);
-}
-
-// The weight prefetch op (a side stream forked and joined inside the step, graphs included)
-// changes no result, eager or replayed, at a prefill (where it is not used) or a decode step.
-TEST_TIMEOUT(gpu_prefetch_model_tiny, 120) {
-    sw_what = SW_PREFETCH;
-    pdl_model_case("tiny-qwen3", "tests/data/tiny-qwen3", MODEL_LOAD_SAFETENSORS, 256, 200);
-}
-
-TEST_TIMEOUT(gpu_prefetch_model_7b, 300) {
-    sw_what = SW_PREFETCH;
     pdl_model_case("Qwen2.5-7B", "tests/data/configs/Qwen2.5-7B-Instruct", MODEL_LOAD_DUMMY, 1024,
                    300);
 }
