@@ -53,18 +53,6 @@ template <int D> static constexpr size_t kc_dec_smem() {
 
 // ---- kernels
 
-static __device__ __forceinline__ void kc_dec_mma(float *d, const uint32_t *a, uint32_t b0,
-                                                  uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-static __device__ __forceinline__ uint32_t kc_dec_pack(float lo, float hi) {
-    return (uint32_t)kc_bf(lo) | ((uint32_t)kc_bf(hi) << 16);
-}
-
 static __device__ __forceinline__ uint32_t kc_dec_ld32(const bf16 *p) {
     return *reinterpret_cast<const uint32_t *>(p);
 }
@@ -75,14 +63,6 @@ static __device__ __forceinline__ void kc_dec_cp16(bf16 *dst, const bf16 *src, i
     unsigned d = (unsigned)__cvta_generic_to_shared(dst);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
                  "r"(src_bytes));
-}
-
-static __device__ __forceinline__ void kc_dec_commit(void) {
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
-template <int N> static __device__ __forceinline__ void kc_dec_wait(void) {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 // The merge of one output row's key slices, by one warp (kc_dec_combine and the main kernel's
@@ -229,13 +209,13 @@ __global__ void __launch_bounds__(KC_DEC_WARPS * 32)
 #pragma unroll
     for (int st = 0; st < KC_DEC_STAGES - 1; st++) {
         if (st < n_mine) load(st);
-        kc_dec_commit();
+        kc_cp_async_commit();
     }
     for (int i = 0; i < n_mine; i++) {
         __syncwarp(); // every lane is done with the stage refilled next (read at iteration i - 1)
         if (i + KC_DEC_STAGES - 1 < n_mine) load(i + KC_DEC_STAGES - 1);
-        kc_dec_commit();
-        kc_dec_wait<KC_DEC_STAGES - 1>();
+        kc_cp_async_commit();
+        kc_cp_async_wait<KC_DEC_STAGES - 1>();
         __syncwarp(); // the other lanes' copies of sub-tile i are visible
         const bf16 *ks = my_ring + (i % KC_DEC_STAGES) * STAGE, *vs = ks + KC_DEC_SUB * QS;
         const int kb = k_first + (warp + KC_DEC_WARPS * i) * KC_DEC_SUB;
@@ -248,7 +228,8 @@ __global__ void __launch_bounds__(KC_DEC_WARPS * 32)
             const bf16 *k0 = ks + (nt * 8 + g) * QS + tg * 2;
 #pragma unroll
             for (int kc = 0; kc < D / 16; kc++)
-                kc_dec_mma(s[nt], qf[kc], kc_dec_ld32(k0 + kc * 16), kc_dec_ld32(k0 + kc * 16 + 8));
+                kc_mma_bf16(s[nt], qf[kc][0], qf[kc][1], qf[kc][2], qf[kc][3],
+                            kc_dec_ld32(k0 + kc * 16), kc_dec_ld32(k0 + kc * 16 + 8));
         }
         // Mask (past the slice, or in the row's future), then the online softmax of rows g and
         // g + 8 (each shared by the 4 lanes of the quad).
@@ -288,8 +269,8 @@ __global__ void __launch_bounds__(KC_DEC_WARPS * 32)
         // O = O alpha + P V. P's A fragment comes straight from the S accumulators (keys 2tg, +1
         // of n-tile 0, then of n-tile 1); V's B fragment for dims n*8 + g is two keys a register,
         // read from the row-major tile.
-        uint32_t pa[4] = {kc_dec_pack(s[0][0], s[0][1]), kc_dec_pack(s[0][2], s[0][3]),
-                          kc_dec_pack(s[1][0], s[1][1]), kc_dec_pack(s[1][2], s[1][3])};
+        uint32_t pa[4] = {kc_pack_bf16x2(s[0][0], s[0][1]), kc_pack_bf16x2(s[0][2], s[0][3]),
+                          kc_pack_bf16x2(s[1][0], s[1][1]), kc_pack_bf16x2(s[1][2], s[1][3])};
 #pragma unroll
         for (int n = 0; n < D / 8; n++) {
             o[n][0] *= alpha[0], o[n][1] *= alpha[0];
@@ -297,13 +278,13 @@ __global__ void __launch_bounds__(KC_DEC_WARPS * 32)
             const bf16 *v0 = vs + (2 * tg) * QS + n * 8 + g;
             uint32_t b0 = (uint32_t)v0[0] | ((uint32_t)v0[QS] << 16);
             uint32_t b1 = (uint32_t)v0[8 * QS] | ((uint32_t)v0[9 * QS] << 16);
-            kc_dec_mma(o[n], pa, b0, b1);
+            kc_mma_bf16(o[n], pa[0], pa[1], pa[2], pa[3], b0, b1);
         }
     }
 
     // Merge the four warps' states: each writes its rows' (o, m, l) into shared memory (the ring
     // is free once every warp is past its loop), then the block combines row by row.
-    kc_dec_wait<0>();
+    kc_cp_async_wait<0>();
     __syncthreads();
     float *red = reinterpret_cast<float *>(kc_dec_smem_raw); // [WARPS, ROWS, D + 2]
 #pragma unroll

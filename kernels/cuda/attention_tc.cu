@@ -49,18 +49,6 @@ template <int D> static constexpr size_t kc_tc_smem() {
 
 // ---- kernels: the previous tensor-core kernel (KEEL_ATTN_PREFILL=old)
 
-__device__ __forceinline__ void kc_mma(float *d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                       uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t kc_pack(float lo, float hi) {
-    return (uint32_t)kc_bf(lo) | ((uint32_t)kc_bf(hi) << 16);
-}
-
 template <int D>
 __global__ void __launch_bounds__(KC_TC_WARPS * 32)
     kc_attention_tc(bf16 *out /* [n_tokens, n_heads * D] */,
@@ -163,7 +151,7 @@ __global__ void __launch_bounds__(KC_TC_WARPS * 32)
             for (int kc = 0; kc < D / 16; kc++) {
                 uint32_t b0 = *reinterpret_cast<const uint32_t *>(k0 + kc * 16);
                 uint32_t b1 = *reinterpret_cast<const uint32_t *>(k0 + kc * 16 + 8);
-                kc_mma(s[n], qf[kc][0], qf[kc][1], qf[kc][2], qf[kc][3], b0, b1);
+                kc_mma_bf16(s[n], qf[kc][0], qf[kc][1], qf[kc][2], qf[kc][3], b0, b1);
             }
         }
         // Mask, then the online softmax of this thread's two rows (shared by the 4 lanes of g).
@@ -206,16 +194,16 @@ __global__ void __launch_bounds__(KC_TC_WARPS * 32)
         // O += P V: P (bf16) as the A operand, straight from the S accumulators.
 #pragma unroll
         for (int kk = 0; kk < KC_TC_KT / 16; kk++) {
-            uint32_t a0 = kc_pack(s[2 * kk][0], s[2 * kk][1]);
-            uint32_t a1 = kc_pack(s[2 * kk][2], s[2 * kk][3]);
-            uint32_t a2 = kc_pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            uint32_t a3 = kc_pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            uint32_t a0 = kc_pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
+            uint32_t a1 = kc_pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
+            uint32_t a2 = kc_pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            uint32_t a3 = kc_pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
 #pragma unroll
             for (int n = 0; n < D / 8; n++) {
                 const bf16 *v0 = vt_s + (n * 8 + g) * VS + kk * 16 + tg * 2;
                 uint32_t b0 = *reinterpret_cast<const uint32_t *>(v0);
                 uint32_t b1 = *reinterpret_cast<const uint32_t *>(v0 + 8);
-                kc_mma(o[n], a0, a1, a2, a3, b0, b1);
+                kc_mma_bf16(o[n], a0, a1, a2, a3, b0, b1);
             }
         }
     }
@@ -229,7 +217,7 @@ __global__ void __launch_bounds__(KC_TC_WARPS * 32)
 #pragma unroll
         for (int n = 0; n < D / 8; n++)
             *reinterpret_cast<uint32_t *>(dst + n * 8) =
-                kc_pack(o[n][2 * i] * inv, o[n][2 * i + 1] * inv);
+                kc_pack_bf16x2(o[n][2 * i] * inv, o[n][2 * i + 1] * inv);
     }
 }
 
@@ -253,14 +241,6 @@ __device__ __forceinline__ void kc_fa_cp16(uint32_t dst, const void *src, bool o
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
                  "r"(ok ? 16 : 0)
                  : "memory");
-}
-
-__device__ __forceinline__ void kc_fa_commit(void) {
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
-template <int N> __device__ __forceinline__ void kc_fa_wait(void) {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 __device__ __forceinline__ void kc_fa_ldsm(uint32_t r[4], uint32_t addr) {
@@ -343,7 +323,7 @@ __global__ void __launch_bounds__(WARPS * 32, kc_fa_min_blocks<D, WARPS>())
             ok ? qkv + (size_t)(qs + t) * row_stride + (size_t)(h0 + hh) * D + c * 8 : qkv;
         kc_fa_cp16(kc_fa_saddr(q_s + r * S + c * 8), src, ok);
     }
-    kc_fa_commit();
+    kc_cp_async_commit();
 
     // The K/V copies: this thread moves chunks threadIdx.x + i THREADS (i < NI) of each tile, key
     // (chunk / CH) of the tile, dims 8 (chunk % CH) + 0..7. Their cache blocks are read from the
@@ -371,7 +351,7 @@ __global__ void __launch_bounds__(WARPS * 32, kc_fa_min_blocks<D, WARPS>())
             kc_fa_cp16(kc_fa_saddr(kd + j * S + c * 8), k_cache + off, ok);
             kc_fa_cp16(kc_fa_saddr(vd + j * S + c * 8), v_cache + off, ok);
         }
-        kc_fa_commit();
+        kc_cp_async_commit();
     };
     fetch_blocks(0);
     load_kv(0);
@@ -396,7 +376,7 @@ __global__ void __launch_bounds__(WARPS * 32, kc_fa_min_blocks<D, WARPS>())
 
     // Q as A fragments: matrix i of the x4 is rows (i & 1) * 8 + 0..7, columns (i >> 1) * 8 +
     // 0..7 of the 16 x 16 chunk, i.e. a0..a3 of mma.m16n8k16.
-    kc_fa_wait<1>(); // Q has landed (tile 0 may still fly)
+    kc_cp_async_wait<1>(); // Q has landed (tile 0 may still fly)
     __syncthreads();
     uint32_t qf[D / 16][4];
 #pragma unroll
@@ -414,7 +394,7 @@ __global__ void __launch_bounds__(WARPS * 32, kc_fa_min_blocks<D, WARPS>())
     for (int kt = 0; kt < n_kt; kt++) {
         // Tile kt is complete and visible, and every warp is done with tile kt - 1, whose
         // stage the next copies overwrite.
-        kc_fa_wait<0>();
+        kc_cp_async_wait<0>();
         __syncthreads();
         if (kt + 1 < n_kt) {
             load_kv(kt + 1);
@@ -436,10 +416,10 @@ __global__ void __launch_bounds__(WARPS * 32, kc_fa_min_blocks<D, WARPS>())
                 uint32_t b[4];
                 kc_fa_ldsm(
                     b, kc_fa_saddr(kt_s + (n * 8 + (lane & 7)) * S + kc2 * 32 + (lane >> 3) * 8));
-                kc_mma(s[n], qf[2 * kc2][0], qf[2 * kc2][1], qf[2 * kc2][2], qf[2 * kc2][3], b[0],
-                       b[1]);
-                kc_mma(s[n], qf[2 * kc2 + 1][0], qf[2 * kc2 + 1][1], qf[2 * kc2 + 1][2],
-                       qf[2 * kc2 + 1][3], b[2], b[3]);
+                kc_mma_bf16(s[n], qf[2 * kc2][0], qf[2 * kc2][1], qf[2 * kc2][2], qf[2 * kc2][3],
+                            b[0], b[1]);
+                kc_mma_bf16(s[n], qf[2 * kc2 + 1][0], qf[2 * kc2 + 1][1], qf[2 * kc2 + 1][2],
+                            qf[2 * kc2 + 1][3], b[2], b[3]);
             }
         }
         // Causal mask, only where a key can be later than one of the warp's rows (this also
@@ -498,8 +478,8 @@ __global__ void __launch_bounds__(WARPS * 32, kc_fa_min_blocks<D, WARPS>())
                 uint32_t b[4];
                 kc_fa_ldsm_t(
                     b, kc_fa_saddr(vt_s + (kk * 16 + (lane & 15)) * S + n2 * 16 + (lane >> 4) * 8));
-                kc_mma(o[2 * n2], a0, a1, a2, a3, b[0], b[1]);
-                kc_mma(o[2 * n2 + 1], a0, a1, a2, a3, b[2], b[3]);
+                kc_mma_bf16(o[2 * n2], a0, a1, a2, a3, b[0], b[1]);
+                kc_mma_bf16(o[2 * n2 + 1], a0, a1, a2, a3, b[2], b[3]);
             }
         }
     }

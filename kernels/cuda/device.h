@@ -63,6 +63,33 @@ __device__ __forceinline__ float kc_block_sum(float v, float *red) {
     return t;
 }
 
+// ---- tensor cores and asynchronous copies (the attention kernels)
+
+// d += A . B on tensor cores, mma.m16n8k16 (bf16 in, float32 accumulate), in PTX's fragment
+// layouts (groupID = lane / 4, thread-in-group = lane % 4): a0..a3 the 16 x 16 A tile (rows g,
+// g + 8; k 2t.., 2t + 8..), b0 b1 the 16 x 8 B tile (k 2t.., 2t + 8..; column g), d rows g, g + 8.
+__device__ __forceinline__ void kc_mma_bf16(float *d, uint32_t a0, uint32_t a1, uint32_t a2,
+                                            uint32_t a3, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// Two floats as a bf16 pair (lo in the low half), each rounded like kc_bf.
+__device__ __forceinline__ uint32_t kc_pack_bf16x2(float lo, float hi) {
+    return (uint32_t)kc_bf(lo) | ((uint32_t)kc_bf(hi) << 16);
+}
+
+// Closes the cp.async copies issued so far into one group; waits until at most N groups fly.
+__device__ __forceinline__ void kc_cp_async_commit(void) {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+template <int N> __device__ __forceinline__ void kc_cp_async_wait(void) {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 // ---- programmatic dependent launch (PDL, sm_90+)
 //
 // A kernel launched with kc_launch while PDL is on may start while the kernel before it in the

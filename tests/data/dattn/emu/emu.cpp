@@ -60,7 +60,9 @@ static float kc_warp_sum(float v) { for (int o = 16; o > 0; o >>= 1) v += __shfl
 
 // mma.m16n8k16.row.col f32.bf16: PTX fragment layouts (g = lane / 4, t = lane % 4).
 static float half_of(uint32_t r, int hi) { return kc_f((bf16)(hi ? r >> 16 : r & 0xffff)); }
-static void kc_dec_mma(float *d, const uint32_t *a, uint32_t b0, uint32_t b1) {
+static void kc_mma_bf16(float *d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                        uint32_t b1) {
+    const uint32_t a[4] = {a0, a1, a2, a3};
     int w = warp_id(), l = lane_id();
     uint32_t *s = slots[w][l];
     s[0] = a[0], s[1] = a[1], s[2] = a[2], s[3] = a[3], s[4] = b0, s[5] = b1;
@@ -84,13 +86,17 @@ static void kc_dec_mma(float *d, const uint32_t *a, uint32_t b0, uint32_t b1) {
     __syncwarp();
     for (int e = 0; e < 4; e++) d[e] = out[e];
 }
-static uint32_t kc_dec_pack(float lo, float hi) { return (uint32_t)kc_bf(lo) | ((uint32_t)kc_bf(hi) << 16); }
+static uint32_t kc_pack_bf16x2(float lo, float hi) { return (uint32_t)kc_bf(lo) | ((uint32_t)kc_bf(hi) << 16); }
 static uint32_t kc_dec_ld32(const bf16 *p) { uint32_t u; memcpy(&u, p, 4); return u; }
 static void kc_dec_cp16(bf16 *dst, const bf16 *src, int n) {
     if (n) memcpy(dst, src, 16); else memset(dst, 0, 16);
 }
-static void kc_dec_commit(void) {}
-template <int N> static void kc_dec_wait(void) {}
+static void kc_cp_async_commit(void) {}
+template <int N> static void kc_cp_async_wait(void) {}
+// Programmatic dependent launch (device.h): one grid at a time here, nothing to wait for.
+static void kc_pdl_wait(void) {}
+static void kc_pdl_trigger(void) {}
+static void kc_pdl_begin(void) {}
 
 #include "kernel_body.inc"
 

@@ -7,7 +7,7 @@ import sys
 root = sys.argv[1] if len(sys.argv) > 1 else "."
 s = open(root + "/kernels/cuda/attention_dec.cu").read()
 s = re.sub(r"#include [^\n]*\n", "", s)
-a = s.index("static __device__ __forceinline__ void kc_dec_mma")
+a = s.index("static __device__ __forceinline__ uint32_t kc_dec_ld32")
 b = s.index("// The merge of one output row")
 s = s[:a] + s[b:]
 s = s[: s.index("// ---- launchers")]
