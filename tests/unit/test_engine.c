@@ -8,6 +8,7 @@
 #include "memory/plan.h"
 #include "models/config.h"
 #include "server/engine.h"
+#include "tests/unit/cpu_model.h"
 #include "tests/test.h"
 
 #include <pthread.h>
@@ -598,52 +599,6 @@ TEST(engine_step_error_fails_only_that_step) {
 
 // ---- the engine over the real forward pass on the CPU backend
 
-struct cpu_model {
-    struct mem_arena arena;
-    struct kern_ctx *ctx;
-    struct model m;
-};
-
-static void cpu_open(struct cpu_model *c, const char *dir, enum model_load_format fmt, int n_blocks,
-                     int block_size, int max_seqs, int max_tokens, int max_model_len) {
-    memset(c, 0, sizeof(*c));
-    struct model_config cfg;
-    CHECK_OK(model_config_load(dir, &cfg));
-    int max_blocks = (max_model_len + block_size - 1) / block_size;
-    struct mem_plan plan;
-    struct mem_plan_settings set;
-    memset(&plan, 0, sizeof(plan));
-    memset(&set, 0, sizeof(set));
-    set.gpu_memory_utilization = 0.9;
-    set.max_num_batched_tokens = max_tokens;
-    set.max_num_seqs = max_seqs;
-    set.block_size = block_size;
-    set.max_model_len = max_model_len;
-    set.num_kv_blocks = n_blocks;
-    plan.num_kv_blocks = n_blocks;
-    plan.max_blocks_per_seq = max_blocks;
-    struct mem_plan_shape shape;
-    struct mem_scratch_layout lay;
-    model_plan_shape(&cfg, &shape);
-    mem_plan_scratch_layout(&shape, max_tokens, max_seqs, max_blocks, &lay);
-    size_t kv = (size_t)2 * cfg.n_layers * n_blocks * block_size * cfg.n_kv_heads * cfg.head_dim *
-                sizeof(bf16);
-    size_t bytes = (size_t)model_weights_bytes(&cfg) + lay.bytes + kv +
-                   (size_t)max_seqs * cfg.vocab_size * 4 +
-                   (8 + 16 * cfg.n_layers) * MEM_ARENA_ALIGN;
-    CHECK_OK(mem_arena_init(&c->arena, MEM_HOST, 0, bytes, 1 << 20));
-    CHECK_OK(kern_cpu_ctx_init(&c->ctx, 1));
-    CHECK_OK(model_weights_load(&c->m.w, &cfg, dir, fmt, 1234, &kern_cpu_ops, c->ctx, &c->arena));
-    CHECK_OK(model_init(&c->m, &cfg, &kern_cpu_ops, c->ctx, &c->arena, &plan, &set));
-}
-
-static void cpu_close(struct cpu_model *c) {
-    model_weights_free(&c->m.w);
-    model_free(&c->m);
-    kern_cpu_ctx_free(c->ctx);
-    mem_arena_free(&c->arena);
-}
-
 static struct srv_engine *cpu_engine(struct cpu_model *c, const struct tok_tokenizer *tok) {
     struct srv_engine_config cfg = {c->m.max_seqs, c->m.max_tokens,
                                     c->m.max_blocks_per_seq * c->m.block_size, 0};
@@ -659,8 +614,8 @@ TEST_TIMEOUT(engine_cpu_tiny_pool_greedy_matches_solo, 120) {
     if (!test_file_exists("tests/data/tiny-qwen3/model.safetensors")) TEST_SKIP("no tiny-qwen3");
     enum { N = 240 };
     struct cpu_model big, tiny;
-    cpu_open(&big, dir, MODEL_LOAD_SAFETENSORS, 64, 4, 4, 64, 48);
-    cpu_open(&tiny, dir, MODEL_LOAD_SAFETENSORS, 12, 4, 8, 32, 48); // 48 tokens of KV
+    cpu_model_open(&big, dir, MODEL_LOAD_SAFETENSORS, 64, 4, 4, 64, 48);
+    cpu_model_open(&tiny, dir, MODEL_LOAD_SAFETENSORS, 12, 4, 8, 32, 48); // 48 tokens of KV
     struct srv_engine *solo = cpu_engine(&big, NULL), *e = cpu_engine(&tiny, NULL);
     struct result *want = calloc(N, sizeof(*want)), *got = calloc(N, sizeof(*got));
     int32_t prompt[32];
@@ -694,8 +649,8 @@ TEST_TIMEOUT(engine_cpu_tiny_pool_greedy_matches_solo, 120) {
     CHECK_EQ(st.generation_tokens_total, n_tokens);
     srv_engine_free(e);
     srv_engine_free(solo);
-    cpu_close(&big);
-    cpu_close(&tiny);
+    cpu_model_close(&big);
+    cpu_model_close(&tiny);
     free(want);
     free(got);
 }
@@ -708,7 +663,7 @@ TEST_TIMEOUT(engine_cpu_default_model_text_and_seed, 60) {
     struct tok_tokenizer *tok;
     CHECK_OK(tok_load(&tok, dir));
     struct cpu_model c;
-    cpu_open(&c, dir, MODEL_LOAD_DUMMY, 32, 16, 2, 64, 256);
+    cpu_model_open(&c, dir, MODEL_LOAD_DUMMY, 32, 16, 2, 64, 256);
     struct srv_engine *e = cpu_engine(&c, tok);
     int32_t *ids;
     int n_ids;
@@ -734,7 +689,7 @@ TEST_TIMEOUT(engine_cpu_default_model_text_and_seed, 60) {
     free(dec);
     free(ids);
     srv_engine_free(e);
-    cpu_close(&c);
+    cpu_model_close(&c);
     tok_free(tok);
 }
 

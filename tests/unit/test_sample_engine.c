@@ -9,61 +9,19 @@
 #include "models/config.h"
 #include "models/model.h"
 #include "server/engine.h"
+#include "tests/unit/cpu_model.h"
 #include "tests/test.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-struct se_model {
-    struct mem_arena arena;
-    struct kern_ctx *ctx;
-    struct model m;
-};
-
-static void se_open(struct se_model *c, int n_blocks, int max_seqs) {
-    const char *dir = "tests/data/tiny-qwen3";
-    int block_size = 4, max_tokens = 64, max_model_len = 64;
-    memset(c, 0, sizeof(*c));
-    struct model_config cfg;
-    CHECK_OK(model_config_load(dir, &cfg));
-    int max_blocks = (max_model_len + block_size - 1) / block_size;
-    struct mem_plan plan;
-    struct mem_plan_settings set;
-    memset(&plan, 0, sizeof(plan));
-    memset(&set, 0, sizeof(set));
-    set.gpu_memory_utilization = 0.9;
-    set.max_num_batched_tokens = max_tokens;
-    set.max_num_seqs = max_seqs;
-    set.block_size = block_size;
-    set.max_model_len = max_model_len;
-    set.num_kv_blocks = n_blocks;
-    plan.num_kv_blocks = n_blocks;
-    plan.max_blocks_per_seq = max_blocks;
-    struct mem_plan_shape shape;
-    struct mem_scratch_layout lay;
-    model_plan_shape(&cfg, &shape);
-    mem_plan_scratch_layout(&shape, max_tokens, max_seqs, max_blocks, &lay);
-    size_t kv = (size_t)2 * cfg.n_layers * n_blocks * block_size * cfg.n_kv_heads * cfg.head_dim *
-                sizeof(bf16);
-    size_t bytes = (size_t)model_weights_bytes(&cfg) + lay.bytes + kv +
-                   (size_t)max_seqs * cfg.vocab_size * 4 +
-                   (8 + 16 * cfg.n_layers) * MEM_ARENA_ALIGN;
-    CHECK_OK(mem_arena_init(&c->arena, MEM_HOST, 0, bytes, 1 << 20));
-    CHECK_OK(kern_cpu_ctx_init(&c->ctx, 1));
-    CHECK_OK(model_weights_load(&c->m.w, &cfg, dir, MODEL_LOAD_SAFETENSORS, 1234, &kern_cpu_ops,
-                                c->ctx, &c->arena));
-    CHECK_OK(model_init(&c->m, &cfg, &kern_cpu_ops, c->ctx, &c->arena, &plan, &set));
+static void se_open(struct cpu_model *c, int n_blocks, int max_seqs) {
+    cpu_model_open(c, "tests/data/tiny-qwen3", MODEL_LOAD_SAFETENSORS, n_blocks, 4, max_seqs, 64,
+                   64);
 }
 
-static void se_close(struct se_model *c) {
-    model_weights_free(&c->m.w);
-    model_free(&c->m);
-    kern_cpu_ctx_free(c->ctx);
-    mem_arena_free(&c->arena);
-}
-
-static struct srv_engine *se_engine(struct se_model *c, bool host) {
+static struct srv_engine *se_engine(struct cpu_model *c, bool host) {
     struct srv_engine_config cfg = {c->m.max_seqs, c->m.max_tokens,
                                     c->m.max_blocks_per_seq * c->m.block_size, 0};
     if (host) setenv("KEEL_GPU_SAMPLE", "0", 1);
@@ -157,7 +115,7 @@ static void se_same(const struct se_out *a, const struct se_out *b, int req, con
 TEST_TIMEOUT(sample_engine_device_path_equals_host_path, 60) {
     if (!test_file_exists("tests/data/tiny-qwen3/model.safetensors")) TEST_SKIP("no tiny-qwen3");
     enum { N = 24 };
-    struct se_model a, b;
+    struct cpu_model a, b;
     se_open(&a, 64, 8);
     se_open(&b, 64, 8);
     struct srv_engine *dev = se_engine(&a, false), *host = se_engine(&b, true);
@@ -174,14 +132,14 @@ TEST_TIMEOUT(sample_engine_device_path_equals_host_path, 60) {
     CHECK(n_logprob_rows > 0 && n_sampled > 0);
     srv_engine_free(dev);
     srv_engine_free(host);
-    se_close(&a);
-    se_close(&b);
+    cpu_model_close(&a);
+    cpu_model_close(&b);
 }
 
 TEST_TIMEOUT(sample_engine_seeded_alone_equals_batched, 60) {
     if (!test_file_exists("tests/data/tiny-qwen3/model.safetensors")) TEST_SKIP("no tiny-qwen3");
     enum { N = 30 };
-    struct se_model solo_m, many_m;
+    struct cpu_model solo_m, many_m;
     se_open(&solo_m, 64, 8);
     se_open(&many_m, 64, 8);
     struct srv_engine *solo = se_engine(&solo_m, false), *many = se_engine(&many_m, false);
@@ -209,8 +167,8 @@ TEST_TIMEOUT(sample_engine_seeded_alone_equals_batched, 60) {
         se_same(&want[i], &got[i], i, "alone vs batched");
     srv_engine_free(solo);
     srv_engine_free(many);
-    se_close(&solo_m);
-    se_close(&many_m);
+    cpu_model_close(&solo_m);
+    cpu_model_close(&many_m);
     free(want);
     free(got);
 }
