@@ -3,36 +3,9 @@
 # JSON numbers (pinned by hand in tests/unit/test_plan.c), the refusals and their exit codes.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-keel=${KEEL_BUILD:-build}/keel
-cfg=tests/data/configs
-fails=0
-out=$(mktemp)
-err=$(mktemp)
-trap 'rm -f "$out" "$err"' EXIT
-
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-
-# The numbers below are test_plan.c's, computed without the decode graphs' reservation; the last
-# check turns graphs back on (keel serve's default on a GPU) and pins what they take.
-export KEEL_CUDA_GRAPHS=0
-
-# run WANT_RC ARGS...: runs keel plan, checks the exit status.
-run() {
-  local want=$1; shift
-  "$keel" plan "$@" >"$out" 2>"$err"
-  local rc=$?
-  if [ "$rc" -ne "$want" ]; then
-    fail "keel plan $*: exit $rc, want $want"
-    sed 's/^/  | /' "$out" "$err" | head -20
-  fi
-}
-has() { grep -qF -- "$2" "$1" || fail "'$2' not in $(basename "$1") of the last run: $(head -c 600 "$1")"; }
-# json_is KEY VALUE: the last run's JSON holds "KEY":VALUE exactly.
-json_is() {
-  local got
-  got=$(grep -o "\"$1\":[^,}]*" "$out" | head -1 | cut -d: -f2-)
-  [ "$got" = "$2" ] || fail "JSON $1 = '$got', want '$2'"
-}
+# The numbers below are test_plan.c's; the last check turns graphs back on (keel serve's default
+# on a GPU) and pins what they take.
+. tests/e2e/lib/plan.sh
 
 # Qwen2.5-7B on 80 GiB: every number as computed by hand in test_plan.c.
 run 0 --model "$cfg/Qwen2.5-7B-Instruct" --device-memory 80GiB --json

@@ -4,32 +4,7 @@
 # GPU, and bad usage. Needs no GPU: --device-memory stands in for the GPUs.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-keel=${KEEL_BUILD:-build}/keel
-cfg=tests/data/configs
-fails=0
-out=$(mktemp)
-err=$(mktemp)
-trap 'rm -f "$out" "$err"' EXIT
-
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-# The pinned numbers are computed without the decode graphs' reservation (plan_cli.sh pins it).
-export KEEL_CUDA_GRAPHS=0
-run() {
-  local want=$1; shift
-  "$keel" plan "$@" >"$out" 2>"$err"
-  local rc=$?
-  if [ "$rc" -ne "$want" ]; then
-    fail "keel plan $*: exit $rc, want $want"
-    sed 's/^/  | /' "$out" "$err" | head -20
-  fi
-}
-has() { grep -qF -- "$2" "$1" || fail "'$2' not in $(basename "$1") of the last run: $(head -c 600 "$1")"; }
-# json_is KEY VALUE: the first "KEY":VALUE of the last run's JSON.
-json_is() {
-  local got
-  got=$(grep -o "\"$1\":[^,}]*" "$out" | head -1 | cut -d: -f2-)
-  [ "$got" = "$2" ] || fail "JSON $1 = '$got', want '$2'"
-}
+. tests/e2e/lib/plan.sh
 
 # Qwen2.5-14B: one 24 GiB GPU cannot hold it (exit 3), two can: 4223 blocks on each.
 run 3 --model "$cfg/Qwen2.5-14B-Instruct" --device-memory 24GiB
