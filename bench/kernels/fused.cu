@@ -39,27 +39,17 @@ int main(void) {
             float t_old = play_time(s, 2, 10, [&](int) {
                 for (int l = 0; l < FZ_LAYERS; l++) {
                     PLAY_OK(kern_cuda_silu_mul(hid, gu, m, d.h, s));
-                    PLAY_OK(kern_cuda_gemv(y, 0, hid, w, NULL, m, d.n, d.h, 0, 0, s));
+                    PLAY_OK(kern_cuda_gemv(y, 0, hid, w, NULL, m, d.n, d.h, 0, s));
                 }
             });
             snprintf(v, sizeof v, "%-8s m=%d old silu_mul + gemv", d.name, m);
             play_line(v, t_old / FZ_LAYERS, bytes, 2.0 * m * d.n * (double)d.h, &pk);
             float t_new = play_time(s, 2, 10, [&](int) {
                 for (int l = 0; l < FZ_LAYERS; l++)
-                    PLAY_OK(kern_cuda_gemv_silu(y, gu, w, m, d.n, d.h, 0, 0, s));
+                    PLAY_OK(kern_cuda_gemv_silu(y, gu, w, m, d.n, d.h, 0, s));
             });
             snprintf(v, sizeof v, "%-8s m=%d new gemv_silu (%.2fx)", d.name, m, t_old / t_new);
             play_line(v, t_new / FZ_LAYERS, bytes, 2.0 * m * d.n * (double)d.h, &pk);
-            // The fused kernel at each split count (the default above is
-            // kern_cuda_gemv_default_splits's pick).
-            for (int sp = 1; sp <= 8; sp *= 2) {
-                float t_sp = play_time(s, 2, 10, [&](int) {
-                    for (int l = 0; l < FZ_LAYERS; l++)
-                        PLAY_OK(kern_cuda_gemv_silu(y, gu, w, m, d.n, d.h, 0, sp, s));
-                });
-                snprintf(v, sizeof v, "%-8s m=%d gemv_silu splits %d", d.name, m, sp);
-                play_line(v, t_sp / FZ_LAYERS, bytes, 2.0 * m * d.n * (double)d.h, &pk);
-            }
         }
         cudaFree(w), cudaFree(gu), cudaFree(hid), cudaFree(y);
     }
@@ -97,7 +87,7 @@ int main(void) {
             float t_old = play_time(s, 2, 10, [&](int i) {
                 for (int l = 0; l < FZ_LAYERS; l++) {
                     PLAY_OK(kern_cuda_add_rmsnorm(xn, res, delta, nw, m, d.k, 1e-6f, s));
-                    PLAY_OK(kern_cuda_gemv(y, 0, xn, w[(i + l) % n_w], b, m, d.n, d.k, 0, 0, s));
+                    PLAY_OK(kern_cuda_gemv(y, 0, xn, w[(i + l) % n_w], b, m, d.n, d.k, 0, s));
                 }
             });
             snprintf(v, sizeof v, "%-15s m=%d old add_rmsnorm + gemv", d.name, m);
@@ -105,7 +95,7 @@ int main(void) {
             float t_new = play_time(s, 2, 10, [&](int i) {
                 for (int l = 0; l < FZ_LAYERS; l++)
                     PLAY_OK(kern_cuda_gemv_add_rmsnorm(y, res2, res, delta, nw, w[(i + l) % n_w], b,
-                                                       m, d.n, d.k, 1e-6f, 0, 0, s));
+                                                       m, d.n, d.k, 1e-6f, 0, s));
             });
             snprintf(v, sizeof v, "%-15s m=%d new fused (%.2fx)", d.name, m, t_old / t_new);
             play_line(v, t_new / FZ_LAYERS, bytes, 2.0 * m * d.n * (double)d.k, &pk);

@@ -7,8 +7,7 @@
 //   lt     cuBLASLt's first heuristic pick, as before the tuner (KEEL_GEMM_TUNE=0 KEEL_GEMV=0);
 //          for a bias, the BIAS epilogue
 //   lt+ba  (bias shapes) that pick for the plain GEMM, then kern_cuda_bias_add
-//   gemv   kern_cuda_gemv directly (m <= 8), default warps and 4 warps, unsplit
-//   wWsS   the same with W warps in clusters of S blocks splitting k (S = 2, 4, 8)
+//   gemv   kern_cuda_gemv directly (m <= 8), default warps and 4 warps
 //   tuned  kern_cuda_gemm as keel runs it now: the plan the tuner chose on the first call (the
 //          first call's wall time, tuning included, is printed before it)
 //   tuned8 the same with KEEL_GEMM_TUNE=8: the heuristic's first 8 algorithms per epilogue timed
@@ -99,24 +98,13 @@ int main(void) {
             if (m <= KERN_CUDA_GEMV_MAX_M) {
                 int wd = kern_cuda_gemv_default_warps(g.k);
                 run_variant("gemv", g, m, s, pk, [&](int i) {
-                    PLAY_OK(kern_cuda_gemv(b.y, g.f32, b.x, b.w[i % b.n_w], bias, m, g.n, g.k, wd,
-                                           1, s));
+                    PLAY_OK(
+                        kern_cuda_gemv(b.y, g.f32, b.x, b.w[i % b.n_w], bias, m, g.n, g.k, wd, s));
                 });
                 run_variant("gemv4", g, m, s, pk, [&](int i) {
-                    PLAY_OK(kern_cuda_gemv(b.y, g.f32, b.x, b.w[i % b.n_w], bias, m, g.n, g.k, 4,
-                                           1, s));
+                    PLAY_OK(
+                        kern_cuda_gemv(b.y, g.f32, b.x, b.w[i % b.n_w], bias, m, g.n, g.k, 4, s));
                 });
-                // Split-K in clusters of 2, 4 and 8 blocks, with 8 and 4 warps.
-                for (int sp = 2; sp <= 8; sp *= 2)
-                    for (int w = wd; w >= 4; w -= 4) {
-                        char lb[32];
-                        snprintf(lb, sizeof lb, "w%ds%d", w, sp);
-                        run_variant(lb, g, m, s, pk, [&](int i) {
-                            PLAY_OK(kern_cuda_gemv(b.y, g.f32, b.x, b.w[i % b.n_w], bias, m, g.n,
-                                                   g.k, w, sp, s));
-                        });
-                        if (wd <= 4) break;
-                    }
             }
             PLAY_CUDA(cudaStreamSynchronize(s));
             auto t0 = std::chrono::steady_clock::now();

@@ -57,25 +57,25 @@ static int step(struct step_bufs *b, int m, cudaStream_t s) {
     for (int l = 0; l < LAYERS; l++) {
         const layer_w *w = &b->w[l % COPIES];
         PLAY_OK(kern_cuda_add_rmsnorm(b->xn, b->res, l ? b->down : NULL, w->n1, m, DIM, eps, s));
-        PLAY_OK(kern_cuda_gemv(b->qkv, 0, b->xn, w->qkv, w->bias, m, QKV, DIM, 0, 0, s));
+        PLAY_OK(kern_cuda_gemv(b->qkv, 0, b->xn, w->qkv, w->bias, m, QKV, DIM, 0, s));
         PLAY_OK(kern_cuda_qk_rope_kv(b->qkv, b->kc[l], b->vc[l], NULL, NULL, b->pos, b->slots, m,
                                      N_HEADS, N_KV, HD, eps, 1e6f, s));
         PLAY_OK(kern_cuda_attention(b->att, b->qkv, b->kc[l], b->vc[l], &ab, N_HEADS, N_KV, HD, BS,
                                     0.08838834764f, b->scratch, b->scratch_bytes, b->n_sm, s));
-        PLAY_OK(kern_cuda_gemv(b->o, 0, b->att, w->o, NULL, m, DIM, DIM, 0, 0, s));
+        PLAY_OK(kern_cuda_gemv(b->o, 0, b->att, w->o, NULL, m, DIM, DIM, 0, s));
         PLAY_OK(kern_cuda_add_rmsnorm(b->xn, b->res, b->o, w->n2, m, DIM, eps, s));
-        PLAY_OK(kern_cuda_gemv(b->gu, 0, b->xn, w->gu, NULL, m, 2 * HID, DIM, 0, 0, s));
+        PLAY_OK(kern_cuda_gemv(b->gu, 0, b->xn, w->gu, NULL, m, 2 * HID, DIM, 0, s));
         if (m <= 4) {
-            PLAY_OK(kern_cuda_gemv_silu(b->down, b->gu, w->down, m, DIM, HID, 0, 0, s));
+            PLAY_OK(kern_cuda_gemv_silu(b->down, b->gu, w->down, m, DIM, HID, 0, s));
         } else {
             PLAY_OK(kern_cuda_silu_mul(b->hid, b->gu, m, HID, s));
-            PLAY_OK(kern_cuda_gemv(b->down, 0, b->hid, w->down, NULL, m, DIM, HID, 0, 0, s));
+            PLAY_OK(kern_cuda_gemv(b->down, 0, b->hid, w->down, NULL, m, DIM, HID, 0, s));
             n++;
         }
         n += 9; // the attention's split-KV combine counted as one more
     }
     PLAY_OK(kern_cuda_add_rmsnorm(b->xn, b->res, b->down, b->nf, m, DIM, eps, s));
-    PLAY_OK(kern_cuda_gemv(b->logits, 1, b->xn, b->lm, NULL, m, VOCAB, DIM, 0, 0, s));
+    PLAY_OK(kern_cuda_gemv(b->logits, 1, b->xn, b->lm, NULL, m, VOCAB, DIM, 0, s));
     PLAY_OK(kern_cuda_argmax(b->ids, b->logits, m, VOCAB, s));
     return n + 3;
 }

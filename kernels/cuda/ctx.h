@@ -32,7 +32,6 @@ struct kern_cuda_gemm_plan {
     bool settled;   // false: built during a capture, the heuristic's pick until measured
     bool gemv;      // kern_cuda_gemv instead of cuBLASLt
     int gemv_warps; // its warps per block
-    int gemv_splits; // its blocks per 16-row tile (a cluster; 1 = no split)
     cublasLtMatmulDescOpaque_t desc;
     cublasLtMatrixLayoutOpaque_t a; // w; the layouts of x and y are made per call (real m)
     cublasLtMatmulAlgo_t algo;

@@ -131,39 +131,23 @@ __device__ __forceinline__ void kc_pdl_begin(void) {
 // (kern_cuda_set_pdl in kern_cuda.h overrides it for tests).
 extern "C" int kern_cuda_pdl_enabled(void);
 
-// Launches kernel<<<grid, block, smem, s>>>(args...), with the PDL attribute when PDL is on, in
-// thread-block clusters of `cluster_x` consecutive blocks along x when cluster_x > 1 (grid.x must
-// be a multiple of it; sm_90+). Only for kernels that call kc_pdl_wait() as described above. The
-// launch's error, if any, is left for KC_LAUNCHED() as a <<<>>> launch's would be.
+// Launches kernel<<<grid, block, smem, s>>>(args...), with the PDL attribute when PDL is on. Only
+// for kernels that call kc_pdl_wait() as described above. The launch's error, if any, is left
+// for KC_LAUNCHED() as a <<<>>> launch's would be.
 template <typename... P, typename... A>
-static inline void kc_launch_cluster(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
-                                     cudaStream_t s, unsigned cluster_x, A &&...args) {
-    cudaLaunchAttribute attr[2];
-    unsigned n = 0;
-    if (kern_cuda_pdl_enabled()) {
-        attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        attr[n++].val.programmaticStreamSerializationAllowed = 1;
-    }
-    if (cluster_x > 1) {
-        attr[n].id = cudaLaunchAttributeClusterDimension;
-        attr[n].val.clusterDim.x = cluster_x;
-        attr[n].val.clusterDim.y = 1;
-        attr[n++].val.clusterDim.z = 1;
-    }
+static inline void kc_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
+                             cudaStream_t s, A &&...args) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = block;
     cfg.dynamicSmemBytes = smem;
     cfg.stream = s;
     cfg.attrs = attr;
-    cfg.numAttrs = n;
+    cfg.numAttrs = kern_cuda_pdl_enabled() ? 1 : 0;
     (void)cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...);
-}
-
-template <typename... P, typename... A>
-static inline void kc_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
-                             cudaStream_t s, A &&...args) {
-    kc_launch_cluster(kernel, grid, block, smem, s, 1u, std::forward<A>(args)...);
 }
 
 // ---- launcher helpers

@@ -203,15 +203,15 @@ static cublasStatus_t kern_cuda__run_lt(struct kern_ctx *c, struct kern_cuda_gem
     return CUBLAS_STATUS_SUCCESS;
 }
 
-static int kern_cuda__run_gemv(struct kern_ctx *c, int warps, int splits, void *y,
+static int kern_cuda__run_gemv(struct kern_ctx *c, int warps, void *y,
                                const struct kern_cuda__call *a) {
     return kern_cuda_gemv(y, a->kind == KERN_CUDA_GEMM_F32, a->x, a->w, a->bias, a->m, a->n, a->k,
-                          warps, splits, c->stream);
+                          warps, c->stream);
 }
 
 static int kern_cuda__run(struct kern_ctx *c, struct kern_cuda_gemm_plan *p,
                           const struct kern_cuda__call *a) {
-    if (p->gemv) return kern_cuda__run_gemv(c, p->gemv_warps, p->gemv_splits, a->y, a);
+    if (p->gemv) return kern_cuda__run_gemv(c, p->gemv_warps, a->y, a);
     CUBLAS_CHECK(kern_cuda__run_lt(c, p, &p->algo, a));
     return 0;
 }
@@ -220,14 +220,14 @@ static int kern_cuda__run(struct kern_ctx *c, struct kern_cuda_gemm_plan *p,
 
 struct kern_cuda__cand {
     bool gemv, fused;
-    int warps, splits;
+    int warps;
     cublasLtMatmulAlgo_t algo;
     float us;
 };
 
 static int kern_cuda__run_cand(struct kern_ctx *c, struct kern_cuda_gemm_plan *p,
                                const struct kern_cuda__cand *d, const struct kern_cuda__call *a) {
-    if (d->gemv) return kern_cuda__run_gemv(c, d->warps, d->splits, a->y, a);
+    if (d->gemv) return kern_cuda__run_gemv(c, d->warps, a->y, a);
     if (p->fused_bias != d->fused) {
         int rc = kern_cuda__set_epilogue(p, d->fused);
         if (rc) return rc;
@@ -276,7 +276,7 @@ static int kern_cuda__time(struct kern_ctx *c, struct kern_cuda_gemm_plan *p,
 // the gemv into the workspace. Returns 0 with *rel = INFINITY when the workspace is too small or
 // the reference does not run.
 static int kern_cuda__gemv_check(struct kern_ctx *c, struct kern_cuda_gemm_plan *p,
-                                 const struct kern_cuda__cand *ref, const struct kern_cuda__cand *g,
+                                 const struct kern_cuda__cand *ref, int warps,
                                  const struct kern_cuda__call *a, float *rel) {
     *rel = INFINITY;
     size_t out_bytes = (size_t)a->m * a->n * (a->kind == KERN_CUDA_GEMM_F32 ? 4 : 2);
@@ -286,7 +286,7 @@ static int kern_cuda__gemv_check(struct kern_ctx *c, struct kern_cuda_gemm_plan 
         err_clear();
         return 0;
     }
-    int rc = kern_cuda__run_gemv(c, g->warps, g->splits, c->workspace, a);
+    int rc = kern_cuda__run_gemv(c, warps, c->workspace, a);
     if (rc) return rc;
     float *d_sums = (float *)((char *)c->workspace + sums_at), sums[2];
     rc = kern_cuda__gemv_diff(c->workspace, a->y, a->kind == KERN_CUDA_GEMM_F32,
@@ -324,15 +324,9 @@ static int kern_cuda__tune_run(struct kern_ctx *c, struct kern_cuda_gemm_plan *p
         }
     }
     if (p->m <= KERN_CUDA_GEMV_MAX_M && !kern_cuda__env_is("KEEL_GEMV", "0")) {
-        // Default warps and 4, each unsplit and with the default split count (gemv.cu).
         int w = kern_cuda_gemv_default_warps(a->k);
-        int sd = kern_cuda_gemv_default_splits(a->n, a->k, w);
-        cand[n++] = (struct kern_cuda__cand){.gemv = true, .warps = w, .splits = 1};
-        if (sd > 1) cand[n++] = (struct kern_cuda__cand){.gemv = true, .warps = w, .splits = sd};
-        if (w > 4) {
-            cand[n++] = (struct kern_cuda__cand){.gemv = true, .warps = 4, .splits = 1};
-            if (sd > 1) cand[n++] = (struct kern_cuda__cand){.gemv = true, .warps = 4, .splits = sd};
-        }
+        cand[n++] = (struct kern_cuda__cand){.gemv = true, .warps = w};
+        if (w > 4) cand[n++] = (struct kern_cuda__cand){.gemv = true, .warps = 4};
     }
     if (n == 1) return kern_cuda__set_epilogue(p, cand[0].fused); // nothing to compare
     for (int i = 0; i < n; i++)
@@ -345,7 +339,7 @@ static int kern_cuda__tune_run(struct kern_ctx *c, struct kern_cuda_gemm_plan *p
     if (!(cand[best].us < KERN_CUDA__TUNE_MARGIN * cand[0].us)) best = 0;
     if (cand[best].gemv) {
         float rel;
-        if ((rc = kern_cuda__gemv_check(c, p, &cand[0], &cand[best], a, &rel))) return rc;
+        if ((rc = kern_cuda__gemv_check(c, p, &cand[0], cand[best].warps, a, &rel))) return rc;
         float tol = a->kind == KERN_CUDA_GEMM_F32 ? 1e-3f : 2e-2f;
         if (!(rel <= tol)) {
             log_warn("gemm m=%d n=%d k=%d: the gemv kernel differs from cuBLASLt (relative L2 "
@@ -358,20 +352,13 @@ static int kern_cuda__tune_run(struct kern_ctx *c, struct kern_cuda_gemm_plan *p
     }
     p->gemv = cand[best].gemv;
     p->gemv_warps = cand[best].warps;
-    p->gemv_splits = cand[best].splits;
     if (!p->gemv) {
         p->algo = cand[best].algo;
         if ((rc = kern_cuda__set_epilogue(p, cand[best].fused))) return rc;
     } else if ((rc = kern_cuda__set_epilogue(p, false))) {
         return rc;
     }
-    char gv[160] = "";
-    for (int i = 0, at = 0; i < n && at < (int)sizeof gv - 32; i++)
-        if (cand[i].gemv)
-            at += snprintf(gv + at, sizeof gv - (size_t)at, " w%d/s%d %.1f", cand[i].warps,
-                           cand[i].splits, cand[i].us);
-    log_debug("gemm plan m<=%d n=%d k=%d%s: %s %.1f us (heuristic's pick %.1f us, %d candidates;"
-              " gemv warps/splits us:%s)",
+    log_debug("gemm plan m<=%d n=%d k=%d%s: %s %.1f us (heuristic's pick %.1f us, %d candidates)",
               p->m, p->n, p->k,
               a->kind == KERN_CUDA_GEMM_BIAS  ? " +bias"
               : a->kind == KERN_CUDA_GEMM_F32 ? " f32"
@@ -380,7 +367,7 @@ static int kern_cuda__tune_run(struct kern_ctx *c, struct kern_cuda_gemm_plan *p
               : p->fused_bias ? "cuBLASLt+epilogue"
               : a->bias       ? "cuBLASLt+bias_add"
                               : "cuBLASLt",
-              cand[best].us, cand[0].us, n, gv[0] ? gv : " -");
+              cand[best].us, cand[0].us, n);
     return 0;
 }
 
@@ -394,7 +381,6 @@ static int kern_cuda__tune(struct kern_ctx *c, struct kern_cuda_gemm_plan *p,
     if (small && kern_cuda__env_is("KEEL_GEMV", "force")) {
         p->gemv = true;
         p->gemv_warps = 0;
-        p->gemv_splits = 0;
         return kern_cuda__set_epilogue(p, false);
     }
     // Each cuBLASLt algorithm timed loads its kernel (lazy loading: device memory outside the
@@ -404,7 +390,7 @@ static int kern_cuda__tune(struct kern_ctx *c, struct kern_cuda_gemm_plan *p,
     int n_algos = env ? atoi(env) : 1;
     if (n_algos <= 0) return 0;
     if (n_algos > KERN_CUDA__TUNE_ALGOS_MAX) n_algos = KERN_CUDA__TUNE_ALGOS_MAX;
-    struct kern_cuda__cand cand[1 + 2 * KERN_CUDA__TUNE_ALGOS_MAX + 4];
+    struct kern_cuda__cand cand[1 + 2 * KERN_CUDA__TUNE_ALGOS_MAX + 2];
     cudaEvent_t e0, e1;
     CUDA_CHECK(cudaEventCreate(&e0));
     if (cudaEventCreate(&e1) != cudaSuccess) {

@@ -44,17 +44,6 @@
 // add_rmsnorm.cu's block reduction, so y may differ from the unfused path in the last bit of a
 // few elements; res_out is exact.
 //
-// Split-K in clusters (`splits` > 1): a 16-row tile's k is cut into `splits` contiguous ranges of
-// chunks, one per block of a thread-block cluster (sm_90), so a shape with few tiles (the 7B's
-// wo and down: 224 tiles for 132 SMs, where some SMs get two and some one, and every warp walks
-// ~18 chunks one latency after another) gets splits times the blocks and the warps in flight.
-// Each block reduces its warps as before into 128 partial sums in shared memory; after a cluster
-// barrier, the cluster's first block adds the blocks' sums in rank order through distributed
-// shared memory and stores y (a second barrier keeps the others' shared memory alive until it
-// has read it). No workspace, no atomics, the same result on every run; the order of the sum
-// differs from splits = 1 (float32 rounding). kern_cuda_gemv_default_splits picks the count
-// from the shape and the number of SMs; the GEMM tuner also times the alternatives.
-//
 // Programmatic dependent launch (device.h, kc_launch; KEEL_PDL=0 turns it off): launched while
 // the previous kernel still runs, each warp issues its first chunk's weight loads (weights are
 // never written while serving) and only then waits for the previous kernel, so the weight stream
@@ -68,16 +57,12 @@
 #include "kernels/cuda/fused_act.h"
 #include "kernels/cuda/kern_cuda.h"
 
-#include <cooperative_groups.h>
-#include <stdlib.h>
-
 // ---- kernels
 
 #define KC_GEMV_ROWS 16   // weight rows per warp tile (the mma's M)
 #define KC_GEMV_U 4       // 16-byte loads per row per lane per chunk
 #define KC_GEMV_CHUNK 128 // k columns per chunk: 4 lanes per row x 8 columns x KC_GEMV_U
 #define KC_GEMV_MAX_WARPS 8
-#define KC_GEMV_MAX_SPLITS 8 // blocks per cluster (the portable cluster size)
 
 __device__ __forceinline__ uint4 kc_gemv_ld_stream(const bf16 *p) {
     uint4 v;
@@ -293,15 +278,13 @@ kc_gemv_norm_prepass(float *inv /* [8] */, float (*part)[KC_GEMV_ROWS / 2], cons
 
 // MODE says what x is (above). SILU: y bf16, no bias (the fused down projection). NORM: the
 // fused residual add + RMSNorm before the qkv or gate_up projection; block 0 writes the new
-// residual to res_out (a different buffer, so no block reads what another writes). `splits`
-// blocks (a cluster, launched as such when > 1) share each 16-row tile, block x taking part
-// x % splits of its chunks.
+// residual to res_out (a different buffer, so no block reads what another writes).
 template <bool VEC, int MODE>
 __global__ void __launch_bounds__(256)
     kc_gemv(void *y /* [m, n] bf16 or f32 */, int y_f32, const bf16 *x /* [m, k] or [m, 2k] */,
             const bf16 *w /* [n, k] */, const bf16 *bias /* [n] or NULL */, int m, int n, int k,
             const bf16 *delta /* NORM: [m, k] or NULL */, const bf16 *nw /* NORM: [k] */,
-            bf16 *res_out /* NORM: [m, k] */, float eps, int splits) {
+            bf16 *res_out /* NORM: [m, k] */, float eps) {
     constexpr bool SILU = MODE == KC_GEMV_SILU, NORM = MODE == KC_GEMV_NORM, STAGED = SILU || NORM;
     __shared__ float red[KC_GEMV_MAX_WARPS][32][4];
     // SILU, NORM: each warp's tile of the (computed) x rows for its current chunk.
@@ -309,15 +292,13 @@ __global__ void __launch_bounds__(256)
         bf16 hid[STAGED ? KC_GEMV_MAX_WARPS : 1][STAGED ? KC_GEMV_ROWS / 2 : 1][KC_GEMV_CHUNK];
     __shared__ float inv_rms[KC_GEMV_ROWS / 2];
     __shared__ float part[NORM ? KC_GEMV_MAX_WARPS : 1][KC_GEMV_ROWS / 2];
-    __shared__ float tile_sum[128]; // splits > 1: this block's partial sums, read by rank 0
     // NORM reads the residual rows before its loop: it waits at once. PLAIN and SILU wait after
     // their first chunk's weight loads are issued (below).
     if (NORM) kc_pdl_wait();
     if (NORM) kc_gemv_norm_prepass<VEC>(inv_rms, part, x, delta, res_out, m, k, eps);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
     const int g = lane >> 2, t = lane & 3;
-    const int tile = (int)blockIdx.x / splits, part_k = (int)blockIdx.x % splits;
-    const int r0 = tile * KC_GEMV_ROWS;
+    const int r0 = blockIdx.x * KC_GEMV_ROWS;
     const bf16 *w0 = w + (size_t)min(r0 + g, n - 1) * k;
     const bf16 *w1 = w + (size_t)min(r0 + g + 8, n - 1) * k;
     const bf16 *xr = x + (size_t)min(g, m - 1) * k; // PLAIN only
@@ -326,10 +307,7 @@ __global__ void __launch_bounds__(256)
     float acc0[4] = {0.f, 0.f, 0.f, 0.f}, acc1[4] = {0.f, 0.f, 0.f, 0.f};
     const int n_chunks = (k + KC_GEMV_CHUNK - 1) / KC_GEMV_CHUNK;
     const int n_full = VEC ? k / KC_GEMV_CHUNK : 0;
-    // This block's chunks: [c_lo, c_hi), all of them when splits = 1.
-    const int c_lo = (int)((long long)part_k * n_chunks / splits);
-    const int c_hi = (int)((long long)(part_k + 1) * n_chunks / splits);
-    for (int c = c_lo + warp; c < c_hi; c += n_warps) {
+    for (int c = warp; c < n_chunks; c += n_warps) {
         const int k0 = c * KC_GEMV_CHUNK + 8 * t;
         uint4 a[KC_GEMV_U], b[KC_GEMV_U], xv[KC_GEMV_U];
         if (c < n_full) {
@@ -340,7 +318,7 @@ __global__ void __launch_bounds__(256)
             }
             // PDL: the first chunk's weight loads are in flight while the previous kernel ends;
             // x (its output) is read only after the wait.
-            if (c == c_lo + warp) kc_pdl_wait();
+            if (c == warp) kc_pdl_wait();
             if (!STAGED) {
 #pragma unroll
                 for (int u = 0; u < KC_GEMV_U; u++)
@@ -353,7 +331,7 @@ __global__ void __launch_bounds__(256)
                 a[u] = kc_gemv_ld_guarded(w0 + k0 + 32 * u, left);
                 b[u] = kc_gemv_ld_guarded(w1 + k0 + 32 * u, left);
             }
-            if (c == c_lo + warp) kc_pdl_wait();
+            if (c == warp) kc_pdl_wait();
             if (!STAGED) {
 #pragma unroll
                 for (int u = 0; u < KC_GEMV_U; u++)
@@ -380,7 +358,7 @@ __global__ void __launch_bounds__(256)
         }
     }
     // A warp with no chunk (more warps than chunks) has not waited yet; y is written below.
-    if (c_lo + warp >= c_hi) kc_pdl_wait();
+    if (warp >= n_chunks) kc_pdl_wait();
     // The weight stream is done: the next kernel's blocks may be scheduled while this block
     // reduces and stores (the next kernel still waits for this one to complete).
     kc_pdl_trigger();
@@ -391,40 +369,18 @@ __global__ void __launch_bounds__(256)
 
     // Thread e (< 128) sums element e of the fragment over the block's warps: lane e / 4 held
     // rows g, g + 8 (i = 0, 1 and 2, 3) of columns (rows of x) 2t and 2t + 1.
-    auto store = [&](int e, float s) {
+    for (int e = threadIdx.x; e < 128; e += blockDim.x) {
         const int l = e >> 2, i = e & 3;
+        float s = 0.f;
+        for (int v = 0; v < n_warps; v++)
+            s += red[v][l][i];
         const int row = r0 + (l >> 2) + (i >= 2 ? 8 : 0), col = 2 * (l & 3) + (i & 1);
-        if (row >= n || col >= m) return;
+        if (row >= n || col >= m) continue;
         if (bias) s += kc_f(bias[row]);
         if (y_f32)
             static_cast<float *>(y)[(size_t)col * n + row] = s;
         else
             static_cast<bf16 *>(y)[(size_t)col * n + row] = kc_bf(s);
-    };
-    for (int e = threadIdx.x; e < 128; e += blockDim.x) {
-        float s = 0.f;
-        for (int v = 0; v < n_warps; v++)
-            s += red[v][e >> 2][e & 3];
-        if (splits > 1)
-            tile_sum[e] = s;
-        else
-            store(e, s);
-    }
-    if (splits > 1) {
-        // The cluster's blocks are this tile's parts in rank order (clusters are consecutive
-        // blocks along x). Rank 0 adds them; the second barrier keeps every block's shared
-        // memory alive until rank 0 has read it.
-        cooperative_groups::cluster_group cl = cooperative_groups::this_cluster();
-        cl.sync();
-        if (cl.block_rank() == 0) {
-            for (int e = threadIdx.x; e < 128; e += blockDim.x) {
-                float s = 0.f;
-                for (int r = 0; r < splits; r++)
-                    s += cl.map_shared_rank(tile_sum, r)[e];
-                store(e, s);
-            }
-        }
-        cl.sync();
     }
 }
 
@@ -455,83 +411,46 @@ extern "C" int kern_cuda_gemv_default_warps(int k) {
     return chunks < 8 ? (chunks < 1 ? 1 : chunks) : 8;
 }
 
-// The current device's multiprocessor count, read once per device.
-static int kc_gemv_n_sm(void) {
-    static int cached[64];
-    int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 132;
-    if (!cached[dev]) {
-        int n = 0;
-        if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n < 1)
-            n = 132;
-        cached[dev] = n;
-    }
-    return cached[dev];
-}
-
-extern "C" int kern_cuda_gemv_default_splits(int n, int k, int warps) {
-    const char *env = getenv("KEEL_GEMV_SPLITS");
-    if (env && *env) {
-        int s = atoi(env);
-        return s >= 8 ? 8 : s >= 4 ? 4 : s >= 2 ? 2 : 1;
-    }
-    if (warps <= 0) warps = kern_cuda_gemv_default_warps(k);
-    const long long tiles = (n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS;
-    const int chunks = (k + KC_GEMV_CHUNK - 1) / KC_GEMV_CHUNK, n_sm = kc_gemv_n_sm();
-    // Double while the grid is under ~4 blocks per SM and every warp keeps at least two chunks.
-    int s = 1;
-    while (s < KC_GEMV_MAX_SPLITS && tiles * s < 4LL * n_sm && chunks / (2 * s) >= warps)
-        s *= 2;
-    return s;
-}
-
-// Checks the common arguments and resolves the defaults; returns 0 or ERR_INVAL.
-static int kc_gemv_args(const char *what, int m, int n, int k, int *warps, int *splits) {
-    if (m < 0 || m > KERN_CUDA_GEMV_MAX_M || n <= 0 || k <= 0)
-        return err_set(ERR_INVAL, "%s: bad sizes m=%d n=%d k=%d (m at most %d)", what, m, n, k,
-                       KERN_CUDA_GEMV_MAX_M);
-    if (*warps < 0 || *warps > KC_GEMV_MAX_WARPS)
-        return err_set(ERR_INVAL, "%s: bad warp count %d (0 = default, at most %d)", what, *warps,
-                       KC_GEMV_MAX_WARPS);
-    if (*splits < 0 || *splits > KC_GEMV_MAX_SPLITS || (*splits & (*splits - 1)))
-        return err_set(ERR_INVAL, "%s: bad split count %d (0 = default, else 1, 2, 4 or 8)", what,
-                       *splits);
-    if (*warps == 0) *warps = kern_cuda_gemv_default_warps(k);
-    if (*splits == 0) *splits = kern_cuda_gemv_default_splits(n, k, *warps);
-    return 0;
-}
-
-template <int MODE>
-static void kc_gemv_launch(bool vec, int warps, int splits, cudaStream_t s, void *y, int y_f32,
-                           const bf16 *x, const bf16 *w, const bf16 *bias, int m, int n, int k,
-                           const bf16 *delta, const bf16 *nw, bf16 *res_out, float eps) {
-    unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS) * (unsigned)splits;
-    if (vec)
-        kc_launch_cluster(kc_gemv<true, MODE>, blocks, 32 * warps, 0, s, (unsigned)splits, y,
-                          y_f32, x, w, bias, m, n, k, delta, nw, res_out, eps, splits);
-    else
-        kc_launch_cluster(kc_gemv<false, MODE>, blocks, 32 * warps, 0, s, (unsigned)splits, y,
-                          y_f32, x, w, bias, m, n, k, delta, nw, res_out, eps, splits);
-}
-
 extern "C" int kern_cuda_gemv(void *y, int y_f32, const bf16 *x, const bf16 *w, const bf16 *bias,
-                              int m, int n, int k, int warps, int splits, cudaStream_t s) {
-    int rc = kc_gemv_args("gemv", m, n, k, &warps, &splits);
-    if (rc || m == 0) return rc;
+                              int m, int n, int k, int warps, cudaStream_t s) {
+    if (m < 0 || m > KERN_CUDA_GEMV_MAX_M || n <= 0 || k <= 0)
+        return err_set(ERR_INVAL, "gemv: bad sizes m=%d n=%d k=%d (m at most %d)", m, n, k,
+                       KERN_CUDA_GEMV_MAX_M);
+    if (warps < 0 || warps > KC_GEMV_MAX_WARPS)
+        return err_set(ERR_INVAL, "gemv: bad warp count %d (0 = default, at most %d)", warps,
+                       KC_GEMV_MAX_WARPS);
+    if (m == 0) return 0;
+    if (warps == 0) warps = kern_cuda_gemv_default_warps(k);
     bool vec = k % 8 == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)w % 16 == 0;
-    kc_gemv_launch<KC_GEMV_PLAIN>(vec, warps, splits, s, y, y_f32, x, w, bias, m, n, k, nullptr,
-                                  nullptr, nullptr, 0.f);
+    unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
+    if (vec)
+        kc_launch(kc_gemv<true, KC_GEMV_PLAIN>, blocks, 32 * warps, 0, s, y, y_f32, x, w, bias, m,
+                  n, k, nullptr, nullptr, nullptr, 0.f);
+    else
+        kc_launch(kc_gemv<false, KC_GEMV_PLAIN>, blocks, 32 * warps, 0, s, y, y_f32, x, w, bias, m,
+                  n, k, nullptr, nullptr, nullptr, 0.f);
     KC_LAUNCHED();
     return 0;
 }
 
 extern "C" int kern_cuda_gemv_silu(bf16 *y, const bf16 *gate_up, const bf16 *w, int m, int n, int h,
-                                   int warps, int splits, cudaStream_t s) {
-    int rc = kc_gemv_args("gemv_silu", m, n, h, &warps, &splits);
-    if (rc || m == 0) return rc;
+                                   int warps, cudaStream_t s) {
+    if (m < 0 || m > KERN_CUDA_GEMV_MAX_M || n <= 0 || h <= 0)
+        return err_set(ERR_INVAL, "gemv_silu: bad sizes m=%d n=%d h=%d (m at most %d)", m, n, h,
+                       KERN_CUDA_GEMV_MAX_M);
+    if (warps < 0 || warps > KC_GEMV_MAX_WARPS)
+        return err_set(ERR_INVAL, "gemv_silu: bad warp count %d (0 = default, at most %d)", warps,
+                       KC_GEMV_MAX_WARPS);
+    if (m == 0) return 0;
+    if (warps == 0) warps = kern_cuda_gemv_default_warps(h);
     bool vec = h % 8 == 0 && (uintptr_t)gate_up % 16 == 0 && (uintptr_t)w % 16 == 0;
-    kc_gemv_launch<KC_GEMV_SILU>(vec, warps, splits, s, y, 0, gate_up, w, nullptr, m, n, h,
-                                 nullptr, nullptr, nullptr, 0.f);
+    unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
+    if (vec)
+        kc_launch(kc_gemv<true, KC_GEMV_SILU>, blocks, 32 * warps, 0, s, y, 0, gate_up, w, nullptr,
+                  m, n, h, nullptr, nullptr, nullptr, 0.f);
+    else
+        kc_launch(kc_gemv<false, KC_GEMV_SILU>, blocks, 32 * warps, 0, s, y, 0, gate_up, w, nullptr,
+                  m, n, h, nullptr, nullptr, nullptr, 0.f);
     KC_LAUNCHED();
     return 0;
 }
@@ -539,17 +458,27 @@ extern "C" int kern_cuda_gemv_silu(bf16 *y, const bf16 *gate_up, const bf16 *w, 
 extern "C" int kern_cuda_gemv_add_rmsnorm(bf16 *y, bf16 *res_out, const bf16 *residual,
                                           const bf16 *delta, const bf16 *norm_w, const bf16 *w,
                                           const bf16 *bias, int m, int n, int k, float eps,
-                                          int warps, int splits, cudaStream_t s) {
-    int rc = kc_gemv_args("gemv_add_rmsnorm", m, n, k, &warps, &splits);
-    if (rc) return rc;
+                                          int warps, cudaStream_t s) {
+    if (m < 0 || m > KERN_CUDA_GEMV_MAX_M || n <= 0 || k <= 0)
+        return err_set(ERR_INVAL, "gemv_add_rmsnorm: bad sizes m=%d n=%d k=%d (m at most %d)", m, n,
+                       k, KERN_CUDA_GEMV_MAX_M);
+    if (warps < 0 || warps > KC_GEMV_MAX_WARPS)
+        return err_set(ERR_INVAL, "gemv_add_rmsnorm: bad warp count %d (0 = default, at most %d)",
+                       warps, KC_GEMV_MAX_WARPS);
     if (res_out == residual || (delta && res_out == delta))
         return err_set(ERR_INVAL, "gemv_add_rmsnorm: res_out may not alias residual or delta");
     if (m == 0) return 0;
+    if (warps == 0) warps = kern_cuda_gemv_default_warps(k);
     bool vec = k % 8 == 0 && (uintptr_t)residual % 16 == 0 && (uintptr_t)w % 16 == 0 &&
                (uintptr_t)norm_w % 16 == 0 && (uintptr_t)res_out % 16 == 0 &&
                (!delta || (uintptr_t)delta % 16 == 0);
-    kc_gemv_launch<KC_GEMV_NORM>(vec, warps, splits, s, y, 0, residual, w, bias, m, n, k, delta,
-                                 norm_w, res_out, eps);
+    unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
+    if (vec)
+        kc_launch(kc_gemv<true, KC_GEMV_NORM>, blocks, 32 * warps, 0, s, y, 0, residual, w, bias, m,
+                  n, k, delta, norm_w, res_out, eps);
+    else
+        kc_launch(kc_gemv<false, KC_GEMV_NORM>, blocks, 32 * warps, 0, s, y, 0, residual, w, bias,
+                  m, n, k, delta, norm_w, res_out, eps);
     KC_LAUNCHED();
     return 0;
 }

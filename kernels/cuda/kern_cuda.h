@@ -150,25 +150,18 @@ int kern_cuda_gemm_f32(struct kern_ctx *c, float *y /* [m, n] */, const bf16 *x 
 // Thin GEMM for decode (kernels/cuda/gemv.cu): y[m, n] = x[m, k] . w[n, k]^T (+ bias) for
 // 1 <= m <= KERN_CUDA_GEMV_MAX_M, y bf16 (y_f32 = 0) or float32 (y_f32 = 1), one rounding after
 // the bias. `warps` per block splits k inside a block (0 = kern_cuda_gemv_default_warps(k), at
-// most 8); `splits` blocks of one cluster split it further (0 = kern_cuda_gemv_default_splits,
-// else 1, 2, 4 or 8). Any n, k and alignment (a slower element-wise path when k % 8 or the
-// alignment of x or w is not 16 bytes). kern_cuda_gemm chooses it for small m where it measures
-// faster.
+// most 8). Any n, k and alignment (a slower element-wise path when k % 8 or the alignment of x or
+// w is not 16 bytes). kern_cuda_gemm chooses it for small m where it measures faster.
 #define KERN_CUDA_GEMV_MAX_M 8
 int kern_cuda_gemv(void *y /* [m, n] */, int y_f32, const bf16 *x /* [m, k] */,
                    const bf16 *w /* [n, k] */, const bf16 *bias /* [n] or NULL */, int m, int n,
-                   int k, int warps, int splits, cudaStream_t s);
+                   int k, int warps, cudaStream_t s);
 int kern_cuda_gemv_default_warps(int k);
-// The split count for an [n, k] weight: KEEL_GEMV_SPLITS (1, 2, 4 or 8) when set, else doubled
-// from 1 while the grid has fewer than ~4 blocks per SM of the current device and each warp keeps
-// at least two 128-column chunks (7B: qkv and wo 2, down 4, gate_up and the LM head 1).
-int kern_cuda_gemv_default_splits(int n, int k, int warps);
 // The fused down projection: y[m, n] = silu_mul(gate_up)[m, h] . w[n, h]^T, bf16 out, no bias,
 // 1 <= m <= KERN_CUDA_GEMV_MAX_M; equal bit for bit to kern_cuda_silu_mul then kern_cuda_gemv
-// with the same warps and splits (kernels/cuda/gemv.cu).
+// with the same warps (kernels/cuda/gemv.cu).
 int kern_cuda_gemv_silu(bf16 *y /* [m, n] */, const bf16 *gate_up /* [m, 2h] */,
-                        const bf16 *w /* [n, h] */, int m, int n, int h, int warps, int splits,
-                        cudaStream_t s);
+                        const bf16 *w /* [n, h] */, int m, int n, int h, int warps, cudaStream_t s);
 // The fused residual add + RMSNorm + projection (gemv.cu): res_out = bf16(residual + delta)
 // (residual when delta is NULL), y = add_rmsnorm's out . w^T (+ bias), bf16 y, 1 <= m <= 8,
 // without the normed row ever stored. res_out may not alias residual or delta. Equal to
@@ -178,8 +171,7 @@ int kern_cuda_gemv_add_rmsnorm(bf16 *y /* [m, n] */, bf16 *res_out /* [m, k] */,
                                const bf16 *residual /* [m, k] */,
                                const bf16 *delta /* [m, k] or NULL */, const bf16 *norm_w /* [k] */,
                                const bf16 *w /* [n, k] */, const bf16 *bias /* [n] or NULL */,
-                               int m, int n, int k, float eps, int warps, int splits,
-                               cudaStream_t s);
+                               int m, int n, int k, float eps, int warps, cudaStream_t s);
 // sums[0] = sum (a - b)^2, sums[1] = sum b^2 over `count` bf16 (f32 = 0) or float32 values
 // (device pointers; sums is zeroed first): the GEMM tuner checks a gemv against cuBLASLt with it.
 int kern_cuda__gemv_diff(const void *a, const void *b, int f32, size_t count, float *sums /* [2] */,

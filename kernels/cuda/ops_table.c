@@ -83,7 +83,7 @@ static int op_gemm_silu(struct kern_ctx *c, bf16 *y, bf16 *hidden, const bf16 *g
     // The fused kernel is the gemv: it goes off with the gemv (KEEL_GEMV=0) too.
     if (m >= 1 && m <= op_env_max_m("KEEL_FUSE_SILU_MAX_M", 4) && !op_env_off("KEEL_FUSE_SILU") &&
         !op_env_off("KEEL_GEMV"))
-        return kern_cuda_gemv_silu(y, gate_up, w, m, n, h, 0, 0, c->stream);
+        return kern_cuda_gemv_silu(y, gate_up, w, m, n, h, 0, c->stream);
     int rc = kern_cuda_silu_mul(hidden, gate_up, m, h, c->stream);
     if (rc) return rc;
     return kern_cuda_gemm(c, y, hidden, w, NULL, m, n, h);
@@ -97,7 +97,7 @@ static int op_add_rmsnorm_gemm(struct kern_ctx *c, bf16 *y, bf16 *res_out, const
         strcmp(fuse_norm, "1") == 0 &&
         !op_env_off("KEEL_GEMV"))
         return kern_cuda_gemv_add_rmsnorm(y, res_out, residual, delta, norm_w, w, bias, m, n, k,
-                                          eps, 0, 0, c->stream);
+                                          eps, 0, c->stream);
     int rc = kern_cuda_add_rmsnorm_to(xn, res_out, residual, delta, norm_w, m, k, eps, c->stream);
     if (rc) return rc;
     return kern_cuda_gemm(c, y, xn, w, bias, m, n, k);

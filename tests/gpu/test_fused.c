@@ -55,18 +55,17 @@ static void check_gemm_silu(int m, int n, int h, int g_off, int with_cpu, uint64
 
     // Fused against unfused, for both warp counts the tuner may pick (the kernel takes m <= 8;
     // larger m only goes through the op table below).
-    for (int v = 0; v < 6 && m <= KERN_CUDA_GEMV_MAX_M; v++) {
-        const int warps = v < 3 ? 8 : 4, splits = 1 << (v % 3); // 8 and 4 warps, splits 1, 2, 4
+    for (int warps = 8; warps >= 4 && m <= KERN_CUDA_GEMV_MAX_M; warps -= 4) {
         gt_poison(d_y, (size_t)m * n * 2);
         gt_poison(d_y2, (size_t)m * n * 2);
-        CHECK_OK(kern_cuda_gemv_silu(d_y, d_gu, d_w, m, n, h, warps, splits, s));
+        CHECK_OK(kern_cuda_gemv_silu(d_y, d_gu, d_w, m, n, h, warps, s));
         CHECK_OK(kern_cuda_silu_mul(d_hid, d_gu, m, h, s));
-        CHECK_OK(kern_cuda_gemv(d_y2, 0, d_hid, d_w, NULL, m, n, h, warps, splits, s));
+        CHECK_OK(kern_cuda_gemv(d_y2, 0, d_hid, d_w, NULL, m, n, h, warps, s));
         gt_sync();
         gt_down(got, d_y, (size_t)m * n * 2);
         gt_down(want, d_y2, (size_t)m * n * 2);
         char sh[128];
-        snprintf(sh, sizeof sh, "%s w%d s%d", shape, warps, splits);
+        snprintf(sh, sizeof sh, "%s w%d", shape, warps);
         gt_row_exact("gemv_silu == unfused", sh, n_diff(got, want, (size_t)m * n));
         struct gt_err e = gt_cmp_bf16(got, got, (size_t)m * n); // NaN check of the fused output
         CHECK_MSG(e.n_nan == 0, "gemv_silu %s: %zu NaN outputs", sh, e.n_nan);
@@ -125,13 +124,13 @@ TEST(gpu_fused_gemm_silu_switch_and_errors) {
            TOL_BF16);
 
     cudaStream_t s = kern_cuda_stream(gt_ctx());
-    CHECK_EQ(kern_cuda_gemv_silu(d_y, d_gu, d_w, 9, n, h, 0, 0, s), ERR_INVAL);
-    CHECK_EQ(kern_cuda_gemv_silu(d_y, d_gu, d_w, -1, n, h, 0, 0, s), ERR_INVAL);
-    CHECK_EQ(kern_cuda_gemv_silu(d_y, d_gu, d_w, 1, 0, h, 0, 0, s), ERR_INVAL);
-    CHECK_EQ(kern_cuda_gemv_silu(d_y, d_gu, d_w, 1, n, 0, 0, 0, s), ERR_INVAL);
-    CHECK_EQ(kern_cuda_gemv_silu(d_y, d_gu, d_w, 1, n, h, 9, 0, s), ERR_INVAL);
+    CHECK_EQ(kern_cuda_gemv_silu(d_y, d_gu, d_w, 9, n, h, 0, s), ERR_INVAL);
+    CHECK_EQ(kern_cuda_gemv_silu(d_y, d_gu, d_w, -1, n, h, 0, s), ERR_INVAL);
+    CHECK_EQ(kern_cuda_gemv_silu(d_y, d_gu, d_w, 1, 0, h, 0, s), ERR_INVAL);
+    CHECK_EQ(kern_cuda_gemv_silu(d_y, d_gu, d_w, 1, n, 0, 0, s), ERR_INVAL);
+    CHECK_EQ(kern_cuda_gemv_silu(d_y, d_gu, d_w, 1, n, h, 9, s), ERR_INVAL);
     CHECK_EQ(cpu->gemm_silu(gt_cpu(), want, hid, gate_up, w, -1, n, h), ERR_INVAL);
-    CHECK_OK(kern_cuda_gemv_silu(d_y, d_gu, d_w, 0, n, h, 0, 0, s)); // m = 0: nothing to do
+    CHECK_OK(kern_cuda_gemv_silu(d_y, d_gu, d_w, 0, n, h, 0, s)); // m = 0: nothing to do
     gt_sync();
     gt_free(d_gu), gt_free(d_w), gt_free(d_hid), gt_free(d_y);
     free(gate_up), free(w), free(got), free(want), free(hid), free(ghid);
@@ -162,20 +161,19 @@ static void check_norm_gemm(int m, int n, int k, int with_delta, int bias, int r
     char shape[112];
     snprintf(shape, sizeof shape, "m=%d n=%d k=%d%s%s%s", m, n, k, with_delta ? "" : " no delta",
              bias ? " +bias" : "", r_off ? " r+1" : "");
-    for (int v = 0; v < 6 && m <= KERN_CUDA_GEMV_MAX_M; v++) {
-        const int warps = v < 3 ? 8 : 4, splits = 1 << (v % 3); // 8 and 4 warps, splits 1, 2, 4
+    for (int warps = 8; warps >= 4 && m <= KERN_CUDA_GEMV_MAX_M; warps -= 4) {
         gt_poison(d_y, mn * 2), gt_poison(d_y2, mn * 2);
         gt_poison(d_ro, mk * 2), gt_poison(d_ro2, mk * 2);
         CHECK_OK(kern_cuda_gemv_add_rmsnorm(d_y, d_ro + r_off, dr, dd, d_nw, d_w, db, m, n, k,
-                                            1e-6f, warps, splits, s));
+                                            1e-6f, warps, s));
         CHECK_OK(
             kern_cuda_add_rmsnorm_to(d_xn + r_off, d_ro2 + r_off, dr, dd, d_nw, m, k, 1e-6f, s));
-        CHECK_OK(kern_cuda_gemv(d_y2, 0, d_xn + r_off, d_w, db, m, n, k, warps, splits, s));
+        CHECK_OK(kern_cuda_gemv(d_y2, 0, d_xn + r_off, d_w, db, m, n, k, warps, s));
         gt_sync();
         gt_down(y, d_y, mn * 2), gt_down(y2, d_y2, mn * 2);
         gt_down(ro, d_ro, mk * 2), gt_down(ro2, d_ro2, mk * 2), gt_down(rin, d_res, mk * 2);
         char sh[128];
-        snprintf(sh, sizeof sh, "%s w%d s%d", shape, warps, splits);
+        snprintf(sh, sizeof sh, "%s w%d", shape, warps);
         gt_row("gemv_add_rmsnorm ~unfused", sh, gt_cmp_bf16(y, y2, mn), 2e-3);
         gt_row_exact("gemv_add_rmsnorm res_out", sh,
                      n_diff(ro + r_off, ro2 + r_off, (size_t)m * k) +
@@ -226,15 +224,15 @@ TEST(gpu_fused_add_rmsnorm_gemm_switch_and_errors) {
     unsetenv("KEEL_FUSE_NORM");
     cudaStream_t s = kern_cuda_stream(gt_ctx());
     bf16 *d = gt_dev(1 << 16), *d2 = d + 4096, *d3 = d + 8192;
-    CHECK_EQ(kern_cuda_gemv_add_rmsnorm(d, d2, d2, d3, d, d, NULL, 1, 16, 256, 1e-6f, 0, 0, s),
+    CHECK_EQ(kern_cuda_gemv_add_rmsnorm(d, d2, d2, d3, d, d, NULL, 1, 16, 256, 1e-6f, 0, s),
              ERR_INVAL); // res_out aliases residual
-    CHECK_EQ(kern_cuda_gemv_add_rmsnorm(d, d3, d2, d3, d, d, NULL, 1, 16, 256, 1e-6f, 0, 0, s),
+    CHECK_EQ(kern_cuda_gemv_add_rmsnorm(d, d3, d2, d3, d, d, NULL, 1, 16, 256, 1e-6f, 0, s),
              ERR_INVAL); // res_out aliases delta
-    CHECK_EQ(kern_cuda_gemv_add_rmsnorm(d, d3, d2, NULL, d, d, NULL, 9, 16, 256, 1e-6f, 0, 0, s),
+    CHECK_EQ(kern_cuda_gemv_add_rmsnorm(d, d3, d2, NULL, d, d, NULL, 9, 16, 256, 1e-6f, 0, s),
              ERR_INVAL);
-    CHECK_EQ(kern_cuda_gemv_add_rmsnorm(d, d3, d2, NULL, d, d, NULL, 1, 0, 256, 1e-6f, 0, 0, s),
+    CHECK_EQ(kern_cuda_gemv_add_rmsnorm(d, d3, d2, NULL, d, d, NULL, 1, 0, 256, 1e-6f, 0, s),
              ERR_INVAL);
-    CHECK_EQ(kern_cuda_gemv_add_rmsnorm(d, d3, d2, NULL, d, d, NULL, 1, 16, 256, 1e-6f, 9, 0, s),
+    CHECK_EQ(kern_cuda_gemv_add_rmsnorm(d, d3, d2, NULL, d, d, NULL, 1, 16, 256, 1e-6f, 9, s),
              ERR_INVAL);
     CHECK_EQ(kern_cuda_add_rmsnorm_to(d, d2, d3, d2, d, 1, 256, 1e-6f, s), ERR_INVAL);
     CHECK_EQ(kern_cuda_add_rmsnorm_to(d2, d2, d3, NULL, d, 1, 256, 1e-6f, s), ERR_INVAL);

@@ -5,8 +5,6 @@
 // - odd shapes against the float64 reference and the CPU op: n and k not multiples of 8, 64, 256
 //   or 16 (the tile), k % 8 != 0 and a misaligned x (the element-wise path), a partial last chunk
 //   of k, tiny n and k, every m from 1 to 8, with and without bias, bf16 and float32 out;
-// - split-K in clusters (splits 1, 2, 4, 8) at the decode shapes and the odd ones, including
-//   splits with no chunk at all (k of one chunk), and the same bits on a second run;
 // - the tuned path (kern_cuda_gemm, and KEEL_GEMV=force so the gemv runs whatever the timing
 //   says) at m = 1..8 including every m of the bucket 5..8;
 // - bad arguments.
@@ -28,7 +26,6 @@ static const struct kern_ops *ref = &gpu_ref_ops;
 static const struct kern_ops *cpu = &kern_cpu_ops;
 
 enum gv_via { GV_KERNEL, GV_GEMM }; // kern_cuda_gemv directly, or the tuned kern_cuda_gemm
-static int gv_splits; // the split count GV_KERNEL cases pass (0: the default)
 
 // A weight matrix and bias on both sides, made once per shape and shared by its cases.
 struct gv_weights {
@@ -65,8 +62,7 @@ static void check_case(const struct gv_weights *g, int m, int bias, int f32, int
     gt_poison(d_y, out_bytes);
     const bf16 *bp = bias ? g->d_b : NULL;
     if (via == GV_KERNEL)
-        CHECK_OK(kern_cuda_gemv(d_y, f32, d_x, g->d_w, bp, m, n, k, 0, gv_splits,
-                                kern_cuda_stream(gt_ctx())));
+        CHECK_OK(kern_cuda_gemv(d_y, f32, d_x, g->d_w, bp, m, n, k, 0, kern_cuda_stream(gt_ctx())));
     else if (f32)
         CHECK_OK(kern_cuda_gemm_f32(gt_ctx(), d_y, d_x, g->d_w, m, n, k));
     else
@@ -76,8 +72,8 @@ static void check_case(const struct gv_weights *g, int m, int bias, int f32, int
 
     const bf16 *xh = x + x_off, *bh = bias ? g->b : NULL;
     char shape[96];
-    snprintf(shape, sizeof shape, "m=%d n=%d k=%d%s%s%s s%d", m, n, k, bias ? " +bias" : "",
-             x_off ? " x+1" : "", via == GV_GEMM ? " tuned" : "", via == GV_KERNEL ? gv_splits : 0);
+    snprintf(shape, sizeof shape, "m=%d n=%d k=%d%s%s%s", m, n, k, bias ? " +bias" : "",
+             x_off ? " x+1" : "", via == GV_GEMM ? " tuned" : "");
     size_t count = (size_t)m * n;
     if (f32) {
         if (with_ref) {
@@ -160,57 +156,6 @@ TEST(gpu_gemv_odd) {
     check_gemv(1, 152, 8200, 1, 0, 0, GV_KERNEL, 1, seed++); // long k: 8 warps, many chunks
 }
 
-// ---- split-K in clusters
-
-// Twice the same call at `splits`: the outputs must be the same bits (the cluster's sum has a
-// fixed order).
-static void check_split_repeat(int m, int n, int k, int splits, uint64_t seed) {
-    bf16 *w = gt_rand_bf16((size_t)n * k, 0.05f, &seed), *x = gt_rand_bf16((size_t)m * k, 1.f, &seed);
-    bf16 *d_w = gt_up(w, (size_t)n * k * 2), *d_x = gt_up(x, (size_t)m * k * 2);
-    bf16 *d_y = gt_dev((size_t)m * n * 2), *d_y2 = gt_dev((size_t)m * n * 2);
-    bf16 *a = malloc((size_t)m * n * 2), *b = malloc((size_t)m * n * 2);
-    cudaStream_t s = kern_cuda_stream(gt_ctx());
-    CHECK_OK(kern_cuda_gemv(d_y, 0, d_x, d_w, NULL, m, n, k, 0, splits, s));
-    CHECK_OK(kern_cuda_gemv(d_y2, 0, d_x, d_w, NULL, m, n, k, 0, splits, s));
-    gt_sync();
-    gt_down(a, d_y, (size_t)m * n * 2), gt_down(b, d_y2, (size_t)m * n * 2);
-    size_t bad = 0;
-    for (size_t i = 0; i < (size_t)m * n; i++)
-        bad += a[i] != b[i];
-    char shape[64];
-    snprintf(shape, sizeof shape, "m=%d n=%d k=%d s%d", m, n, k, splits);
-    gt_row_exact("gemv split repeat", shape, bad);
-    gt_free(d_w), gt_free(d_x), gt_free(d_y), gt_free(d_y2);
-    free(w), free(x), free(a), free(b);
-}
-
-TEST_TIMEOUT(gpu_gemv_splits, 300) {
-    const int ms[] = {1, 8}, splits[] = {1, 2, 4, 8};
-    uint64_t seed = 700;
-    for (int si = 0; si < 4; si++) {
-        gv_splits = splits[si];
-        for (size_t s = 0; s < sizeof gv_models / sizeof gv_models[0]; s++) {
-            const struct gv_shape *g = &gv_models[s];
-            if (g->f32) continue; // the LM head is never split (thousands of tiles)
-            check_gemv_ms(ms, 2, g->n, g->k, g->bias, 0, 0, GV_KERNEL, 0, seed++);
-        }
-        check_gemv(3, 77, 33, 1, 0, 0, GV_KERNEL, 1, seed++);    // one chunk: empty splits
-        check_gemv(8, 1001, 264, 0, 0, 0, GV_KERNEL, 1, seed++); // 3 chunks, partial last
-        check_gemv(5, 300, 520, 1, 0, 1, GV_KERNEL, 1, seed++);  // element-wise path
-        check_gemv(2, 2000, 1030, 0, 1, 0, GV_KERNEL, 1, seed++); // float32 out
-        check_gemv(1, 152, 8200, 1, 0, 0, GV_KERNEL, 1, seed++);
-        check_split_repeat(1, 3584, 18944, splits[si], seed++);
-        check_split_repeat(8, 4608, 3584, splits[si], seed++);
-    }
-    gv_splits = 0;
-    // The default picks (gemv.cu): more than one split where the tiles are few.
-    CHECK(kern_cuda_gemv_default_splits(3584, 18944, 0) > 1);
-    CHECK_EQ(kern_cuda_gemv_default_splits(152064, 3584, 0), 1);
-    setenv("KEEL_GEMV_SPLITS", "4", 1);
-    CHECK_EQ(kern_cuda_gemv_default_splits(152064, 3584, 0), 4);
-    unsetenv("KEEL_GEMV_SPLITS");
-}
-
 // ---- the tuned GEMM at m <= 8
 
 TEST(gpu_gemv_tuned) {
@@ -279,20 +224,17 @@ TEST(gpu_bias_add) {
 TEST(gpu_gemv_errors) {
     bf16 *buf = gt_dev(1 << 16);
     cudaStream_t s = kern_cuda_stream(gt_ctx());
-    CHECK_EQ(kern_cuda_gemv(buf, 0, buf, buf, NULL, 9, 8, 8, 0, 0, s), ERR_INVAL);
-    CHECK_EQ(kern_cuda_gemv(buf, 0, buf, buf, NULL, -1, 8, 8, 0, 0, s), ERR_INVAL);
-    CHECK_EQ(kern_cuda_gemv(buf, 0, buf, buf, NULL, 1, 0, 8, 0, 0, s), ERR_INVAL);
-    CHECK_EQ(kern_cuda_gemv(buf, 0, buf, buf, NULL, 1, 8, 0, 0, 0, s), ERR_INVAL);
-    CHECK_EQ(kern_cuda_gemv(buf, 0, buf, buf, NULL, 1, 8, 8, 9, 0, s), ERR_INVAL);
-    CHECK_EQ(kern_cuda_gemv(buf, 0, buf, buf, NULL, 1, 8, 8, -1, 0, s), ERR_INVAL);
-    CHECK_EQ(kern_cuda_gemv(buf, 0, buf, buf, NULL, 1, 8, 8, 0, 3, s), ERR_INVAL);  // not 2^i
-    CHECK_EQ(kern_cuda_gemv(buf, 0, buf, buf, NULL, 1, 8, 8, 0, 16, s), ERR_INVAL); // > 8
-    CHECK_EQ(kern_cuda_gemv(buf, 0, buf, buf, NULL, 1, 8, 8, 0, -1, s), ERR_INVAL);
+    CHECK_EQ(kern_cuda_gemv(buf, 0, buf, buf, NULL, 9, 8, 8, 0, s), ERR_INVAL);
+    CHECK_EQ(kern_cuda_gemv(buf, 0, buf, buf, NULL, -1, 8, 8, 0, s), ERR_INVAL);
+    CHECK_EQ(kern_cuda_gemv(buf, 0, buf, buf, NULL, 1, 0, 8, 0, s), ERR_INVAL);
+    CHECK_EQ(kern_cuda_gemv(buf, 0, buf, buf, NULL, 1, 8, 0, 0, s), ERR_INVAL);
+    CHECK_EQ(kern_cuda_gemv(buf, 0, buf, buf, NULL, 1, 8, 8, 9, s), ERR_INVAL);
+    CHECK_EQ(kern_cuda_gemv(buf, 0, buf, buf, NULL, 1, 8, 8, -1, s), ERR_INVAL);
     CHECK_EQ(kern_cuda_bias_add(buf, buf, -1, 8, s), ERR_INVAL);
     CHECK_EQ(kern_cuda_bias_add(buf, buf, 1, 0, s), ERR_INVAL);
     // m = 0 is a no-op: the poisoned output stays untouched.
     gt_poison(buf, 64);
-    CHECK_OK(kern_cuda_gemv(buf, 0, buf + 512, buf + 1024, NULL, 0, 8, 8, 0, 0, s));
+    CHECK_OK(kern_cuda_gemv(buf, 0, buf + 512, buf + 1024, NULL, 0, 8, 8, 0, s));
     gt_sync();
     uint8_t host[64];
     gt_down(host, buf, 64);

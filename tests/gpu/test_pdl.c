@@ -89,7 +89,7 @@ TEST(gpu_pdl_capture_edges) {
             if (graph) CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == 0);
             CHECK_OK(kern_cuda_embed(x, ids, table, T, DIM, s));
             CHECK_OK(kern_cuda_add_rmsnorm(xn, x, NULL, nw, T, DIM, 1e-6f, s));
-            CHECK_OK(kern_cuda_gemv(y, 0, xn, w, NULL, T, N, DIM, 0, 0, s));
+            CHECK_OK(kern_cuda_gemv(y, 0, xn, w, NULL, T, N, DIM, 0, s));
             if (graph) {
                 CHECK(cudaStreamEndCapture(s, &g) == cudaSuccess);
                 prog[pdl] = pdl_prog_edges(g, &edges[pdl]);
