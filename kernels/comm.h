@@ -80,15 +80,19 @@ int kern_nccl_comm_init_all(struct kern_comm **comms /* [n] */, int n, const int
 int kern_cuda_bind_thread(struct kern_ctx *c);
 
 // The one-shot peer-to-peer all-reduce (kernels/cuda/allreduce.cu) for small messages, beside
-// NCCL: bytes of the region each rank gives it (carved from its arena), and the set-up that
-// enables peer access between the devices and hands every rank all ranks' regions. After it,
-// all_reduce of at most kern_cuda_allreduce_max_elems() elements (x 16-byte aligned) takes the
-// peer-to-peer path. Not for CUDA graph capture. Returns 0, ERR_UNSUPPORTED (a pair of devices
-// without peer access: nothing changes, NCCL stays) or a CUDA error.
-size_t kern_cuda_allreduce_region_bytes(void);
-size_t kern_cuda_allreduce_max_elems(void);
+// NCCL. Each rank gives it two areas of its device memory (16-byte aligned), both for the
+// communicator's life and for nothing else: ctrl (a call counter, kern_cuda_allreduce_ctrl_bytes())
+// and data (data_bytes: the message slots, whose words carry their own flags; messages of up to
+// kern_cuda_allreduce_max_elems bf16; kern_cuda_allreduce_data_bytes sizes it for a message). kern_comm_p2p_init enables peer access
+// between the devices, clears ctrl and hands every rank all ranks' areas. After it, all_reduce of
+// at most max_elems elements (x 16-byte aligned) takes the peer-to-peer path, eagerly and inside
+// CUDA graphs alike (its call count lives on the device). Returns 0, ERR_UNSUPPORTED (a pair of
+// devices without peer access: nothing changes, NCCL stays), ERR_INVAL or a CUDA error.
+size_t kern_cuda_allreduce_ctrl_bytes(void);
+size_t kern_cuda_allreduce_data_bytes(size_t max_elems, int P);
+size_t kern_cuda_allreduce_max_elems(size_t data_bytes, int P);
 int kern_comm_p2p_init(struct kern_comm **comms /* [n] */, int n, struct kern_ctx **ctxs /* [n] */,
-                       void **regions /* [n], device memory of each rank */);
+                       void **ctrl /* [n] */, void **data /* [n] */, size_t data_bytes);
 #endif
 
 #ifdef __cplusplus

@@ -378,6 +378,12 @@ int mem_plan_vocab_padded(const struct mem_plan_shape *s) {
     return s->vocab_size;
 }
 
+size_t mem_plan_tp_comm_bytes(const struct mem_plan_shape *s, int max_seqs) {
+    if (s->tp_size <= 1) return 0;
+    size_t rows = (size_t)(max_seqs < MEM_PLAN_TP_COMM_TOKENS ? max_seqs : MEM_PLAN_TP_COMM_TOKENS);
+    return MEM_PLAN_TP_COMM_CTRL_BYTES + align_up(2 * (size_t)s->tp_size * rows * s->dim * 4);
+}
+
 void mem_plan_logits_layout(const struct mem_plan_shape *s, int max_seqs,
                             struct mem_logits_layout *out) {
     memset(out, 0, sizeof *out);
@@ -392,6 +398,8 @@ void mem_plan_logits_layout(const struct mem_plan_shape *s, int max_seqs,
     if (tp) {
         out->gather = place(&at, S * (size_t)out->vocab_padded, 4);
         out->gather_bytes = at - out->gather;
+        out->comm = place(&at, mem_plan_tp_comm_bytes(s, max_seqs), 1);
+        out->comm_bytes = at - out->comm;
     }
     out->bytes = at;
 }
@@ -649,7 +657,7 @@ char *mem_plan_table_tp(const struct mem_plan *p, int tp_size,
     ROW("weights (shard)", weights_bytes);
     ROW("cuBLAS workspace", workspace_bytes);
     ROW("activation scratch", activation_bytes);
-    ROW("logits (full + gather)", logits_bytes);
+    ROW("logits (full + gather + comm)", logits_bytes);
     ROW("sampling scratch", sampling_bytes);
     ROW("KV cache (its heads)", kv_bytes);
     ROW("unused", unused_bytes);

@@ -151,12 +151,22 @@ void mem_plan_scratch_layout(const struct mem_plan_shape *s, int max_tokens, int
 //                                   slice gather + r * S * vocab_local (NCCL's in-place
 //                                   all-gather), and the slices are then copied into full
 //                                   (dropping the padded columns past vocab)
+//   comm    mem_plan_tp_comm_bytes  tp > 1 only: the peer-to-peer all-reduce's areas
+//                                   (kernels/cuda/allreduce.cu, models/tp.c), in bytes
 // A forward that assembles the logits on the host instead carves only the first
 // S * vocab_local floats; the rest is then headroom for a device gather and GPU sampling.
 // bytes = the end of the last one rounded up to 256 (= align(S * vocab * 4) at tp 1).
+// The peer-to-peer all-reduce's areas on each GPU of tp_size > 1: a 256-byte control block, then
+// its message slots for all-reduces of up to MEM_PLAN_TP_COMM_TOKENS rows of dim (larger ones,
+// prefill, go through NCCL): 2 slots x tp senders x 4 bytes per element (each pair of bf16
+// travels with a 4-byte flag), rounded up to 256. 0 at tp 1.
+#define MEM_PLAN_TP_COMM_TOKENS 128
+#define MEM_PLAN_TP_COMM_CTRL_BYTES 256
+size_t mem_plan_tp_comm_bytes(const struct mem_plan_shape *s, int max_seqs);
 struct mem_logits_layout {
-    size_t full, gather;     // offsets
-    size_t gather_bytes;     // 0 at tp 1
+    size_t full, gather, comm; // offsets
+    size_t gather_bytes;       // 0 at tp 1
+    size_t comm_bytes;         // 0 at tp 1
     int vocab_size, vocab_local, vocab_padded;
     size_t bytes;
 };

@@ -57,9 +57,7 @@ static struct fwd_meta meta_layout(int n_tokens, int n_seqs, int max_blocks_per_
 
 // ---- init and free
 
-// A tensor-parallel rank's logits layout (its full-vocabulary rows and its all-gather buffer);
-// returns the region's bytes.
-static size_t tp_logits_layout(const struct model *m, struct mem_logits_layout *ll) {
+size_t model_tp_logits_layout(const struct model *m, struct mem_logits_layout *ll) {
     struct mem_plan_shape shape;
     model_plan_shape(&m->cfg, &shape);
     shape.tp_size = m->tp.size;
@@ -118,9 +116,10 @@ int model_init(struct model *m, const struct model_config *cfg, const struct ker
         // full [S, vocab] rows (rank 0 samples them; the LM head writes its [S, vocab_local]
         // slice at their start) and the all-gather buffer [tp, S, vocab_local] after them. The
         // host assembly (KEEL_TP_DEVICE_SAMPLE=0) needs the slice only and leaves the rest of
-        // the plan's region free (KEEL_TP_CUSTOM_AR's region fits there).
+        // the plan's region free (models/tp.c then carves the peer-to-peer all-reduce's region
+        // from the arena's slack).
         struct mem_logits_layout ll;
-        logits_bytes = tp_logits_layout(m, &ll);
+        logits_bytes = model_tp_logits_layout(m, &ll);
     }
     void *p;
     int rc = mem_arena_carve(arena, "activations", m->scratch.bytes, &p);
@@ -581,7 +580,7 @@ int model_tp_rank_step(struct model *m, const struct model_batch *b, const struc
     // Every rank's [S, vocab_local] slice into rank 0's full rows (the padding columns of the
     // last rank dropped), then rank 0 samples them as model_forward_sample does at TP=1.
     struct mem_logits_layout ll;
-    tp_logits_layout(m, &ll);
+    model_tp_logits_layout(m, &ll);
     float *buf = (float *)((uint8_t *)m->logits + ll.gather); // [tp, S, vocab_local]
     bool root = m->tp.rank == 0;
     OP(MODEL_PROF_COPY_OUT, kern_comm_gather_logits(m->tp.comm, ctx, root ? m->logits : NULL,

@@ -311,37 +311,45 @@ void model_group_free(struct model_group *g) {
     free(g);
 }
 
-// KEEL_TP_CUSTOM_AR=1 (with KEEL_TP_GRAPHS=0) on CUDA: the one-shot peer-to-peer all-reduce for
-// small messages (kernels/cuda/allreduce.cu), each rank's region carved from its arena. The
-// logits region (full rows + all-gather buffer) is in use now that sampling runs on the device,
-// so the region needs the arena's slack (less than a KV block per plan) or
-// KEEL_TP_DEVICE_SAMPLE=0, whose host assembly leaves the all-gather buffer free. Anything that
-// does not work leaves NCCL in charge, with a warning.
+// The one-shot peer-to-peer all-reduce (kernels/cuda/allreduce.cu) on CUDA, unless
+// KEEL_TP_CUSTOM_AR=0: every all-reduce of at most MEM_PLAN_TP_COMM_TOKENS rows (decode steps)
+// takes it, eagerly and inside graphs; larger ones (prefill) stay on NCCL. Its areas are the
+// plan's `comm` part of the rank's logits region (memory/plan.h mem_logits_layout) when device
+// sampling carved that region whole; with host sampling only the LM head's slice of it is carved,
+// and the same bytes come from the arena's slack. Anything that does not work leaves NCCL in
+// charge, with a warning.
 static void tp__custom_all_reduce(struct model_group *g) {
 #ifdef KEEL_CUDA
     const char *on = getenv("KEEL_TP_CUSTOM_AR");
-    if (!on || strcmp(on, "1") || g->ranks[0].be.ops != &kern_cuda_ops) return;
-    if (g->ranks[0].m.graphs) {
-        log_warn("KEEL_TP_CUSTOM_AR=1 is ignored while the ranks use CUDA graphs (its call count "
-                 "is a kernel argument, which a graph would freeze): set KEEL_TP_GRAPHS=0 too");
-        return;
-    }
+    if ((on && !strcmp(on, "0")) || g->ranks[0].be.ops != &kern_cuda_ops || g->size > 8) return;
     struct kern_comm *comms[8];
     struct kern_ctx *ctxs[8];
-    void *regions[8];
-    if (g->size > 8) return;
+    void *ctrl[8], *data[8];
+    const size_t ctrl_bytes = MEM_PLAN_TP_COMM_CTRL_BYTES;
+    if (kern_cuda_allreduce_ctrl_bytes() > ctrl_bytes) {
+        log_warn("tensor parallel: the peer-to-peer all-reduce needs %zu control bytes, the plan "
+                 "has %zu; NCCL only", kern_cuda_allreduce_ctrl_bytes(), ctrl_bytes);
+        return;
+    }
+    size_t comm_bytes = 0;
     for (int r = 0; r < g->size; r++) {
         struct tp_rank_state *s = &g->ranks[r];
         comms[r] = s->m.tp.comm, ctxs[r] = s->be.ctx;
-        if (mem_arena_carve(s->be.arena, "tp_allreduce", kern_cuda_allreduce_region_bytes(),
-                            &regions[r])) {
-            log_warn("KEEL_TP_CUSTOM_AR=1: no room for its region on rank %d (%s); NCCL only",
-                     r, err_msg());
+        struct mem_logits_layout ll;
+        model_tp_logits_layout(&s->m, &ll);
+        comm_bytes = ll.comm_bytes; // the same on every rank (same shapes)
+        if (comm_bytes <= ctrl_bytes) return;
+        if (g->front.ops) // device sampling: the logits region was carved whole
+            ctrl[r] = (uint8_t *)s->m.logits + ll.comm;
+        else if (mem_arena_carve(s->be.arena, "tp_allreduce", comm_bytes, &ctrl[r])) {
+            log_warn("tensor parallel: no room for the peer-to-peer all-reduce on rank %d (%s); "
+                     "NCCL only", r, err_msg());
             return;
         }
+        data[r] = (uint8_t *)ctrl[r] + ctrl_bytes;
     }
-    if (kern_comm_p2p_init(comms, g->size, ctxs, regions))
-        log_warn("KEEL_TP_CUSTOM_AR=1: %s; NCCL only", err_msg());
+    if (kern_comm_p2p_init(comms, g->size, ctxs, ctrl, data, comm_bytes - ctrl_bytes))
+        log_warn("tensor parallel: peer-to-peer all-reduce off (%s); NCCL only", err_msg());
 #else
     (void)g;
 #endif

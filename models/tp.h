@@ -78,6 +78,10 @@ int model_tp_rank_step(struct model *m, const struct model_batch *b, const struc
 // id - vocab_offset, all others to the shard's zero row. Used by model_forward (internal).
 void model_tp_map_ids(const struct model *m, int32_t *ids /* [n] */, int n);
 
+// A rank's logits region as the plan lays it out (memory/plan.h mem_logits_layout: its full
+// [S, vocab] rows, then the all-gather buffer); returns its bytes (models/forward.c).
+size_t model_tp_logits_layout(const struct model *m, struct mem_logits_layout *ll);
+
 // Makes the calling thread use rank m's device (CUDA); nothing on the CPU backend.
 int model_tp_bind_thread(const struct model_tp_rank *r);
 

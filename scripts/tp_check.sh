@@ -16,8 +16,9 @@
 # 2. speed, dummy weights (config.json only), keel-bench single-stream decode (1 in flight,
 #    128 in / 256 out) and throughput (64 in flight, 512 in / 128 out, 256 prompts):
 #    Qwen2.5-14B at TP=1 and TP=2 (defaults: CUDA graphs and device sampling on), both
-#    measures; Qwen2.5-32B at TP=2, single stream only. TP_ABLATE=1 adds 14B TP=2 single-stream
-#    runs with KEEL_TP_GRAPHS=0 and with KEEL_TP_DEVICE_SAMPLE=0.
+#    measures; Qwen2.5-32B at TP=2 and TP=1, single stream only. TP_ABLATE=1 adds 14B TP=2
+#    single-stream runs with KEEL_TP_CUSTOM_AR=0 (NCCL for every all-reduce), KEEL_TP_GRAPHS=0
+#    and KEEL_TP_DEVICE_SAMPLE=0.
 #
 # Parts: TP_PARTS="correct speed" (default both). NCCL: KEEL_NCCL_LIBRARY, else PyTorch's copy.
 set -u
@@ -166,10 +167,12 @@ if has speed; then
     mkdir -p "$OUT/$m"; cp "tests/data/configs/$m/config.json" "$OUT/$m/"; tok_into "$OUT/$m"
   done
   bench 14b-tp2 "$OUT/Qwen2.5-14B-Instruct" 0,1
-  grep -E "cuda graphs|sampling on the host|peer-to-peer" "$OUT/14b-tp2.serve.log" | cut -c1-240 | tee -a "$S"
+  grep -E "graphs|sampling on the host|peer-to-peer" "$OUT/14b-tp2.serve.log" | cut -c1-240 | tee -a "$S"
   bench 14b-tp1 "$OUT/Qwen2.5-14B-Instruct" 0
   BENCH_THRU=0 bench 32b-tp2 "$OUT/Qwen2.5-32B-Instruct" 0,1
+  BENCH_THRU=0 bench 32b-tp1 "$OUT/Qwen2.5-32B-Instruct" 0
   if [ "${TP_ABLATE:-0}" = 1 ]; then
+    SERVE_ENV=KEEL_TP_CUSTOM_AR=0 BENCH_THRU=0 bench 14b-tp2-nccl "$OUT/Qwen2.5-14B-Instruct" 0,1
     SERVE_ENV=KEEL_TP_GRAPHS=0 BENCH_THRU=0 bench 14b-tp2-nographs "$OUT/Qwen2.5-14B-Instruct" 0,1
     SERVE_ENV=KEEL_TP_DEVICE_SAMPLE=0 BENCH_THRU=0 bench 14b-tp2-hostsample "$OUT/Qwen2.5-14B-Instruct" 0,1
   fi
@@ -183,10 +186,9 @@ def tpot(tag):
 def thr(tag):
     try: return json.load(open(os.path.join(o, tag + ".thru.json")))["output_throughput"]
     except Exception: return None
-# 32B at TP=1: 17.85 ms (docs/gpu-runs/tp1, the same machine), not re-measured here.
-REF = {"32b-tp1": 17.85}
-for m, t2 in (("14b", "14b-tp2"), ("14b", "14b-tp2-nographs"), ("14b", "14b-tp2-hostsample"),
-              ("32b", "32b-tp2")):
+REF = {}
+for m, t2 in (("14b", "14b-tp2"), ("14b", "14b-tp2-nccl"), ("14b", "14b-tp2-nographs"),
+              ("14b", "14b-tp2-hostsample"), ("32b", "32b-tp2")):
     if tpot(t2) is None and t2 != "14b-tp2": continue
     a, b = tpot(m + "-tp1") or REF.get(m + "-tp1"), tpot(t2)
     ta, tb = thr(m + "-tp1"), thr(t2)

@@ -29,8 +29,8 @@ int kern_cuda_bind_thread(struct kern_ctx *c) {
 }
 struct kern_comm *kern__comm_wrap(int size, int rank, void *nccl);
 void **kern__comm_p2p_slot(struct kern_comm *c);
-int kern_cuda_allreduce_1shot(bf16 *x, size_t n, int rank, int P, void *const *regions,
-                              uint32_t k, cudaStream_t s); // allreduce.cu
+int kern_cuda_allreduce_push(bf16 *x, size_t n, int rank, int P, void *const *ctrl,
+                             void *const *data, size_t max_elems, cudaStream_t s); // allreduce.cu
 
 // ---- the library, loaded once
 
@@ -110,11 +110,12 @@ int kern__nccl_all_gather(void *comm, struct kern_ctx *ctx, void *out, const voi
 void kern__nccl_free(void *comm);
 void kern__nccl_abort(void *comm);
 
-// One rank's view of the peer-to-peer all-reduce: every rank's region and the call count.
+// One rank's view of the peer-to-peer all-reduce: every rank's areas and the largest message
+// they take (the call count lives on the device, allreduce.cu).
 struct p2p_state {
     int rank, size;
-    void *regions[8];
-    uint32_t k;
+    void *ctrl[8], *data[8];
+    size_t max_elems;
 };
 
 void kern__p2p_free(void *p2p) { free(p2p); }
@@ -122,11 +123,11 @@ void kern__p2p_free(void *p2p) { free(p2p); }
 int kern__nccl_all_reduce_bf16(void *comm, void *p2p, struct kern_ctx *ctx, bf16 *x, size_t n) {
     struct p2p_state *st = p2p;
     if (n == 0) return 0; // every rank skips it alike, so the call counts stay equal
-    if (st && n <= kern_cuda_allreduce_max_elems() && ((uintptr_t)x & 15) == 0) {
-        st->k++;
-        return kern_cuda_allreduce_1shot(x, n, st->rank, st->size, st->regions, st->k,
-                                         kern_cuda_stream(ctx));
-    }
+    // The same test on every rank (same n, and the arenas align alike), so the ranks take the
+    // same path for every call.
+    if (st && n <= st->max_elems && ((uintptr_t)x & 15) == 0)
+        return kern_cuda_allreduce_push(x, n, st->rank, st->size, st->ctrl, st->data,
+                                        st->max_elems, kern_cuda_stream(ctx));
     return nccl__check(nccl.all_reduce(x, x, n, ncclBfloat16, ncclSum, (ncclComm_t)comm,
                                        kern_cuda_stream(ctx)),
                        "ncclAllReduce");
@@ -186,8 +187,16 @@ int kern_nccl_comm_init_all(struct kern_comm **comms, int n, const int *devices)
 
 // ---- the peer-to-peer all-reduce's set-up
 
-int kern_comm_p2p_init(struct kern_comm **comms, int n, struct kern_ctx **ctxs, void **regions) {
+int kern_comm_p2p_init(struct kern_comm **comms, int n, struct kern_ctx **ctxs, void **ctrl,
+                       void **data, size_t data_bytes) {
     if (n < 2 || n > 8) return err_set(ERR_INVAL, "p2p all-reduce: %d ranks (2..8)", n);
+    size_t max_elems = kern_cuda_allreduce_max_elems(data_bytes, n);
+    if (max_elems == 0)
+        return err_set(ERR_INVAL, "p2p all-reduce: %zu bytes of data area hold no message",
+                       data_bytes);
+    for (int r = 0; r < n; r++)
+        if (((uintptr_t)ctrl[r] | (uintptr_t)data[r]) & 15)
+            return err_set(ERR_INVAL, "p2p all-reduce: rank %d's areas are not 16-byte aligned", r);
     for (int r = 0; r < n; r++) {
         if (!kern__comm_p2p_slot(comms[r]))
             return err_set(ERR_INVAL, "p2p all-reduce: rank %d is not an NCCL communicator", r);
@@ -208,8 +217,9 @@ int kern_comm_p2p_init(struct kern_comm **comms, int n, struct kern_ctx **ctxs, 
             if (e == cudaErrorPeerAccessAlreadyEnabled) (void)cudaGetLastError();
             else CUDA_CHECK(e);
         }
-        // Flags start at 0; call counts start at 1.
-        CUDA_CHECK(cudaMemset(regions[r], 0, kern_cuda_allreduce_region_bytes()));
+        // Flags and the call counter start at 0 (the first call is 1).
+        CUDA_CHECK(cudaMemset(ctrl[r], 0, kern_cuda_allreduce_ctrl_bytes()));
+        CUDA_CHECK(cudaMemset(data[r], 0, data_bytes)); // no word carries a call's flag yet
         CUDA_CHECK(cudaDeviceSynchronize());
     }
     // All ranks switch or none does: a rank alone on the peer-to-peer path would wait forever.
@@ -221,14 +231,15 @@ int kern_comm_p2p_init(struct kern_comm **comms, int n, struct kern_ctx **ctxs, 
         }
         st[r]->rank = r;
         st[r]->size = n;
-        for (int p = 0; p < n; p++) st[r]->regions[p] = regions[p];
+        st[r]->max_elems = max_elems;
+        for (int p = 0; p < n; p++) st[r]->ctrl[p] = ctrl[p], st[r]->data[p] = data[p];
     }
     for (int r = 0; r < n; r++) {
         void **slot = kern__comm_p2p_slot(comms[r]);
         free(*slot);
         *slot = st[r];
     }
-    log_info("tensor parallel: peer-to-peer all-reduce on for messages up to %zu KiB "
-             "(KEEL_TP_CUSTOM_AR=1)", kern_cuda_allreduce_max_elems() * 2 / 1024);
+    log_info("tensor parallel: peer-to-peer all-reduce for messages up to %zu KiB, NCCL above "
+             "(KEEL_TP_CUSTOM_AR=0: NCCL only)", max_elems * 2 / 1024);
     return 0;
 }

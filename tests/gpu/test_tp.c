@@ -381,23 +381,28 @@ TEST_TIMEOUT(gpu_tp_all_reduce_nccl_and_p2p, 180) {
     struct kern_comm *nccl[2], *p2p[2];
     bf16 *d_x[2];
     void *region[2];
-    const size_t max_n = 262144;
+    const size_t max_n = 256 * 5120; // a 14B decode step of 256 sequences
+    const size_t data_bytes = kern_cuda_allreduce_data_bytes(max_n, 2);
+    CHECK(kern_cuda_allreduce_max_elems(data_bytes, 2) >= max_n);
+    void *ctrl[2];
     for (int r = 0; r < 2; r++) {
         CHECK_OK(kern_cuda_ctx_init(&ctx[r], r, NULL, 0, NULL, 0));
-        CHECK(cudaMalloc((void **)&d_x[r], max_n * 2 + 64) == cudaSuccess);
-        CHECK(cudaMalloc(&region[r], kern_cuda_allreduce_region_bytes()) == cudaSuccess);
+        CHECK(cudaMalloc((void **)&d_x[r], (max_n + 64) * 2) == cudaSuccess);
+        CHECK(cudaMalloc(&region[r], data_bytes) == cudaSuccess);
+        CHECK(cudaMalloc(&ctrl[r], kern_cuda_allreduce_ctrl_bytes()) == cudaSuccess);
     }
     int rc = kern_nccl_comm_init_all(nccl, 2, devs);
     if (rc == ERR_NOT_FOUND) TEST_SKIP("%s", err_msg());
     CHECK_OK(rc);
     CHECK_OK(kern_nccl_comm_init_all(p2p, 2, devs));
-    rc = kern_comm_p2p_init(p2p, 2, ctx, region);
+    rc = kern_comm_p2p_init(p2p, 2, ctx, ctrl, region, data_bytes);
     if (rc == ERR_UNSUPPORTED) TEST_SKIP("%s", err_msg());
     CHECK_OK(rc);
 
     // Exactness against the host sum, on sizes around the block and vector edges, several
     // calls in a row (the stage slots alternate, the flags count up).
-    const size_t sizes[] = {1, 7, 4096, 4097, 5120, 65536 + 3, max_n};
+    // (max_n + 1 is past the region: NCCL takes it on the p2p communicator too.)
+    const size_t sizes[] = {1, 7, 4096, 4097, 5120, 65536 + 3, 64 * 4096 * 2 + 5, max_n, max_n + 1};
     uint64_t rng = 7;
     bf16 *h[2], *got = malloc(max_n * 2), *want = malloc(max_n * 2);
     for (int r = 0; r < 2; r++) h[r] = malloc(max_n * 2);
@@ -428,13 +433,54 @@ TEST_TIMEOUT(gpu_tp_all_reduce_nccl_and_p2p, 180) {
             }
         printf("  %s all_reduce: max |err| %.4g over %zu sizes x 3 calls x 2 ranks\n",
                which ? "p2p" : "nccl", worst, sizeof sizes / sizeof *sizes);
-        gt_row_exact(which ? "all_reduce p2p (custom)" : "all_reduce nccl", "1..262144 bf16, 2 GPUs",
-                     bad);
+        gt_row_exact(which ? "all_reduce p2p (custom)" : "all_reduce nccl",
+                     "1..1310721 bf16, 2 GPUs", bad);
+    }
+
+    // Inside CUDA graphs: one eager call, a graph of three calls replayed twice, one eager call.
+    // Both ranks hold the same sum after the first call, so each later call doubles it exactly:
+    // the end is 2^7 times the first sum, bit for bit, only if every call met its peer's.
+    {
+        const size_t n = 3 * 5120 + 8;
+        for (int r = 0; r < 2; r++) {
+            for (size_t i = 0; i < n; i++) h[r][i] = f32_to_bf16(gt_uniform(&rng) * 1.0f);
+            CHECK(cudaSetDevice(r) == cudaSuccess);
+            CHECK(cudaMemcpy(d_x[r], h[r], n * 2, cudaMemcpyHostToDevice) == cudaSuccess);
+        }
+        for (size_t i = 0; i < n; i++)
+            want[i] = f32_to_bf16(bf16_to_f32(f32_to_bf16(bf16_to_f32(h[0][i]) + bf16_to_f32(h[1][i]))) * 128.0f);
+        tpg_ar_run(p2p, ctx, d_x, n, 1);
+        cudaGraphExec_t ex[2];
+        for (int r = 0; r < 2; r++) {
+            CHECK_OK(kern_cuda_bind_thread(ctx[r]));
+            cudaStream_t st = kern_cuda_stream(ctx[r]);
+            cudaGraph_t gr;
+            CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+            for (int i = 0; i < 3; i++) CHECK_OK(kern_comm_all_reduce_bf16(p2p[r], ctx[r], d_x[r], n));
+            CHECK(cudaStreamEndCapture(st, &gr) == cudaSuccess);
+            CHECK(cudaGraphInstantiate(&ex[r], gr, 0) == cudaSuccess);
+            cudaGraphDestroy(gr);
+        }
+        for (int rep = 0; rep < 2; rep++)
+            for (int r = 0; r < 2; r++) {
+                CHECK(cudaSetDevice(r) == cudaSuccess);
+                CHECK(cudaGraphLaunch(ex[r], kern_cuda_stream(ctx[r])) == cudaSuccess);
+            }
+        tpg_ar_run(p2p, ctx, d_x, n, 1);
+        size_t bad = 0;
+        for (int r = 0; r < 2; r++) {
+            CHECK(cudaSetDevice(r) == cudaSuccess);
+            CHECK(cudaDeviceSynchronize() == cudaSuccess);
+            CHECK(cudaMemcpy(got, d_x[r], n * 2, cudaMemcpyDeviceToHost) == cudaSuccess);
+            for (size_t i = 0; i < n; i++) bad += got[i] != want[i];
+            cudaGraphExecDestroy(ex[r]);
+        }
+        gt_row_exact("all_reduce p2p in graphs", "eager + 2 x graph(3) + eager, 2 GPUs", bad);
     }
 
     // Latency of the message sizes of decode steps (dim 5120: 1, 8, 64 tokens).
-    const size_t tsz[] = {5120, 8 * 5120, 64 * 5120};
-    for (int t = 0; t < 3; t++) {
+    const size_t tsz[] = {5120, 8 * 5120, 64 * 5120, 256 * 5120};
+    for (int t = 0; t < 4; t++) {
         tpg_ar_run(nccl, ctx, d_x, tsz[t], 20);
         tpg_ar_run(p2p, ctx, d_x, tsz[t], 20);
         double a = tpg_ar_run(nccl, ctx, d_x, tsz[t], 500), b = tpg_ar_run(p2p, ctx, d_x, tsz[t], 500);
@@ -448,6 +494,7 @@ TEST_TIMEOUT(gpu_tp_all_reduce_nccl_and_p2p, 180) {
         cudaSetDevice(r);
         cudaFree(d_x[r]);
         cudaFree(region[r]);
+        cudaFree(ctrl[r]);
         kern_cuda_ctx_free(ctx[r]);
     }
     free(got), free(want);

@@ -155,19 +155,23 @@ TEST(plan_tp_shard_pads_an_uneven_vocab) {
     CHECK_EQ(sh.weights_bytes, 67943680LL + 7687680 + 1792);
 
     // Logits of S = 256: full [256, 151655] f32 = 155294720 (1024 * 151655, a multiple of 256),
-    // then the gather buffer [4, 256, 37914] f32 = 256 * 151656 * 4 = 155295744.
+    // then the gather buffer [4, 256, 37914] f32 = 256 * 151656 * 4 = 155295744, then the
+    // all-reduce's comm area: 256 + 2 slots * 4 ranks * 128 rows * 896 * 4 = 3670272.
     struct mem_logits_layout ll;
     mem_plan_logits_layout(&sh, 256, &ll);
     CHECK_EQ(ll.full, 0);
     CHECK_EQ(ll.gather, 155294720);
     CHECK_EQ(ll.gather_bytes, 155295744);
-    CHECK_EQ(ll.bytes, 155294720 + 155295744);
+    CHECK_EQ(ll.comm, 155294720 + 155295744);
+    CHECK_EQ(ll.comm_bytes, 3670272);
+    CHECK_EQ(ll.bytes, 155294720 + 155295744 + 3670272);
     CHECK_EQ(ll.vocab_size, 151655);
     CHECK_EQ(ll.vocab_local, 37914);
     CHECK_EQ(ll.vocab_padded, 151656);
     // At TP=1 only the full logits, as the single-GPU plan sizes them.
     mem_plan_logits_layout(&full, 3, &ll);
     CHECK_EQ(ll.gather_bytes, 0);
+    CHECK_EQ(ll.comm_bytes, 0);
     CHECK_EQ(ll.bytes, 1819904); // 3 * 151655 * 4 = 1819860, rounded up to 256
 }
 
@@ -216,14 +220,15 @@ TEST(plan_tp_qwen25_14b_fits_2x24gib_not_1x24gib) {
     //   8192*3584*2 = 58720256 + attn_out 8192*2560*2 = 41943040 + gate_up 8192*13824*2 =
     //   226492416 + hidden 8192*6912*2 = 113246208 + last_rows 256*5120*2 = 2621440 + attn_ws
     //   (256*20*16*130 + 8192*20*2) * 4 = 43909120 + meta 2198784 = 740789504.
-    // logits: full 256*152064*4 = 155713536 + gather 256*2*76032*4 = 155713536 = 311427072.
+    // logits: full 256*152064*4 = 155713536 + gather 256*2*76032*4 = 155713536 + comm
+    //   256 + 2*2*128*5120*4 = 10486016: 321913088.
     // sampling (full vocab) 155713536 + 256*4096 = 156762112.
-    // fixed = 536870912 + 14770540544 + 33554432 + 740789504 + 311427072 + 156762112
-    //       = 16549944576. budget = floor(0.9 * 25769803776) = 23192823398.
+    // fixed = 536870912 + 14770540544 + 33554432 + 740789504 + 321913088 + 156762112
+    //       = 16560430592. budget = floor(0.9 * 25769803776) = 23192823398.
     // kv_block (4 KV heads) = 2*48*4*128*16*2 = 1572864.
-    // blocks = (23192823398 - 16549944576) / 1572864 = 4223 (6642878822 / 1572864 = 4223.4).
-    // arena = 16549944576 - 536870912 + 4223*1572864 = 22655278336; unused =
-    // 23192823398 - 536870912 - 22655278336 = 674150.
+    // blocks = (23192823398 - 16560430592) / 1572864 = 4216 (6632392806 / 1572864 = 4216.8).
+    // arena = 16560430592 - 536870912 + 4216*1572864 = 22654754304; unused =
+    // 23192823398 - 536870912 - 22654754304 = 1198182.
     CHECK_OK(plan_tp(&m, &s, 2, totals, p));
     for (int r = 0; r < 2; r++) {
         CHECK_EQ(p[r].tp_size, 2);
@@ -231,15 +236,15 @@ TEST(plan_tp_qwen25_14b_fits_2x24gib_not_1x24gib) {
         CHECK_EQ(p[r].device_id, r);
         CHECK_EQ(p[r].weights_bytes, 14770540544ULL);
         CHECK_EQ(p[r].activation_bytes, 740789504);
-        CHECK_EQ(p[r].logits_bytes, 311427072);
+        CHECK_EQ(p[r].logits_bytes, 321913088);
         CHECK_EQ(p[r].sampling_bytes, 156762112);
         CHECK_EQ(p[r].kv_block_bytes, 1572864);
-        CHECK_EQ(p[r].num_kv_blocks, 4223);
-        CHECK_EQ(p[r].kv_blocks_fit, 4223);
-        CHECK_EQ(p[r].kv_tokens, 67568);
-        CHECK_EQ(p[r].arena_bytes, 22655278336ULL);
-        CHECK_EQ(p[r].unused_bytes, 674150);
-        CHECK_NEAR(p[r].max_concurrency, 67568.0 / 32768.0, 1e-12);
+        CHECK_EQ(p[r].num_kv_blocks, 4216);
+        CHECK_EQ(p[r].kv_blocks_fit, 4216);
+        CHECK_EQ(p[r].kv_tokens, 67456);
+        CHECK_EQ(p[r].arena_bytes, 22654754304ULL);
+        CHECK_EQ(p[r].unused_bytes, 1198182);
+        CHECK_NEAR(p[r].max_concurrency, 67456.0 / 32768.0, 1e-12);
     }
 
     // One 24 GiB GPU: the whole model's weights alone (29540067328) exceed the budget.
@@ -258,17 +263,17 @@ TEST(plan_tp_qwen25_32b_on_2x80gib) {
     struct mem_plan p[2];
     // Activations: 251658240 + 58720256 + 41943040 + gate_up 8192*27648*2 = 452984832 + hidden
     //   226492416 + 2621440 + 43909120 + 2198784 = 1080528128.
-    // fixed = 536870912 + 32764547072 + 33554432 + 1080528128 + 311427072 + 156762112
-    //       = 34883689728; budget = floor(0.9 * 85899345920) = 77309411328.
-    // kv_block = 2*64*4*128*16*2 = 2097152; blocks = 42425721600 / 2097152 = 20230 (.4).
+    // fixed = 536870912 + 32764547072 + 33554432 + 1080528128 + 321913088 + 156762112
+    //       = 34894175744; budget = floor(0.9 * 85899345920) = 77309411328.
+    // kv_block = 2*64*4*128*16*2 = 2097152; blocks = 42415235584 / 2097152 = 20225 (.2).
     CHECK_OK(plan_tp(&m, &s, 2, totals, p));
     CHECK_EQ(p[1].weights_bytes, 32764547072ULL);
     CHECK_EQ(p[1].activation_bytes, 1080528128);
     CHECK_EQ(p[1].kv_block_bytes, 2097152);
-    CHECK_EQ(p[0].num_kv_blocks, 20230);
-    CHECK_EQ(p[1].num_kv_blocks, 20230);
-    CHECK_EQ(p[1].kv_tokens, 323680);
-    CHECK_EQ(p[1].arena_bytes, 34883689728ULL - 536870912 + 20230ULL * 2097152);
+    CHECK_EQ(p[0].num_kv_blocks, 20225);
+    CHECK_EQ(p[1].num_kv_blocks, 20225);
+    CHECK_EQ(p[1].kv_tokens, 323600);
+    CHECK_EQ(p[1].arena_bytes, 34894175744ULL - 536870912 + 20225ULL * 2097152);
 
     // On one 80 GiB GPU it barely fits: weights 2*1557135360 + 64*975210496 + 10240 =
     // 65527752704, activations 1904577792, fixed 68315231488, kv_block 4194304:
@@ -277,7 +282,7 @@ TEST(plan_tp_qwen25_32b_on_2x80gib) {
     CHECK_OK(plan_tp(&m, &s, 1, totals, &one));
     CHECK_EQ(one.weights_bytes, 65527752704ULL);
     CHECK_EQ(one.num_kv_blocks, 2144);
-    // Two GPUs hold 20230 * 2 MiB-blocks of half the heads: 9.4x the tokens of one.
+    // Two GPUs hold 20225 * 2 MiB-blocks of half the heads: 9.4x the tokens of one.
     CHECK(p[0].kv_tokens > 9 * one.kv_tokens);
 }
 
@@ -290,42 +295,42 @@ TEST(plan_tp_mixed_gpus_the_smallest_sizes_the_pool) {
     s.device_ids[1] = 5;
     size_t totals[2] = {GiB(80), GiB(24)};
     struct mem_plan p[2];
-    // GPU 1 (24 GiB) holds 4223 blocks (as above); GPU 0 could hold
-    // (77309411328 - 16549944576) / 1572864 = 38629 (.7). Both carve 4223, and GPU 0's
-    // unused = 77309411328 - 536870912 - 22655278336 = 54117262080 (50.4 GiB).
+    // GPU 1 (24 GiB) holds 4216 blocks (as above); GPU 0 could hold
+    // (77309411328 - 16560430592) / 1572864 = 38623 (.2). Both carve 4216, and GPU 0's
+    // unused = 77309411328 - 536870912 - 22654754304 = 54117786112 (50.4 GiB).
     CHECK_OK(plan_tp(&m, &s, 2, totals, p));
     CHECK_EQ(p[0].device_id, 2);
     CHECK_EQ(p[1].device_id, 5);
-    CHECK_EQ(p[0].kv_blocks_fit, 38629);
-    CHECK_EQ(p[1].kv_blocks_fit, 4223);
-    CHECK_EQ(p[0].num_kv_blocks, 4223);
-    CHECK_EQ(p[1].num_kv_blocks, 4223);
-    CHECK_EQ(p[0].arena_bytes, 22655278336ULL);
-    CHECK_EQ(p[0].unused_bytes, 54117262080ULL);
-    CHECK_EQ(p[1].unused_bytes, 674150);
+    CHECK_EQ(p[0].kv_blocks_fit, 38623);
+    CHECK_EQ(p[1].kv_blocks_fit, 4216);
+    CHECK_EQ(p[0].num_kv_blocks, 4216);
+    CHECK_EQ(p[1].num_kv_blocks, 4216);
+    CHECK_EQ(p[0].arena_bytes, 22654754304ULL);
+    CHECK_EQ(p[0].unused_bytes, 54117786112ULL);
+    CHECK_EQ(p[1].unused_bytes, 1198182);
 
     // A 20 GiB GPU 1: budget floor(0.9 * 21474836480) = 19327352832, (19327352832 -
-    // 16549944576) / 1572864 = 1765 blocks = 28240 tokens < 32768. The hints come from it:
-    // utilization (16549944576 + 2048 * 1572864) / 21474836480 = 0.9207 -> 0.93.
+    // 16560430592) / 1572864 = 1759 blocks = 28144 tokens < 32768. The hints come from it:
+    // utilization (16560430592 + 2048 * 1572864) / 21474836480 = 0.9212 -> 0.93.
     totals[1] = GiB(20);
     CHECK_EQ(plan_tp(&m, &s, 2, totals, p), ERR_NOSPACE);
     const char *msg = err_msg();
     CHECK_HAS(msg, "GPU 1 (index 5): ");
     CHECK_HAS(msg, "max_model_len 32768");
-    CHECK_HAS(msg, "1765 blocks x 16 tokens = 28240 tokens");
-    CHECK_HAS(msg, "lower --max-model-len to 28240");
+    CHECK_HAS(msg, "1759 blocks x 16 tokens = 28144 tokens");
+    CHECK_HAS(msg, "lower --max-model-len to 28144");
     CHECK_HAS(msg, "--gpu-memory-utilization to 0.93");
-    CHECK_EQ(p[0].num_kv_blocks, 1765);
-    CHECK_EQ(p[0].kv_blocks_fit, 38629);
+    CHECK_EQ(p[0].num_kv_blocks, 1759);
+    CHECK_EQ(p[0].kv_blocks_fit, 38623);
 
     // The same with the small GPU first: the message names rank 0 and its index.
     size_t swapped[2] = {GiB(20), GiB(80)};
     CHECK_EQ(plan_tp(&m, &s, 2, swapped, p), ERR_NOSPACE);
     CHECK_HAS(err_msg(), "GPU 0 (index 2): ");
-    CHECK_HAS(err_msg(), "1765 blocks");
+    CHECK_HAS(err_msg(), "1759 blocks");
 
     // A 16 GiB GPU cannot hold its share at all: budget floor(0.9 * 17179869184) =
-    // 15461882265 < fixed 16549944576.
+    // 15461882265 < fixed 16560430592.
     totals[1] = GiB(16);
     CHECK_EQ(plan_tp(&m, &s, 2, totals, p), ERR_NOSPACE);
     CHECK_HAS(err_msg(), "GPU 1 (index 5): the model does not fit");
@@ -367,12 +372,12 @@ TEST(plan_tp_cap_applies_to_every_gpu) {
     s.num_kv_blocks = 3000;
     size_t totals[2] = {GiB(24), GiB(24)};
     struct mem_plan p[2];
-    // 3000 of the 4223 blocks: unused grows by 1223 * 1572864 = 1923612672 to 1924286822.
+    // 3000 of the 4216 blocks: unused grows by 1216 * 1572864 = 1912602624 to 1913800806.
     CHECK_OK(plan_tp(&m, &s, 2, totals, p));
     CHECK_EQ(p[0].num_kv_blocks, 3000);
     CHECK_EQ(p[1].num_kv_blocks, 3000);
-    CHECK_EQ(p[1].kv_blocks_fit, 4223);
-    CHECK_EQ(p[1].unused_bytes, 674150 + 1223ULL * 1572864);
+    CHECK_EQ(p[1].kv_blocks_fit, 4216);
+    CHECK_EQ(p[1].unused_bytes, 1198182 + 1216ULL * 1572864);
     // A cap below one sequence says which cap would do.
     s.num_kv_blocks = 1000;
     CHECK_EQ(plan_tp(&m, &s, 2, totals, p), ERR_NOSPACE);
@@ -460,9 +465,9 @@ TEST(plan_tp_table_and_json_per_gpu) {
     CHECK_HAS(t, "GPU 1 (index 5)");
     CHECK_HAS(t, "total");
     CHECK_HAS(t, "13.756 GiB       13.756 GiB       27.512 GiB"); // weights 14770540544 each
-    CHECK_HAS(t, "38629             4223");                       // blocks each could hold
-    CHECK_HAS(t, "4223 blocks on every GPU");
-    CHECK_HAS(t, "67568 tokens");
+    CHECK_HAS(t, "38623             4216");                       // blocks each could hold
+    CHECK_HAS(t, "4216 blocks on every GPU");
+    CHECK_HAS(t, "67456 tokens");
     free(t);
 
     char *j = mem_plan_json_tp(p, 2, &s);
@@ -470,7 +475,7 @@ TEST(plan_tp_table_and_json_per_gpu) {
     cJSON *o = cJSON_Parse(j);
     CHECK_MSG(o != NULL, "not JSON: %s", j);
     CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(o, "tensor_parallel_size")), 2);
-    CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(o, "num_kv_blocks")), 4223);
+    CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(o, "num_kv_blocks")), 4216);
     CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(o, "max_model_len")), 32768);
     cJSON *gpus = cJSON_GetObjectItem(o, "gpus");
     CHECK_EQ(cJSON_GetArraySize(gpus), 2);
@@ -478,14 +483,14 @@ TEST(plan_tp_table_and_json_per_gpu) {
     CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(g1, "device_id")), 5);
     CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(g1, "tp_rank")), 1);
     CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(g1, "device_total_bytes")), GiB(24));
-    CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(g1, "kv_blocks_fit")), 4223);
+    CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(g1, "kv_blocks_fit")), 4216);
     cJSON *g0 = cJSON_GetArrayItem(gpus, 0);
-    CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(g0, "unused_bytes")), 54117262080.0);
+    CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(g0, "unused_bytes")), 54117786112.0);
     cJSON *tot = cJSON_GetObjectItem(o, "total");
     CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(tot, "weights_bytes")), 2 * 14770540544.0);
     CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(tot, "device_total_bytes")),
              (double)(GiB(80) + GiB(24)));
-    CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(tot, "arena_bytes")), 2 * 22655278336.0);
+    CHECK_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(tot, "arena_bytes")), 2 * 22654754304.0);
     cJSON_Delete(o);
     free(j);
 }
