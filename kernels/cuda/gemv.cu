@@ -50,15 +50,6 @@
 // starts during the previous kernel's tail instead of after its drain; x and everything written
 // come after the wait. After its loop a block lets the next kernel in (kc_pdl_trigger).
 //
-// Weights into L2 ahead of the wait (kc_gemv_prefetch_bytes): a matrix small enough to sit in
-// L2 (the 7B's qkv, 33 MB, and wo, 26 MB, against H100's 50 MB) has each block ask for its whole
-// 16-row tile (one contiguous stretch) with cp.async.bulk.prefetch.L2 before kc_pdl_wait. Under
-// PDL the GEMV's blocks are resident while the kernels before it run (attention, rope, the norm),
-// which read little from memory, so the tile streams into L2 during them and the loop then reads
-// L2 instead of waiting on DRAM. Bigger matrices (gate_up, down, the LM head) are not prefetched:
-// their tiles would evict each other before use. KEEL_GEMV_PREFETCH_MB=N sets the size limit
-// (default: 80% of the device's L2; 0 turns it off). Results are the same bits either way.
-//
 // Which wins is measured, not assumed: kern_cuda_gemm (gemm.c) times this kernel against
 // cuBLASLt's pick per shape on first use and keeps the faster; bench/kernels/gemm.cu prints both
 // at every 7B/8B decode shape.
@@ -72,13 +63,6 @@
 #define KC_GEMV_U 4       // 16-byte loads per row per lane per chunk
 #define KC_GEMV_CHUNK 128 // k columns per chunk: 4 lanes per row x 8 columns x KC_GEMV_U
 #define KC_GEMV_MAX_WARPS 8
-
-// Asks L2 to fetch bytes at p (16-byte aligned, a multiple of 16 bytes); no register, no wait.
-__device__ __forceinline__ void kc_gemv_prefetch_l2(const void *p, uint32_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
-#endif
-}
 
 __device__ __forceinline__ uint4 kc_gemv_ld_stream(const bf16 *p) {
     uint4 v;
@@ -300,7 +284,7 @@ __global__ void __launch_bounds__(256)
     kc_gemv(void *y /* [m, n] bf16 or f32 */, int y_f32, const bf16 *x /* [m, k] or [m, 2k] */,
             const bf16 *w /* [n, k] */, const bf16 *bias /* [n] or NULL */, int m, int n, int k,
             const bf16 *delta /* NORM: [m, k] or NULL */, const bf16 *nw /* NORM: [k] */,
-            bf16 *res_out /* NORM: [m, k] */, float eps, int prefetch) {
+            bf16 *res_out /* NORM: [m, k] */, float eps) {
     constexpr bool SILU = MODE == KC_GEMV_SILU, NORM = MODE == KC_GEMV_NORM, STAGED = SILU || NORM;
     __shared__ float red[KC_GEMV_MAX_WARPS][32][4];
     // SILU, NORM: each warp's tile of the (computed) x rows for its current chunk.
@@ -308,12 +292,6 @@ __global__ void __launch_bounds__(256)
         bf16 hid[STAGED ? KC_GEMV_MAX_WARPS : 1][STAGED ? KC_GEMV_ROWS / 2 : 1][KC_GEMV_CHUNK];
     __shared__ float inv_rms[KC_GEMV_ROWS / 2];
     __shared__ float part[NORM ? KC_GEMV_MAX_WARPS : 1][KC_GEMV_ROWS / 2];
-    // The tile's weights into L2 (see the header; VEC: rows are 16-byte aligned), before any wait.
-    if (VEC && prefetch && (threadIdx.x & 31) == 0) {
-        const int r_tile = blockIdx.x * KC_GEMV_ROWS, rows = min(KC_GEMV_ROWS, n - r_tile);
-        for (int r = threadIdx.x >> 5; r < rows; r += blockDim.x >> 5)
-            kc_gemv_prefetch_l2(w + (size_t)(r_tile + r) * k, (uint32_t)k * 2u);
-    }
     // NORM reads the residual rows before its loop: it waits at once. PLAIN and SILU wait after
     // their first chunk's weight loads are issued (below).
     if (NORM) kc_pdl_wait();
@@ -433,23 +411,6 @@ extern "C" int kern_cuda_gemv_default_warps(int k) {
     return chunks < 8 ? (chunks < 1 ? 1 : chunks) : 8;
 }
 
-// Whether an [n, k] weight is prefetched into L2 (see the header): n * k * 2 bytes at most
-// KEEL_GEMV_PREFETCH_MB MiB when set (0: never), else 80% of the current device's L2.
-static int kc_gemv_prefetch_on(int n, int k) {
-    static long long l2_bytes[64];
-    const double bytes = (double)n * k * 2;
-    const char *env = getenv("KEEL_GEMV_PREFETCH_MB");
-    if (env && *env) return bytes <= atof(env) * (1 << 20);
-    int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 0;
-    if (!l2_bytes[dev]) {
-        int v = 0;
-        if (cudaDeviceGetAttribute(&v, cudaDevAttrL2CacheSize, dev) != cudaSuccess) v = 0;
-        l2_bytes[dev] = v > 0 ? v : -1;
-    }
-    return l2_bytes[dev] > 0 && bytes <= 0.8 * (double)l2_bytes[dev];
-}
-
 extern "C" int kern_cuda_gemv(void *y, int y_f32, const bf16 *x, const bf16 *w, const bf16 *bias,
                               int m, int n, int k, int warps, cudaStream_t s) {
     if (m < 0 || m > KERN_CUDA_GEMV_MAX_M || n <= 0 || k <= 0)
@@ -462,13 +423,12 @@ extern "C" int kern_cuda_gemv(void *y, int y_f32, const bf16 *x, const bf16 *w, 
     if (warps == 0) warps = kern_cuda_gemv_default_warps(k);
     bool vec = k % 8 == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)w % 16 == 0;
     unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
-    const int pf = kc_gemv_prefetch_on(n, k);
     if (vec)
         kc_launch(kc_gemv<true, KC_GEMV_PLAIN>, blocks, 32 * warps, 0, s, y, y_f32, x, w, bias, m,
-                  n, k, nullptr, nullptr, nullptr, 0.f, pf);
+                  n, k, nullptr, nullptr, nullptr, 0.f);
     else
         kc_launch(kc_gemv<false, KC_GEMV_PLAIN>, blocks, 32 * warps, 0, s, y, y_f32, x, w, bias, m,
-                  n, k, nullptr, nullptr, nullptr, 0.f, 0);
+                  n, k, nullptr, nullptr, nullptr, 0.f);
     KC_LAUNCHED();
     return 0;
 }
@@ -487,10 +447,10 @@ extern "C" int kern_cuda_gemv_silu(bf16 *y, const bf16 *gate_up, const bf16 *w, 
     unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
     if (vec)
         kc_launch(kc_gemv<true, KC_GEMV_SILU>, blocks, 32 * warps, 0, s, y, 0, gate_up, w, nullptr,
-                  m, n, h, nullptr, nullptr, nullptr, 0.f, 0);
+                  m, n, h, nullptr, nullptr, nullptr, 0.f);
     else
         kc_launch(kc_gemv<false, KC_GEMV_SILU>, blocks, 32 * warps, 0, s, y, 0, gate_up, w, nullptr,
-                  m, n, h, nullptr, nullptr, nullptr, 0.f, 0);
+                  m, n, h, nullptr, nullptr, nullptr, 0.f);
     KC_LAUNCHED();
     return 0;
 }
@@ -513,13 +473,12 @@ extern "C" int kern_cuda_gemv_add_rmsnorm(bf16 *y, bf16 *res_out, const bf16 *re
                (uintptr_t)norm_w % 16 == 0 && (uintptr_t)res_out % 16 == 0 &&
                (!delta || (uintptr_t)delta % 16 == 0);
     unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
-    const int pf = kc_gemv_prefetch_on(n, k);
     if (vec)
         kc_launch(kc_gemv<true, KC_GEMV_NORM>, blocks, 32 * warps, 0, s, y, 0, residual, w, bias, m,
-                  n, k, delta, norm_w, res_out, eps, pf);
+                  n, k, delta, norm_w, res_out, eps);
     else
         kc_launch(kc_gemv<false, KC_GEMV_NORM>, blocks, 32 * warps, 0, s, y, 0, residual, w, bias,
-                  m, n, k, delta, norm_w, res_out, eps, 0);
+                  m, n, k, delta, norm_w, res_out, eps);
     KC_LAUNCHED();
     return 0;
 }

@@ -6,34 +6,34 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 . tests/e2e/lib/plan.sh
 
-# Qwen2.5-14B: one 24 GiB GPU cannot hold it (exit 3), two can: 4223 blocks on each.
+# Qwen2.5-14B: one 24 GiB GPU cannot hold it (exit 3), two can: 4216 blocks on each.
 run 3 --model "$cfg/Qwen2.5-14B-Instruct" --device-memory 24GiB
 has "$err" "more GPUs (--tensor-parallel-size)"
 run 0 --model "$cfg/Qwen2.5-14B-Instruct" --device-memory 24GiB --tensor-parallel-size 2
 has "$out" "tensor parallel over 2 GPUs"
 has "$out" "GPU 1 (index 1)"
-has "$out" "4223 blocks on every GPU"
+has "$out" "4216 blocks on every GPU"
 has "$out" "--device-memory 24GiB on every GPU"
 run 0 --model "$cfg/Qwen2.5-14B-Instruct" --device-memory 24GiB --tensor-parallel-size 2 --json
 json_is tensor_parallel_size 2
-json_is num_kv_blocks 4223
+json_is num_kv_blocks 4216
 json_is weights_bytes 14770540544
 json_is fits true
 has "$out" '"total":{'
 
-# Qwen2.5-32B on two 80 GiB GPUs (the default size): 20230 blocks.
+# Qwen2.5-32B on two 80 GiB GPUs (the default size): 20225 blocks.
 run 0 --model "$cfg/Qwen2.5-32B-Instruct" --tensor-parallel-size 2 --json
-json_is num_kv_blocks 20230
+json_is num_kv_blocks 20225
 json_is weights_bytes 32764547072
 has "$out" "assumed 2 GPUs of 80 GiB"
 
 # Mixed sizes: the 20 GiB GPU limits the pool, and the refusal names it with its index.
 run 3 --model "$cfg/Qwen2.5-14B-Instruct" --devices 2,5 --device-memory 80GiB,20GiB
 has "$out" "GPU 0 (index 2)"
-has "$out" "1765 blocks on every GPU"
+has "$out" "1759 blocks on every GPU"
 has "$err" "GPU 1 (index 5): the KV pool cannot hold one sequence"
-has "$err" "lower --max-model-len to 28240"
-run 0 --model "$cfg/Qwen2.5-14B-Instruct" --devices 2,5 --device-memory 80GiB,20GiB --max-model-len 28240
+has "$err" "lower --max-model-len to 28144"
+run 0 --model "$cfg/Qwen2.5-14B-Instruct" --devices 2,5 --device-memory 80GiB,20GiB --max-model-len 28144
 run 3 --model "$cfg/Qwen2.5-14B-Instruct" --devices 2,5 --device-memory 80GiB,20GiB --json
 json_is fits false
 has "$out" '"error":"GPU 1 (index 5): '

@@ -156,36 +156,6 @@ TEST(gpu_gemv_odd) {
     check_gemv(1, 152, 8200, 1, 0, 0, GV_KERNEL, 1, seed++); // long k: 8 warps, many chunks
 }
 
-// ---- L2 prefetch of small weights (on by default below 80% of L2): the same bits without it
-
-TEST(gpu_gemv_prefetch_same_bits) {
-    const int shapes[][2] = {{4608, 3584}, {3584, 3584}, {1001, 264}};
-    uint64_t seed = 800;
-    cudaStream_t s = kern_cuda_stream(gt_ctx());
-    for (int i = 0; i < 3; i++) {
-        const int n = shapes[i][0], k = shapes[i][1], m = 1 + 3 * i;
-        bf16 *w = gt_rand_bf16((size_t)n * k, 0.05f, &seed), *x = gt_rand_bf16((size_t)m * k, 1.f, &seed);
-        bf16 *d_w = gt_up(w, (size_t)n * k * 2), *d_x = gt_up(x, (size_t)m * k * 2);
-        bf16 *d_y = gt_dev((size_t)m * n * 2), *d_y2 = gt_dev((size_t)m * n * 2);
-        bf16 *a = malloc((size_t)m * n * 2), *b = malloc((size_t)m * n * 2);
-        setenv("KEEL_GEMV_PREFETCH_MB", "1000", 1); // every shape prefetched
-        CHECK_OK(kern_cuda_gemv(d_y, 0, d_x, d_w, NULL, m, n, k, 0, s));
-        setenv("KEEL_GEMV_PREFETCH_MB", "0", 1);
-        CHECK_OK(kern_cuda_gemv(d_y2, 0, d_x, d_w, NULL, m, n, k, 0, s));
-        unsetenv("KEEL_GEMV_PREFETCH_MB");
-        gt_sync();
-        gt_down(a, d_y, (size_t)m * n * 2), gt_down(b, d_y2, (size_t)m * n * 2);
-        size_t bad = 0;
-        for (size_t j = 0; j < (size_t)m * n; j++)
-            bad += a[j] != b[j];
-        char shape[64];
-        snprintf(shape, sizeof shape, "m=%d n=%d k=%d", m, n, k);
-        gt_row_exact("gemv prefetch == none", shape, bad);
-        gt_free(d_w), gt_free(d_x), gt_free(d_y), gt_free(d_y2);
-        free(w), free(x), free(a), free(b);
-    }
-}
-
 // ---- the tuned GEMM at m <= 8
 
 TEST(gpu_gemv_tuned) {
