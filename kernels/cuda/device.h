@@ -131,12 +131,13 @@ __device__ __forceinline__ void kc_pdl_begin(void) {
 // (kern_cuda_set_pdl in kern_cuda.h overrides it for tests).
 extern "C" int kern_cuda_pdl_enabled(void);
 
-// Launches kernel<<<grid, block, smem, s>>>(args...), with the PDL attribute when PDL is on. Only
-// for kernels that call kc_pdl_wait() as described above. The launch's error, if any, is left
-// for KC_LAUNCHED() as a <<<>>> launch's would be.
+// Launches kernel<<<grid, block, smem, s>>>(args...), with the PDL attribute when PDL is on and
+// `pdl` is true (kc_launch: always asked for). Only for kernels that call kc_pdl_wait() as
+// described above. The launch's error, if any, is left for KC_LAUNCHED() as a <<<>>> launch's
+// would be.
 template <typename... P, typename... A>
-static inline void kc_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
-                             cudaStream_t s, A &&...args) {
+static inline void kc_launch_if(bool pdl, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
+                                cudaStream_t s, A &&...args) {
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
@@ -146,8 +147,14 @@ static inline void kc_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t
     cfg.dynamicSmemBytes = smem;
     cfg.stream = s;
     cfg.attrs = attr;
-    cfg.numAttrs = kern_cuda_pdl_enabled() ? 1 : 0;
+    cfg.numAttrs = pdl && kern_cuda_pdl_enabled() ? 1 : 0;
     (void)cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...);
+}
+
+template <typename... P, typename... A>
+static inline void kc_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
+                             cudaStream_t s, A &&...args) {
+    kc_launch_if(true, kernel, grid, block, smem, s, std::forward<A>(args)...);
 }
 
 // ---- launcher helpers

@@ -411,6 +411,16 @@ extern "C" int kern_cuda_gemv_default_warps(int k) {
     return chunks < 8 ? (chunks < 1 ? 1 : chunks) : 8;
 }
 
+// Whether a launch may use programmatic dependent launch: only when every chunk of k takes the
+// vector path (k a multiple of KC_GEMV_CHUNK, aligned operands). The guarded element-wise loads
+// of a partial chunk gave results that differed from the non-PDL launch on the H100 (docs/PERF.md
+// run 8: tiny-qwen3, k = 64, with the gemv forced: 4 runs of 4; with PDL off: none; the cause is
+// not found yet), so those launches go without it. The 0.5B-32B Qwen shapes at TP 1 and 2 have
+// every k a multiple of 128; 72B's down shards (14784 at TP 2) lose PDL on that launch.
+static bool kc_gemv_pdl_ok(bool vec, int k) {
+    return vec && k % KC_GEMV_CHUNK == 0;
+}
+
 extern "C" int kern_cuda_gemv(void *y, int y_f32, const bf16 *x, const bf16 *w, const bf16 *bias,
                               int m, int n, int k, int warps, cudaStream_t s) {
     if (m < 0 || m > KERN_CUDA_GEMV_MAX_M || n <= 0 || k <= 0)
@@ -423,12 +433,13 @@ extern "C" int kern_cuda_gemv(void *y, int y_f32, const bf16 *x, const bf16 *w, 
     if (warps == 0) warps = kern_cuda_gemv_default_warps(k);
     bool vec = k % 8 == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)w % 16 == 0;
     unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
+    const bool pdl = kc_gemv_pdl_ok(vec, k);
     if (vec)
-        kc_launch(kc_gemv<true, KC_GEMV_PLAIN>, blocks, 32 * warps, 0, s, y, y_f32, x, w, bias, m,
-                  n, k, nullptr, nullptr, nullptr, 0.f);
+        kc_launch_if(pdl, kc_gemv<true, KC_GEMV_PLAIN>, blocks, 32 * warps, 0, s, y, y_f32, x, w,
+                     bias, m, n, k, nullptr, nullptr, nullptr, 0.f);
     else
-        kc_launch(kc_gemv<false, KC_GEMV_PLAIN>, blocks, 32 * warps, 0, s, y, y_f32, x, w, bias, m,
-                  n, k, nullptr, nullptr, nullptr, 0.f);
+        kc_launch_if(pdl, kc_gemv<false, KC_GEMV_PLAIN>, blocks, 32 * warps, 0, s, y, y_f32, x, w,
+                     bias, m, n, k, nullptr, nullptr, nullptr, 0.f);
     KC_LAUNCHED();
     return 0;
 }
@@ -445,12 +456,13 @@ extern "C" int kern_cuda_gemv_silu(bf16 *y, const bf16 *gate_up, const bf16 *w, 
     if (warps == 0) warps = kern_cuda_gemv_default_warps(h);
     bool vec = h % 8 == 0 && (uintptr_t)gate_up % 16 == 0 && (uintptr_t)w % 16 == 0;
     unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
+    const bool pdl = kc_gemv_pdl_ok(vec, h);
     if (vec)
-        kc_launch(kc_gemv<true, KC_GEMV_SILU>, blocks, 32 * warps, 0, s, y, 0, gate_up, w, nullptr,
-                  m, n, h, nullptr, nullptr, nullptr, 0.f);
+        kc_launch_if(pdl, kc_gemv<true, KC_GEMV_SILU>, blocks, 32 * warps, 0, s, y, 0, gate_up, w,
+                     nullptr, m, n, h, nullptr, nullptr, nullptr, 0.f);
     else
-        kc_launch(kc_gemv<false, KC_GEMV_SILU>, blocks, 32 * warps, 0, s, y, 0, gate_up, w, nullptr,
-                  m, n, h, nullptr, nullptr, nullptr, 0.f);
+        kc_launch_if(pdl, kc_gemv<false, KC_GEMV_SILU>, blocks, 32 * warps, 0, s, y, 0, gate_up, w,
+                     nullptr, m, n, h, nullptr, nullptr, nullptr, 0.f);
     KC_LAUNCHED();
     return 0;
 }
@@ -473,12 +485,13 @@ extern "C" int kern_cuda_gemv_add_rmsnorm(bf16 *y, bf16 *res_out, const bf16 *re
                (uintptr_t)norm_w % 16 == 0 && (uintptr_t)res_out % 16 == 0 &&
                (!delta || (uintptr_t)delta % 16 == 0);
     unsigned blocks = (unsigned)((n + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS);
+    const bool pdl = kc_gemv_pdl_ok(vec, k);
     if (vec)
-        kc_launch(kc_gemv<true, KC_GEMV_NORM>, blocks, 32 * warps, 0, s, y, 0, residual, w, bias, m,
-                  n, k, delta, norm_w, res_out, eps);
+        kc_launch_if(pdl, kc_gemv<true, KC_GEMV_NORM>, blocks, 32 * warps, 0, s, y, 0, residual, w,
+                     bias, m, n, k, delta, norm_w, res_out, eps);
     else
-        kc_launch(kc_gemv<false, KC_GEMV_NORM>, blocks, 32 * warps, 0, s, y, 0, residual, w, bias,
-                  m, n, k, delta, norm_w, res_out, eps);
+        kc_launch_if(pdl, kc_gemv<false, KC_GEMV_NORM>, blocks, 32 * warps, 0, s, y, 0, residual, w,
+                     bias, m, n, k, delta, norm_w, res_out, eps);
     KC_LAUNCHED();
     return 0;
 }
