@@ -168,6 +168,11 @@ TEST(plan_tp_shard_pads_an_uneven_vocab) {
     CHECK_EQ(ll.vocab_size, 151655);
     CHECK_EQ(ll.vocab_local, 37914);
     CHECK_EQ(ll.vocab_padded, 151656);
+    // The comm area follows max_num_seqs below 128 rows: S = 8 gives 256 + 2*4*8*896*4 = 229632;
+    // a whole model (tp 1) has none.
+    CHECK_EQ(mem_plan_tp_comm_bytes(&sh, 8), 229632);
+    CHECK_EQ(mem_plan_tp_comm_bytes(&sh, 1000), 3670272);
+    CHECK_EQ(mem_plan_tp_comm_bytes(&full, 256), 0);
     // At TP=1 only the full logits, as the single-GPU plan sizes them.
     mem_plan_logits_layout(&full, 3, &ll);
     CHECK_EQ(ll.gather_bytes, 0);
