@@ -5,6 +5,12 @@
 // programmatic dependent launch off and on (kern_cuda_set_pdl). The difference per step divided
 // by the launches per step is what PDL saves per kernel boundary.
 //
+// Then, at m = 1 as one graph with PDL on, the same step with one kind of op left out of every
+// layer at a time (`skip`): the step time it saves is that op's share of the critical path, beside
+// the time its bytes take at the measured copy rate. The outputs of a step with an op left out
+// are meaningless; only its time is read. This is where the decode step's 0.6 ms above the
+// weights' read time goes (docs/PERF.md run 8).
+//
 // Weights rotate among 4 copies of a layer (each bigger than L2 together), so the step streams
 // device memory as the model does; every layer has its own KV cache (8 x 512 tokens at most).
 // No cuBLAS in the chain: at m <= 8 keel's tuner picks the gemv at these shapes on the H100
@@ -49,23 +55,39 @@ static bf16 *rand_dev(size_t n, float scale, unsigned seed) {
     return p;
 }
 
-// One decode step of m sequences, each at CTX tokens of context; returns the launches queued.
-static int step(struct step_bufs *b, int m, cudaStream_t s) {
+// The kinds of op `skip` can leave out of every layer (bit i: op i).
+enum { OP_NORM1, OP_QKV, OP_ROPE, OP_ATTN, OP_O, OP_NORM2, OP_GU, OP_DOWN, OP_LM, OP_KINDS };
+static const char *const op_names[OP_KINDS] = {"attn norm", "qkv gemv",  "qk_rope_kv",
+                                               "attention", "o gemv",    "mlp norm",
+                                               "gate_up",   "down+silu", "final norm+lm"};
+
+// One decode step of m sequences, each at CTX tokens of context, without the ops in `skip`;
+// returns the launches queued.
+static int step(struct step_bufs *b, int m, cudaStream_t s, unsigned skip = 0) {
     const float eps = 1e-6f;
     struct kern_attn_batch ab = {m, m, b->qs, b->lens, b->tables, MB, 1, CTX};
     int n = 0;
     for (int l = 0; l < LAYERS; l++) {
         const layer_w *w = &b->w[l % COPIES];
-        PLAY_OK(kern_cuda_add_rmsnorm(b->xn, b->res, l ? b->down : NULL, w->n1, m, DIM, eps, s));
-        PLAY_OK(kern_cuda_gemv(b->qkv, 0, b->xn, w->qkv, w->bias, m, QKV, DIM, 0, s));
-        PLAY_OK(kern_cuda_qk_rope_kv(b->qkv, b->kc[l], b->vc[l], NULL, NULL, b->pos, b->slots, m,
-                                     N_HEADS, N_KV, HD, eps, 1e6f, s));
-        PLAY_OK(kern_cuda_attention(b->att, b->qkv, b->kc[l], b->vc[l], &ab, N_HEADS, N_KV, HD, BS,
-                                    0.08838834764f, b->scratch, b->scratch_bytes, b->n_sm, s));
-        PLAY_OK(kern_cuda_gemv(b->o, 0, b->att, w->o, NULL, m, DIM, DIM, 0, s));
-        PLAY_OK(kern_cuda_add_rmsnorm(b->xn, b->res, b->o, w->n2, m, DIM, eps, s));
-        PLAY_OK(kern_cuda_gemv(b->gu, 0, b->xn, w->gu, NULL, m, 2 * HID, DIM, 0, s));
-        if (m <= 4) {
+        auto on = [&](int op) { return !(skip >> op & 1u); };
+        if (on(OP_NORM1))
+            PLAY_OK(
+                kern_cuda_add_rmsnorm(b->xn, b->res, l ? b->down : NULL, w->n1, m, DIM, eps, s));
+        if (on(OP_QKV))
+            PLAY_OK(kern_cuda_gemv(b->qkv, 0, b->xn, w->qkv, w->bias, m, QKV, DIM, 0, s));
+        if (on(OP_ROPE))
+            PLAY_OK(kern_cuda_qk_rope_kv(b->qkv, b->kc[l], b->vc[l], NULL, NULL, b->pos, b->slots,
+                                         m, N_HEADS, N_KV, HD, eps, 1e6f, s));
+        if (on(OP_ATTN))
+            PLAY_OK(kern_cuda_attention(b->att, b->qkv, b->kc[l], b->vc[l], &ab, N_HEADS, N_KV, HD,
+                                        BS, 0.08838834764f, b->scratch, b->scratch_bytes, b->n_sm,
+                                        s));
+        if (on(OP_O)) PLAY_OK(kern_cuda_gemv(b->o, 0, b->att, w->o, NULL, m, DIM, DIM, 0, s));
+        if (on(OP_NORM2))
+            PLAY_OK(kern_cuda_add_rmsnorm(b->xn, b->res, b->o, w->n2, m, DIM, eps, s));
+        if (on(OP_GU)) PLAY_OK(kern_cuda_gemv(b->gu, 0, b->xn, w->gu, NULL, m, 2 * HID, DIM, 0, s));
+        if (!on(OP_DOWN)) {
+        } else if (m <= 4) {
             PLAY_OK(kern_cuda_gemv_silu(b->down, b->gu, w->down, m, DIM, HID, 0, s));
         } else {
             PLAY_OK(kern_cuda_silu_mul(b->hid, b->gu, m, HID, s));
@@ -74,6 +96,7 @@ static int step(struct step_bufs *b, int m, cudaStream_t s) {
         }
         n += 9; // the attention's split-KV combine counted as one more
     }
+    if (skip >> OP_LM & 1u) return n;
     PLAY_OK(kern_cuda_add_rmsnorm(b->xn, b->res, b->down, b->nf, m, DIM, eps, s));
     PLAY_OK(kern_cuda_gemv(b->logits, 1, b->xn, b->lm, NULL, m, VOCAB, DIM, 0, s));
     PLAY_OK(kern_cuda_argmax(b->ids, b->logits, m, VOCAB, s));
@@ -172,6 +195,41 @@ int main(void) {
                    graph ? "graph" : "eager", (ms[graph][0] - ms[graph][1]) * 1e3,
                    (ms[graph][0] - ms[graph][1]) * 1e3 / n_launch, n_launch);
         }
+    }
+
+    // Where a graphed m = 1 step's time goes: each kind of op left out of every layer in turn.
+    kern_cuda_set_pdl(1);
+    auto graph_ms = [&](unsigned skip) {
+        cudaGraph_t g;
+        cudaGraphExec_t ge;
+        PLAY_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+        step(&b, 1, s, skip);
+        PLAY_CUDA(cudaStreamEndCapture(s, &g));
+        PLAY_CUDA(cudaGraphInstantiate(&ge, g, 0));
+        float t = play_time(s, 3, 20, [&](int) { PLAY_CUDA(cudaGraphLaunch(ge, s)); });
+        PLAY_CUDA(cudaGraphExecDestroy(ge));
+        PLAY_CUDA(cudaGraphDestroy(g));
+        return t;
+    };
+    const double op_bytes[OP_KINDS] = {0,
+                                       ((double)QKV * DIM + QKV) * 2,
+                                       0,
+                                       (double)CTX * N_KV * HD * 2 * 2,
+                                       (double)DIM * DIM * 2,
+                                       0,
+                                       2.0 * HID * DIM * 2,
+                                       (double)DIM * HID * 2,
+                                       (double)VOCAB * DIM * 2 / LAYERS};
+    const float full = graph_ms(0);
+    printf("\nm=1 graph, PDL on: %.1f us per step. Each kind of op left out of every layer:\n",
+           full * 1e3);
+    printf("%-14s | %12s | %12s | %22s\n", "op", "saves us/step", "us per layer",
+           "its bytes at copy rate");
+    for (int op = 0; op < OP_KINDS; op++) {
+        const float t = graph_ms(1u << op);
+        const int per = op == OP_LM ? 1 : LAYERS;
+        printf("%-14s | %12.1f | %12.2f | %17.2f us/l\n", op_names[op], (full - t) * 1e3,
+               (full - t) * 1e3 / per, op_bytes[op] / (pk.copy_gbs * 1e3));
     }
     kern_cuda_set_pdl(-1);
     return 0;
