@@ -13,7 +13,9 @@
 // - CPU (kernels/cpu/comm.c): ranks are threads of this process sharing one group; sums and
 //   gathers run in float32 in rank order, so the result is the same every time and on every rank.
 // - CUDA (kernels/cuda/comm_cuda.c): NCCL, loaded at run time with dlopen (KEEL_NCCL_LIBRARY, else
-//   "libnccl.so.2"), so keel starts on machines without NCCL as long as tp_size is 1.
+//   "libnccl.so.2"), so keel starts on machines without NCCL as long as tp_size is 1; once
+//   kern_comm_p2p_init has run, all-reduces small enough for its areas take keel's peer-to-peer
+//   kernel instead (kernels/cuda/allreduce.cu), eagerly and inside CUDA graphs.
 #ifndef KEEL_KERNELS_COMM_H
 #define KEEL_KERNELS_COMM_H
 

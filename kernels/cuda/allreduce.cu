@@ -182,7 +182,7 @@ extern "C" size_t kern_cuda_allreduce_max_elems(size_t data_bytes, int P) {
 }
 
 extern "C" int kern_cuda_allreduce_push(bf16 *x, size_t n, int rank, int P,
-                                        void *const *ctrl /* [P] */, void *const *data /* [P] */,
+                                        void *ctrl /* this rank's */, void *const *data /* [P] */,
                                         size_t max_elems, cudaStream_t s) {
     if (P < 2 || P > KC_AR_MAX_RANKS || rank < 0 || rank >= P || n > max_elems ||
         n > (size_t)INT32_MAX || ((uintptr_t)x & 15) || (max_elems % KC_AR_VEC))
@@ -196,7 +196,7 @@ extern "C" int kern_cuda_allreduce_push(bf16 *x, size_t n, int rank, int P,
     size_t chunks = (n + KC_AR_CHUNK - 1) / KC_AR_CHUNK;
     unsigned blocks = (unsigned)(chunks < KC_AR_MAX_BLOCKS ? chunks : KC_AR_MAX_BLOCKS);
     kc_launch(kc_allreduce_push, blocks, KC_AR_THREADS, 0, s, x, (int)n, rank, P, peers,
-              (unsigned long long *)ctrl[rank], max_elems);
+              (unsigned long long *)ctrl, max_elems);
     KC_LAUNCHED();
     return 0;
 }

@@ -29,8 +29,8 @@ int kern_cuda_bind_thread(struct kern_ctx *c) {
 }
 struct kern_comm *kern__comm_wrap(int size, int rank, void *nccl);
 void **kern__comm_p2p_slot(struct kern_comm *c);
-int kern_cuda_allreduce_push(bf16 *x, size_t n, int rank, int P, void *const *ctrl,
-                             void *const *data, size_t max_elems, cudaStream_t s); // allreduce.cu
+int kern_cuda_allreduce_push(bf16 *x, size_t n, int rank, int P, void *ctrl, void *const *data,
+                             size_t max_elems, cudaStream_t s); // allreduce.cu
 
 // ---- the library, loaded once
 
@@ -110,11 +110,11 @@ int kern__nccl_all_gather(void *comm, struct kern_ctx *ctx, void *out, const voi
 void kern__nccl_free(void *comm);
 void kern__nccl_abort(void *comm);
 
-// One rank's view of the peer-to-peer all-reduce: every rank's areas and the largest message
-// they take (the call count lives on the device, allreduce.cu).
+// One rank's view of the peer-to-peer all-reduce: its control area (the call count lives on the
+// device, allreduce.cu), every rank's data area, and the largest message they take.
 struct p2p_state {
     int rank, size;
-    void *ctrl[8], *data[8];
+    void *ctrl, *data[8];
     size_t max_elems;
 };
 
@@ -232,7 +232,8 @@ int kern_comm_p2p_init(struct kern_comm **comms, int n, struct kern_ctx **ctxs, 
         st[r]->rank = r;
         st[r]->size = n;
         st[r]->max_elems = max_elems;
-        for (int p = 0; p < n; p++) st[r]->ctrl[p] = ctrl[p], st[r]->data[p] = data[p];
+        st[r]->ctrl = ctrl[r];
+        for (int p = 0; p < n; p++) st[r]->data[p] = data[p];
     }
     for (int r = 0; r < n; r++) {
         void **slot = kern__comm_p2p_slot(comms[r]);
