@@ -68,8 +68,12 @@ static __device__ __forceinline__ void kc_dec_cp16(bf16 *dst, const bf16 *src, i
 // The merge of one output row's key slices, by one warp (kc_dec_combine and the main kernel's
 // fused combine): lane s holds slices s and s + 32's max and sum, so the softmax weights
 // 2^(m_s - M) and the total come from one round of loads and two warp reductions; then each lane
-// accumulates its head_dim / 32 output dims over the slices, whose loads are independent. Loads
-// go through L2 (ld.cg): the partials were written by other blocks of the same launch.
+// accumulates its head_dim / 32 output dims over the slices. The slices' loads go out
+// KC_DEC_MERGE_BATCH at a time, all before any is used (one round trip per batch: at one query
+// token per sequence the merge is a chain of round trips, not a stream; before, four slices went
+// per round trip). Slices are added in order, so the result does not depend on the batching.
+// Loads go through L2 (ld.cg): the partials were written by other blocks of the same launch.
+#define KC_DEC_MERGE_BATCH 16
 template <int D>
 static __device__ __forceinline__ void kc_dec_merge_row(bf16 *dst /* [D] */,
                                                         const float *p /* [n_splits, D + 2] */,
@@ -90,13 +94,25 @@ static __device__ __forceinline__ void kc_dec_merge_row(bf16 *dst /* [D] */,
 #pragma unroll
     for (int e = 0; e < PER; e++)
         acc[e] = 0.0f;
-#pragma unroll 4
-    for (int sl = 0; sl < n_splits; sl++) {
-        float w = __shfl_sync(0xffffffffu, sl < 32 ? w0 : w1, sl & 31);
-        const float *ps = p + (size_t)sl * (D + 2) + lane * PER;
+    for (int s0 = 0; s0 < n_splits; s0 += KC_DEC_MERGE_BATCH) {
+        float w[KC_DEC_MERGE_BATCH], v[KC_DEC_MERGE_BATCH][PER];
 #pragma unroll
-        for (int e = 0; e < PER; e++)
-            acc[e] += __ldcg(ps + e) * w;
+        for (int j = 0; j < KC_DEC_MERGE_BATCH; j++) {
+            const int sl = s0 + j; // the same in every lane: the shuffle is warp-uniform
+            const float wj = __shfl_sync(0xffffffffu, sl < 32 ? w0 : w1, sl & 31);
+            w[j] = sl < n_splits ? wj : 0.0f;
+            // Past the last slice: the last one read again, weighed 0 (no branch, so the
+            // batch's loads are all in flight at once; partials are always finite).
+            const float *ps = p + (size_t)min(sl, n_splits - 1) * (D + 2) + lane * PER;
+#pragma unroll
+            for (int e = 0; e < PER; e++)
+                v[j][e] = __ldcg(ps + e);
+        }
+#pragma unroll
+        for (int j = 0; j < KC_DEC_MERGE_BATCH; j++)
+#pragma unroll
+            for (int e = 0; e < PER; e++)
+                acc[e] += v[j][e] * w[j];
     }
     const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
 #pragma unroll
@@ -144,6 +160,9 @@ __global__ void __launch_bounds__(KC_DEC_WARPS * 32)
     const int row_stride = (n_heads + 2 * n_kv_heads) * D;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tg = lane & 3;
     const int32_t *table = block_tables + (size_t)seq * max_blocks_per_seq;
+    // Block sizes are powers of two in practice: a shift instead of a division per key.
+    const bool bs_pow2 = (block_size & (block_size - 1)) == 0;
+    const int bs_shift = __ffs(block_size) - 1;
 
     // This thread's two rows, g and g + 8 (every warp holds all 16): their positions (-1: no
     // row) and Q fragments, loaded once from qkv; rows with no (token, head) are zeros.
@@ -191,7 +210,8 @@ __global__ void __launch_bounds__(KC_DEC_WARPS * 32)
             int idx = lane + 32 * it, j = idx / (D / 8), c = idx % (D / 8), kpos = kb + j;
             off[it] = -1;
             if (kpos < k_last) {
-                long slot = (long)table[kpos / block_size] * block_size + kpos % block_size;
+                const int blk = bs_pow2 ? kpos >> bs_shift : kpos / block_size;
+                long slot = (long)table[blk] * block_size + (kpos - blk * block_size);
                 off[it] = (slot * n_kv_heads + kvh) * D + (long)c * 8;
             }
         }
@@ -301,32 +321,42 @@ __global__ void __launch_bounds__(KC_DEC_WARPS * 32)
         }
     }
     __syncthreads();
-    for (int idx = threadIdx.x; idx < KC_DEC_ROWS * D; idx += blockDim.x) {
-        int r = idx / D, d = idx % D, t = t0 + r / gp, hh = r % gp;
-        if (!(r < tq * gp && t < qlen && hh < gp_here)) continue;
+    // A warp per row: the four warps' weights once per row, then D / 32 dims a lane (the same
+    // sums, in the same order, as one thread per element made before: that loop recomputed the
+    // row's weights for every element and cost ~4 us a launch at one token).
+    for (int r = warp; r < KC_DEC_ROWS; r += KC_DEC_WARPS) {
+        const int t = t0 + r / gp, hh = r % gp;
+        if (!(r < tq * gp && t < qlen && hh < gp_here)) continue; // warp-uniform
         float mx = -INFINITY;
 #pragma unroll
         for (int w = 0; w < KC_DEC_WARPS; w++)
             mx = fmaxf(mx, red[(size_t)(w * KC_DEC_ROWS + r) * (D + 2) + D]);
-        float acc = 0.0f, sum = 0.0f;
+        float f[KC_DEC_WARPS], sum = 0.0f;
+        bool on[KC_DEC_WARPS]; // false: a warp that saw no visible key
 #pragma unroll
         for (int w = 0; w < KC_DEC_WARPS; w++) {
             const float *src = red + (size_t)(w * KC_DEC_ROWS + r) * (D + 2);
-            if (src[D] == -INFINITY) continue; // a warp that saw no visible key
-            float f = exp2f(src[D] - mx);
-            acc += src[d] * f;
-            sum += src[D + 1] * f;
+            on[w] = src[D] != -INFINITY;
+            f[w] = on[w] ? exp2f(src[D] - mx) : 0.0f;
+            if (on[w]) sum += src[D + 1] * f[w];
         }
-        size_t tok = (size_t)(qs + t), head = (size_t)(h0 + hh);
-        if (partial) {
-            float *p = partial + ((tok * n_heads + head) * n_splits + split) * (D + 2);
-            p[d] = acc;
-            if (d == 0) {
-                p[D] = mx; // -inf when the slice held no visible key: the combine skips it
-                p[D + 1] = sum;
-            }
-        } else {
-            out[(tok * n_heads + head) * D + d] = kc_bf(sum > 0.0f ? acc / sum : 0.0f);
+        const size_t tok = (size_t)(qs + t), head = (size_t)(h0 + hh);
+        float *p = partial ? partial + ((tok * n_heads + head) * n_splits + split) * (D + 2) : NULL;
+#pragma unroll
+        for (int e = 0; e < D / 32; e++) {
+            const int d = lane + 32 * e;
+            float acc = 0.0f;
+#pragma unroll
+            for (int w = 0; w < KC_DEC_WARPS; w++)
+                if (on[w]) acc += red[(size_t)(w * KC_DEC_ROWS + r) * (D + 2) + d] * f[w];
+            if (p)
+                p[d] = acc;
+            else
+                out[(tok * n_heads + head) * D + d] = kc_bf(sum > 0.0f ? acc / sum : 0.0f);
+        }
+        if (p && lane == 0) {
+            p[D] = mx; // -inf when the slice held no visible key: the combine skips it
+            p[D + 1] = sum;
         }
     }
     if (!partial || !fused_combine) return;
@@ -358,8 +388,10 @@ __global__ void __launch_bounds__(KC_DEC_WARPS * 32)
 // Merges the key slices (attention.cu's combine, reorganised for many slices): one warp per
 // (token, query head), kc_dec_merge_row. The fallback when the fused combine is off or the launch
 // has more groups than kc_dec_tickets holds.
+// (The minimum of 4 blocks lets ptxas use the registers the merge's batch of loads needs: left
+// to itself it aimed at full occupancy, 32 registers, and issued the loads one by one.)
 template <int D>
-__global__ void __launch_bounds__(128)
+__global__ void __launch_bounds__(128, 4)
     kc_dec_combine(bf16 *out /* [n_tokens, n_heads * D] */,
                    const float *partial /* [n_tokens, n_heads, n_splits, D + 2] */, int n_heads,
                    int n_splits) {

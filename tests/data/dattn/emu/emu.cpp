@@ -20,7 +20,7 @@ static d3 gridDim;
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(x)
+#define __launch_bounds__(...)
 #define __shared__ static
 static float __ldcg(const float *p) { float v; __atomic_load(p, &v, __ATOMIC_ACQUIRE); return v; }
 static unsigned atomicAdd(unsigned *p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL); }
@@ -87,16 +87,26 @@ static void kc_mma_bf16(float *d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_
     for (int e = 0; e < 4; e++) d[e] = out[e];
 }
 static uint32_t kc_pack_bf16x2(float lo, float hi) { return (uint32_t)kc_bf(lo) | ((uint32_t)kc_bf(hi) << 16); }
+static int __ffs(int x) { return __builtin_ffs(x); }
 static uint32_t kc_dec_ld32(const bf16 *p) { uint32_t u; memcpy(&u, p, 4); return u; }
 static void kc_dec_cp16(bf16 *dst, const bf16 *src, int n) {
     if (n) memcpy(dst, src, 16); else memset(dst, 0, 16);
 }
 static void kc_cp_async_commit(void) {}
 template <int N> static void kc_cp_async_wait(void) {}
-// Programmatic dependent launch (device.h): one grid at a time here, nothing to wait for.
-static void kc_pdl_wait(void) {}
+// Programmatic dependent launch (device.h): one grid at a time here. To check that the kernel
+// reads no key of this step before its wait, this step's K/V slots hold NaN at every block's
+// start (g_block_start) and get their values at the wait (g_at_wait), as if the kernel that
+// stores them finished then; both run on thread 0 between two block barriers.
+static std::function<void()> g_block_start, g_at_wait;
+static void emu_block_hook(const std::function<void()> &f) {
+    pthread_barrier_wait(&block_bar);
+    if (threadIdx.x == 0 && f) f();
+    pthread_barrier_wait(&block_bar);
+}
+static void kc_pdl_wait(void) { emu_block_hook(g_at_wait); }
 static void kc_pdl_trigger(void) {}
-static void kc_pdl_begin(void) {}
+static void kc_pdl_begin(void) { kc_pdl_wait(); }
 
 #include "kernel_body.inc"
 
@@ -117,6 +127,7 @@ static void launch(d3 grid, std::function<void()> body) {
                 for (unsigned y = 0; y < a->grid.y; y++)
                     for (unsigned x = 0; x < a->grid.x; x++) {
                         blockIdx = {x, y, z};
+                        emu_block_hook(g_block_start);
                         (*a->body)();
                         pthread_barrier_wait(&block_bar);
                     }
@@ -148,6 +159,7 @@ static void run_dec(bf16 *out, const bf16 *qkv, const bf16 *kc, const bf16 *vc, 
         kc_attention_dec<D>(out, qkv, kc, vc, qs, lens, tab, mbps, nh, nkv, bs, gp, n_parts, tq, sl,
                             n_splits, split_len, partial, fused);
     });
+    g_block_start = g_at_wait = nullptr;
     if (partial && !fused)
         launch({(unsigned)n_tokens, (unsigned)((nh + 3) / 4), 1}, [&] {
             kc_dec_combine<D>(out, partial, nh, n_splits);
@@ -181,6 +193,17 @@ static int check(const cas &c) {
     for (size_t sl = 0; sl < used_slot.size(); sl++)
         if (!used_slot[sl])
             for (int e = 0; e < nkv * hd; e++) kc[sl * nkv * hd + e] = vc[sl * nkv * hd + e] = 0x7fc0;
+    // This step's slots (each sequence's last q positions): NaN until the kernel's PDL wait.
+    std::vector<size_t> step_slots;
+    for (int i = 0; i < c.n; i++)
+        for (int k = c.len[i] - c.q[i]; k < c.len[i]; k++)
+            step_slots.push_back((size_t)tab[i * mb + k / bs] * bs + k % bs);
+    const std::vector<bf16> kc_final = kc, vc_final = vc;
+    g_block_start = [&] {
+        for (size_t sl : step_slots)
+            for (int e = 0; e < nkv * hd; e++) kc[sl * nkv * hd + e] = vc[sl * nkv * hd + e] = 0x7fc0;
+    };
+    g_at_wait = [&] { kc = kc_final, vc = vc_final; };
     float scale = 1.0f / sqrtf((float)hd);
     size_t sbytes = (size_t)64 << 20; std::vector<float> scratch(sbytes / 4, NAN);
     int splits;
@@ -226,6 +249,7 @@ int main() {
         {28, 4, 128, 16, 3, {5, 1, 9}, {5, 300, 230}, 1000, true},
         {40, 1, 64, 16, 2, {1, 1}, {33, 300}, 1000, true},
         {8, 2, 64, 4, 3, {1, 1, 1}, {3, 90, 255}, 1000, true},
+        {8, 2, 64, 12, 3, {1, 3, 1}, {3, 90, 255}, 1000, true}, // a block size not a power of 2
         {32, 8, 128, 16, 4, {2, 7, 1, 3}, {2, 200, 64, 67}, 132, true},
     };
     int ok = 0, n = 2 * (int)(sizeof cases / sizeof *cases);
