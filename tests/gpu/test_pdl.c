@@ -9,18 +9,21 @@
 // The graph replays are also timed (printed, not checked): the decode timing that matters is the
 // integrator's keel generate run with and without KEEL_PDL=0.
 #include "common/err.h"
+#include "kernels/cuda/attention_dec.h"
 #include "kernels/cuda/kern_cuda.h"
 #include "memory/arena.h"
 #include "memory/plan.h"
 #include "models/config.h"
 #include "models/graph.h"
 #include "models/model.h"
+#include "tests/gpu/gpu_ref.h"
 #include "tests/gpu/gpu_util.h"
 #include "tests/test.h"
 
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static double pdl_now(void) {
@@ -125,6 +128,145 @@ TEST(gpu_pdl_capture_edges) {
     free(h_table), free(h_nw), free(h_w);
     gt_free(table), gt_free(nw), gt_free(w), gt_free(ids), gt_free(x), gt_free(xn), gt_free(y);
     kern_cuda_set_pdl(-1);
+}
+
+// ---- kv_write then the decode attention under PDL
+
+struct pdl_kvw {
+    cudaStream_t s;
+    bf16 *out, *qkv, *k, *v, *k0, *v0;
+    int32_t *slots;
+    struct kern_attn_batch b;
+    size_t cache_bytes;
+    int nh, nkv, n_tok, n_sm;
+};
+
+// One round: the caches back to their start (this step's slots NaN) by D2D copies, which the
+// kv_write fully waits for; kv_write stores this step's K/V; the attention (PDL) may start while
+// it does. An attention that read a key of this step before its wait would read NaN.
+static void pdl_kvw_round(const struct pdl_kvw *e) {
+    CHECK(cudaMemcpyAsync(e->k, e->k0, e->cache_bytes, cudaMemcpyDeviceToDevice, e->s) == 0);
+    CHECK(cudaMemcpyAsync(e->v, e->v0, e->cache_bytes, cudaMemcpyDeviceToDevice, e->s) == 0);
+    CHECK_OK(kern_cuda_kv_write(e->k, e->v, e->qkv, e->slots, e->n_tok, e->nh, e->nkv, 128, e->s));
+    CHECK_OK(kern_cuda__attention_dec(e->out, e->qkv, e->k, e->v, &e->b, e->nh, e->nkv, 128, 16,
+                                      0.08838834764f, gt_scratch(), gt_scratch_bytes(), e->n_sm,
+                                      e->s));
+}
+
+// The rounds of one configuration, eager then replayed from one graph: how many differ from
+// `base` (bit for bit).
+static size_t pdl_kvw_rounds(const struct pdl_kvw *e, int graph, int rounds, const bf16 *base,
+                             bf16 *got, size_t out_n) {
+    size_t bad = 0;
+    cudaGraphExec_t ge = NULL;
+    if (graph) {
+        cudaGraph_t g = NULL;
+        CHECK(cudaStreamBeginCapture(e->s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+        pdl_kvw_round(e);
+        CHECK(cudaStreamEndCapture(e->s, &g) == cudaSuccess);
+        CHECK(cudaGraphInstantiate(&ge, g, 0) == cudaSuccess);
+        cudaGraphDestroy(g);
+    }
+    for (int r = 0; r < rounds; r++) {
+        gt_poison(e->out, out_n * 2);
+        if (graph)
+            CHECK(cudaGraphLaunch(ge, e->s) == cudaSuccess);
+        else
+            pdl_kvw_round(e);
+        gt_down(got, e->out, out_n * 2);
+        bad += memcmp(got, base, out_n * 2) != 0;
+    }
+    if (ge) cudaGraphExecDestroy(ge);
+    return bad;
+}
+
+// Sequences with qlen[i] new tokens and contexts of len[i], 7B-like heads (nh/nkv, head_dim 128,
+// block size 16); `hint` the launch's context hint (a graph's context bucket: more key slices
+// than the contexts need). PDL off is checked against the host reference; PDL on, eager and from
+// a graph, 30 rounds each, must equal it bit for bit.
+static void pdl_kvw_case(const char *name, int nh, int nkv, int n_seqs, const int *qlen,
+                         const int *len, int hint, uint64_t seed) {
+    enum { HD = 128, BS = 16, ROUNDS = 30 };
+    struct gt_attn_layout lay;
+    gt_attn_layout_make(&lay, n_seqs, qlen, len, BS, &seed);
+    const int n_tok = lay.n_tokens;
+    const size_t row = (size_t)(nh + 2 * nkv) * HD, cache = (size_t)lay.n_blocks * BS * nkv * HD;
+    const size_t out_n = (size_t)n_tok * nh * HD;
+    bf16 *qkv = gt_rand_bf16(n_tok * row, 2.0f, &seed);
+    bf16 *kc = gt_rand_bf16(cache, 1.0f, &seed), *vc = gt_rand_bf16(cache, 1.0f, &seed);
+    int32_t *slots = malloc(sizeof(int32_t) * n_tok);
+    CHECK(slots);
+    // This step's slots: NaN in the device's starting caches, the new K/V in the host's.
+    bf16 *kc0 = gt_copy_bf16(kc, cache), *vc0 = gt_copy_bf16(vc, cache);
+    for (int q = 0, t = 0; q < n_seqs; q++)
+        for (int i = 0; i < qlen[q]; i++, t++) {
+            int pos = len[q] - qlen[q] + i;
+            slots[t] = lay.tables[q * lay.max_blocks + pos / BS] * BS + pos % BS;
+            for (int h = 0; h < nkv; h++)
+                for (int d = 0; d < HD; d++) {
+                    size_t at = ((size_t)slots[t] * nkv + h) * HD + d;
+                    kc[at] = qkv[t * row + (size_t)(nh + h) * HD + d];
+                    vc[at] = qkv[t * row + (size_t)(nh + nkv + h) * HD + d];
+                    kc0[at] = vc0[at] = 0xffff;
+                }
+        }
+    bf16 *want = malloc(out_n * 2), *base = malloc(out_n * 2), *got = malloc(out_n * 2);
+    CHECK(want && base && got);
+    struct kern_attn_batch hb = {n_seqs,     n_tok,          lay.qstart, lay.lens,
+                                 lay.tables, lay.max_blocks, lay.max_q,  lay.max_len};
+    gpu_ref_ops.attention(NULL, want, qkv, kc, vc, &hb, nh, nkv, HD, BS, 0.08838834764f);
+
+    struct pdl_kvw e = {.s = kern_cuda_stream(gt_ctx()), .nh = nh, .nkv = nkv, .n_tok = n_tok};
+    e.cache_bytes = cache * 2;
+    e.qkv = gt_up(qkv, n_tok * row * 2), e.k0 = gt_up(kc0, cache * 2);
+    e.v0 = gt_up(vc0, cache * 2), e.k = gt_dev(cache * 2), e.v = gt_dev(cache * 2);
+    e.out = gt_dev(out_n * 2), e.slots = gt_up(slots, sizeof(int32_t) * n_tok);
+    e.b = (struct kern_attn_batch){n_seqs,
+                                   n_tok,
+                                   gt_up(lay.qstart, sizeof(int32_t) * (n_seqs + 1)),
+                                   gt_up(lay.lens, sizeof(int32_t) * n_seqs),
+                                   gt_up(lay.tables, sizeof(int32_t) * n_seqs * lay.max_blocks),
+                                   lay.max_blocks,
+                                   lay.max_q,
+                                   hint > lay.max_len ? hint : lay.max_len};
+    CHECK(cudaDeviceGetAttribute(&e.n_sm, cudaDevAttrMultiProcessorCount, 0) == cudaSuccess);
+
+    char shape[128];
+    CHECK_EQ(kern_cuda_set_pdl(0), 0);
+    gt_poison(e.out, out_n * 2);
+    pdl_kvw_round(&e);
+    gt_down(base, e.out, out_n * 2);
+    snprintf(shape, sizeof shape, "%s, PDL off vs host", name);
+    gt_row("attn after kv_write", shape, gt_cmp_bf16(base, want, out_n), 1e-2);
+    CHECK_EQ(kern_cuda_set_pdl(1), 1);
+    for (int graph = 0; graph < 2; graph++) {
+        size_t bad = pdl_kvw_rounds(&e, graph, ROUNDS, base, got, out_n);
+        snprintf(shape, sizeof shape, "%s, %s: rounds != PDL off", name, graph ? "graph" : "eager");
+        gt_row_exact("attn after kv_write", shape, bad);
+    }
+    kern_cuda_set_pdl(-1);
+    gt_free(e.qkv), gt_free(e.k0), gt_free(e.v0), gt_free(e.k), gt_free(e.v), gt_free(e.out);
+    gt_free(e.slots), gt_free((void *)e.b.query_start), gt_free((void *)e.b.seq_lens);
+    gt_free((void *)e.b.block_tables);
+    free(qkv), free(kc), free(vc), free(kc0), free(vc0), free(slots), free(want), free(base);
+    free(got);
+    gt_attn_layout_free(&lay);
+}
+
+TEST(gpu_pdl_attention_after_kv_write) {
+    if (!kern_cuda_set_pdl(1)) TEST_SKIP("PDL needs compute capability 9.0 or higher");
+    kern_cuda_set_pdl(-1);
+    // Single stream at a short context under a graph's 1024 hint (16 slices, most empty), one
+    // at a longer context unsplit, a decode batch, and chunks whose tokens span sub-tile and
+    // slice edges (several keys of this step in one tile).
+    const int q1[] = {1}, l1[] = {300};
+    pdl_kvw_case("7b 1/300 hint 1024", 28, 4, 1, q1, l1, 1024, 7);
+    const int l2[] = {200};
+    pdl_kvw_case("7b 1/200 unsplit", 28, 4, 1, q1, l2, 0, 8);
+    const int q3[] = {1, 1, 1, 1, 1, 1}, l3[] = {1, 16, 17, 64, 65, 2000};
+    pdl_kvw_case("8b 6 decodes", 32, 8, 6, q3, l3, 2048, 9);
+    const int q4[] = {5, 1, 9}, l4[] = {5, 300, 1030};
+    pdl_kvw_case("7b chunks 5/5 1/300 9/1030", 28, 4, 3, q4, l4, 0, 10);
 }
 
 // ---- a model on the CUDA backend, as keel serve starts one
