@@ -16,6 +16,7 @@
 // No cuBLAS in the chain: at m <= 8 keel's tuner picks the gemv at these shapes on the H100
 // (docs/PERF.md). Run: make playgrounds && build/playgrounds/pdl
 #include "bench/kernels/play.h"
+#include "kernels/cuda/attention_dec.h"
 
 enum {
     DIM = 3584,
@@ -47,6 +48,9 @@ struct step_bufs {
     void *scratch;
     size_t scratch_bytes;
     int n_sm;
+    // Knobs of the variants table: the attention's context hint (0: CTX) and its multiprocessor
+    // count (the split target; 0: the device's), gemv warps per projection (0: the default).
+    int hint, attn_sm, qkv_warps, o_warps, gu_warps, lm_warps;
 };
 
 static bf16 *rand_dev(size_t n, float scale, unsigned seed) {
@@ -65,7 +69,7 @@ static const char *const op_names[OP_KINDS] = {"attn norm", "qkv gemv",  "qk_rop
 // returns the launches queued.
 static int step(struct step_bufs *b, int m, cudaStream_t s, unsigned skip = 0) {
     const float eps = 1e-6f;
-    struct kern_attn_batch ab = {m, m, b->qs, b->lens, b->tables, MB, 1, CTX};
+    struct kern_attn_batch ab = {m, m, b->qs, b->lens, b->tables, MB, 1, b->hint ? b->hint : CTX};
     int n = 0;
     for (int l = 0; l < LAYERS; l++) {
         const layer_w *w = &b->w[l % COPIES];
@@ -74,18 +78,21 @@ static int step(struct step_bufs *b, int m, cudaStream_t s, unsigned skip = 0) {
             PLAY_OK(
                 kern_cuda_add_rmsnorm(b->xn, b->res, l ? b->down : NULL, w->n1, m, DIM, eps, s));
         if (on(OP_QKV))
-            PLAY_OK(kern_cuda_gemv(b->qkv, 0, b->xn, w->qkv, w->bias, m, QKV, DIM, 0, s));
+            PLAY_OK(
+                kern_cuda_gemv(b->qkv, 0, b->xn, w->qkv, w->bias, m, QKV, DIM, b->qkv_warps, s));
         if (on(OP_ROPE))
             PLAY_OK(kern_cuda_qk_rope_kv(b->qkv, b->kc[l], b->vc[l], NULL, NULL, b->pos, b->slots,
                                          m, N_HEADS, N_KV, HD, eps, 1e6f, s));
         if (on(OP_ATTN))
             PLAY_OK(kern_cuda_attention(b->att, b->qkv, b->kc[l], b->vc[l], &ab, N_HEADS, N_KV, HD,
-                                        BS, 0.08838834764f, b->scratch, b->scratch_bytes, b->n_sm,
-                                        s));
-        if (on(OP_O)) PLAY_OK(kern_cuda_gemv(b->o, 0, b->att, w->o, NULL, m, DIM, DIM, 0, s));
+                                        BS, 0.08838834764f, b->scratch, b->scratch_bytes,
+                                        b->attn_sm ? b->attn_sm : b->n_sm, s));
+        if (on(OP_O))
+            PLAY_OK(kern_cuda_gemv(b->o, 0, b->att, w->o, NULL, m, DIM, DIM, b->o_warps, s));
         if (on(OP_NORM2))
             PLAY_OK(kern_cuda_add_rmsnorm(b->xn, b->res, b->o, w->n2, m, DIM, eps, s));
-        if (on(OP_GU)) PLAY_OK(kern_cuda_gemv(b->gu, 0, b->xn, w->gu, NULL, m, 2 * HID, DIM, 0, s));
+        if (on(OP_GU))
+            PLAY_OK(kern_cuda_gemv(b->gu, 0, b->xn, w->gu, NULL, m, 2 * HID, DIM, b->gu_warps, s));
         if (!on(OP_DOWN)) {
         } else if (m <= 4) {
             PLAY_OK(kern_cuda_gemv_silu(b->down, b->gu, w->down, m, DIM, HID, 0, s));
@@ -98,7 +105,7 @@ static int step(struct step_bufs *b, int m, cudaStream_t s, unsigned skip = 0) {
     }
     if (skip >> OP_LM & 1u) return n;
     PLAY_OK(kern_cuda_add_rmsnorm(b->xn, b->res, b->down, b->nf, m, DIM, eps, s));
-    PLAY_OK(kern_cuda_gemv(b->logits, 1, b->xn, b->lm, NULL, m, VOCAB, DIM, 0, s));
+    PLAY_OK(kern_cuda_gemv(b->logits, 1, b->xn, b->lm, NULL, m, VOCAB, DIM, b->lm_warps, s));
     PLAY_OK(kern_cuda_argmax(b->ids, b->logits, m, VOCAB, s));
     return n + 3;
 }
@@ -231,6 +238,85 @@ int main(void) {
         printf("%-14s | %12.1f | %12.2f | %17.2f us/l\n", op_names[op], (full - t) * 1e3,
                (full - t) * 1e3 / per, op_bytes[op] / (pk.copy_gbs * 1e3));
     }
+
+    // Variants of the m = 1 step at the context keel's benchmark decodes at (300 keys, a graph's
+    // 1024-key context hint: 16 key slices, most of them empty), each against the same step with
+    // the attention left out: what the attention's split plan costs, and what the gemv's warps
+    // per block (8 by default; 4 puts qkv's 288 blocks in one wave) cost.
+    const int ctx = 300;
+    int32_t h_len[MAX_M], h_pos[MAX_M], h_slot[MAX_M];
+    for (int i = 0; i < MAX_M; i++)
+        h_len[i] = ctx, h_pos[i] = ctx - 1,
+        h_slot[i] = (i * MB + (ctx - 1) / BS) * BS + (ctx - 1) % BS;
+    PLAY_CUDA(cudaMemcpy(b.lens, h_len, sizeof h_len, cudaMemcpyHostToDevice));
+    PLAY_CUDA(cudaMemcpy(b.pos, h_pos, sizeof h_pos, cudaMemcpyHostToDevice));
+    PLAY_CUDA(cudaMemcpy(b.slots, h_slot, sizeof h_slot, cudaMemcpyHostToDevice));
+    struct variant {
+        const char *name;
+        int hint, attn_sm, min_split, fused, qkv_w, o_w, gu_w, lm_w;
+    };
+    const int dflt_min = kern_cuda__attention_dec_min_split_ctx();
+    const variant vars[] = {
+        {"hint 1024 (16 slices) + combine", 1024, 0, dflt_min, 0, 0, 0, 0, 0},
+        {"hint 300 (3 slices of 128)", ctx, 0, dflt_min, 0, 0, 0, 0, 0},
+        {"hint 1024, 8 slices of 128", 1024, 8, dflt_min, 0, 0, 0, 0, 0},
+        {"hint 1024, merged in kernel", 1024, 0, dflt_min, 1, 0, 0, 0, 0},
+        {"one slice (no split)", 1024, 0, 1 << 30, 0, 0, 0, 0, 0},
+        {"hint 1024, qkv gemv 4 warps", 1024, 0, dflt_min, 0, 4, 0, 0, 0},
+        {"hint 1024, o gemv 4 warps", 1024, 0, dflt_min, 0, 0, 4, 0, 0},
+        {"hint 1024, gate_up 4 warps", 1024, 0, dflt_min, 0, 0, 0, 4, 0},
+        {"hint 1024, lm head 4 warps", 1024, 0, dflt_min, 0, 0, 0, 0, 4},
+    };
+    printf("\nm=1 graph, PDL on, context %d: variants (attention cost = step - step without it)\n",
+           ctx);
+    printf("%-34s | %10s | %18s\n", "variant", "step us", "attention us/layer");
+    for (const variant &v : vars) {
+        b.hint = v.hint, b.attn_sm = v.attn_sm, b.qkv_warps = v.qkv_w, b.o_warps = v.o_w;
+        b.gu_warps = v.gu_w, b.lm_warps = v.lm_w;
+        kern_cuda__attention_dec_set_min_split_ctx(v.min_split);
+        kern_cuda__attention_dec_set_fused_combine(v.fused);
+        const float t = graph_ms(0), t0 = graph_ms(1u << OP_ATTN);
+        printf("%-34s | %10.1f | %18.2f\n", v.name, t * 1e3, (t - t0) * 1e3 / LAYERS);
+    }
+    kern_cuda__attention_dec_set_min_split_ctx(dflt_min);
+    kern_cuda__attention_dec_set_fused_combine(0);
+
+    // Chains of a few kinds of op alone (every other op and the LM head left out), 28 layers in
+    // one graph: each kind's cost without the weight streams around it.
+    b.hint = 1024, b.attn_sm = 0, b.qkv_warps = b.o_warps = b.gu_warps = b.lm_warps = 0;
+    const unsigned all = (1u << OP_KINDS) - 1;
+    const struct {
+        const char *name;
+        unsigned keep;
+    } chains[] = {
+        {"attention", 1u << OP_ATTN},
+        {"qk_rope_kv", 1u << OP_ROPE},
+        {"mlp norm", 1u << OP_NORM2},
+        {"qk_rope_kv + attention", 1u << OP_ROPE | 1u << OP_ATTN},
+        {"o gemv", 1u << OP_O},
+        {"attention + o gemv", 1u << OP_ATTN | 1u << OP_O},
+        {"qkv gemv", 1u << OP_QKV},
+        {"qkv + rope + attention + o", 1u << OP_QKV | 1u << OP_ROPE | 1u << OP_ATTN | 1u << OP_O},
+    };
+    printf("\nm=1 graph, PDL on, context %d, hint 1024: chains of only these ops\n", ctx);
+    printf("%-34s | %12s\n", "ops", "us per layer");
+    for (const auto &ch : chains) {
+        const float t = graph_ms(all & ~ch.keep);
+        printf("%-34s | %12.2f\n", ch.name, t * 1e3 / LAYERS);
+    }
+    kern_cuda__attention_dec_set_fused_combine(1);
+    printf("%-34s | %12.2f\n", "attention, merged in kernel",
+           graph_ms(all & ~(1u << OP_ATTN)) * 1e3 / LAYERS);
+    kern_cuda__attention_dec_set_fused_combine(0);
+    kern_cuda__attention_dec_set_min_split_ctx(1 << 30);
+    printf("%-34s | %12.2f\n", "attention, one slice",
+           graph_ms(all & ~(1u << OP_ATTN)) * 1e3 / LAYERS);
+    kern_cuda__attention_dec_set_min_split_ctx(dflt_min);
+    kern_cuda_set_pdl(0);
+    printf("%-34s | %12.2f\n", "attention, PDL off",
+           graph_ms(all & ~(1u << OP_ATTN)) * 1e3 / LAYERS);
+    printf("%-34s | %12.2f\n", "mlp norm, PDL off",
+           graph_ms(all & ~(1u << OP_NORM2)) * 1e3 / LAYERS);
     kern_cuda_set_pdl(-1);
     return 0;
 }
