@@ -18,10 +18,11 @@
 //
 // Split-KV: the host picks the number of key slices from the batch's size hints so the grid fills
 // the multiprocessors about KERN_CUDA_DEC_WAVES times (kern_cuda_dec_splits in attention_dec.h);
-// slices write unnormalised partials to op_scratch, and the last slice block of each group to
-// finish merges them (kc_dec_tickets: a per-group ticket counter that returns to zero), a warp per
-// output row with all slices' weights in one round of loads; so a split launch is one kernel.
-// KEEL_ATTN_FUSED_COMBINE=0 (or more groups than tickets) runs kc_dec_combine after instead.
+// slices write unnormalised partials to op_scratch and kc_dec_combine merges them after, a warp
+// per output row with all slices' weights in one round of loads and up to 16 slices' outputs in
+// the next. KEEL_ATTN_FUSED_COMBINE=1 has the last slice block of each group merge them instead
+// (kc_dec_tickets: a per-group ticket counter that returns to zero): one kernel, but slower on the
+// H100 (docs/PERF.md runs 6 and 9). Merging inside a thread-block cluster was slower too (run 9).
 // head_dim 64 or 128 (registers: Q is head_dim/4 words, O head_dim/2 floats per thread).
 #include "kernels/cuda/attention_dec.h"
 #include "kernels/cuda/device.h"
