@@ -337,10 +337,11 @@ static int kern_cuda__tune_run(struct kern_ctx *c, struct kern_cuda_gemm_plan *p
     // when it is faster than that, with no margin: inside a decode graph it also starts under the
     // previous kernel's tail (PDL), which the timing here, launch after launch, does not see. A
     // gemv only if it agrees.
-    int best = 0;
+    int lt = 0;
     for (int i = 1; i < n; i++)
-        if (!cand[i].gemv && cand[i].us < cand[best].us) best = i;
-    if (!(cand[best].us < KERN_CUDA__TUNE_MARGIN * cand[0].us)) best = 0;
+        if (!cand[i].gemv && cand[i].us < cand[lt].us) lt = i;
+    if (!(cand[lt].us < KERN_CUDA__TUNE_MARGIN * cand[0].us)) lt = 0;
+    int best = lt;
     for (int i = 1; i < n; i++)
         if (cand[i].gemv && cand[i].us < cand[best].us) best = i;
     if (cand[best].gemv) {
@@ -351,9 +352,7 @@ static int kern_cuda__tune_run(struct kern_ctx *c, struct kern_cuda_gemm_plan *p
             log_warn("gemm m=%d n=%d k=%d: the gemv kernel differs from cuBLASLt (relative L2 "
                      "%.3g > %.3g); using cuBLASLt for this shape",
                      a->m, a->n, a->k, rel, tol);
-            best = 0;
-            for (int i = 1; i < n; i++)
-                if (!cand[i].gemv && cand[i].us < KERN_CUDA__TUNE_MARGIN * cand[best].us) best = i;
+            best = lt;
         }
     }
     p->gemv = cand[best].gemv;
