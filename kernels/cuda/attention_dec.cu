@@ -387,8 +387,8 @@ __global__ void __launch_bounds__(KC_DEC_WARPS * 32)
 }
 
 // Merges the key slices (attention.cu's combine, reorganised for many slices): one warp per
-// (token, query head), kc_dec_merge_row. The fallback when the fused combine is off or the launch
-// has more groups than kc_dec_tickets holds.
+// (token, query head), kc_dec_merge_row. The default merge of a split launch (the ticket merge
+// replaces it only when asked for and the launch has no more groups than kc_dec_tickets holds).
 // (The minimum of 4 blocks lets ptxas use the registers the merge's batch of loads needs: left
 // to itself it aimed at full occupancy, 32 registers, and issued the loads one by one.)
 template <int D>

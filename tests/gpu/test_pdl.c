@@ -5,7 +5,9 @@
 //   weights), PDL changes no number: a 300-token prefill, and decode steps of 1 and 8 sequences,
 //   eager and replayed from graphs (captured once with PDL off, once with it on), give the same
 //   float32 logits bit for bit as with PDL off. A kernel that read its predecessor's output
-//   before its griddepcontrol.wait would show here as differing (or NaN) logits.
+//   before its griddepcontrol.wait would show here as differing (or NaN) logits;
+// - kv_write then the decode attention: this step's K/V slots hold NaN until kv_write stores
+//   them, and 30 rounds, eager and from a graph, equal PDL off bit for bit.
 // The graph replays are also timed (printed, not checked): the decode timing that matters is the
 // integrator's keel generate run with and without KEEL_PDL=0.
 #include "common/err.h"
@@ -132,6 +134,8 @@ TEST(gpu_pdl_capture_edges) {
 
 // ---- kv_write then the decode attention under PDL
 
+enum { KVW_HD = 128, KVW_BS = 16 }; // 7B-like heads, keel's default block size
+
 struct pdl_kvw {
     cudaStream_t s;
     bf16 *out, *qkv, *k, *v, *k0, *v0;
@@ -147,14 +151,14 @@ struct pdl_kvw {
 static void pdl_kvw_round(const struct pdl_kvw *e) {
     CHECK(cudaMemcpyAsync(e->k, e->k0, e->cache_bytes, cudaMemcpyDeviceToDevice, e->s) == 0);
     CHECK(cudaMemcpyAsync(e->v, e->v0, e->cache_bytes, cudaMemcpyDeviceToDevice, e->s) == 0);
-    CHECK_OK(kern_cuda_kv_write(e->k, e->v, e->qkv, e->slots, e->n_tok, e->nh, e->nkv, 128, e->s));
-    CHECK_OK(kern_cuda__attention_dec(e->out, e->qkv, e->k, e->v, &e->b, e->nh, e->nkv, 128, 16,
-                                      0.08838834764f, gt_scratch(), gt_scratch_bytes(), e->n_sm,
-                                      e->s));
+    CHECK_OK(
+        kern_cuda_kv_write(e->k, e->v, e->qkv, e->slots, e->n_tok, e->nh, e->nkv, KVW_HD, e->s));
+    CHECK_OK(kern_cuda__attention_dec(e->out, e->qkv, e->k, e->v, &e->b, e->nh, e->nkv, KVW_HD,
+                                      KVW_BS, 1.0f / sqrtf((float)KVW_HD), gt_scratch(),
+                                      gt_scratch_bytes(), e->n_sm, e->s));
 }
 
-// The rounds of one configuration, eager then replayed from one graph: how many differ from
-// `base` (bit for bit).
+// `rounds` rounds, eager or replayed from one graph: how many differ from `base` (bit for bit).
 static size_t pdl_kvw_rounds(const struct pdl_kvw *e, int graph, int rounds, const bf16 *base,
                              bf16 *got, size_t out_n) {
     size_t bad = 0;
@@ -186,7 +190,7 @@ static size_t pdl_kvw_rounds(const struct pdl_kvw *e, int graph, int rounds, con
 // a graph, 30 rounds each, must equal it bit for bit.
 static void pdl_kvw_case(const char *name, int nh, int nkv, int n_seqs, const int *qlen,
                          const int *len, int hint, uint64_t seed) {
-    enum { HD = 128, BS = 16, ROUNDS = 30 };
+    enum { HD = KVW_HD, BS = KVW_BS, ROUNDS = 30 };
     struct gt_attn_layout lay;
     gt_attn_layout_make(&lay, n_seqs, qlen, len, BS, &seed);
     const int n_tok = lay.n_tokens;
@@ -214,7 +218,7 @@ static void pdl_kvw_case(const char *name, int nh, int nkv, int n_seqs, const in
     CHECK(want && base && got);
     struct kern_attn_batch hb = {n_seqs,     n_tok,          lay.qstart, lay.lens,
                                  lay.tables, lay.max_blocks, lay.max_q,  lay.max_len};
-    gpu_ref_ops.attention(NULL, want, qkv, kc, vc, &hb, nh, nkv, HD, BS, 0.08838834764f);
+    gpu_ref_ops.attention(NULL, want, qkv, kc, vc, &hb, nh, nkv, HD, BS, 1.0f / sqrtf((float)HD));
 
     struct pdl_kvw e = {.s = kern_cuda_stream(gt_ctx()), .nh = nh, .nkv = nkv, .n_tok = n_tok};
     e.cache_bytes = cache * 2;
