@@ -91,6 +91,36 @@ struct kern_sample_out {
 };
 
 // Backend state (CPU: thread count; CUDA: device, stream, cuBLAS handle, workspace). Opaque here.
+// A decode projection with its neighbours fused in (the optional `proj` op below):
+//   input  (exactly one): x [m, k]; or silu_mul(gate_up) [m, 2k] (silu_mul's roundings); or
+//          add_rmsnorm(norm_in, no delta) * norm_w [m, k], whose row statistics stats_in a
+//          residual-writing proj left (so the norm needs no pass of its own);
+//   output (exactly one): y [m, n] = the product (+ bias), bf16; or residual [m, n] += the
+//          product (rounded to bf16 first, as gemm then add_rmsnorm's add), in place, with the
+//          rows' statistics written to stats_out for the next normed input;
+//   rope   (with y only, optional): y is fused QKV rows; qk_rope_kv without the q/k norm runs on
+//          them (bit for bit), so the q and k heads come out rotated and k, v are in the cache.
+// stats_in/stats_out are backend scratch of at least m * KERN_PROJ_STATS_PER_ROW(dim) floats:
+// opaque, valid only from a residual-writing proj to the next normed one of the same rows.
+#define KERN_PROJ_STATS_PER_ROW(dim) (((dim) + 15) / 16)
+struct kern_rope_kv {
+    bf16 *k_cache, *v_cache;                 // [slots, n_kv_heads, head_dim]
+    const int32_t *positions, *slot_mapping; // [m]; a negative slot stores nothing
+    int n_heads, n_kv_heads, head_dim;
+    float theta;
+};
+struct kern_proj {
+    int m, n, k;
+    const bf16 *w /* [n, k] */, *bias /* [n] or NULL */;
+    const bf16 *x, *gate_up, *norm_in, *norm_w;
+    const float *stats_in;
+    float eps;
+    bf16 *y, *residual;
+    float *stats_out;
+    const struct kern_rope_kv *rope;
+    int warps; // CUDA: warps per block, 0 = the backend's choice (tests set it)
+};
+
 struct kern_ctx;
 
 struct kern_ops {
@@ -179,6 +209,11 @@ struct kern_ops {
                       const int32_t *slot_mapping /* [n] */, int n, int n_heads, int n_kv_heads,
                       int head_dim, float eps, float theta);
 
+    // One decode projection with its neighbours (struct kern_proj), for m <= proj_max_m(c)
+    // (0: never); the forward pass uses it for the decode steps of a single-device model.
+    int (*proj)(struct kern_ctx *c, const struct kern_proj *p);
+    int (*proj_max_m)(struct kern_ctx *c);
+
     // out[i, :] = x[rows[i], :] (the last position of each sequence, before the final norm).
     int (*gather_rows)(struct kern_ctx *c, bf16 *out /* [m, dim] */, const bf16 *x /* [*, dim] */,
                        const int32_t *rows /* [m] */, int m, int dim);
@@ -237,8 +272,8 @@ int kern_sample_row(struct kern_sample_out *out, const float *logits /* [>= n_va
                     struct kern_sample_scratch *s);
 // The sample op's argument check, shared by the backends: sizes, every row's n_valid, its slice
 // of the adjustments and its logprob count. Returns 0 or ERR_INVAL naming the row ("who: ...").
-int kern_sample_check(const char *who, int n_rows, int vocab, const struct kern_sample_params *params,
-                      int n_adj);
+int kern_sample_check(const char *who, int n_rows, int vocab,
+                      const struct kern_sample_params *params, int n_adj);
 // Raw logprobs of one row: log-sum-exp over [0, n_valid) and the n_top best (id, logprob).
 double kern_sample_lse(const float *logits, int n_valid);
 void kern_sample_top(const float *logits, int n_valid, int n_top, double lse,

@@ -11,6 +11,10 @@
 // add_rmsnorm folds it into the residual (vLLM's fused_add_rms_norm), so no separate add runs.
 // Only the last position of each sequence is normed and projected to logits: the final norm is
 // per row, so gathering first gives the same numbers for a fraction of the work.
+//
+// Decode steps on one GPU take a shorter path (fuse_dec below): the projections add themselves
+// into the residual and carry the norm's statistics to the next one, so a layer is qkv (+rope,
+// kv write) -> attention -> wo (+residual) -> gate_up (norm in) -> down (silu in, +residual).
 #include "common/err.h"
 #include "common/log.h"
 #include "models/model.h"
@@ -286,10 +290,72 @@ static int network(struct model *m, const struct fwd_step *st, bool prof_ops) {
     // the residual stream whole and identical on every rank.
     struct kern_comm *comm = m->tp.comm;
     if (comm) OP(MODEL_PROF_EMBED, kern_comm_all_reduce_bf16(comm, ctx, residual, (size_t)n * dim));
+    // Decode steps of a single-device model go through the fused projections (kernels/ops.h
+    // struct kern_proj) when the backend has them: wo and down add themselves into the residual
+    // and leave its row statistics in `stats` (the `hidden` buffer, unused then), qkv and
+    // gate_up norm their input from those, and qkv also applies rope and writes the cache
+    // (models without the q/k norm). Per layer the two add_rmsnorm launches and qk_rope_kv go.
+    const bool fuse_dec = op->proj && !comm && n <= op->proj_max_m(ctx);
+    float *stats = (float *)hidden; // [n, KERN_PROJ_STATS_PER_ROW(dim)]
+    const bool rope_in_qkv = !c->qk_norm && hd % 16 == 0;
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *L = &m->w.layers[l];
         bf16 *k_cache = m->kv_cache + (size_t)l * 2 * cache_elems; // [blocks, bs, nkv, hd]
         bf16 *v_cache = k_cache + cache_elems;
+
+        if (fuse_dec) {
+            const struct kern_rope_kv rope = {k_cache, v_cache, pos, slots,
+                                              nh,      nkv,     hd,  c->rope_theta};
+            struct kern_proj p = {.m = n,
+                                  .n = qkv_dim,
+                                  .k = dim,
+                                  .w = L->wqkv,
+                                  .bias = L->bqkv,
+                                  .y = qkv,
+                                  .rope = rope_in_qkv ? &rope : NULL};
+            if (l == 0) { // the embeddings have no statistics: the first norm runs on its own
+                OP(MODEL_PROF_NORM,
+                   op->add_rmsnorm(ctx, xb, residual, NULL, L->attn_norm, n, dim, eps));
+                p.x = xb;
+            } else {
+                p.norm_in = residual, p.norm_w = L->attn_norm, p.stats_in = stats, p.eps = eps;
+            }
+            OP(MODEL_PROF_QKV, op->proj(ctx, &p));
+            if (!rope_in_qkv)
+                OP(MODEL_PROF_QK_ROPE,
+                   op->qk_rope_kv(ctx, qkv, k_cache, v_cache, c->qk_norm ? L->q_norm : NULL,
+                                  c->qk_norm ? L->k_norm : NULL, pos, slots, n, nh, nkv, hd, eps,
+                                  c->rope_theta));
+            OP(MODEL_PROF_ATTENTION, op->attention(ctx, attn, qkv, k_cache, v_cache, &ab, nh, nkv,
+                                                   hd, m->block_size, scale));
+            p = (struct kern_proj){.m = n,
+                                   .n = dim,
+                                   .k = q_dim,
+                                   .w = L->wo,
+                                   .x = attn,
+                                   .residual = residual,
+                                   .stats_out = stats};
+            OP(MODEL_PROF_WO, op->proj(ctx, &p));
+            p = (struct kern_proj){.m = n,
+                                   .n = 2 * hid,
+                                   .k = dim,
+                                   .w = L->w_gate_up,
+                                   .norm_in = residual,
+                                   .norm_w = L->ffn_norm,
+                                   .stats_in = stats,
+                                   .eps = eps,
+                                   .y = gate_up};
+            OP(MODEL_PROF_GATE_UP, op->proj(ctx, &p));
+            p = (struct kern_proj){.m = n,
+                                   .n = dim,
+                                   .k = hid,
+                                   .w = L->w_down,
+                                   .gate_up = gate_up,
+                                   .residual = residual,
+                                   .stats_out = stats};
+            OP(MODEL_PROF_DOWN, op->proj(ctx, &p));
+            continue;
+        }
 
         // attention
         if (fuse_norm) { // the residual moves to xb (see fuse_norm)
@@ -326,8 +392,7 @@ static int network(struct model *m, const struct fwd_step *st, bool prof_ops) {
                                     hidden, n, 2 * hid, dim, eps));
         } else {
             OP(MODEL_PROF_NORM, op->add_rmsnorm(ctx, xb, residual, x, L->ffn_norm, n, dim, eps));
-            OP(MODEL_PROF_GATE_UP,
-               op->gemm(ctx, gate_up, xb, L->w_gate_up, NULL, n, 2 * hid, dim));
+            OP(MODEL_PROF_GATE_UP, op->gemm(ctx, gate_up, xb, L->w_gate_up, NULL, n, 2 * hid, dim));
         }
         if (op->gemm_silu) { // fused: silu_mul + down
             OP(MODEL_PROF_DOWN, op->gemm_silu(ctx, x, hidden, gate_up, L->w_down, n, dim, hid));
@@ -338,10 +403,12 @@ static int network(struct model *m, const struct fwd_step *st, bool prof_ops) {
         if (comm) OP(MODEL_PROF_DOWN, kern_comm_all_reduce_bf16(comm, ctx, x, (size_t)n * dim));
     }
 
-    // The last position of each sequence: residual + last sublayer output, final norm, logits.
+    // The last position of each sequence: residual + last sublayer output (already added when
+    // fused), final norm, logits.
     OP(MODEL_PROF_LOGITS, op->gather_rows(ctx, last, residual, rows, S, dim));
-    OP(MODEL_PROF_LOGITS, op->gather_rows(ctx, xb, x, rows, S, dim));
-    OP(MODEL_PROF_LOGITS, op->add_rmsnorm(ctx, x, last, xb, m->w.final_norm, S, dim, eps));
+    if (!fuse_dec) OP(MODEL_PROF_LOGITS, op->gather_rows(ctx, xb, x, rows, S, dim));
+    OP(MODEL_PROF_LOGITS,
+       op->add_rmsnorm(ctx, x, last, fuse_dec ? NULL : xb, m->w.final_norm, S, dim, eps));
     OP(MODEL_PROF_LOGITS, op->gemm_f32(ctx, m->logits, x, m->w.lm_head, S, c->vocab_size, dim));
     return 0;
 }
@@ -354,8 +421,7 @@ static int network(struct model *m, const struct fwd_step *st, bool prof_ops) {
 // context 1 in block 0 (a valid block, so the attention reads one key of memory the cache owns),
 // their logits row their own. Every op works row by row, so a padding row never changes a real
 // row's numbers.
-static void pack_meta(struct model *m, const struct model_batch *b, int rows,
-                      struct fwd_step *st) {
+static void pack_meta(struct model *m, const struct model_batch *b, int rows, struct fwd_step *st) {
     const int n = b ? b->n_tokens : 0, S = b ? b->n_seqs : 0, mb = m->max_blocks_per_seq;
     const int pad = rows > S ? rows - S : 0;
     *st = (struct fwd_step){.n = n + pad, .S = S + pad, .o = meta_layout(n + pad, S + pad, mb)};
@@ -437,12 +503,11 @@ static int network_graphed(struct model *m, const struct fwd_step *st, int bi, i
     int rc = model_graphs_launch(m->graphs, m->ctx, bi, ci);
     if (rc) return rc;
     if (mode == MODEL_FWD_GRAPH)
-        return err_set(ERR_INVAL, "model_forward: no graph for %d rows at context bucket %d",
-                       st->S, st->max_len);
+        return err_set(ERR_INVAL, "model_forward: no graph for %d rows at context bucket %d", st->S,
+                       st->max_len);
     // The first step of a key runs eagerly (padded, so cuBLAS loads this shape's kernels
     // outside a capture); the second is captured.
-    if (model_graphs_seen(m->graphs, bi, ci) == 0 || !model_graphs_can_capture(m->graphs))
-        return 0;
+    if (model_graphs_seen(m->graphs, bi, ci) == 0 || !model_graphs_can_capture(m->graphs)) return 0;
     if (!model_graphs_capture_begin(m->graphs, m->ctx)) return 0;
     // A failure under capture turns graphs off and the caller runs the step eagerly: a real
     // fault shows there again.
@@ -467,8 +532,7 @@ int model_graphs_warmup(struct model *m) {
             struct fwd_step st;
             pack_meta(m, NULL, bb[bi], &st);
             st.max_len = cb[ci];
-            TRY(m->ops->copy_to_backend(m->ctx, meta, m->host_meta,
-                                        st.o.n_ints * sizeof(int32_t)));
+            TRY(m->ops->copy_to_backend(m->ctx, meta, m->host_meta, st.o.n_ints * sizeof(int32_t)));
             // One eager step: cuBLAS picks and loads this shape's kernels outside the capture.
             TRY(network(m, &st, false));
             (void)model_graphs_seen(g, bi, ci);
@@ -525,16 +589,17 @@ static int forward_queue(struct model *m, const struct model_batch *b, int pad_t
 #endif
     if (mode == MODEL_FWD_GRAPH && (bi < 0 || ci < 0))
         return err_set(ERR_INVAL,
-                       "model_forward: no graph for %d sequences (padded to %d) at context %d",
-                       S, pad_to, max_len);
+                       "model_forward: no graph for %d sequences (padded to %d) at context %d", S,
+                       pad_to, max_len);
 
     m->n_steps++;
     if (m->inject_fault_step > 0 && m->n_steps >= m->inject_fault_step) {
         int rc = m->ops->debug_fault(m->ctx);
         log_error("KEEL_DEBUG_INJECT_FAULT: fault injected at forward step %lld",
                   (long long)m->n_steps);
-        return rc ? rc : err_set(ERR_CUDA_FAULT, "injected fault at forward step %lld",
-                                 (long long)m->n_steps);
+        return rc ? rc
+                  : err_set(ERR_CUDA_FAULT, "injected fault at forward step %lld",
+                            (long long)m->n_steps);
     }
     const struct kern_ops *op = m->ops;
     struct kern_ctx *ctx = m->ctx;
@@ -547,7 +612,8 @@ static int forward_queue(struct model *m, const struct model_batch *b, int pad_t
     if (m->tp.comm) model_tp_map_ids(m, m->host_meta + st.o.ids, st.n);
     if (rows) st.max_len = ctx_bucket(m, st.max_len, NULL); // as the graph was captured
     int32_t *meta = (int32_t *)(m->scratch_base + m->scratch.meta);
-    OP(MODEL_PROF_META, op->copy_to_backend(ctx, meta, m->host_meta, st.o.n_ints * sizeof(int32_t)));
+    OP(MODEL_PROF_META,
+       op->copy_to_backend(ctx, meta, m->host_meta, st.o.n_ints * sizeof(int32_t)));
 
     int queued = 0;
 #ifdef KEEL_CUDA
@@ -572,8 +638,7 @@ int model_tp_rank_step(struct model *m, const struct model_batch *b, const struc
     TRY(forward_queue(m, b, 0, MODEL_FWD_AUTO, prof_ops));
     if (!s) { // host assembly: the rank's slice goes to the host (models/tp.c places it)
         *collectives_done = true;
-        OP(MODEL_PROF_COPY_OUT,
-           op->copy_to_host(ctx, logits, m->logits, sizeof(float) * S * vl));
+        OP(MODEL_PROF_COPY_OUT, op->copy_to_host(ctx, logits, m->logits, sizeof(float) * S * vl));
         model_prof_step_end();
         return 0;
     }
@@ -583,12 +648,11 @@ int model_tp_rank_step(struct model *m, const struct model_batch *b, const struc
     model_tp_logits_layout(m, &ll);
     float *buf = (float *)((uint8_t *)m->logits + ll.gather); // [tp, S, vocab_local]
     bool root = m->tp.rank == 0;
-    OP(MODEL_PROF_COPY_OUT, kern_comm_gather_logits(m->tp.comm, ctx, root ? m->logits : NULL,
-                                                    m->logits, buf, S, vl, V));
+    OP(MODEL_PROF_COPY_OUT,
+       kern_comm_gather_logits(m->tp.comm, ctx, root ? m->logits : NULL, m->logits, buf, S, vl, V));
     *collectives_done = true;
     if (root) {
-        OP(MODEL_PROF_COPY_OUT,
-           op->sample(ctx, out, m->logits, S, V, s->params, s->adj, s->n_adj));
+        OP(MODEL_PROF_COPY_OUT, op->sample(ctx, out, m->logits, S, V, s->params, s->adj, s->n_adj));
     } else {
         // The step's work is queued: wait for it, so a fault shows in this step, and the host
         // staging of the metadata is free for the next one.
@@ -636,8 +700,8 @@ int model_forward_sample(struct model *m, const struct model_batch *b, const str
     if (!op) return err_set(ERR_UNSUPPORTED, "this model has no backend to sample on");
     if (!op->sample) return err_set(ERR_UNSUPPORTED, "the %s backend has no sample op", op->name);
     TRY(forward_queue(m, b, 0, MODEL_FWD_AUTO, prof_ops));
-    OP(MODEL_PROF_COPY_OUT, op->sample(ctx, out, m->logits, b->n_seqs, m->cfg.vocab_size,
-                                       s->params, s->adj, s->n_adj));
+    OP(MODEL_PROF_COPY_OUT,
+       op->sample(ctx, out, m->logits, b->n_seqs, m->cfg.vocab_size, s->params, s->adj, s->n_adj));
     model_prof_step_end();
     return 0;
 }

@@ -172,6 +172,11 @@ int kern_cuda_gemv_add_rmsnorm(bf16 *y /* [m, n] */, bf16 *res_out /* [m, k] */,
                                const bf16 *delta /* [m, k] or NULL */, const bf16 *norm_w /* [k] */,
                                const bf16 *w /* [n, k] */, const bf16 *bias /* [n] or NULL */,
                                int m, int n, int k, float eps, int warps, cudaStream_t s);
+// The fused decode projections of kernels/ops.h's struct kern_proj, one gemv launch each
+// (kc_gemv's NORMP input and ROPE / RES outputs), for 1 <= m <= KERN_CUDA_GEMV_MAX_M; n_sm picks
+// the warps per block. ERR_INVAL for a bad combination, ERR_UNSUPPORTED for a norm over more
+// than 8192 columns.
+int kern_cuda_proj(const struct kern_proj *p, int n_sm, cudaStream_t s);
 // sums[0] = sum (a - b)^2, sums[1] = sum b^2 over `count` bf16 (f32 = 0) or float32 values
 // (device pointers; sums is zeroed first): the GEMM tuner checks a gemv against cuBLASLt with it.
 int kern_cuda__gemv_diff(const void *a, const void *b, int f32, size_t count, float *sums /* [2] */,

@@ -94,8 +94,7 @@ static int op_add_rmsnorm_gemm(struct kern_ctx *c, bf16 *y, bf16 *res_out, const
                                const bf16 *bias, bf16 *xn, int m, int n, int k, float eps) {
     const char *fuse_norm = getenv("KEEL_FUSE_NORM");
     if (m >= 1 && m <= op_env_max_m("KEEL_FUSE_NORM_MAX_M", 2) && fuse_norm &&
-        strcmp(fuse_norm, "1") == 0 &&
-        !op_env_off("KEEL_GEMV"))
+        strcmp(fuse_norm, "1") == 0 && !op_env_off("KEEL_GEMV"))
         return kern_cuda_gemv_add_rmsnorm(y, res_out, residual, delta, norm_w, w, bias, m, n, k,
                                           eps, 0, c->stream);
     int rc = kern_cuda_add_rmsnorm_to(xn, res_out, residual, delta, norm_w, m, k, eps, c->stream);
@@ -120,6 +119,19 @@ static int op_qk_rope_kv(struct kern_ctx *c, bf16 *qkv, bf16 *k_cache, bf16 *v_c
         return rc;
     return kern_cuda_kv_write(k_cache, v_cache, qkv, slot_mapping, n, n_heads, n_kv_heads, head_dim,
                               c->stream);
+}
+
+// The decode projections (kern_cuda_proj): every decode step of at most KEEL_FUSE_DECODE_MAX_M
+// rows (default 4, as the silu fusion; 0 turns them off, and so does KEEL_GEMV=0: they are the
+// gemv).
+static int op_proj(struct kern_ctx *c, const struct kern_proj *p) {
+    return kern_cuda_proj(p, c->n_sm, c->stream);
+}
+
+static int op_proj_max_m(struct kern_ctx *c) {
+    (void)c;
+    if (op_env_off("KEEL_GEMV")) return 0;
+    return op_env_max_m("KEEL_FUSE_DECODE_MAX_M", 4);
 }
 
 static int op_gather_rows(struct kern_ctx *c, bf16 *out, const bf16 *x, const int32_t *rows, int m,
@@ -148,6 +160,8 @@ const struct kern_ops kern_cuda_ops = {
     .gemm_silu = op_gemm_silu,
     .add_rmsnorm_gemm = op_add_rmsnorm_gemm,
     .qk_rope_kv = op_qk_rope_kv,
+    .proj = op_proj,
+    .proj_max_m = op_proj_max_m,
     .gather_rows = op_gather_rows,
     .copy_to_backend = kern_cuda__copy_to_backend,
     .copy_to_host = kern_cuda__copy_to_host,

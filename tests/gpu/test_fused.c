@@ -9,6 +9,9 @@
 // - the op table's entries (kern_cuda_ops.gemm_silu / qk_rope_kv), including their fallbacks
 //   (m > 8; head_dim not a multiple of 64) and the env switches that turn the fused kernels off;
 // - bad arguments;
+// - the decode projections (kern_cuda_proj): rope + kv write in the qkv gemv bit for bit against
+//   the composition, wo/down adding into the residual exactly, the next projection normed from
+//   their statistics against add_rmsnorm_to + gemv;
 // - decode attention: short contexts now one slice without the combine kernel, split launches
 //   merging in the main kernel (tickets), against the CPU op and against the combine kernel.
 // Shapes: the decode shapes of Qwen2.5-7B and Qwen3-8B at m = 1..8, odd shapes (h % 8 != 0:
@@ -364,6 +367,215 @@ TEST(gpu_fused_qk_rope_kv_errors) {
              ERR_INVAL);
     gt_sync();
     gt_free(d), gt_free(di);
+}
+
+// ---- the decode projections (kern_cuda_proj, the op table's `proj`)
+
+// qkv with rope and the cache write fused: proj (x, or a normed residual with its statistics) at
+// `warps` against the same projection with a plain output + kern_cuda_rope + kern_cuda_kv_write
+// (qk_rope_kv's composition, which also takes head_dim 32), bit for bit,
+// qkv and both caches whole (slots not written stay poisoned).
+static void check_proj_rope(int m, int nh, int nkv, int hd, int k, int normp, int warps,
+                            uint64_t seed) {
+    cudaStream_t s = kern_cuda_stream(gt_ctx());
+    const int n = (nh + 2 * nkv) * hd, n_slots = 64, parts = KERN_PROJ_STATS_PER_ROW(k);
+    size_t mk = (size_t)m * k, mn = (size_t)m * n, cache = (size_t)n_slots * nkv * hd;
+    bf16 *x = gt_rand_bf16(mk, 1.0f, &seed), *w = gt_rand_bf16((size_t)n * k, 0.05f, &seed);
+    bf16 *b = gt_rand_bf16(n, 0.5f, &seed), *nw = gt_rand_bf16(k, 1.0f, &seed);
+    float *ss = malloc(sizeof(float) * m * parts);
+    for (int i = 0; i < m; i++)
+        for (int p = 0; p < parts; p++) {
+            float t = 0.f;
+            for (int j = p * 16; j < k && j < p * 16 + 16; j++)
+                t += bf16_to_f32(x[(size_t)i * k + j]) * bf16_to_f32(x[(size_t)i * k + j]);
+            ss[(size_t)i * parts + p] = t;
+        }
+    int32_t pos[8], slots[8];
+    for (int i = 0; i < m; i++) {
+        pos[i] = (int32_t)(gt_rand(&seed) % 30000u);
+        slots[i] = i % 3 == 1 ? -1 : (int32_t)((i * 7 + 5) % n_slots);
+    }
+    bf16 *d_x = gt_up(x, mk * 2), *d_w = gt_up(w, (size_t)n * k * 2), *d_b = gt_up(b, n * 2);
+    bf16 *d_nw = gt_up(nw, k * 2);
+    float *d_ss = gt_up(ss, sizeof(float) * m * parts);
+    int32_t *d_pos = gt_up(pos, sizeof pos), *d_slots = gt_up(slots, sizeof slots);
+    bf16 *d_ya = gt_dev(mn * 2), *d_yb = gt_dev(mn * 2);
+    bf16 *d_ka = gt_dev(cache * 2), *d_va = gt_dev(cache * 2), *d_kb = gt_dev(cache * 2),
+         *d_vb = gt_dev(cache * 2);
+    gt_poison(d_ya, mn * 2), gt_poison(d_yb, mn * 2);
+    gt_poison(d_ka, cache * 2), gt_poison(d_va, cache * 2);
+    gt_poison(d_kb, cache * 2), gt_poison(d_vb, cache * 2);
+    struct kern_rope_kv rope = {d_ka, d_va, d_pos, d_slots, nh, nkv, hd, 1e6f};
+    struct kern_proj p = {
+        .m = m, .n = n, .k = k, .w = d_w, .bias = d_b, .y = d_ya, .rope = &rope, .warps = warps};
+    if (normp)
+        p.norm_in = d_x, p.norm_w = d_nw, p.stats_in = d_ss, p.eps = 1e-6f;
+    else
+        p.x = d_x;
+    CHECK_OK(kern_cuda_proj(&p, 132, s));
+    p.y = d_yb, p.rope = NULL;
+    CHECK_OK(kern_cuda_proj(&p, 132, s));
+    CHECK_OK(kern_cuda_rope(d_yb, d_pos, m, nh, nkv, hd, 1e6f, s));
+    CHECK_OK(kern_cuda_kv_write(d_kb, d_vb, d_yb, d_slots, m, nh, nkv, hd, s));
+    gt_sync();
+    bf16 *ya = malloc(mn * 2), *yb = malloc(mn * 2), *ka = malloc(cache * 2),
+         *va = malloc(cache * 2), *kb = malloc(cache * 2), *vb = malloc(cache * 2);
+    gt_down(ya, d_ya, mn * 2), gt_down(yb, d_yb, mn * 2);
+    gt_down(ka, d_ka, cache * 2), gt_down(va, d_va, cache * 2);
+    gt_down(kb, d_kb, cache * 2), gt_down(vb, d_vb, cache * 2);
+    char shape[112];
+    snprintf(shape, sizeof shape, "m=%d heads=%d/%d hd=%d k=%d%s w%d", m, nh, nkv, hd, k,
+             normp ? " normp" : "", warps);
+    gt_row_exact("proj rope == proj + rope + kv", shape,
+                 n_diff(ya, yb, mn) + n_diff(ka, kb, cache) + n_diff(va, vb, cache));
+    gt_free(d_x), gt_free(d_w), gt_free(d_b), gt_free(d_nw), gt_free(d_ss), gt_free(d_pos);
+    gt_free(d_slots), gt_free(d_ya), gt_free(d_yb), gt_free(d_ka), gt_free(d_va), gt_free(d_kb);
+    gt_free(d_vb);
+    free(x), free(w), free(b), free(nw), free(ss), free(ya), free(yb), free(ka), free(va);
+    free(kb), free(vb);
+}
+
+// wo / down adding into the residual (x, or silu(gate_up) with silu = 1), against the gemv at the
+// same warps and the add on the host (exact), its statistics against float64; then the next
+// projection (n2 outputs) normed from that residual and those statistics, against
+// add_rmsnorm_to + gemv (2e-3: the sum of squares is added in another order). warps 0: the op
+// table's entry and its own warps, against the same references.
+static void check_proj_res(int m, int n, int k, int silu, int n2, int warps, uint64_t seed) {
+    cudaStream_t s = kern_cuda_stream(gt_ctx());
+    const int parts = KERN_PROJ_STATS_PER_ROW(n);
+    size_t mx = (size_t)m * k * (silu ? 2 : 1), mn = (size_t)m * n, mn2 = (size_t)m * n2;
+    bf16 *x = gt_rand_bf16(mx, silu ? 3.0f : 1.0f, &seed);
+    bf16 *w = gt_rand_bf16((size_t)n * k, 0.05f, &seed), *res = gt_rand_bf16(mn, 2.0f, &seed);
+    bf16 *w2 = gt_rand_bf16((size_t)n2 * n, 0.05f, &seed), *nw = gt_rand_bf16(n, 1.0f, &seed);
+    bf16 *b2 = gt_rand_bf16(n2, 0.5f, &seed);
+    bf16 *d_x = gt_up(x, mx * 2), *d_w = gt_up(w, (size_t)n * k * 2), *d_res = gt_up(res, mn * 2);
+    bf16 *d_w2 = gt_up(w2, (size_t)n2 * n * 2), *d_nw = gt_up(nw, n * 2), *d_b2 = gt_up(b2, n2 * 2);
+    bf16 *d_y = gt_dev(mn * 2), *d_xn = gt_dev(mn * 2), *d_ro = gt_dev(mn * 2);
+    bf16 *d_ya = gt_dev(mn2 * 2), *d_yb = gt_dev(mn2 * 2);
+    float *d_ss = gt_dev(sizeof(float) * m * parts);
+    gt_poison(d_y, mn * 2), gt_poison(d_ya, mn2 * 2), gt_poison(d_yb, mn2 * 2);
+    gt_poison(d_ss, sizeof(float) * m * parts);
+    const int ref_warps = warps ? warps : kern_cuda_gemv_default_warps(k);
+    if (silu)
+        CHECK_OK(kern_cuda_gemv_silu(d_y, d_x, d_w, m, n, k, ref_warps, s));
+    else
+        CHECK_OK(kern_cuda_gemv(d_y, 0, d_x, d_w, NULL, m, n, k, ref_warps, s));
+    struct kern_proj p = {
+        .m = m, .n = n, .k = k, .w = d_w, .residual = d_res, .stats_out = d_ss, .warps = warps};
+    if (silu)
+        p.gate_up = d_x;
+    else
+        p.x = d_x;
+    if (warps)
+        CHECK_OK(kern_cuda_proj(&p, 132, s));
+    else
+        CHECK_OK(cu->proj(gt_ctx(), &p));
+    struct kern_proj q = {.m = m,
+                          .n = n2,
+                          .k = n,
+                          .w = d_w2,
+                          .bias = d_b2,
+                          .norm_in = d_res,
+                          .norm_w = d_nw,
+                          .stats_in = d_ss,
+                          .eps = 1e-6f,
+                          .y = d_ya,
+                          .warps = warps};
+    if (warps)
+        CHECK_OK(kern_cuda_proj(&q, 132, s));
+    else
+        CHECK_OK(cu->proj(gt_ctx(), &q));
+    CHECK_OK(kern_cuda_add_rmsnorm_to(d_xn, d_ro, d_res, NULL, d_nw, m, n, 1e-6f, s));
+    CHECK_OK(kern_cuda_gemv(d_yb, 0, d_xn, d_w2, d_b2, m, n2, n, ref_warps, s));
+    gt_sync();
+    bf16 *y = malloc(mn * 2), *got = malloc(mn * 2), *ya = malloc(mn2 * 2), *yb = malloc(mn2 * 2);
+    float *ss = malloc(sizeof(float) * m * parts);
+    gt_down(y, d_y, mn * 2), gt_down(got, d_res, mn * 2);
+    gt_down(ya, d_ya, mn2 * 2), gt_down(yb, d_yb, mn2 * 2);
+    gt_down(ss, d_ss, sizeof(float) * m * parts);
+    size_t bad = 0;
+    double worst = 0;
+    for (size_t i = 0; i < mn; i++)
+        bad += got[i] != f32_to_bf16(bf16_to_f32(res[i]) + bf16_to_f32(y[i]));
+    for (int i = 0; i < m; i++)
+        for (int pp = 0; pp < parts; pp++) {
+            double t = 0;
+            for (int j = pp * 16; j < n && j < pp * 16 + 16; j++)
+                t += (double)bf16_to_f32(got[(size_t)i * n + j]) *
+                     bf16_to_f32(got[(size_t)i * n + j]);
+            double g = ss[(size_t)i * parts + pp];
+            double e = isnan(g) ? 1e30 : fabs(g - t) / (t + 1e-30);
+            if (e > worst) worst = e;
+        }
+    char shape[112];
+    snprintf(shape, sizeof shape, "m=%d n=%d k=%d%s then n=%d %s%d", m, n, k, silu ? " silu" : "",
+             n2, warps ? "w" : "op w", ref_warps);
+    gt_row_exact(warps ? "proj res == gemv + add" : "op proj res == gemv + add", shape, bad);
+    gt_row_exact("proj res statistics (rel 1e-5)", shape, worst > 1e-5);
+    gt_row(warps ? "proj normp ~unfused" : "op proj normp ~unfused", shape,
+           gt_cmp_bf16(ya, yb, mn2), 2e-3);
+    gt_free(d_x), gt_free(d_w), gt_free(d_res), gt_free(d_w2), gt_free(d_nw), gt_free(d_b2);
+    gt_free(d_y), gt_free(d_xn), gt_free(d_ro), gt_free(d_ya), gt_free(d_yb), gt_free(d_ss);
+    free(x), free(w), free(res), free(w2), free(nw), free(b2), free(y), free(got), free(ya);
+    free(yb), free(ss);
+}
+
+TEST_TIMEOUT(gpu_fused_proj, 300) {
+    for (int m = 1; m <= 8; m *= 2) {
+        check_proj_rope(m, 28, 4, 128, 3584, 0, 4, 600 + m); // Qwen2.5-7B qkv, layer 0
+        check_proj_rope(m, 28, 4, 128, 3584, 1, 8, 610 + m); // the other layers
+    }
+    check_proj_rope(3, 14, 2, 64, 896, 1, 7, 620); // Qwen2.5-0.5B
+    check_proj_rope(2, 4, 2, 32, 200, 0, 2, 621);  // head_dim 32, partial chunk
+    check_proj_rope(5, 4, 2, 64, 203, 1, 2, 622);  // k % 8 != 0: element-wise
+    for (int m = 1; m <= 8; m *= 2) {
+        check_proj_res(m, 3584, 3584, 0, 37888, 8, 630 + m); // 7B wo, then gate_up
+        check_proj_res(m, 3584, 18944, 1, 4608, 8, 640 + m); // 7B down, then qkv
+    }
+    check_proj_res(1, 4096, 12288, 1, 6144, 4, 650); // Qwen3-8B down, then qkv at 4 warps
+    check_proj_res(3, 40, 203, 0, 33, 2, 651);       // odd shapes, element-wise
+    check_proj_res(1, 3584, 3584, 0, 4608, 0, 652);  // the op table's warps
+    check_proj_res(4, 3584, 18944, 1, 37888, 0, 653);
+}
+
+TEST(gpu_fused_proj_errors) {
+    cudaStream_t s = kern_cuda_stream(gt_ctx());
+    bf16 *d = gt_dev(1 << 20);
+    float *f = (float *)(d + (1 << 18));
+    struct kern_rope_kv rope = {d, d, (int32_t *)f, (int32_t *)f, 4, 2, 128, 1e4f};
+    struct kern_proj ok = {.m = 1, .n = 16, .k = 256, .w = d, .x = d, .y = d + 8192};
+    struct kern_proj p = ok;
+    CHECK_OK(kern_cuda_proj(&p, 132, s));
+    p.gate_up = d; // two inputs
+    CHECK_EQ(kern_cuda_proj(&p, 132, s), ERR_INVAL);
+    p = ok, p.residual = d + 16384; // two outputs
+    CHECK_EQ(kern_cuda_proj(&p, 132, s), ERR_INVAL);
+    p = ok, p.y = NULL, p.residual = d + 16384; // residual without stats_out
+    CHECK_EQ(kern_cuda_proj(&p, 132, s), ERR_INVAL);
+    p = ok, p.x = NULL, p.norm_in = d; // norm without weight and statistics
+    CHECK_EQ(kern_cuda_proj(&p, 132, s), ERR_INVAL);
+    p = ok, p.m = 9;
+    CHECK_EQ(kern_cuda_proj(&p, 132, s), ERR_INVAL);
+    p = ok, p.warps = 9;
+    CHECK_EQ(kern_cuda_proj(&p, 132, s), ERR_INVAL);
+    p = ok, p.rope = &rope; // n is not (4 + 2 * 2) * 128
+    CHECK_EQ(kern_cuda_proj(&p, 132, s), ERR_INVAL);
+    rope.head_dim = 24, p.n = 8 * 24; // head_dim not a multiple of 16
+    CHECK_EQ(kern_cuda_proj(&p, 132, s), ERR_INVAL);
+    p = ok, p.x = NULL, p.norm_in = d, p.norm_w = d, p.stats_in = f, p.k = 8200;
+    p.n = 16; // a norm over more than 8192 columns
+    CHECK_EQ(kern_cuda_proj(&p, 132, s), ERR_UNSUPPORTED);
+    p = ok, p.m = 0;
+    CHECK_OK(kern_cuda_proj(&p, 132, s));
+    CHECK(cpu->proj == NULL); // the CPU backend runs the composition
+    setenv("KEEL_FUSE_DECODE_MAX_M", "0", 1);
+    CHECK_EQ(cu->proj_max_m(gt_ctx()), 0);
+    setenv("KEEL_FUSE_DECODE_MAX_M", "2", 1);
+    CHECK_EQ(cu->proj_max_m(gt_ctx()), 2);
+    unsetenv("KEEL_FUSE_DECODE_MAX_M");
+    CHECK_EQ(cu->proj_max_m(gt_ctx()), 4);
+    gt_sync();
+    gt_free(d);
 }
 
 // ---- decode attention: short contexts run as one slice, split launches merge in-kernel

@@ -1,4 +1,4 @@
-// Host SIMT emulation of the fused kernels (gemv.cu's kc_gemv in its three modes,
+// Host SIMT emulation of the fused kernels (gemv.cu's kc_gemv in its input and output modes,
 // fused_qk_rope_kv.cu's kc_qk_rope_kv): one pthread per CUDA thread of a block, warp collectives
 // and mma.m16n8k16 emulated per the PTX fragment layouts, blocks run one after another. Checks,
 // on small odd shapes and the vector and element-wise paths:
@@ -7,7 +7,10 @@
 //   NORM   y against PLAIN on add_rmsnorm's normed rows (close: float sums in another order),
 //          res_out bit for bit against bf16(residual + delta);
 //   qk_rope_kv bit for bit against the statement-for-statement host composition of
-//          qk_norm.cu + rope.cu + kv_write.cu.
+//          qk_norm.cu + rope.cu + kv_write.cu;
+//   ROPE   (PLAIN or NORMP input) bit for bit against the Y output + that composition's rope
+//          and kv write; RES bit for bit against Y + add_rmsnorm's add, its statistics against
+//          float64; NORMP on a RES launch's residual and statistics ~ PLAIN on the normed rows.
 // Usage, from the repository root: tests/data/fuse/emu/run.sh
 #include <pthread.h>
 #include <algorithm>
@@ -35,7 +38,7 @@ static uint2 make_uint2(uint32_t a, uint32_t b) { return {a, b}; }
 static uint4 __ldg(const uint4 *p) { uint4 v; memcpy(&v, p, 16); return v; }
 static uint2 __ldg(const uint2 *p) { uint2 v; memcpy(&v, p, 8); return v; }
 static thread_local d3 threadIdx, blockIdx;
-static d3 blockDim = {256, 1, 1};
+static d3 blockDim = {256, 1, 1}, gridDim = {1, 1, 1};
 #define __global__
 #define __device__
 #define __forceinline__ inline
@@ -111,6 +114,7 @@ static void kc_gemv_mma(float d[4], uint32_t a0, uint32_t a1, uint32_t a2, uint3
 // ---- launch: blockDim.x threads, each runs every block in order
 static void launch(d3 grid, int threads, std::function<void()> body) {
     blockDim = {(unsigned)threads, 1, 1};
+    gridDim = grid;
     pthread_barrier_init(&block_bar, NULL, threads);
     for (int w = 0; w < threads / 32; w++) pthread_barrier_init(&warp_bar[w], NULL, 32);
     struct arg { int tid; d3 grid; std::function<void()> *body; };
@@ -159,13 +163,27 @@ static void run_gemv(int mode, bool vec, bf16 *y, const bf16 *x, const bf16 *w, 
                      int m, int n, int k, int warps, const bf16 *delta, const bf16 *nw,
                      bf16 *res_out) {
     unsigned blocks = (unsigned)((n + 15) / 16);
+    kc_gemv_epi ep = {};
     launch({blocks, 1, 1}, 32 * warps, [&] {
-        if (mode == KC_GEMV_PLAIN && vec) kc_gemv<true, KC_GEMV_PLAIN>(y, 0, x, w, bias, m, n, k, NULL, NULL, NULL, 0.f);
-        if (mode == KC_GEMV_PLAIN && !vec) kc_gemv<false, KC_GEMV_PLAIN>(y, 0, x, w, bias, m, n, k, NULL, NULL, NULL, 0.f);
-        if (mode == KC_GEMV_SILU && vec) kc_gemv<true, KC_GEMV_SILU>(y, 0, x, w, NULL, m, n, k, NULL, NULL, NULL, 0.f);
-        if (mode == KC_GEMV_SILU && !vec) kc_gemv<false, KC_GEMV_SILU>(y, 0, x, w, NULL, m, n, k, NULL, NULL, NULL, 0.f);
-        if (mode == KC_GEMV_NORM && vec) kc_gemv<true, KC_GEMV_NORM>(y, 0, x, w, bias, m, n, k, delta, nw, res_out, 1e-6f);
-        if (mode == KC_GEMV_NORM && !vec) kc_gemv<false, KC_GEMV_NORM>(y, 0, x, w, bias, m, n, k, delta, nw, res_out, 1e-6f);
+        if (mode == KC_GEMV_PLAIN && vec) kc_gemv<true, KC_GEMV_PLAIN, KC_GEMV_Y>(y, 0, x, w, bias, m, n, k, NULL, NULL, NULL, 0.f, ep);
+        if (mode == KC_GEMV_PLAIN && !vec) kc_gemv<false, KC_GEMV_PLAIN, KC_GEMV_Y>(y, 0, x, w, bias, m, n, k, NULL, NULL, NULL, 0.f, ep);
+        if (mode == KC_GEMV_SILU && vec) kc_gemv<true, KC_GEMV_SILU, KC_GEMV_Y>(y, 0, x, w, NULL, m, n, k, NULL, NULL, NULL, 0.f, ep);
+        if (mode == KC_GEMV_SILU && !vec) kc_gemv<false, KC_GEMV_SILU, KC_GEMV_Y>(y, 0, x, w, NULL, m, n, k, NULL, NULL, NULL, 0.f, ep);
+        if (mode == KC_GEMV_NORM && vec) kc_gemv<true, KC_GEMV_NORM, KC_GEMV_Y>(y, 0, x, w, bias, m, n, k, delta, nw, res_out, 1e-6f, ep);
+        if (mode == KC_GEMV_NORM && !vec) kc_gemv<false, KC_GEMV_NORM, KC_GEMV_Y>(y, 0, x, w, bias, m, n, k, delta, nw, res_out, 1e-6f, ep);
+    });
+}
+
+// The decode projections' modes (kern_cuda_proj): input MODE (PLAIN, SILU or NORMP with nw and
+// ep.ss_in), output OUT (Y, ROPE with ep's rope fields, RES with y the residual and ep.ss_out).
+template <int MODE, int OUT>
+static void run_proj(bool vec, bf16 *y, const bf16 *x, const bf16 *w, const bf16 *bias, int m, int n,
+                     int k, int warps, const bf16 *nw, kc_gemv_epi ep) {
+    unsigned blocks = (unsigned)((n + 15) / 16);
+    ep.ss_parts = (k + 15) / 16;
+    launch({blocks, 1, 1}, 32 * warps, [&] {
+        if (vec) kc_gemv<true, MODE, OUT>(y, 0, x, w, bias, m, n, k, NULL, nw, NULL, 1e-6f, ep);
+        else kc_gemv<false, MODE, OUT>(y, 0, x, w, bias, m, n, k, NULL, nw, NULL, 1e-6f, ep);
     });
 }
 
@@ -322,6 +340,109 @@ static void check_qrk(int n, int nh, int nkv, int hd, bool norm) {
     report("qk_rope_kv == composition", shape, bad == 0, "%g of %g differ", (double)bad, (double)(a.size() + 2 * cache));
 }
 
+// ---- the decode projections: ROPE == PLAIN + rope + kv_write, RES == PLAIN + add, NORMP from
+// a RES launch's statistics ~ PLAIN on add_rmsnorm's rows
+
+static void host_rope_kv(std::vector<bf16> &qkv, std::vector<bf16> &kc, std::vector<bf16> &vc,
+                         const int32_t *pos, const int32_t *slot, int n, int nh, int nkv, int hd,
+                         float theta) {
+    host_compose(qkv, kc, vc, NULL, NULL, pos, slot, n, nh, nkv, hd, 1e-6f, theta);
+}
+
+static void check_proj_rope(int m, int nh, int nkv, int hd, int k, bool vec, int warps, bool normp) {
+    const int n = (nh + 2 * nkv) * hd, n_slots = 2 * m + 3;
+    char shape[96];
+    snprintf(shape, sizeof shape, "m=%d heads=%d/%d hd=%d k=%d %s w%d%s", m, nh, nkv, hd, k,
+             vec ? "vec" : "scalar", warps, normp ? " normp" : "");
+    auto w = rbf((size_t)n * k, 0.1f), bias = rbf(n, 0.5f), x = rbf((size_t)m * k, 1.0f), nw = rbf(k, 1.0f);
+    std::vector<int32_t> pos(m), slot(m);
+    for (int i = 0; i < m; i++) pos[i] = (i * 7919 + 3) % 30000, slot[i] = i % 3 == 1 ? -1 : (2 * i + 1) % n_slots;
+    size_t cache = (size_t)n_slots * nkv * hd;
+    std::vector<bf16> want((size_t)m * n, 0xffff), got((size_t)m * n, 0xffff);
+    std::vector<bf16> kw(cache, 0xffff), vw(cache, 0xffff), kg(cache, 0xffff), vg(cache, 0xffff);
+    kc_gemv_epi ep = {};
+    std::vector<float> ss;
+    if (normp) { // statistics as a RES launch leaves them: 16-column pieces' sums of squares
+        ss.assign((size_t)m * ((k + 15) / 16), 0.f);
+        for (int i = 0; i < m; i++)
+            for (int q = 0; q < k; q++) ss[(size_t)i * ((k + 15) / 16) + q / 16] += kc_f(x[(size_t)i * k + q]) * kc_f(x[(size_t)i * k + q]);
+        ep.ss_in = ss.data();
+        run_proj<KC_GEMV_NORMP, KC_GEMV_Y>(vec, want.data(), x.data(), w.data(), bias.data(), m, n, k, warps, nw.data(), ep);
+    } else {
+        run_proj<KC_GEMV_PLAIN, KC_GEMV_Y>(vec, want.data(), x.data(), w.data(), bias.data(), m, n, k, warps, NULL, ep);
+    }
+    host_rope_kv(want, kw, vw, pos.data(), slot.data(), m, nh, nkv, hd, 1e6f);
+    ep.k_cache = kg.data(), ep.v_cache = vg.data(), ep.positions = pos.data(), ep.slots = slot.data();
+    ep.n_heads = nh, ep.n_kv_heads = nkv, ep.head_dim = hd, ep.theta = 1e6f;
+    if (normp)
+        run_proj<KC_GEMV_NORMP, KC_GEMV_ROPE>(vec, got.data(), x.data(), w.data(), bias.data(), m, n, k, warps, nw.data(), ep);
+    else
+        run_proj<KC_GEMV_PLAIN, KC_GEMV_ROPE>(vec, got.data(), x.data(), w.data(), bias.data(), m, n, k, warps, NULL, ep);
+    size_t bad = 0;
+    for (size_t i = 0; i < got.size(); i++) bad += got[i] != want[i];
+    for (size_t i = 0; i < cache; i++) bad += (kg[i] != kw[i]) + (vg[i] != vw[i]);
+    report("proj rope == gemv+rope+kv", shape, bad == 0, "%g of %g differ", (double)bad, (double)(got.size() + 2 * cache));
+}
+
+// RES (PLAIN or SILU input) against the plain launch + add_rmsnorm's add; then a NORMP launch on
+// the residual and statistics it left, against PLAIN on add_rmsnorm's normed rows.
+static void check_proj_res(int m, int n, int k, bool vec, int warps, bool silu, int n2) {
+    char shape[96];
+    snprintf(shape, sizeof shape, "m=%d n=%d k=%d %s w%d%s", m, n, k, vec ? "vec" : "scalar", warps, silu ? " silu" : "");
+    auto w = rbf((size_t)n * k, 0.1f), res = rbf((size_t)m * n, 2.0f);
+    auto x = rbf((size_t)m * (silu ? 2 : 1) * k, silu ? 3.0f : 1.0f);
+    std::vector<bf16> y((size_t)m * n, 0xffff), want = res, got = res;
+    kc_gemv_epi ep = {};
+    if (silu)
+        run_proj<KC_GEMV_SILU, KC_GEMV_Y>(vec, y.data(), x.data(), w.data(), NULL, m, n, k, warps, NULL, ep);
+    else
+        run_proj<KC_GEMV_PLAIN, KC_GEMV_Y>(vec, y.data(), x.data(), w.data(), NULL, m, n, k, warps, NULL, ep);
+    for (size_t i = 0; i < want.size(); i++) want[i] = kc_bf(kc_f(res[i]) + kc_f(y[i]));
+    const int parts = (n + 15) / 16;
+    std::vector<float> ss((size_t)m * parts, NAN);
+    ep.ss_out = ss.data();
+    if (silu)
+        run_proj<KC_GEMV_SILU, KC_GEMV_RES>(vec, got.data(), x.data(), w.data(), NULL, m, n, k, warps, NULL, ep);
+    else
+        run_proj<KC_GEMV_PLAIN, KC_GEMV_RES>(vec, got.data(), x.data(), w.data(), NULL, m, n, k, warps, NULL, ep);
+    size_t bad = 0;
+    for (size_t i = 0; i < got.size(); i++) bad += got[i] != want[i];
+    report("proj res == gemv+add", shape, bad == 0, "%g of %g differ", (double)bad, (double)got.size());
+    double worst = 0;
+    for (int i = 0; i < m; i++)
+        for (int p = 0; p < parts; p++) {
+            double s = 0;
+            for (int j = p * 16; j < std::min(n, p * 16 + 16); j++) s += (double)kc_f(want[(size_t)i * n + j]) * kc_f(want[(size_t)i * n + j]);
+            double g = ss[(size_t)i * parts + p];
+            worst = std::max(worst, std::isnan(g) ? 1e30 : fabs(g - s) / (s + 1e-30));
+        }
+    report("proj res statistics", shape, worst < 1e-5, "max rel err %.3g over %g pieces", worst, (double)m * parts);
+
+    // NORMP on (residual, statistics) against PLAIN on the normed rows
+    auto w2 = rbf((size_t)n2 * n, 0.1f), nw = rbf(n, 1.0f), bias2 = rbf(n2, 0.5f);
+    std::vector<bf16> xn((size_t)m * n), ya((size_t)m * n2, 0xffff), yb((size_t)m * n2, 0xffff);
+    for (int i = 0; i < m; i++) {
+        double s = 0;
+        for (int j = 0; j < n; j++) s += (double)kc_f(want[(size_t)i * n + j]) * kc_f(want[(size_t)i * n + j]);
+        float inv = 1.0f / sqrtf((float)(s / n) + 1e-6f);
+        for (int j = 0; j < n; j++) xn[(size_t)i * n + j] = kc_bf(kc_f(nw[j]) * kc_round(kc_f(want[(size_t)i * n + j]) * inv));
+    }
+    kc_gemv_epi ep2 = {};
+    ep2.ss_in = ss.data();
+    run_proj<KC_GEMV_NORMP, KC_GEMV_Y>(vec, ya.data(), got.data(), w2.data(), bias2.data(), m, n2, n, warps, nw.data(), ep2);
+    run_proj<KC_GEMV_PLAIN, KC_GEMV_Y>(vec, yb.data(), xn.data(), w2.data(), bias2.data(), m, n2, n, warps, NULL, ep2);
+    double num = 0, den = 0;
+    size_t nan = 0, diff = 0;
+    for (size_t i = 0; i < ya.size(); i++) {
+        double a = kc_f(ya[i]), b = kc_f(yb[i]);
+        if (std::isnan(a)) nan++;
+        num += (a - b) * (a - b), den += b * b;
+        diff += ya[i] != yb[i];
+    }
+    double rel = sqrt(num / den);
+    report("proj normp ~ plain(norm)", shape, nan == 0 && rel < 2e-3, "rel L2 %.3g (%g elements differ)", rel, (double)diff);
+}
+
 int main() {
     // (m, n, k, vec, warps): partial chunks, n % 16 != 0, k % 8 != 0 (scalar), several warp counts
     check_gemv(1, 40, 384, true, warps_for(384));
@@ -337,6 +458,16 @@ int main() {
     check_qrk(2, 2, 2, 256, true);
     check_qrk(4, 3, 3, 192, true);
     check_qrk(3, 6, 2, 128, false);
+    // (m, heads, kv heads, head_dim, k, vec, warps, normp)
+    check_proj_rope(1, 4, 2, 128, 384, true, 4, false);
+    check_proj_rope(3, 3, 1, 64, 256, true, 2, true);
+    check_proj_rope(2, 2, 1, 32, 200, false, 2, false);
+    check_proj_rope(5, 2, 2, 64, 520, true, 8, true);
+    // (m, n, k, vec, warps, silu, n of the NORMP launch after)
+    check_proj_res(1, 48, 384, true, 4, false, 40);
+    check_proj_res(3, 37, 256, true, 2, true, 20);
+    check_proj_res(2, 33, 203, false, 2, false, 17);
+    check_proj_res(8, 64, 520, true, 8, true, 32);
     printf("%s: %d failures\n", failures ? "FAILED" : "all ok", failures);
     return failures ? 1 : 0;
 }
