@@ -345,6 +345,15 @@ template <bool ROPE> __device__ __forceinline__ int kc_gemv_row(int b, int r, in
     return h * head_dim + p * 8 + (r & 7) + (r >= 8 ? head_dim / 2 : 0);
 }
 
+// Element e (< 128) of a block's reduced tile (the epilogue's thread e; not under ROPE): lane
+// e / 4 held rows g, g + 8 (e % 4 = 0, 1 and 2, 3) of columns (rows of x) 2t and 2t + 1.
+__device__ __forceinline__ int kc_gemv_elem_row(int e) {
+    return blockIdx.x * KC_GEMV_ROWS + ((e >> 2) >> 2) + ((e & 3) >= 2 ? 8 : 0);
+}
+__device__ __forceinline__ int kc_gemv_elem_col(int e) {
+    return 2 * ((e >> 2) & 3) + (e & 1);
+}
+
 // MODE says what x is (above), OUT what is written. SILU: y bf16, no bias (the fused down
 // projection). NORM: the fused residual add + RMSNorm before the qkv or gate_up projection;
 // block 0 writes the new residual to res_out (a different buffer, so no block reads what another
@@ -384,14 +393,12 @@ __global__ void __launch_bounds__(256)
     // residual; it reads that residual element right after its wait, so the read is not a round
     // trip at the end. (With fewer than 4 warps a thread has several elements: read at the end.)
     const bool res_early = RES && blockDim.x >= 128 && threadIdx.x < 128;
-    const int e_row = kc_gemv_row<false>(
-        blockIdx.x, ((threadIdx.x >> 2) >> 2) + ((threadIdx.x & 3) >= 2 ? 8 : 0), 0);
-    const int e_col = 2 * ((threadIdx.x >> 2) & 3) + (threadIdx.x & 1);
     bf16 res_old = 0;
     float inv_w[KC_GEMV_ROWS / 2]; // NORMP: this warp's inverse RMS of each row
     auto after_wait = [&]() {
-        if (RES && res_early && e_row < n && e_col < m)
-            res_old = static_cast<const bf16 *>(y)[(size_t)e_col * n + e_row];
+        if (!res_early) return;
+        const int row = kc_gemv_elem_row(threadIdx.x), col = kc_gemv_elem_col(threadIdx.x);
+        if (row < n && col < m) res_old = static_cast<const bf16 *>(y)[(size_t)col * n + row];
     };
 
     // Two accumulator chains halve the dependent mma latency per chunk.
@@ -531,15 +538,13 @@ __global__ void __launch_bounds__(256)
         return;
     }
 
-    // Thread e (< 128) sums element e of the fragment over the block's warps: lane e / 4 held
-    // rows g, g + 8 (i = 0, 1 and 2, 3) of columns (rows of x) 2t and 2t + 1.
+    // Thread e (< 128) sums element e of the fragment over the block's warps (kc_gemv_elem_row).
     for (int e = threadIdx.x; e < 128; e += blockDim.x) {
         const int l = e >> 2, i = e & 3;
         float s = 0.f;
         for (int v = 0; v < n_warps; v++)
             s += red[v][l][i];
-        const int row = blockIdx.x * KC_GEMV_ROWS + (l >> 2) + (i >= 2 ? 8 : 0);
-        const int col = 2 * (l & 3) + (i & 1);
+        const int row = kc_gemv_elem_row(e), col = kc_gemv_elem_col(e);
         if (RES) sq[e] = 0.f;
         if (row >= n || col >= m) continue;
         if (bias) s += kc_f(bias[row]);
@@ -700,6 +705,10 @@ static int kc_gemv_proj_warps(bool vec, unsigned blocks, int k, int n_sm) {
     return warps;
 }
 
+static_assert(KERN_PROJ_STATS_PER_ROW(KC_GEMV_ROWS) == 1 &&
+                  KERN_PROJ_STATS_PER_ROW(KC_GEMV_ROWS + 1) == 2,
+              "a RES launch writes one statistics piece per block of KC_GEMV_ROWS outputs");
+
 extern "C" int kern_cuda_proj(const struct kern_proj *p, int n_sm, cudaStream_t s) {
     const int m = p->m, n = p->n, k = p->k;
     const int inputs = (p->x != NULL) + (p->gate_up != NULL) + (p->norm_in != NULL);
@@ -714,7 +723,7 @@ extern "C" int kern_cuda_proj(const struct kern_proj *p, int n_sm, cudaStream_t 
         (p->residual && !p->stats_out) || (p->norm_in && (!p->norm_w || !p->stats_in)))
         return err_set(ERR_INVAL, "proj: give y or residual (with stats_out); norm_in needs "
                                   "norm_w and stats_in; rope needs y");
-    if (p->norm_in && (k + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS > 32 * KC_GEMV_SS_PER_LANE)
+    if (p->norm_in && KERN_PROJ_STATS_PER_ROW(k) > 32 * KC_GEMV_SS_PER_LANE)
         return err_set(ERR_UNSUPPORTED, "proj: norm over %d columns (at most %d)", k,
                        KC_GEMV_ROWS * 32 * KC_GEMV_SS_PER_LANE);
     const struct kern_rope_kv *r = p->rope;
@@ -733,7 +742,7 @@ extern "C" int kern_cuda_proj(const struct kern_proj *p, int n_sm, cudaStream_t 
     const bool pdl = kc_gemv_pdl_ok(vec, k);
     kc_gemv_epi ep = {};
     ep.ss_in = p->stats_in;
-    ep.ss_parts = (k + KC_GEMV_ROWS - 1) / KC_GEMV_ROWS;
+    ep.ss_parts = KERN_PROJ_STATS_PER_ROW(k); // the producer's blocks: one piece each
     ep.ss_out = p->stats_out;
     if (r) {
         ep.k_cache = r->k_cache;
