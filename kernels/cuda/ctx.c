@@ -82,12 +82,17 @@ int kern_cuda_ctx_set_regions(struct kern_ctx *c, void *workspace, size_t worksp
     int rc = kern_cuda__check_regions(workspace, workspace_bytes, op_scratch, op_scratch_bytes);
     if (rc) return rc;
     CUDA_CHECK(cudaStreamSynchronize(c->stream)); // nothing queued may still use the old regions
+    // Plans were chosen for the old workspace: choose again when it changes. Only then: a plan
+    // dropped needlessly is chosen again by the next call, and if that call is being captured
+    // into a CUDA graph the tuner cannot time it (kernels/cuda/gemm.c), so the graph keeps the
+    // heuristic's cuBLASLt pick while eager steps use the tuned kernel, and the two differ in
+    // the last bits (gpu_sample_model_tiny's op_scratch-only change showed it).
+    if (workspace != c->workspace || workspace_bytes != c->workspace_bytes)
+        memset(c->plans, 0, sizeof c->plans);
     c->workspace = workspace;
     c->workspace_bytes = workspace_bytes;
     c->op_scratch = op_scratch;
     c->op_scratch_bytes = op_scratch_bytes;
-    // Plans were chosen for the old workspace size: choose again.
-    memset(c->plans, 0, sizeof c->plans);
     return 0;
 }
 

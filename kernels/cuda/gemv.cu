@@ -600,11 +600,12 @@ extern "C" int kern_cuda_gemv_default_warps(int k) {
 }
 
 // Whether a launch may use programmatic dependent launch: only when every chunk of k takes the
-// vector path (k a multiple of KC_GEMV_CHUNK, aligned operands). The guarded element-wise loads
-// of a partial chunk gave results that differed from the non-PDL launch on the H100 (docs/PERF.md
-// run 8: tiny-qwen3, k = 64, with the gemv forced: 4 runs of 4; with PDL off: none; the cause is
-// not found yet), so those launches go without it. The 0.5B-32B Qwen shapes at TP 1 and 2 have
-// every k a multiple of 128; 72B's down shards (14784 at TP 2) lose PDL on that launch.
+// vector path (k a multiple of KC_GEMV_CHUNK, aligned operands). Run 8 took a difference in
+// tiny-qwen3's logits (k = 64) for a PDL fault in the guarded element-wise loads; run 10 found its
+// cause elsewhere (GEMM plans dropped by kern_cuda_ctx_set_regions, then a graph captured with the
+// untuned pick: docs/PERF.md run 10), but PDL for these launches has not been measured since, so
+// they still go without it. The 0.5B-32B Qwen shapes at TP 1 and 2 have every k a multiple of
+// 128; 72B's down shards (14784 at TP 2) lose PDL on that launch.
 static bool kc_gemv_pdl_ok(bool vec, int k) {
     return vec && k % KC_GEMV_CHUNK == 0;
 }
